@@ -1,0 +1,257 @@
+"""The command line: one subcommand per use, each one library call. Heavy imports stay inside
+functions so ``vidsearch --help`` starts fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 3
+
+
+def _console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from vidsearch.config import CollectionConfig, DecodeConfig, EncodeConfig, SegmentConfig
+
+    given = any(v is not None for v in (args.encoder, args.fps, args.window, args.stride, args.keyframes or None))
+    if not given:
+        return None
+    base = CollectionConfig()
+    return CollectionConfig(
+        decode=DecodeConfig(fps=args.fps or base.decode.fps, keyframes_only=bool(args.keyframes)),
+        segment=SegmentConfig(window=args.window or base.segment.window, stride=args.stride or base.segment.stride),
+        encode=EncodeConfig(encoder=args.encoder or base.encode.encoder),
+    )
+
+
+def _progress_adder(coll, paths, quiet: bool):  # type: ignore[no-untyped-def]
+    """Run ``coll.add`` with a rich progress bar over the files (on stderr)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from vidsearch.store.collection import iter_media_files
+
+    files = list(iter_media_files(paths))
+    if quiet:
+        return coll.add(files)
+    console = _console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        task = progress.add_task("indexing", total=len(files))
+
+        def on_file(report) -> None:  # type: ignore[no-untyped-def]
+            colour = {"indexed": "green", "skipped": "yellow", "failed": "red"}[report.status]
+            detail = f"{report.segments} segments" if report.status == "indexed" else (report.error or "")
+            progress.console.print(f"[{colour}]{report.status:8s}[/] {report.path}  {detail}", markup=True,
+                                   highlight=False, soft_wrap=True)
+            progress.advance(task)
+
+        return coll.add(files, on_file=on_file)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from vidsearch.store.collection import Collection
+
+    coll = Collection.open_or_create(args.collection, _config_from_args(args))
+    reports = _progress_adder(coll, args.paths, quiet=args.json)
+    counts = {s: sum(r.status == s for r in reports) for s in ("indexed", "skipped", "failed")}
+    if args.json:
+        _emit({"collection": str(args.collection), "files": [r.to_dict() for r in reports], "summary": counts})
+    else:
+        _console().print(f"{counts['indexed']} indexed, {counts['skipped']} skipped, {counts['failed']} failed "
+                         f"-> {args.collection}")
+    coll.close()
+    return EXIT_PARTIAL if counts["failed"] else EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from vidsearch.search.results import SearchParams
+    from vidsearch.store.collection import Collection
+
+    coll = Collection.open(args.collection)
+    result = coll.search(args.query, k=args.k, params=SearchParams(segment_k=args.segment_k,
+                                                                   min_similarity=args.min_similarity))
+    if args.json:
+        _emit(result.to_dict())
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title=f"{args.query}  ({result.timings_ms['total']:.0f} ms)")
+    for col in ("rank", "video", "score", "query s", "reference s", "path"):
+        table.add_column(col)
+    for r in result.results:
+        m = r.matches[0] if r.matches else None
+        table.add_row(str(r.rank), r.video_id, f"{r.score:.3f}",
+                      f"{m.query_start:.1f}-{m.query_end:.1f}" if m else "", f"{m.ref_start:.1f}-{m.ref_end:.1f}" if m else "",
+                      r.path)
+    from rich.console import Console
+
+    Console(width=max(Console().width, 130)).print(table)
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from vidsearch.store.collection import Collection
+
+    coll = Collection.open(args.collection)
+    info = coll.info()
+    if args.videos or args.json:
+        info["video_list"] = coll.videos()
+    if args.json:
+        _emit(info)
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{info['path']}[/]: {info['videos']} videos, {info['segments']} segments, "
+                  f"{info['duration_s']:.0f} s of video, {info['disk_bytes'] / 1e6:.1f} MB on disk")
+    console.print(f"encoder {info['config']['encode']['encoder']}, {info['config']['decode']['fps']} fps, "
+                  f"window {info['config']['segment']['window']} s / stride {info['config']['segment']['stride']} s, "
+                  f"index {info['config']['index']['kind']}")
+    if args.videos:
+        table = Table()
+        for col in ("id", "duration", "size", "segments", "path"):
+            table.add_column(col)
+        for v in info["video_list"]:
+            table.add_row(v["id"], f"{v['duration']:.1f}", f"{v['width']}x{v['height']}", str(v["segments"]), v["path"])
+        console.print(table)
+    return EXIT_OK
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from vidsearch.store.collection import Collection
+
+    coll = Collection.open(args.collection)
+    out = [coll.remove(v) for v in args.videos]
+    if args.json:
+        _emit({"removed": out})
+    else:
+        for o in out:
+            _console().print(f"removed {o['video_id']} ({o['path']}), {o['segments_removed']} segments")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vidsearch.config import CollectionConfig, EncodeConfig
+    from vidsearch.evaluate.demo import run_demo
+
+    config = CollectionConfig(encode=EncodeConfig(encoder=args.encoder)) if args.encoder else None
+    console = _console()
+    if not args.json:
+        console.print("[bold]vidsearch demo[/]: indexing the real sample footage, then querying with transformed copies")
+
+    def on_file(r) -> None:  # type: ignore[no-untyped-def]
+        if not args.json:
+            console.print(f"  {r.status:8s} {Path(r.path).name:40s} {r.segments:4d} segments", highlight=False)
+
+    summary = run_demo(Path(args.collection) if args.collection else None, config, on_file=on_file)
+    if args.json:
+        _emit(summary)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        console.print(f"indexed {summary['indexed']} videos ({summary['video_seconds']} s of video) "
+                      f"in {summary['index_seconds']} s with {summary['encoder']}")
+        table = Table(title="transformed copies -> their source")
+        for col in ("query", "expected", "top-1 result", "score", "2nd score", "matched ref s", "expected s", "ok"):
+            table.add_column(col)
+        for r in summary["queries"]:
+            m = r["match"]
+            exp = r["expected_range"]
+            ok = "[green]yes[/]" if r["top1_correct"] and r["range_correct"] else "[red]no[/]"
+            table.add_row(r["query"], r["source"], r["top1"] or "-", f"{r['score']:.3f}" if r["score"] is not None else "-",
+                          f"{r['runner_up_score']:.3f}" if r["runner_up_score"] is not None else "-",
+                          f"{m['ref_start']:.1f}-{m['ref_end']:.1f}" if m else "-", f"{exp[0]:.1f}-{exp[1]:.1f}", ok)
+        out = Console(width=max(Console().width, 130))
+        out.print(table)
+        out.print(f"top-1 source accuracy {summary['top1_accuracy']:.0%}, time range accuracy {summary['range_accuracy']:.0%}")
+    return EXIT_OK if summary["top1_accuracy"] == 1.0 else EXIT_ERROR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidsearch", description="Content-based video retrieval.")
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, collection: bool = True) -> None:
+        if collection:
+            p.add_argument("--collection", "-c", required=True, type=Path, help="collection directory")
+        p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
+    p = sub.add_parser("index", help="index video/image files and folders (creates the collection if absent)")
+    common(p)
+    p.add_argument("--encoder", choices=["sscd", "sscd-distilled", "effnet-lite0"], help="frame encoder (new collections)")
+    p.add_argument("--fps", type=float, help="frames sampled per second (default 1)")
+    p.add_argument("--keyframes", action="store_true", help="decode key frames only (fast, coarse)")
+    p.add_argument("--window", type=float, help="segment window in seconds (default 2)")
+    p.add_argument("--stride", type=float, help="segment stride in seconds (default 1)")
+    p.add_argument("paths", nargs="+", help="files or folders (recursive)")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="find videos containing a clip, a frame/image, or VIDEO_ID@START-END")
+    common(p)
+    p.add_argument("-k", type=int, default=10, help="videos to return (default 10)")
+    p.add_argument("--segment-k", type=int, default=100, help="segment neighbours per query segment (default 100)")
+    p.add_argument("--min-similarity", type=float, default=0.0, help="segment hits below this cosine do not vote")
+    p.add_argument("query", help="video file, image file, or VIDEO_ID@START-END")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("info", help="describe a collection")
+    common(p)
+    p.add_argument("--videos", action="store_true", help="list the videos")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("remove", help="remove videos by id or path")
+    common(p)
+    p.add_argument("videos", nargs="+")
+    p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser("demo", help="index the real sample footage and query it with transformed copies")
+    common(p, collection=False)
+    p.add_argument("--collection", "-c", type=Path, help="keep the demo collection here (default: a temp folder)")
+    p.add_argument("--encoder", choices=["sscd", "sscd-distilled", "effnet-lite0"])
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _version() -> str:
+    from vidsearch import __version__
+
+    return f"vidsearch {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    from vidsearch.errors import VidsearchError
+
+    try:
+        return int(args.func(args))
+    except VidsearchError as exc:
+        if getattr(args, "json", False):
+            _emit({"error": type(exc).__name__, "message": str(exc)})
+        else:
+            _console().print(f"[red]error:[/] {exc}", highlight=False)
+        return 2 if not isinstance(exc, (OSError,)) else 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

