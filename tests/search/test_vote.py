@@ -1,0 +1,54 @@
+import numpy as np
+
+from vidsearch.search.vote import SegmentTable, vote
+
+
+def _table():
+    # video A: segments 0..9 at 0..9 s (1 s windows); video B: segments 10..14 at 0..4 s
+    starts = np.r_[np.arange(10.0), np.arange(5.0)]
+    return SegmentTable(
+        video=np.r_[np.zeros(10, np.int32), np.ones(5, np.int32)],
+        start=starts, end=starts + 1.0, video_ids=["A", "B"],
+    )
+
+
+def test_consistent_offset_wins_over_scattered_hits():
+    # 3 query segments at 0,1,2 s. A matches them at 5,6,7 s (offset 5) with 0.9;
+    # B matches each one somewhere else with 0.95 but at inconsistent offsets... all are counted,
+    # B's best offset has only one query segment.
+    q = np.array([0.0, 1.0, 2.0])
+    ids = np.array([[5, 10], [6, 14], [7, 10]])  # B: offsets 0, +3, -2 s
+    scores = np.array([[0.9, 0.95], [0.9, 0.95], [0.9, 0.95]], np.float32)
+    votes = vote(q, q + 1, ids, scores, _table(), bin_seconds=1.0)
+    assert [v.video_id for v in votes] == ["A", "B"]
+    assert abs(votes[0].score - 0.9) < 1e-6
+    assert abs(votes[1].score - 0.95 / 3) < 1e-6
+    m = votes[0].matches[0]
+    assert (m.query_start, m.query_end, m.ref_start, m.ref_end) == (0.0, 3.0, 5.0, 8.0)
+
+
+def test_min_similarity_and_padding_are_ignored():
+    q = np.array([0.0])
+    ids = np.array([[3, -1]])
+    scores = np.array([[0.2, -np.inf]], np.float32)
+    assert vote(q, q + 1, ids, scores, _table(), 1.0, min_similarity=0.3) == []
+    assert [v.video_id for v in vote(q, q + 1, ids, scores, _table(), 1.0)] == ["A"]
+
+
+def test_two_separate_runs_become_two_matches():
+    # query 0..5 s; segments 0,1 match A at 0,1 and 4,5 match A at 4,5 (2,3 unmatched: a gap of 2)
+    q = np.arange(6.0)
+    ids = np.array([[0], [1], [-1], [-1], [4], [5]])
+    scores = np.array([[0.9], [0.9], [-np.inf], [-np.inf], [0.8], [0.8]], np.float32)
+    (v,) = vote(q, q + 1, ids, scores, _table(), 1.0)
+    spans = sorted((m.query_start, m.query_end) for m in v.matches)
+    assert spans == [(0.0, 2.0), (4.0, 6.0)]
+    assert abs(v.score - (0.9 * 2 + 0.8 * 2) / 6) < 1e-6
+
+
+def test_removed_segments_do_not_vote():
+    t = _table()
+    video = t.video.copy()
+    video[5] = -1
+    t2 = SegmentTable(video, t.start, t.end, t.video_ids)
+    assert vote(np.array([0.0]), np.array([1.0]), np.array([[5]]), np.array([[0.9]], np.float32), t2, 1.0) == []
