@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "json", False):
             _emit({"error": type(exc).__name__, "message": str(exc)})
         else:
-            _console().print(f"[red]error:[/] {exc}", highlight=False)
+            _console().print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2 if not isinstance(exc, (OSError,)) else 2
     except KeyboardInterrupt:
         return 130

