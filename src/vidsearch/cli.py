@@ -181,6 +181,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if summary["top1_accuracy"] == 1.0 else EXIT_ERROR
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from vidsearch.evaluate.report import markdown_tables, run_eval, summary
+
+    console = _console()
+    methods = args.methods.split(",") if args.methods else None
+    doc = run_eval(args.benchmark, Path(args.out), size=args.size, methods=methods, seed=args.seed,
+                   data_dir=Path(args.data) if args.data else None,
+                   progress=None if args.json else (lambda msg: console.print(msg, highlight=False)))
+    if args.json:
+        _emit(summary(doc))
+    else:
+        from rich.console import Console
+
+        Console(width=max(Console().width, 160)).print(markdown_tables(doc), highlight=False)
+        console.print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidsearch", description="Content-based video retrieval.")
     parser.add_argument("--version", action="version", version=_version())
@@ -219,6 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("videos", nargs="+")
     p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser("eval", help="run a benchmark for several methods; write results.json and report.html")
+    common(p, collection=False)
+    p.add_argument("benchmark", choices=["neardup"])
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--size", choices=["small", "full"], default="small")
+    p.add_argument("--methods", help="comma-separated: vidsearch-<encoder>, exact-frame-scan-<encoder>, peers, or a peer name")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", help="folder for the rendered benchmark videos (default: OUT/data-SIZE-seedN)")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="index the real sample footage and query it with transformed copies")
     common(p, collection=False)

@@ -1,0 +1,125 @@
+"""Retrieval methods compared by the benchmarks: vidsearch itself, its exact frame-level scan
+(the upper bound), and peers (see ``evaluate/peers.py``). All share one small interface."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from vidsearch.config import CollectionConfig
+from vidsearch.search.results import SearchParams
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference video of a benchmark: ``ref_id`` is the benchmark's name for it."""
+
+    ref_id: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One predicted (query, reference) pair; higher ``score`` is more confident.
+    ``ref_range``/``query_range`` are matched seconds when the method localises, else None."""
+
+    ref_id: str
+    score: float
+    ref_range: tuple[float, float] | None = None
+    query_range: tuple[float, float] | None = None
+
+
+class RetrievalMethod(Protocol):
+    """Index references once, then answer queries with ranked predictions (best first)."""
+
+    name: str
+
+    def index(self, references: list[Reference]) -> None: ...
+
+    def query(self, path: Path, k: int) -> list[Prediction]: ...
+
+    def close(self) -> None: ...
+
+
+class VidsearchMethod:
+    """A vidsearch collection built in a temporary folder with the given configuration."""
+
+    def __init__(self, name: str, config: CollectionConfig | None = None, params: SearchParams | None = None) -> None:
+        self.name = name
+        self.config = config or CollectionConfig()
+        self.params = params or SearchParams()
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"vidsearch-eval-{name}-")
+        self._coll = None
+        self._ref_of_video: dict[str, str] = {}
+
+    def index(self, references: list[Reference]) -> None:
+        from vidsearch.store.collection import Collection
+
+        self._coll = Collection.create(Path(self._tmp.name) / "coll", self.config)
+        reports = self._coll.add([r.path for r in references])
+        for ref, rep in zip(references, reports):
+            if rep.video_id is None:
+                raise RuntimeError(f"{self.name}: reference {ref.ref_id} failed to index: {rep.error}")
+            self._ref_of_video[rep.video_id] = ref.ref_id
+
+    def query(self, path: Path, k: int) -> list[Prediction]:
+        assert self._coll is not None, "index() first"
+        result = self._coll.search(path, k=k, params=self.params)
+        out = []
+        for hit in result.results:
+            m = hit.matches[0] if hit.matches else None
+            out.append(Prediction(
+                self._ref_of_video[hit.video_id], float(hit.score),
+                (m.ref_start, m.ref_end) if m else None, (m.query_start, m.query_end) if m else None,
+            ))
+        return out
+
+    def close(self) -> None:
+        if self._coll is not None:
+            self._coll.close()
+        self._tmp.cleanup()
+
+
+class FrameScanMethod:
+    """Exact linear scan over uncompressed frame vectors: for each reference, the mean over query
+    frames of the best cosine with any reference frame. No segments, no index: the upper bound
+    that the segment index is measured against."""
+
+    def __init__(self, name: str = "exact-frame-scan", encoder: str = "sscd", fps: float = 1.0) -> None:
+        from vidsearch.config import DecodeConfig, EncodeConfig
+
+        self.name = name
+        self.config = CollectionConfig(decode=DecodeConfig(fps=fps), encode=EncodeConfig(encoder=encoder))
+        self._refs: list[tuple[str, np.ndarray, np.ndarray]] = []
+        self._encoder = None
+
+    def _encode(self, path: Path):  # type: ignore[no-untyped-def]
+        from vidsearch.encode.pipeline import MediaEncoder
+
+        if self._encoder is None:
+            self._encoder = MediaEncoder(self.config)
+        media = self._encoder.encode_file(path)
+        return media.times, media.frame_vectors
+
+    def index(self, references: list[Reference]) -> None:
+        for ref in references:
+            times, vectors = self._encode(ref.path)
+            self._refs.append((ref.ref_id, times, vectors))
+
+    def query(self, path: Path, k: int) -> list[Prediction]:
+        _, q = self._encode(path)
+        scored = []
+        for ref_id, times, vectors in self._refs:
+            sims = q @ vectors.T  # (Fq, Fr)
+            best = sims.argmax(axis=1)
+            score = float(sims.max(axis=1).mean())
+            scored.append(Prediction(ref_id, score, (float(times[best].min()), float(times[best].max()) + 1.0)))
+        scored.sort(key=lambda p: -p.score)
+        return scored[:k]
+
+    def close(self) -> None:
+        self._refs.clear()

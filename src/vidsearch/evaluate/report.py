@@ -1,0 +1,186 @@
+"""``vidsearch eval``: run a benchmark for several methods, write results.json and report.html."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from vidsearch.config import CollectionConfig, EncodeConfig
+from vidsearch.errors import ConfigError
+from vidsearch.evaluate.methods import FrameScanMethod, RetrievalMethod, VidsearchMethod
+from vidsearch.store.manifest import atomic_write_text, library_versions
+
+DEFAULT_METHODS = {
+    "small": ["vidsearch-sscd"],
+    "full": ["vidsearch-sscd", "vidsearch-sscd-distilled", "vidsearch-effnet-lite0", "exact-frame-scan-sscd", "peers"],
+}
+
+
+def make_method(name: str) -> RetrievalMethod:
+    if name.startswith("vidsearch-"):
+        encoder = name[len("vidsearch-"):]
+        return VidsearchMethod(name, CollectionConfig(encode=EncodeConfig(encoder=encoder)))
+    if name.startswith("exact-frame-scan-"):
+        return FrameScanMethod(name, encoder=name[len("exact-frame-scan-"):])
+    from vidsearch.evaluate import peers
+
+    return peers.make_peer(name)
+
+
+def expand_methods(names: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Replace 'peers' by every available peer; return (methods, {unavailable peer: reason})."""
+    out, skipped = [], {}
+    for n in names:
+        if n == "peers":
+            try:
+                from vidsearch.evaluate import peers
+
+                for peer, reason in peers.available_peers().items():
+                    if reason is None:
+                        out.append(peer)
+                    else:
+                        skipped[peer] = reason
+            except ImportError as exc:
+                skipped["peers"] = f"peer wrappers not importable: {exc}"
+        else:
+            out.append(n)
+    return out, skipped
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+
+
+def run_eval(benchmark: str, out: Path, size: str = "small", methods: list[str] | None = None, seed: int = 0,
+             data_dir: Path | None = None, progress=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    if benchmark != "neardup":
+        raise ConfigError(f"unknown benchmark {benchmark!r}; expected 'neardup'")
+    if size not in ("small", "full"):
+        raise ConfigError(f"size must be 'small' or 'full', got {size!r}")
+    from vidsearch.evaluate.neardup import build_neardup, evaluate
+
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    bench = build_neardup(data_dir or (out / f"data-{size}-seed{seed}"), size, seed)
+    build_s = time.perf_counter() - t0
+    names, skipped = expand_methods(methods or DEFAULT_METHODS[size])
+    results: dict[str, Any] = {}
+    for name in names:
+        if progress:
+            progress(f"evaluating {name} on {len(bench.queries)} queries")
+        method = make_method(name)
+        try:
+            results[name] = evaluate(bench, method)
+        finally:
+            method.close()
+    doc = {
+        "benchmark": benchmark, "size": size, "seed": seed, "build_s": round(build_s, 2),
+        "references": len(bench.references), "queries": len(bench.queries),
+        "machine": machine(), "versions": library_versions(), "unavailable": skipped,
+        "config": {"default_collection": CollectionConfig().to_dict(), "k": 20},
+        "methods": results,
+    }
+    atomic_write_text(out / "results.json", json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(out / "report.html", render_html(doc))
+    return doc
+
+
+SUMMARY_KEYS = ["mAP", "uAP", "P@1", "P@5", "P@10", "P@20", "R@5", "accuracy@1", "localization_tIoU", "best_f1",
+                "best_f1_threshold", "nomatch_above_threshold", "query_ms_p50", "index_s"]
+
+
+def summary(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "benchmark": doc["benchmark"], "size": doc["size"], "seed": doc["seed"], "queries": doc["queries"],
+        "references": doc["references"], "unavailable": doc["unavailable"],
+        "methods": {m: {k: (round(v[k], 4) if isinstance(v[k], float) else v[k]) for k in SUMMARY_KEYS}
+                    for m, v in doc["methods"].items()},
+    }
+
+
+def markdown_tables(doc: dict[str, Any]) -> str:
+    methods = list(doc["methods"])
+    keys = ["mAP", "uAP", "P@1", "P@5", "P@10", "P@20", "localization_tIoU", "nomatch_above_threshold", "query_ms_p50"]
+    lines = ["| method | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for m in methods:
+        v = doc["methods"][m]
+        lines.append(f"| {m} | " + " | ".join(f"{v[k]:.3f}" if isinstance(v[k], float) else str(v[k]) for k in keys) + " |")
+    transforms = sorted({t for v in doc["methods"].values() for t in v["per_transform_mAP"]})
+    lines += ["", "| transform | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for t in transforms:
+        lines.append(f"| {t} | " + " | ".join(f"{doc['methods'][m]['per_transform_mAP'].get(t, float('nan')):.3f}" for m in methods) + " |")
+    return "\n".join(lines)
+
+
+def _figure_png(fig) -> str:  # type: ignore[no-untyped-def]
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def render_html(doc: dict[str, Any]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    methods = doc["methods"]
+    images = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, v in methods.items():
+        ax.plot([1, 5, 10, 20], [v[f"P@{k}"] for k in (1, 5, 10, 20)], marker="o", label=m)
+    ax.set(xlabel="k", ylabel="precision@k", title="Precision at k (one true reference per query)")
+    ax.legend(fontsize=7)
+    images.append(("Precision at k", _figure_png(fig)))
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, v in methods.items():
+        ax.plot(v["pr_curve"]["recall"], v["pr_curve"]["precision"], label=f"{m} (uAP {v['uAP']:.3f})")
+    ax.set(xlabel="recall", ylabel="precision", title="Pooled precision-recall (uAP)")
+    ax.legend(fontsize=7)
+    images.append(("Precision-recall", _figure_png(fig)))
+    plt.close(fig)
+    transforms = sorted({t for v in methods.values() for t in v["per_transform_mAP"]})
+    fig, ax = plt.subplots(figsize=(max(6, len(transforms) * 0.5), 4))
+    width = 0.8 / max(len(methods), 1)
+    for i, (m, v) in enumerate(methods.items()):
+        ax.bar(np.arange(len(transforms)) + i * width, [v["per_transform_mAP"].get(t, 0) for t in transforms], width, label=m)
+    ax.set_xticks(np.arange(len(transforms)) + 0.4 - width / 2, transforms, rotation=60, ha="right", fontsize=7)
+    ax.set(ylabel="mAP", title="mAP per transform", ylim=(0, 1.05))
+    ax.legend(fontsize=7)
+    images.append(("mAP per transform", _figure_png(fig)))
+    plt.close(fig)
+    for m, v in methods.items():
+        fig, ax = plt.subplots(figsize=(6, 3))
+        bins = np.linspace(min(v["scores"]["false"] + v["scores"]["true"] + [0]), 1, 40)
+        ax.hist(v["scores"]["false"], bins=bins, alpha=0.6, label="false pairs", density=True)
+        ax.hist(v["scores"]["true"], bins=bins, alpha=0.6, label="true pairs", density=True)
+        for s in v["scores"]["nomatch_top1"]:
+            ax.axvline(s, color="k", lw=0.8, ls=":")
+        ax.axvline(v["best_f1_threshold"], color="r", lw=1, label="best-F1 threshold")
+        ax.set(title=f"{m}: score of true vs false matches (dotted: no-match queries' top-1)", xlabel="score")
+        ax.legend(fontsize=7)
+        images.append((f"Scores: {m}", _figure_png(fig)))
+        plt.close(fig)
+    table = markdown_tables(doc).replace("|---", "").splitlines()
+    rows = "".join("<tr>" + "".join(f"<td>{c.strip()}</td>" for c in line.strip("|").split("|")) + "</tr>"
+                   for line in table if line.strip() and set(line.strip()) != {"|"})
+    figs = "".join(f"<h2>{t}</h2><img src='data:image/png;base64,{b}'/>" for t, b in images)
+    unavailable = "".join(f"<li>{k}: {v}</li>" for k, v in doc["unavailable"].items())
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>vidsearch eval {doc['benchmark']}</title>"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td{padding:2px 8px;border-bottom:1px solid #ddd}</style>"
+            f"</head><body><h1>{doc['benchmark']} ({doc['size']}, seed {doc['seed']})</h1>"
+            f"<p>{doc['references']} references, {doc['queries']} queries; {doc['machine']['cpu']}, {doc['machine']['cores']} cores</p>"
+            f"<table>{rows}</table>{'<h3>Unavailable peers</h3><ul>' + unavailable + '</ul>' if unavailable else ''}{figs}</body></html>")
