@@ -87,7 +87,14 @@ def _video_stream(container, path: Path):  # type: ignore[no-untyped-def]
     if not chosen:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise DecodeError(f"{path}: no video stream (found stream types: {', '.join(kinds)}); expected a video file")
-    return chosen[0]
+    # A damaged header can leave a video stream without a codec (PyAV gives no codec context).
+    decodable = [s for s in chosen if s.codec_context is not None]
+    if not decodable:
+        raise DecodeError(
+            f"{path}: the video stream has no known codec (found none); the file may be corrupt, "
+            "expected a video with a common codec such as h264, hevc, vp9, mpeg4"
+        )
+    return decodable[0]
 
 
 def probe(path: str | os.PathLike[str]) -> MediaInfo:

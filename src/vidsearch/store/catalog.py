@@ -6,6 +6,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from vidsearch.errors import CollectionError
+
+META_KEYS = ("generation", "segment_rows", "frame_rows")
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS videos (
@@ -46,6 +51,42 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def open_existing(path: Path) -> sqlite3.Connection:
+    """Connect to an existing catalogue and check that it is one (never creates an empty file in its place).
+
+    Raises:
+        CollectionError: the file is missing, is not an SQLite database, or lacks the catalogue tables.
+    """
+    if not path.is_file():
+        raise CollectionError(f"{path} is missing; the collection is damaged (restore it or re-index)")
+    with open(path, "rb") as f:  # check before SQLite touches it: it would turn an empty file into a database
+        head = f.read(len(SQLITE_MAGIC))
+    if head != SQLITE_MAGIC:
+        raise CollectionError(
+            f"{path}: expected an SQLite catalogue (header {SQLITE_MAGIC!r}), found {head[:16]!r}; "
+            "the collection is damaged (restore it or re-index)"
+        )
+    conn = None
+    try:
+        conn = connect(path)
+        found = meta(conn)
+    except sqlite3.DatabaseError as exc:
+        if conn is not None:
+            conn.close()
+        raise CollectionError(
+            f"{path}: unreadable catalogue ({exc}); expected a vidsearch SQLite catalogue, "
+            "the collection is damaged (restore it or re-index)"
+        ) from exc
+    missing = [k for k in META_KEYS if k not in found]
+    if missing:
+        conn.close()
+        raise CollectionError(
+            f"{path}: catalogue lacks {', '.join(missing)}; expected a vidsearch catalogue, "
+            "the collection is damaged (restore it or re-index)"
+        )
     return conn
 
 

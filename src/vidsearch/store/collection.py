@@ -49,6 +49,7 @@ VIDEO_EXTENSIONS = frozenset(
     ".ogv .ogg .rm .rmvb .swf .gif .mxf .dv .divx .y4m".split()
 )
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+_ID_PREFIX = re.compile(r"[0-9a-f]+")
 _REF_QUERY = re.compile(r"^(?P<video>[0-9a-f]{4,64})@(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)$")
 
 
@@ -129,10 +130,21 @@ class Collection:
         self.path = path
         self.manifest = manifest
         self.config = CollectionConfig.from_dict(manifest["config"])
-        self._db = catalog.connect(path / "catalog.sqlite")
+        self._db = catalog.open_existing(path / "catalog.sqlite")
+        try:
+            self._segments = _open_vectors(path / "segments.f32", manifest["dims"]["segment"], "float32")
+            self._frames = _open_vectors(path / "frames.f16", manifest["dims"]["frame"], "float16")
+            meta = self._meta()
+            for vf, committed in ((self._segments, meta["segment_rows"]), (self._frames, meta["frame_rows"])):
+                if vf.rows_on_disk() < committed:
+                    raise CollectionError(
+                        f"{vf.path}: the catalogue says {committed} rows are committed, found {vf.rows_on_disk()}; "
+                        "the vector file was truncated, the collection is damaged (restore it or re-index)"
+                    )
+        except BaseException:
+            self._db.close()
+            raise
         self._lock = WriterLock(path)
-        self._segments = VectorFile.open(path / "segments.f32")
-        self._frames = VectorFile.open(path / "frames.f16")
         self._media_encoder = None
         self._index: VectorIndex | None = None
         self._table: SegmentTable | None = None
@@ -234,7 +246,8 @@ class Collection:
         if index_path.exists():
             try:
                 index = load_index(self.config.index, index_path)
-                if len(index) != len(rows):
+                if len(index) != len(rows) or index.dim != self._segments.dim:
+                    log.warning("%s does not match the catalogue; rebuilding the index from the vector files", index_path)
                     index = None
             except CollectionError as exc:
                 log.warning("%s; rebuilding the index from the vector files", exc)
@@ -296,10 +309,12 @@ class Collection:
         return reports
 
     def _recover(self) -> None:
-        """Drop vector rows past the committed counts (left by a crash mid-write)."""
+        """Drop vector rows past the committed counts and half-written index files (left by a crash mid-write)."""
         meta = self._meta()
         self._segments.truncate(meta["segment_rows"])
         self._frames.truncate(meta["frame_rows"])
+        for stale in self.path.glob("index-*.faiss.*.tmp"):  # only a writer saves, and we hold the lock
+            stale.unlink(missing_ok=True)
 
     def _add_one(self, path: Path, encoder) -> FileReport:  # type: ignore[no-untyped-def]
         t0 = time.perf_counter()
@@ -433,7 +448,7 @@ class Collection:
 
     def _resolve_video(self, video: str) -> tuple[str, str]:
         row = self._db.execute("SELECT id, path FROM videos WHERE id = ?", (video,)).fetchone()
-        if row is None:
+        if row is None and _ID_PREFIX.fullmatch(video):  # hex only: '' or '%' must not match every id
             rows = self._db.execute("SELECT id, path FROM videos WHERE id LIKE ?", (video + "%",)).fetchall()
             if len(rows) > 1:
                 raise NotFoundError(f"video id prefix {video!r} is ambiguous ({len(rows)} videos); give more characters")
@@ -558,6 +573,17 @@ class Collection:
             input_size = (0, 0)
 
         return MediaEncoder(self.config, encoder=_NoFrameModel())  # type: ignore[arg-type]
+
+
+def _open_vectors(path: Path, dim: int, dtype: str) -> VectorFile:
+    """Open a vector file and check it holds the rows the manifest promises."""
+    vf = VectorFile.open(path)
+    if vf.dim != dim or vf.dtype != np.dtype(dtype):
+        raise CollectionError(
+            f"{path}: expected {dim}-dim {dtype} rows (from the manifest), found {vf.dim}-dim {vf.dtype} in its header; "
+            "the collection is damaged (restore it or re-index)"
+        )
+    return vf
 
 
 def _crash_point(name: str) -> None:

@@ -81,4 +81,12 @@ def read_manifest(directory: Path) -> dict[str, Any]:
             f"{directory} has collection format {version}, newer than this vidsearch reads ({FORMAT_VERSION}); "
             "upgrade vidsearch to open it"
         )
+    dims = data.get("dims")
+    if not isinstance(data.get("config"), dict) or not isinstance(dims, dict) or not all(
+        type(dims.get(k)) is int and dims[k] > 0 for k in ("frame", "segment")
+    ):
+        raise CollectionError(
+            f"{path}: expected a 'config' object and positive integer 'dims' (frame, segment), "
+            f"found config={type(data.get('config')).__name__}, dims={dims!r}; the collection is damaged"
+        )
     return data

@@ -1,6 +1,6 @@
 """Append-only vector files with a self-describing header, read through a memory map.
 
-Layout: a 32-byte header (magic ``VIDSVEC\\0``, format version u32, dtype code u32, dim u32,
+Layout: a 36-byte header (magic ``VIDSVEC\\0``, format version u32, dtype code u32, dim u32,
 16 reserved bytes), then rows of ``dim`` values, little-endian. The catalogue, not the file size,
 says how many rows are committed: rows past that are the remains of a write that crashed before
 its catalogue commit and are truncated away by the next writer.
@@ -59,6 +59,8 @@ class VectorFile:
             raise CollectionError(f"{path}: vector file format {version} is newer than this vidsearch reads ({VERSION}); upgrade")
         if code not in _DTYPES:
             raise CollectionError(f"{path}: unknown dtype code {code}")
+        if dim == 0:
+            raise CollectionError(f"{path}: expected a row width of at least 1 in the header, found 0; the file is damaged")
         return cls(path, dim, _DTYPES[code])
 
     @property
@@ -71,7 +73,13 @@ class VectorFile:
     def truncate(self, rows: int) -> None:
         """Drop rows past ``rows`` (uncommitted remains of a crashed write)."""
         size = HEADER.size + rows * self.row_bytes
-        if self.path.stat().st_size != size:
+        found = self.path.stat().st_size
+        if found < size:  # never extend: missing committed rows would silently become zeros
+            raise CollectionError(
+                f"{self.path}: expected at least {rows} committed rows ({size} bytes), found {found} bytes; "
+                "the vector file was truncated, the collection is damaged (restore it or re-index)"
+            )
+        if found != size:
             self._map = None
             os.truncate(self.path, size)
 
