@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ def _emit(obj: Any) -> None:
 
 
 def _config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from vidsearch.config import CollectionConfig, DecodeConfig, EncodeConfig, SegmentConfig
+    from vidsearch.config import CollectionConfig, DecodeConfig, EncodeConfig, IndexConfig, SegmentConfig
 
-    given = any(v is not None for v in (args.encoder, args.fps, args.window, args.stride, args.keyframes or None))
+    given = any(v is not None for v in (args.encoder, args.fps, args.window, args.stride, args.keyframes or None,
+                                        args.index_kind))
     if not given:
         return None
     base = CollectionConfig()
@@ -33,6 +35,7 @@ def _config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         decode=DecodeConfig(fps=args.fps or base.decode.fps, keyframes_only=bool(args.keyframes)),
         segment=SegmentConfig(window=args.window or base.segment.window, stride=args.stride or base.segment.stride),
         encode=EncodeConfig(encoder=args.encoder or base.encode.encoder),
+        index=IndexConfig(kind=args.index_kind or base.index.kind),
     )
 
 
@@ -63,7 +66,16 @@ def _progress_adder(coll, paths, quiet: bool):  # type: ignore[no-untyped-def]
 def cmd_index(args: argparse.Namespace) -> int:
     from vidsearch.store.collection import Collection
 
+    if not args.paths and not args.rebuild_index:
+        from vidsearch.errors import QueryError
+
+        raise QueryError("nothing to index: give files or folders (or --rebuild-index)")
     coll = Collection.open_or_create(args.collection, _config_from_args(args))
+    if args.rebuild_index:
+        rebuilt = coll.rebuild_index()
+        if not args.paths:
+            _emit(rebuilt) if args.json else _console().print(f"rebuilt the index: {rebuilt}")
+            return EXIT_OK
     reports = _progress_adder(coll, args.paths, quiet=args.json)
     counts = {s: sum(r.status == s for r in reports) for s in ("indexed", "skipped", "failed")}
     if args.json:
@@ -80,8 +92,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from vidsearch.store.collection import Collection
 
     coll = Collection.open(args.collection)
-    result = coll.search(args.query, k=args.k, params=SearchParams(segment_k=args.segment_k,
-                                                                   min_similarity=args.min_similarity))
+    result = coll.search(args.query, k=args.k, params=SearchParams(
+        segment_k=args.segment_k, min_similarity=args.min_similarity, nprobe=args.nprobe, rerank=args.rerank))
     if args.json:
         _emit(result.to_dict())
         return EXIT_OK
@@ -217,7 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keyframes", action="store_true", help="decode key frames only (fast, coarse)")
     p.add_argument("--window", type=float, help="segment window in seconds (default 2)")
     p.add_argument("--stride", type=float, help="segment stride in seconds (default 1)")
-    p.add_argument("paths", nargs="+", help="files or folders (recursive)")
+    p.add_argument("--index", dest="index_kind", choices=["auto", "flat", "ivfpq"],
+                   help="index kind (new collections; default auto: exact, then compressed from 20K segments)")
+    p.add_argument("--rebuild-index", action="store_true", help="rebuild and retrain the index from the stored vectors")
+    p.add_argument("paths", nargs="*", help="files or folders (recursive)")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="find videos containing a clip, a frame/image, or VIDEO_ID@START-END")
@@ -225,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="videos to return (default 10)")
     p.add_argument("--segment-k", type=int, default=100, help="segment neighbours per query segment (default 100)")
     p.add_argument("--min-similarity", type=float, default=0.0, help="segment hits below this cosine do not vote")
+    p.add_argument("--nprobe", type=int, default=16, help="IVF lists scanned (compressed index; default 16)")
+    p.add_argument("--rerank", type=int, default=128, help="candidates re-scored exactly (compressed index; default 128)")
     p.add_argument("query", help="video file, image file, or VIDEO_ID@START-END")
     p.set_defaults(func=cmd_search)
 
@@ -277,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _console().print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2 if not isinstance(exc, (OSError,)) else 2
+    except sqlite3.DatabaseError as exc:  # a damaged catalogue found mid-read
+        msg = f"the collection's catalog.sqlite is damaged ({exc}); restore it from a backup or re-index"
+        _emit({"error": "CollectionError", "message": msg}) if getattr(args, "json", False) else _console().print(
+            f"[red]error:[/] {msg}", highlight=False, soft_wrap=True)
+        return 2
     except KeyboardInterrupt:
         return 130
 

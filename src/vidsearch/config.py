@@ -64,13 +64,33 @@ class EncodeConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """Which vector index the collection keeps. ``flat`` is FAISS exact inner-product search."""
+    """Which vector index the collection keeps.
 
-    kind: str = "flat"
+    Attributes:
+        kind: ``auto`` (exact search until ``train_min`` segments, then the compressed index),
+            ``flat`` (FAISS exact inner product, always) or ``ivfpq`` (the compressed index:
+            HNSW over IVF centroids, 4-bit PQ fast-scan codes, exact re-rank from the stored vectors).
+        pq_m: PQ sub-quantizers (a code is pq_m/2 bytes); must divide the segment dimension.
+        nlist: IVF lists; 0 chooses about 4*sqrt(N) at training time.
+        quantizer: ``pq``, ``opq`` or ``learned`` codebooks.
+        train_min: segments needed before the compressed index is trained.
+        seed: training seed (k-means, codebooks).
+    """
+
+    kind: str = "auto"
+    pq_m: int = 32
+    nlist: int = 0
+    quantizer: str = "pq"
+    train_min: int = 20_000
+    seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind != "flat":
-            raise ConfigError(f"unknown index kind {self.kind!r}; expected 'flat'")
+        if self.kind not in ("auto", "flat", "ivfpq"):
+            raise ConfigError(f"unknown index kind {self.kind!r}; expected 'auto', 'flat' or 'ivfpq'")
+        if self.quantizer not in ("pq", "opq", "learned"):
+            raise ConfigError(f"unknown quantizer {self.quantizer!r}; expected 'pq', 'opq' or 'learned'")
+        if self.train_min < 256:
+            raise ConfigError(f"train_min must be >= 256 segments, got {self.train_min}")
 
 
 @dataclass(frozen=True)

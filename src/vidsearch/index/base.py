@@ -35,7 +35,7 @@ class VectorIndex(Protocol):
 
     def remove(self, ids: NDArray[np.int64]) -> int: ...
 
-    def search(self, queries: NDArray[np.float32], k: int) -> IndexHits: ...
+    def search(self, queries: NDArray[np.float32], k: int, params=None) -> IndexHits: ...  # type: ignore[no-untyped-def]
 
     def save(self, path: Path) -> None: ...
 
@@ -44,17 +44,47 @@ class VectorIndex(Protocol):
     def memory_bytes(self) -> int: ...
 
 
+def uses_ivf(config: IndexConfig, n_vectors: int) -> bool:
+    """Whether a collection of ``n_vectors`` segments should hold the compressed index."""
+    return config.kind == "ivfpq" or (config.kind == "auto" and n_vectors >= config.train_min)
+
+
+def build_index(
+    config: IndexConfig, dim: int, ids: NDArray[np.int64], vectors: NDArray[np.float32], store=None  # type: ignore[no-untyped-def]
+) -> VectorIndex:
+    """A new index holding ``vectors`` (N, dim) under ``ids``; trains the compressed index when due.
+
+    ``store`` gives exact vectors by id for the compressed index's re-rank.
+    """
+    from vidsearch.index.flat import FlatIndex
+    from vidsearch.index.ivf import IVFPQConfig, IVFPQIndex
+
+    if not uses_ivf(config, len(ids)) or len(ids) < 256:
+        index: VectorIndex = FlatIndex(dim)
+    else:
+        ivf = IVFPQIndex(dim, IVFPQConfig(nlist=config.nlist, pq_m=config.pq_m, quantizer=config.quantizer), store)
+        rng = np.random.default_rng(config.seed)
+        sample = np.sort(rng.choice(len(vectors), size=min(len(vectors), 200_000), replace=False))
+        ivf.train(vectors[sample], seed=config.seed)
+        index = ivf  # type: ignore[assignment]
+    index.add(ids, vectors)
+    return index
+
+
 def make_index(config: IndexConfig, dim: int) -> VectorIndex:
+    """An empty index (exact until the compressed one is trained by :func:`build_index`)."""
     from vidsearch.index.flat import FlatIndex
 
-    if config.kind == "flat":
-        return FlatIndex(dim)
-    raise ConfigError(f"unknown index kind {config.kind!r}; expected 'flat'")
+    return FlatIndex(dim)
 
 
-def load_index(config: IndexConfig, path: Path) -> VectorIndex:
+def load_index(config: IndexConfig, path: Path, store=None) -> VectorIndex:  # type: ignore[no-untyped-def]
+    """Load an index file, whichever kind it holds (the compressed index starts with its magic tag)."""
     from vidsearch.index.flat import FlatIndex
+    from vidsearch.index.ivf import MAGIC, IVFPQIndex
 
-    if config.kind == "flat":
-        return FlatIndex.load(path)
-    raise ConfigError(f"unknown index kind {config.kind!r}; expected 'flat'")
+    with open(path, "rb") as f:
+        head = f.read(len(MAGIC))
+    if head == MAGIC:
+        return IVFPQIndex.load(path, store)  # type: ignore[return-value]
+    return FlatIndex.load(path)

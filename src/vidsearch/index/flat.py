@@ -47,7 +47,8 @@ class FlatIndex:
             return 0
         return int(self._index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))))
 
-    def search(self, queries: NDArray[np.float32], k: int) -> IndexHits:
+    def search(self, queries: NDArray[np.float32], k: int, params=None) -> IndexHits:  # type: ignore[no-untyped-def]
+        """Exact top-k by inner product; ``params`` is accepted for interface symmetry and ignored."""
         q = self._check(queries)
         k = max(1, int(k))
         if len(self) == 0:

@@ -16,17 +16,26 @@ class SearchParams:
         segment_k: nearest reference segments fetched per query segment before voting.
         min_similarity: segment hits below this cosine similarity do not vote.
         max_matches: matched time ranges reported per video at most.
+        nprobe: IVF lists scanned (compressed index only).
+        rerank: candidates re-scored exactly from the stored vectors (compressed index only);
+            at least ``segment_k`` are always re-ranked.
+        ef_search: breadth of the HNSW search over the IVF centroids (compressed index only).
     """
 
     segment_k: int = 100
     min_similarity: float = 0.0
     max_matches: int = 5
+    nprobe: int = 16
+    rerank: int = 128
+    ef_search: int = 64
 
     def __post_init__(self) -> None:
         if self.segment_k < 1:
             raise QueryError(f"segment_k must be >= 1, got {self.segment_k}")
         if not -1.0 <= self.min_similarity <= 1.0:
             raise QueryError(f"min_similarity is a cosine in [-1, 1], got {self.min_similarity}")
+        if self.nprobe < 1 or self.rerank < 0 or self.ef_search < 1:
+            raise QueryError(f"nprobe and ef_search must be >= 1 and rerank >= 0, got {self.nprobe}, {self.ef_search}, {self.rerank}")
         if self.max_matches < 1:
             raise QueryError(f"max_matches must be >= 1, got {self.max_matches}")
 

@@ -34,7 +34,8 @@ from numpy.typing import NDArray
 from vidsearch.config import CollectionConfig
 from vidsearch.decode import IMAGE_EXTENSIONS, MediaInfo
 from vidsearch.errors import CollectionError, NotFoundError, QueryError, VidsearchError
-from vidsearch.index.base import VectorIndex, load_index, make_index
+from vidsearch.index.base import VectorIndex, build_index, load_index, uses_ivf
+from vidsearch.index.flat import FlatIndex
 from vidsearch.search.results import Match, SearchParams, SearchResult, VideoHit
 from vidsearch.search.vote import SegmentTable, vote
 from vidsearch.store import catalog
@@ -223,12 +224,9 @@ class Collection:
     def _meta(self) -> dict[str, int]:
         return catalog.meta(self._db)
 
-    def _load_state(self) -> None:
-        """(Re)load the segment table and the index if the catalogue moved on since last time."""
-        meta = self._meta()
-        if meta["generation"] == self._generation and self._index is not None:
-            return
-        rows = self._db.execute("SELECT s.id, s.video_id, s.start, s.\"end\" FROM segments s ORDER BY s.id").fetchall()
+    def _load_table(self, meta: dict[str, int]) -> NDArray[np.int64]:
+        """Rebuild the in-memory segment table from the catalogue; returns the live segment ids."""
+        rows = self._db.execute("SELECT id, video_id, start, \"end\" FROM segments ORDER BY id").fetchall()
         committed = meta["segment_rows"]
         video_ids = sorted({r[1] for r in rows})
         position = {v: i for i, v in enumerate(video_ids)}
@@ -241,22 +239,50 @@ class Collection:
             start[ids] = [r[2] for r in rows]
             end[ids] = [r[3] for r in rows]
         self._table = SegmentTable(video, start, end, video_ids)
+        return ids
+
+    def _load_state(self) -> None:
+        """(Re)load the segment table and the index if the catalogue moved on since last time."""
+        meta = self._meta()
+        if meta["generation"] == self._generation and self._index is not None:
+            return
+        ids = self._load_table(meta)
         index_path = self.path / f"index-{meta['generation']}.faiss"
         index = None
         if index_path.exists():
             try:
-                index = load_index(self.config.index, index_path)
-                if len(index) != len(rows) or index.dim != self._segments.dim:
+                index = load_index(self.config.index, index_path, self._store)
+                if len(index) != len(ids) or index.dim != self._segments.dim:
                     log.warning("%s does not match the catalogue; rebuilding the index from the vector files", index_path)
                     index = None
             except CollectionError as exc:
                 log.warning("%s; rebuilding the index from the vector files", exc)
         if index is None:
-            index = make_index(self.config.index, self._segments.dim)
-            if len(rows):
-                index.add(ids, self._segments.read(ids, committed).astype(np.float32))
+            index = self._build_index(ids, meta)
         self._index = index
         self._generation = meta["generation"]
+
+    @property
+    def _store(self) -> "_SegmentStore":
+        return _SegmentStore(self)
+
+    def _build_index(self, ids: NDArray[np.int64], meta: dict[str, int]) -> VectorIndex:
+        vectors = self._segments.read(ids, meta["segment_rows"]).astype(np.float32)
+        return build_index(self.config.index, self._segments.dim, ids, vectors, self._store)
+
+    def rebuild_index(self) -> dict[str, Any]:
+        """Rebuild (and retrain, for the compressed index) the index from the stored vectors."""
+        with self._lock:
+            self._recover()
+            meta = self._meta()
+            ids = self._load_table(meta)
+            t = time.perf_counter()
+            self._index = self._build_index(ids, meta)
+            self._generation = meta["generation"]
+            (self.path / f"index-{self._generation}.faiss").unlink(missing_ok=True)
+            self._save_index()
+            return {"index": type(self._index).__name__, "vectors": len(self._index),
+                    "seconds": round(time.perf_counter() - t, 2), "memory_bytes": self._index.memory_bytes()}
 
     def _save_index(self) -> None:
         """Persist the index for the current generation and drop older index files."""
@@ -305,6 +331,9 @@ class Collection:
                     if on_file is not None:
                         on_file(report)
             finally:
+                if isinstance(self._index, FlatIndex) and uses_ivf(self.config.index, len(self._index)):
+                    meta = self._meta()  # enough segments now: train the compressed index
+                    self._index = self._build_index(self._load_table(meta), meta)
                 self._save_index()
         return reports
 
@@ -420,31 +449,10 @@ class Collection:
                 raise
             assert self._index is not None
             self._index.remove(ids)
-            self._generation = -1  # force the table to reload
-            self._index_before = self._index
-            self._load_state_keep_index()
+            self._load_table(self._meta())
+            self._generation = self._meta()["generation"]
             self._save_index()
         return {"video_id": video_id, "path": path, "segments_removed": int(len(ids))}
-
-    def _load_state_keep_index(self) -> None:
-        index = self._index
-        self._index = None
-        self._generation = -1
-        meta = self._meta()
-        # rebuild only the table; the in-memory index already reflects the removal
-        self._index = index
-        self._generation = -2
-        rows = self._db.execute("SELECT id, video_id, start, \"end\" FROM segments ORDER BY id").fetchall()
-        committed = meta["segment_rows"]
-        video_ids = sorted({r[1] for r in rows})
-        position = {v: i for i, v in enumerate(video_ids)}
-        video = np.full(committed, -1, np.int32)
-        start = np.zeros(committed, np.float64)
-        end = np.zeros(committed, np.float64)
-        for sid, vid, s, e in rows:
-            video[sid], start[sid], end[sid] = position[vid], s, e
-        self._table = SegmentTable(video, start, end, video_ids)
-        self._generation = meta["generation"]
 
     def _resolve_video(self, video: str) -> tuple[str, str]:
         row = self._db.execute("SELECT id, path FROM videos WHERE id = ?", (video,)).fetchone()
@@ -489,8 +497,15 @@ class Collection:
             "duration_s": round(float(total_duration), 3),
             "generation": int(meta["generation"]),
             "disk_bytes": int(disk),
+            "index": self._index_info(),
             "versions": self.manifest.get("versions", {}),
         }
+
+    def _index_info(self) -> dict[str, Any]:
+        self._load_state()
+        assert self._index is not None
+        kind = "ivfpq" if not isinstance(self._index, FlatIndex) else "flat"
+        return {"kind": kind, "vectors": len(self._index), "memory_bytes": int(self._index.memory_bytes())}
 
     def frame_vectors(self, video_id: str) -> tuple[NDArray[np.float64], NDArray[np.float16]]:
         """The stored (F,) frame times and (F, D) float16 frame vectors of a video."""
@@ -526,7 +541,10 @@ class Collection:
         assert self._index is not None and self._table is not None
         starts = np.array([s.start for s in media.segments], np.float64)
         ends = np.array([s.end for s in media.segments], np.float64)
-        hits = self._index.search(media.segment_vectors, params.segment_k)
+        from vidsearch.index.ivf import IVFSearchParams
+
+        hits = self._index.search(media.segment_vectors, params.segment_k,
+                                  IVFSearchParams(params.nprobe, params.ef_search, max(params.rerank, params.segment_k)))
         votes = vote(starts, ends, hits.ids, hits.scores, self._table, self.config.segment.stride,
                      params.min_similarity, params.max_matches)[:k]
         paths = dict(self._db.execute(
@@ -573,6 +591,16 @@ class Collection:
             input_size = (0, 0)
 
         return MediaEncoder(self.config, encoder=_NoFrameModel())  # type: ignore[arg-type]
+
+
+class _SegmentStore:
+    """Exact segment vectors by id (= row of segments.f32, memory-mapped) for the index's re-rank."""
+
+    def __init__(self, collection: "Collection") -> None:
+        self._c = collection
+
+    def get(self, ids: NDArray[np.int64]) -> NDArray[np.float32]:
+        return self._c._segments.read(ids, self._c._meta()["segment_rows"]).astype(np.float32, copy=False)
 
 
 def _open_vectors(path: Path, dim: int, dtype: str) -> VectorFile:

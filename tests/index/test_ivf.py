@@ -1,0 +1,120 @@
+"""The compressed index against exact search, with tie-tolerant recall; add/remove/persist."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vidsearch.errors import CollectionError, ConfigError, NotFittedError
+from vidsearch.evaluate.metrics import knn_recall
+from vidsearch.index import FlatIndex
+from vidsearch.index.ivf import IVFPQConfig, IVFPQIndex, IVFSearchParams, MemmapStore, choose_nlist
+
+
+def clustered(n: int, d: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((50, d)).astype(np.float32)
+    x = centers[rng.integers(0, 50, n)] + 0.6 * rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = clustered(12_000)
+    return x[:10_000], x[10_000:10_200]
+
+
+def build(xb, quantizer="pq", store=True):
+    idx = IVFPQIndex(xb.shape[1], IVFPQConfig(pq_m=16, quantizer=quantizer, nlist=64),
+                     MemmapStore(xb.astype(np.float16)) if store else None)
+    idx.train(xb)
+    idx.add(np.arange(len(xb)), xb)
+    return idx
+
+
+def exact(xb, xq, k=10):
+    f = FlatIndex(xb.shape[1])
+    f.add(np.arange(len(xb)), xb)
+    return f.search(xq, k)
+
+
+@pytest.mark.parametrize("quantizer", ["pq", "opq"])
+def test_recall_against_exact_with_rerank(data, quantizer):
+    xb, xq = data
+    idx = build(xb, quantizer)
+    truth = exact(xb, xq)
+    hits = idx.search(xq, 10, IVFSearchParams(nprobe=16, rerank=100))
+    # scores after re-rank are exact inner products (float16 storage: tolerance 1e-2)
+    r = knn_recall(hits.ids, truth.ids, 10, -hits.scores, -truth.scores + 1e-2)
+    assert r >= 0.97, r
+    no_rerank = idx.search(xq, 10, IVFSearchParams(nprobe=16, rerank=0))
+    assert knn_recall(no_rerank.ids, truth.ids, 10) < r  # re-rank is what lifts recall
+    assert idx.memory_bytes() / len(xb) < 4 * xb.shape[1]  # far smaller than float32 vectors
+
+
+def test_self_query_finds_itself(data):
+    xb, _ = data
+    idx = build(xb)
+    hits = idx.search(xb[:50], 1, IVFSearchParams(nprobe=8, rerank=32))
+    assert (hits.ids[:, 0] == np.arange(50)).mean() >= 0.98
+
+
+def test_remove_is_filtered_then_compacted(data):
+    xb, _ = data
+    idx = build(xb)
+    idx.config = IVFPQConfig(pq_m=16, nlist=64, compact_fraction=0.5)
+    removed = np.arange(0, 40)
+    assert idx.remove(removed) == 40
+    assert len(idx) == len(xb) - 40
+    hits = idx.search(xb[:40], 5, IVFSearchParams(nprobe=8, rerank=32))
+    assert not np.isin(hits.ids, removed).any()
+    idx.compact()
+    assert len(idx) == len(xb) - 40 and int(idx._index.ntotal) == len(xb) - 40
+    assert not np.isin(idx.search(xb[:40], 5).ids, removed).any()
+
+
+def test_incremental_add_without_retraining(data):
+    xb, _ = data
+    idx = IVFPQIndex(xb.shape[1], IVFPQConfig(pq_m=16, nlist=64), MemmapStore(xb.astype(np.float16)))
+    idx.train(xb[:5000])
+    idx.add(np.arange(5000), xb[:5000])
+    idx.add(np.arange(5000, 10_000), xb[5000:])
+    assert len(idx) == 10_000
+    hits = idx.search(xb[9990:], 1, IVFSearchParams(nprobe=16, rerank=64))
+    assert (hits.ids[:, 0] == np.arange(9990, 10_000)).all()
+
+
+def test_save_load_roundtrip_and_fuzz(data, tmp_path):
+    xb, xq = data
+    idx = build(xb)
+    idx.remove(np.array([3, 4]))
+    path = tmp_path / "index.vsi"
+    idx.save(path)
+    back = IVFPQIndex.load(path, MemmapStore(xb.astype(np.float16)))
+    a, b = idx.search(xq, 10), back.search(xq, 10)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    assert back._tombstones == {3, 4}
+    raw = path.read_bytes()
+    rng = np.random.default_rng(0)
+    for trial in range(20):  # random corruption: an exception, never a crash
+        bad = bytearray(raw)
+        if trial % 2:
+            bad = bad[: rng.integers(0, len(bad))]
+        else:
+            for pos in rng.integers(0, min(len(bad), 4096), 8):
+                bad[pos] ^= 0xFF
+        (tmp_path / "bad.vsi").write_bytes(bytes(bad))
+        try:
+            IVFPQIndex.load(tmp_path / "bad.vsi")
+        except (CollectionError, ValueError, KeyError, TypeError, RuntimeError):
+            pass
+
+
+def test_errors():
+    with pytest.raises(ConfigError, match="must divide"):
+        IVFPQIndex(100, IVFPQConfig(pq_m=32))
+    with pytest.raises(NotFittedError):
+        IVFPQIndex(64, IVFPQConfig(pq_m=16)).add(np.arange(2), np.zeros((2, 64), np.float32))
+    with pytest.raises(ConfigError):
+        IVFPQConfig(quantizer="zip")
+    assert choose_nlist(1_000_000) == 4096 and choose_nlist(10) == 16

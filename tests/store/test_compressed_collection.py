@@ -1,0 +1,53 @@
+"""A collection on the compressed index (HNSW over IVF centroids + PQ codes + exact re-rank)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vidsearch import Collection, CollectionConfig, DecodeConfig, IndexConfig, SearchParams, SegmentConfig
+from vidsearch.evaluate import samples
+
+
+def _config(kind: str) -> CollectionConfig:
+    # 4 fps and 0.25 s strides give a few hundred real segments: enough to train a small IVF-PQ
+    return CollectionConfig(decode=DecodeConfig(fps=4.0), segment=SegmentConfig(window=1.0, stride=0.25),
+                            index=IndexConfig(kind=kind, train_min=256, nlist=16, pq_m=32))
+
+
+@pytest.fixture(scope="module")
+def refs(footage):
+    return [footage["iscc/demo.mp4"], footage["bikes.mp4"], footage["v1.m4v"], footage["bigbuckbunny.mp4"]]
+
+
+def test_auto_switches_to_the_compressed_index_and_agrees_with_exact(tmp_path: Path, refs):
+    auto = Collection.create(tmp_path / "auto", _config("auto"))
+    auto.add(refs[2:])  # ~80 segments: still exact
+    assert auto.info()["index"]["kind"] == "flat"
+    auto.add(refs[:2])  # past train_min: trained and switched
+    info = auto.info()
+    assert info["index"]["kind"] == "ivfpq" and info["index"]["vectors"] == info["segments"]
+    exact = Collection.create(tmp_path / "flat", _config("flat"))
+    exact.add(refs)
+    for q in [p for p in samples.iscc_videos() if p.suffix in (".webm", ".avi")] + [refs[1]]:
+        a = auto.search(q, k=3, params=SearchParams(nprobe=4, rerank=64))
+        b = exact.search(q, k=3)
+        assert [r.video_id for r in a.results[:1]] == [r.video_id for r in b.results[:1]]
+        assert abs(a.results[0].score - b.results[0].score) < 0.02
+
+
+def test_compressed_collection_survives_reopen_remove_and_rebuild(tmp_path: Path, refs):
+    path = tmp_path / "c"
+    coll = Collection.create(path, _config("ivfpq"))
+    coll.add(refs)
+    bikes = next(v["id"] for v in coll.videos() if Path(v["path"]).name == "bikes.mp4")
+    coll.close()
+    again = Collection.open(path)
+    assert again.info()["index"]["kind"] == "ivfpq"
+    assert again.search(refs[1], k=1).results[0].video_id == bikes
+    again.remove(bikes)
+    assert bikes not in [r.video_id for r in again.search(refs[1], k=5).results]
+    rebuilt = again.rebuild_index()
+    assert rebuilt["index"] == "IVFPQIndex" and rebuilt["vectors"] == again.info()["segments"]
+    assert bikes not in [r.video_id for r in Collection.open(path).search(refs[1], k=5).results]
