@@ -1,0 +1,273 @@
+"""Fashion-MNIST benchmarks on the real Debian data: loader, seen/unseen image retrieval, Moving
+Fashion-MNIST clips and their mean-pooled retrieval. Bounds were measured with sscd-distilled
+(seeds 0-3) and leave a margin; they fail if the pipeline stops ranking by content."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from vidsearch.errors import ConfigError, DecodeError, VidsearchError
+from vidsearch.evaluate import fashion as fm
+
+pytestmark = pytest.mark.skipif(
+    not (fm.FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
+    reason="apt-get install dataset-fashion-mnist",
+)
+
+
+@pytest.fixture(scope="module")
+def test_split() -> tuple[np.ndarray, np.ndarray]:
+    return fm.load_fashion_mnist("test")
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from vidsearch.encode.frame import load_encoder
+
+    return load_encoder("sscd-distilled")
+
+
+def _com(frame: np.ndarray) -> tuple[float, float]:
+    """Intensity centre of mass (x, y) of a (H, W) frame."""
+    w = frame.astype(np.float64)
+    ys, xs = np.indices(frame.shape)
+    return float((xs * w).sum() / w.sum()), float((ys * w).sum() / w.sum())
+
+
+# ---------------------------------------------------------------------------------------- loader
+def test_loader_shapes_and_labels(test_split):
+    images, labels = test_split
+    assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (10000,) and labels.dtype == np.int64
+    assert np.bincount(labels).tolist() == [1000] * 10
+    assert images.max() == 255 and images[:, 0, 0].mean() < 5  # white items on a black background
+    assert fm.class_names()[1] == "Trouser" and len(fm.class_names()) == 10
+    # Known first test labels of Fashion-MNIST (Ankle boot, Pullover, Trouser, Trouser, Shirt).
+    assert labels[:5].tolist() == [9, 2, 1, 1, 6]
+
+
+def test_loader_train_split_and_bad_split():
+    images, labels = fm.load_fashion_mnist("train")
+    assert images.shape == (60000, 28, 28) and np.bincount(labels).tolist() == [6000] * 10
+    with pytest.raises(ConfigError, match="expected 'train' or 'test'"):
+        fm.load_fashion_mnist("validation")
+
+
+def test_loader_missing_files_say_how_to_install(tmp_path):
+    with pytest.raises(DecodeError, match="apt-get install dataset-fashion-mnist") as info:
+        fm.load_fashion_mnist("test", tmp_path)
+    assert isinstance(info.value, (VidsearchError, ValueError))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not gzip at all",  # not gzip
+        gzip.compress(b"\x00\x00\x08"),  # shorter than a header
+        gzip.compress(b"\x00\x00\x0d\x03" + b"\x00" * 12),  # float idx, not bytes
+        gzip.compress(b"\x00\x00\x08\x03" + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\x00" * 99),
+    ],
+)
+def test_loader_rejects_corrupt_files(tmp_path, payload):
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(payload)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01" + (10).to_bytes(4, "big") + bytes(10)))
+    with pytest.raises(DecodeError):
+        fm.load_fashion_mnist("test", tmp_path)
+
+
+def test_loader_fuzz_random_bytes(tmp_path):
+    rng = np.random.default_rng(0)
+    for n in (0, 3, 20, 500):
+        for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+            (tmp_path / name).write_bytes(gzip.compress(rng.integers(0, 256, n, dtype=np.uint8).tobytes()))
+        with pytest.raises(DecodeError):
+            fm.load_fashion_mnist("test", tmp_path)
+
+
+def test_random_average_precision_closed_form():
+    from vidsearch.evaluate.metrics import average_precision
+
+    rng = np.random.default_rng(0)
+    sim = np.mean([average_precision(rng.permutation(20).tolist(), {0, 1, 2}) for _ in range(20000)])
+    assert fm.random_average_precision(20, 3) == pytest.approx(sim, abs=0.005)
+    assert fm.random_average_precision(10, 1) == pytest.approx(np.mean(1 / np.arange(1, 11)))
+    assert fm.random_average_precision(5, 5) == 1.0
+
+
+# ---------------------------------------------------------------------------------------- retrieval
+def test_image_retrieval_seen_unseen(encoder):
+    result = fm.run_fashion_retrieval((encoder,), n_gallery=20, n_query=5, seed=0)
+    json.dumps(result)  # JSON-serialisable as is
+    assert result["config"]["seen_classes"] == [0, 1, 2, 3, 4, 5, 6]
+    assert result["config"]["unseen_classes"] == [7, 8, 9]
+    chance = result["chance"]
+    assert chance["precision@5"] == pytest.approx(0.1) and chance["mAP"] == pytest.approx(0.1221, abs=1e-3)
+    r = result["encoders"]["sscd-distilled"]
+    # measured 0.49 overall, 0.47 seen, 0.55 unseen; chance 0.11
+    for split in ("overall", "seen", "unseen"):
+        assert 3 * chance["mAP"] < r[split]["mAP"] < 0.9, split
+        assert 3 * chance["precision@5"] < r[split]["precision@5"] < 1.0, split
+        assert r[split]["accuracy@5"] > 0.8, split
+        assert r[split]["recall@5"] == pytest.approx(r[split]["precision@5"] * 5 / 20)  # k / relevant
+    # macro means: overall = class-weighted mix of seen (7 classes) and unseen (3)
+    assert r["overall"]["mAP"] == pytest.approx((7 * r["seen"]["mAP"] + 3 * r["unseen"]["mAP"]) / 10)
+    by_class = r["by_class"]
+    assert set(by_class) == set(fm.CLASS_NAMES)
+    assert by_class["Trouser"]["accuracy@5"] == 1.0 and by_class["Trouser"]["precision@5"] >= 0.9  # measured 1.0
+    assert by_class["Shirt"]["mAP"] < by_class["Trouser"]["mAP"]  # shirts look like tops, pullovers, coats
+
+
+def test_image_retrieval_is_deterministic(encoder):
+    a = fm.run_fashion_retrieval((encoder,), n_gallery=3, n_query=2, seed=1)
+    b = fm.run_fashion_retrieval((encoder,), n_gallery=3, n_query=2, seed=1)
+    for r in (a, b):
+        del r["encoders"]["sscd-distilled"]["timing"]
+    assert a == b
+
+
+def test_image_retrieval_rejects_bad_config(encoder):
+    with pytest.raises(ConfigError):
+        fm.run_fashion_retrieval((encoder,), n_gallery=1000, n_query=1)  # 1001 > 1000 per class
+    with pytest.raises(ConfigError):
+        fm.run_fashion_retrieval((encoder,), unseen_classes=(7, 10))
+
+
+def test_to_encoder_input_replicates_grey():
+    images = np.zeros((2, 28, 28), np.uint8)
+    images[:, 10:18, 10:18] = 200
+    out = fm.to_encoder_input(images, (224, 160))
+    assert out.shape == (2, 160, 224, 3) and out.dtype == np.uint8
+    assert np.array_equal(out[..., 0], out[..., 2]) and out[0, 80, 112, 1] == 200
+
+
+# ---------------------------------------------------------------------------------------- moving
+def test_moving_builder_shapes_and_labels():
+    clips = fm.make_moving_fashion(2, frames=8, size=64, seed=0, items=(1, 9))
+    assert len(clips) == 2 * 8 * 2
+    assert all(c.frames.shape == (8, 64, 64) and c.frames.dtype == np.uint8 for c in clips)
+    assert [c.label for c in clips[:4]] == [(1, "left"), (1, "left"), (1, "right"), (1, "right")]
+    assert {c.item for c in clips} == {1, 9} and {c.motion for c in clips} == set(fm.MOTIONS)
+    assert len({c.source_index for c in clips}) == len(clips)  # every clip has its own image
+    _, labels = fm.load_fashion_mnist("test")
+    assert all(labels[c.source_index] == c.item for c in clips)
+    again = fm.make_moving_fashion(2, frames=8, size=64, seed=0, items=(1, 9))
+    assert all(np.array_equal(a.frames, b.frames) for a, b in zip(clips, again))
+    other = fm.make_moving_fashion(2, frames=8, size=64, seed=1, items=(1, 9))
+    assert [c.source_index for c in other] != [c.source_index for c in clips]
+    rgb = fm.make_moving_fashion(1, motions=("up",), frames=4, size=48, items=(0,), rgb=True)
+    assert rgb[0].frames.shape == (4, 48, 48, 3) and np.array_equal(rgb[0].frames[..., 0], rgb[0].frames[..., 1])
+
+
+def test_moving_builder_rejects_bad_config():
+    with pytest.raises(ConfigError, match="motions"):
+        fm.make_moving_fashion(1, motions=("sideways",))
+    with pytest.raises(ConfigError, match="too small"):
+        fm.make_moving_fashion(1, size=32)
+    with pytest.raises(ConfigError, match="has 1000"):
+        fm.make_moving_fashion(200, items=(0,))  # 200 x 8 motions > 1000 images
+
+
+def test_motions_move_the_way_they_say():
+    clips = {c.motion: c.frames for c in fm.make_moving_fashion(1, frames=16, size=64, seed=0, items=(1,))}
+    amp = (64 - 28) / 2 - 2  # 16 px either side of the centre
+    (x0, y0), (x1, y1) = _com(clips["right"][0]), _com(clips["right"][-1])
+    assert x1 - x0 == pytest.approx(2 * amp, abs=1.5) and abs(y1 - y0) < 1
+    (x0, y0), (x1, y1) = _com(clips["left"][0]), _com(clips["left"][-1])
+    assert x0 - x1 == pytest.approx(2 * amp, abs=1.5) and abs(y1 - y0) < 1
+    (x0, y0), (x1, y1) = _com(clips["up"][0]), _com(clips["up"][-1])
+    assert y0 - y1 == pytest.approx(2 * amp, abs=1.5) and abs(x1 - x0) < 1
+    (x0, y0), (x1, y1) = _com(clips["down"][0]), _com(clips["down"][-1])
+    assert y1 - y0 == pytest.approx(2 * amp, abs=1.5)
+    mass = {m: (clips[m][0].sum(dtype=np.int64), clips[m][-1].sum(dtype=np.int64)) for m in ("zoom_in", "zoom_out")}
+    # area grows by MAX_ZOOM**2 from the middle, so by MAX_ZOOM**4 (6.6x) from first to last frame
+    assert mass["zoom_in"][1] / mass["zoom_in"][0] == pytest.approx(fm.MAX_ZOOM**4, rel=0.15)
+    assert mass["zoom_out"][0] / mass["zoom_out"][1] == pytest.approx(fm.MAX_ZOOM**4, rel=0.15)
+    for frames in clips.values():  # every frame keeps the whole item on the canvas
+        assert frames[:, 0, :].max() == frames[:, -1, :].max() == frames[:, :, 0].max() == frames[:, :, -1].max() == 0
+
+
+def test_rotation_direction_on_an_asymmetric_item(test_split):
+    images, labels = test_split
+    boot = images[np.flatnonzero(labels == 9)[0]]  # ankle boots point one way: not 180-degree symmetric
+    rest = fm.render_item(boot, 64)
+    cw = fm.render_motion(boot, "rotate_cw", frames=16, size=64)
+    ccw = fm.render_motion(boot, "rotate_ccw", frames=16, size=64)
+
+    def err(a, b):
+        return np.abs(a.astype(int) - b).mean()
+
+    # last frame of rotate_cw is the rest pose turned 90 degrees clockwise (np.rot90 k=-1), and the reverse
+    assert err(cw[-1], np.rot90(rest, -1)) < 1 < 10 < err(cw[-1], np.rot90(rest, 1))
+    assert err(ccw[-1], np.rot90(rest, 1)) < 1 and err(cw[0], np.rot90(rest, 1)) < 1
+
+
+def test_opposite_motions_are_time_reversals(test_split):
+    images, _ = test_split
+    for a, b in (("left", "right"), ("up", "down"), ("zoom_in", "zoom_out"), ("rotate_cw", "rotate_ccw")):
+        fa, fb = fm.render_motion(images[0], a), fm.render_motion(images[0], b)
+        assert np.abs(fa.astype(int) - fb[::-1]).max() <= 1, (a, b)  # bilinear rounding only
+        assert np.abs(fa[0].astype(int) - fa[-1]).mean() > 5  # but the clip does move
+
+
+def test_mean_pooling_is_blind_to_motion_but_not_to_items(encoder):
+    result = fm.run_moving_fashion(encoder, n_per_class=2, items=(0, 1, 5, 8, 9), encode_frames=4, seed=0)
+    json.dumps(result)
+    assert result["config"]["n_clips"] == 80 and result["config"]["encode_frames"] == [0, 5, 10, 15]
+    item, motion, both = (result["labels"][k] for k in ("item", "motion", "item_x_motion"))
+    assert motion["chance"] == 1 / 8 and item["chance"] == 1 / 5 and both["chance"] == 1 / 40
+    # measured over seeds 0-3: motion mAP 0.162-0.184 vs random 0.159; item mAP 0.67-0.76 vs random 0.23
+    assert abs(motion["mAP"] - motion["random_mAP"]) < 0.05
+    assert motion["precision@5"] < motion["chance"] + 0.06
+    assert item["mAP"] > item["random_mAP"] + 0.3 and item["precision@5"] > 0.6
+    assert both["mAP"] > both["random_mAP"] + 0.1  # same item class, same motion: carried by the item
+    # Within an axis (left vs right, zoom in vs out...) the frames are the same set, only their order
+    # differs: mean pooling cannot beat a random ranking (measured 0.51-0.52 vs random 0.55).
+    direction = result["labels"]["direction_within_axis"]
+    assert direction["chance"] == 0.5 and direction["n_queries"] == 80
+    assert abs(direction["mAP"] - direction["random_mAP"]) < 0.08
+    axis = result["labels"]["motion_axis"]  # the axis shows a little through appearance (measured 0.31-0.34 vs 0.28)
+    assert axis["chance"] == 0.25 and axis["mAP"] < axis["random_mAP"] + 0.15
+    assert set(result["by_motion"]) == set(fm.MOTIONS)
+
+
+class FirstMinusLast:
+    """An order-aware aggregator (last frame vector minus first): a control that can see motion."""
+
+    name = "last-minus-first"
+
+    def output_dim(self, frame_dim: int) -> int:
+        return frame_dim
+
+    def aggregate(self, frames: np.ndarray) -> np.ndarray:
+        d = frames[-1] - frames[0]
+        return (d / max(np.linalg.norm(d), 1e-12)).astype(np.float32)
+
+
+def test_benchmark_can_see_motion_with_an_order_aware_aggregator(encoder):
+    result = fm.run_moving_fashion(encoder, n_per_class=2, items=(0, 1, 5, 8, 9), encode_frames=4,
+                                   seed=0, aggregator=FirstMinusLast())
+    motion, direction = result["labels"]["motion"], result["labels"]["direction_within_axis"]
+    assert result["config"]["aggregator"] == "last-minus-first"
+    # measured over seeds 0-2: motion mAP 0.50-0.54 vs random 0.16, direction 0.81-0.84 vs 0.55
+    assert motion["mAP"] > motion["random_mAP"] + 0.25
+    assert direction["mAP"] > direction["random_mAP"] + 0.2
+
+
+def test_write_clip_round_trip(tmp_path):
+    from vidsearch.decode import iter_frames
+
+    clip = fm.make_moving_fashion(1, motions=("right",), frames=16, size=64, items=(1,))[0]
+    paths = fm.write_clips([clip], tmp_path, fps=8)
+    assert paths == [tmp_path / "00000_trouser_right.mp4"] and paths[0].stat().st_size > 0
+    decoded = [f.image for f in iter_frames(paths[0], (64, 64), fps=8)]
+    assert len(decoded) == 16
+    first, last = decoded[0][..., 1], decoded[-1][..., 1]
+    assert _com(last)[0] - _com(first)[0] == pytest.approx(_com(clip.frames[-1])[0] - _com(clip.frames[0])[0], abs=1.5)
+    assert np.abs(first.astype(int) - clip.frames[0]).mean() < 3  # CRF 18: close to the source
+    with pytest.raises(ConfigError, match="even"):
+        fm.write_clip(np.zeros((2, 63, 64), np.uint8), tmp_path / "odd.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00000_trouser_right.mp4"]  # no temp file left
