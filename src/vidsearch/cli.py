@@ -93,7 +93,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     coll = Collection.open(args.collection)
     result = coll.search(args.query, k=args.k, params=SearchParams(
-        segment_k=args.segment_k, min_similarity=args.min_similarity, nprobe=args.nprobe, rerank=args.rerank))
+        segment_k=args.segment_k, min_similarity=args.min_similarity, nprobe=args.nprobe,
+        rerank_depth=args.rerank_depth, rerank=args.rerank, rerank_candidates=args.rerank_candidates,
+        par_threshold=args.par_threshold))
     if args.json:
         _emit(result.to_dict())
         return EXIT_OK
@@ -241,7 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segment-k", type=int, default=100, help="segment neighbours per query segment (default 100)")
     p.add_argument("--min-similarity", type=float, default=0.0, help="segment hits below this cosine do not vote")
     p.add_argument("--nprobe", type=int, default=16, help="IVF lists scanned (compressed index; default 16)")
-    p.add_argument("--rerank", type=int, default=128, help="candidates re-scored exactly (compressed index; default 128)")
+    p.add_argument("--rerank-depth", type=int, default=128,
+                   help="segment candidates re-scored exactly (compressed index; default 128)")
+    p.add_argument("--rerank", choices=["none", "exact", "par", "dtw", "bidtw"], default="none",
+                   help="re-rank the top videos: exact re-score, proximal-affinity filter, (bi-directional) DTW")
+    p.add_argument("--rerank-candidates", type=int, default=20, help="videos the re-ranker looks at (default 20)")
+    p.add_argument("--par-threshold", type=float, help="score threshold for par (default: the calibrated one)")
     p.add_argument("query", help="video file, image file, or VIDEO_ID@START-END")
     p.set_defaults(func=cmd_search)
 

@@ -42,3 +42,7 @@ class NotFittedError(VidsearchError, ValueError):
 
 class ConfigError(VidsearchError, ValueError):
     """A configuration value is out of range or inconsistent."""
+
+
+class AlignmentError(VidsearchError, ValueError):
+    """Sequences that cannot be aligned (wrong shape, dimension mismatch, not unit-norm) or a bad option."""

@@ -31,7 +31,7 @@ def test_auto_switches_to_the_compressed_index_and_agrees_with_exact(tmp_path: P
     exact = Collection.create(tmp_path / "flat", _config("flat"))
     exact.add(refs)
     for q in [p for p in samples.iscc_videos() if p.suffix in (".webm", ".avi")] + [refs[1]]:
-        a = auto.search(q, k=3, params=SearchParams(nprobe=4, rerank=64))
+        a = auto.search(q, k=3, params=SearchParams(nprobe=4, rerank_depth=64))
         b = exact.search(q, k=3)
         assert [r.video_id for r in a.results[:1]] == [r.video_id for r in b.results[:1]]
         assert abs(a.results[0].score - b.results[0].score) < 0.02

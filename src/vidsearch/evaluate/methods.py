@@ -55,6 +55,7 @@ class VidsearchMethod:
         self._tmp = tempfile.TemporaryDirectory(prefix=f"vidsearch-eval-{name}-")
         self._coll = None
         self._ref_of_video: dict[str, str] = {}
+        self.rerank_ms: list[float] = []
 
     def index(self, references: list[Reference]) -> None:
         from vidsearch.store.collection import Collection
@@ -69,6 +70,7 @@ class VidsearchMethod:
     def query(self, path: Path, k: int) -> list[Prediction]:
         assert self._coll is not None, "index() first"
         result = self._coll.search(path, k=k, params=self.params)
+        self.rerank_ms.append(result.rerank_ms)
         out = []
         for hit in result.results:
             m = hit.matches[0] if hit.matches else None

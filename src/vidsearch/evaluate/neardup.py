@@ -10,6 +10,7 @@ source's time range it was cut from (and where in the query it sits).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -21,7 +22,9 @@ import numpy as np
 from vidsearch.evaluate import edits, metrics, samples
 from vidsearch.evaluate.methods import Prediction, Reference, RetrievalMethod
 
-BENCHMARK_VERSION = 1
+log = logging.getLogger(__name__)
+
+BENCHMARK_VERSION = 2
 SOURCES = {
     "small": ["demo.mp4", "bikes.mp4", "Megamind.avi"],
     "full": ["demo.mp4", "bikes.mp4", "Megamind.avi", "vtest.avi", "tree.avi", "box.mp4",
@@ -148,10 +151,16 @@ def build_neardup(folder: Path, size: str = "small", seed: int = 0) -> Benchmark
         for p in iscc:
             rr = (0.0, 5.0) if p.suffix == ".gif" else (0.0, 60.0)
             queries.append(Query(f"demo/transcode{p.suffix}", str(p), f"transcode{p.suffix}", "demo", rr, rr))
-    # no-match queries: footage not in the collection
+    # no-match queries: footage not in the collection, plain and edited, real photos, real item clips
     for n in UNRELATED:
-        if n in footage:
-            queries.append(Query(f"nomatch/{Path(n).stem}", str(footage[n]), "no-match", None, None, None))
+        if n not in footage:
+            continue
+        queries.append(Query(f"nomatch/{Path(n).stem}", str(footage[n]), "no-match", None, None, None))
+        frames, fps = edits.decode_rgb(footage[n])
+        for name, op in [("crop", edits.crop(0.7)), ("hflip", edits.hflip()), ("text", edits.text_overlay())]:
+            out, ofps = op(frames, fps)
+            path = edits.encode_rgb(out, ofps, folder / f"q-nomatch-{Path(n).stem}-{name}.mp4")
+            queries.append(Query(f"nomatch/{Path(n).stem}-{name}", str(path), "no-match", None, None, None))
     images = sorted((next(iter(samples.perception_videos())).parent.parent / "images").glob("*.jpg")) if samples.perception_videos() else []
     if images:
         from PIL import Image
@@ -160,9 +169,18 @@ def build_neardup(folder: Path, size: str = "small", seed: int = 0) -> Benchmark
         for img_path in images:
             img = np.asarray(Image.open(img_path).convert("RGB").resize((320, 240)))
             slides += [img] * 8
+            queries.append(Query(f"nomatch/image-{img_path.stem}", str(img_path), "no-match", None, None, None))
         queries.append(Query("nomatch/slideshow", str(edits.encode_rgb(slides, 8.0, folder / "q-nomatch-slideshow.mp4")),
                              "no-match", None, None, None))
-        queries.append(Query("nomatch/image", str(images[0]), "no-match", None, None, None))
+    try:  # real Fashion-MNIST items moving: real images, unrelated to every reference
+        from vidsearch.evaluate.fashion import make_moving_fashion, write_clip
+
+        clips = make_moving_fashion(1, motions=("left", "zoom_in"), frames=24, size=96, seed=seed, rgb=True)[:8]
+        for i, clip in enumerate(clips):
+            path = write_clip(clip, folder / f"q-nomatch-fashion-{i}.mp4", fps=8)
+            queries.append(Query(f"nomatch/fashion-{i}", str(path), "no-match", None, None, None))
+    except Exception as exc:  # the Debian dataset is optional
+        log.warning("no Fashion-MNIST no-match queries: %s", exc)
     bench = Benchmark("neardup", size, seed, refs, queries)
     tmp = manifest.with_suffix(".tmp")
     tmp.write_text(json.dumps(bench.to_dict(), indent=1))
@@ -184,9 +202,35 @@ def evaluate(bench: Benchmark, method: RetrievalMethod, k: int = 20) -> dict[str
         per_query.append((q, preds))
     out = score(bench, per_query, k)
     out["index_s"] = round(index_s, 3)
+    rr = getattr(method, "rerank_ms", None)
+    out["rerank_ms_mean"] = round(float(np.mean(rr)), 3) if rr else 0.0
     out["query_ms_p50"] = round(float(np.percentile(latencies, 50)) * 1000, 2)
     out["query_ms_p99"] = round(float(np.percentile(latencies, 99)) * 1000, 2)
     return out
+
+
+def _calibrated(per_query: list[tuple[Query, list[Prediction]]]) -> dict[str, float]:
+    """Threshold calibrated on the even-numbered queries (best F1 of pooled predictions), applied to
+    the odd-numbered ones: how many no-match queries still return a result above it, and how many
+    true matches are kept (their true reference scored above it)."""
+    calib = [(q, p) for i, (q, p) in enumerate(per_query) if i % 2 == 0]
+    test = [(q, p) for i, (q, p) in enumerate(per_query) if i % 2 == 1]
+    sc = [x.score for q, p in calib for x in p]
+    tr = [x.ref_id == q.source for q, p in calib for x in p]
+    n_gt = sum(q.source is not None for q, _ in calib)
+    precision, recall, thresholds = metrics.precision_recall_curve(sc, tr, n_gt)
+    if len(thresholds) == 0:
+        return {"calibrated_threshold": 0.0, "nomatch_fp_rate": 0.0, "true_match_recall_at_threshold": 0.0}
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+    best = int(np.argmax(f1))
+    # midway to the next lower score, so the threshold is not a score of the calibration set itself
+    thr = float(thresholds[best] + thresholds[best + 1]) / 2 if best + 1 < len(thresholds) else float(thresholds[best]) - 1e-6
+    nomatch = [q for q, _ in test if q.source is None]
+    fp = sum(1 for q, p in test if q.source is None and p and p[0].score > thr)
+    pos = [(q, p) for q, p in test if q.source is not None]
+    kept = sum(1 for q, p in pos if any(x.ref_id == q.source and x.score > thr for x in p))
+    return {"calibrated_threshold": thr, "nomatch_fp_rate": fp / len(nomatch) if nomatch else 0.0,
+            "true_match_recall_at_threshold": kept / len(pos) if pos else 0.0}
 
 
 def score(bench: Benchmark, per_query: list[tuple[Query, list[Prediction]]], k: int = 20) -> dict[str, Any]:
@@ -214,6 +258,10 @@ def score(bench: Benchmark, per_query: list[tuple[Query, list[Prediction]]], k: 
         out[f"P@{kk}"] = float(np.mean([metrics.precision_at_k(r, g, kk) for r, g in zip(rankings, relevant)]))
         out[f"R@{kk}"] = float(np.mean([metrics.recall_at_k(r, g, kk) for r, g in zip(rankings, relevant)]))
     out["accuracy@1"] = float(np.mean([metrics.accuracy_at_k(r, g, 1) for r, g in zip(rankings, relevant)]))
+    out["F1@5"] = float(np.mean([metrics.f1_at_k(r, g, 5) for r, g in zip(rankings, relevant)]))
+    # by clip: every query weighs the same (mAP); by video: every source video weighs the same
+    out["mAP_by_video"] = metrics.macro_mean(aps, [q.source for q, _ in positives])
+    out.update(_calibrated(per_query))
     transforms = [q.transform for q, _ in positives]
     out["per_transform_mAP"] = metrics.by_class(aps, [t.split(".")[0] if t.startswith("transcode") else t for t in transforms])
     ious = {}

@@ -8,6 +8,9 @@ from typing import Any
 from vidsearch.errors import QueryError
 
 
+RERANK_MODES = ("none", "exact", "par", "dtw", "bidtw")
+
+
 @dataclass(frozen=True)
 class SearchParams:
     """Search-time parameters, passed per call (never stored in the collection).
@@ -17,25 +20,41 @@ class SearchParams:
         min_similarity: segment hits below this cosine similarity do not vote.
         max_matches: matched time ranges reported per video at most.
         nprobe: IVF lists scanned (compressed index only).
-        rerank: candidates re-scored exactly from the stored vectors (compressed index only);
-            at least ``segment_k`` are always re-ranked.
+        rerank_depth: segment candidates re-scored exactly from the stored vectors (compressed
+            index only); at least ``segment_k`` are always re-scored.
         ef_search: breadth of the HNSW search over the IVF centroids (compressed index only).
+        rerank: how the top ``rerank_candidates`` videos from voting are re-ranked: ``none``
+            (voting score), ``exact`` (every query segment against every segment of the video),
+            ``par`` (exact, then keep only videos whose score exceeds ``par_threshold``),
+            ``dtw`` (subsequence DTW of the segment sequences) or ``bidtw`` (the same, also trying
+            the query reversed: finds reversed playback). dtw/bidtw also localise from the path.
+        rerank_candidates: videos from voting that the re-ranker looks at.
+        par_threshold: cosine threshold of ``par`` (and of ``min_score`` filtering for dtw/bidtw);
+            None uses the collection's calibrated value (see ``Collection.calibrate``).
     """
 
     segment_k: int = 100
     min_similarity: float = 0.0
     max_matches: int = 5
     nprobe: int = 16
-    rerank: int = 128
+    rerank_depth: int = 128
     ef_search: int = 64
+    rerank: str = "none"
+    rerank_candidates: int = 20
+    par_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.segment_k < 1:
             raise QueryError(f"segment_k must be >= 1, got {self.segment_k}")
         if not -1.0 <= self.min_similarity <= 1.0:
             raise QueryError(f"min_similarity is a cosine in [-1, 1], got {self.min_similarity}")
-        if self.nprobe < 1 or self.rerank < 0 or self.ef_search < 1:
-            raise QueryError(f"nprobe and ef_search must be >= 1 and rerank >= 0, got {self.nprobe}, {self.ef_search}, {self.rerank}")
+        if self.nprobe < 1 or self.rerank_depth < 0 or self.ef_search < 1:
+            raise QueryError(f"nprobe and ef_search must be >= 1 and rerank_depth >= 0, "
+                             f"got {self.nprobe}, {self.ef_search}, {self.rerank_depth}")
+        if self.rerank not in RERANK_MODES:
+            raise QueryError(f"rerank must be one of {', '.join(RERANK_MODES)}, got {self.rerank!r}")
+        if self.rerank_candidates < 1:
+            raise QueryError(f"rerank_candidates must be >= 1, got {self.rerank_candidates}")
         if self.max_matches < 1:
             raise QueryError(f"max_matches must be >= 1, got {self.max_matches}")
 
@@ -71,6 +90,7 @@ class SearchResult:
     k: int
     results: list[VideoHit]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    rerank_ms: float = 0.0  # the re-ranker's share of timings_ms["search"]
 
     def to_dict(self) -> dict[str, Any]:
         """The documented JSON shape of ``vidsearch search --json``."""

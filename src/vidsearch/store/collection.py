@@ -17,6 +17,7 @@ generation it reflects and is rebuilt from the vector files when it is missing o
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -501,6 +502,33 @@ class Collection:
             "versions": self.manifest.get("versions", {}),
         }
 
+    def _video_segments(self, video_id: str) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float32]]:
+        """A video's segment (starts, ends, vectors (m, d)) in time order, from segments.f32."""
+        rows = self._db.execute(
+            "SELECT id, start, \"end\" FROM segments WHERE video_id = ? ORDER BY start, id", (video_id,)).fetchall()
+        ids = np.array([r[0] for r in rows], np.int64)
+        vectors = self._segments.read(ids, self._meta()["segment_rows"]).astype(np.float32)
+        return np.array([r[1] for r in rows]), np.array([r[2] for r in rows]), vectors
+
+    def search_defaults(self) -> dict[str, Any]:
+        """Search-time defaults stored with the collection (``calibrate``), else the encoder's built-in ones."""
+        from vidsearch.search.rerank import DEFAULT_PAR_THRESHOLD
+
+        path = self.path / "search_defaults.json"
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        return {"par_threshold": stored.get("par_threshold", DEFAULT_PAR_THRESHOLD[self.config.encode.encoder]),
+                "calibrated": "par_threshold" in stored, **{k: v for k, v in stored.items() if k != "par_threshold"}}
+
+    def calibrate(self, par_threshold: float, source: str = "") -> None:
+        """Store the PAR threshold (cosine) measured on a calibration split; per-query params still override it."""
+        from vidsearch.store.manifest import atomic_write_text
+
+        if not -1.0 <= par_threshold <= 1.0:
+            raise QueryError(f"par_threshold is a cosine in [-1, 1], got {par_threshold}")
+        with self._lock:
+            atomic_write_text(self.path / "search_defaults.json",
+                              json.dumps({"par_threshold": float(par_threshold), "source": source}, indent=2) + "\n")
+
     def _index_info(self) -> dict[str, Any]:
         self._load_state()
         assert self._index is not None
@@ -537,6 +565,7 @@ class Collection:
         t0 = time.perf_counter()
         media = self._encode_query(str(query))
         t1 = time.perf_counter()
+        rerank_ms = 0.0
         self._load_state()
         assert self._index is not None and self._table is not None
         starts = np.array([s.start for s in media.segments], np.float64)
@@ -544,9 +573,20 @@ class Collection:
         from vidsearch.index.ivf import IVFSearchParams
 
         hits = self._index.search(media.segment_vectors, params.segment_k,
-                                  IVFSearchParams(params.nprobe, params.ef_search, max(params.rerank, params.segment_k)))
+                                  IVFSearchParams(params.nprobe, params.ef_search, max(params.rerank_depth, params.segment_k)))
         votes = vote(starts, ends, hits.ids, hits.scores, self._table, self.config.segment.stride,
-                     params.min_similarity, params.max_matches)[:k]
+                     params.min_similarity, params.max_matches)
+        if params.rerank != "none":
+            from vidsearch.search.rerank import rerank
+
+            threshold = params.par_threshold
+            if threshold is None and params.rerank == "par":
+                threshold = self.search_defaults()["par_threshold"]
+            t_rerank = time.perf_counter()
+            votes = rerank(params.rerank, media.segment_vectors, starts, ends, votes[: params.rerank_candidates],
+                           self._video_segments, threshold)
+            rerank_ms = (time.perf_counter() - t_rerank) * 1000
+        votes = votes[:k]
         paths = dict(self._db.execute(
             f"SELECT id, path FROM videos WHERE id IN ({','.join('?' * len(votes))})", [v.video_id for v in votes]
         ).fetchall()) if votes else {}
@@ -558,7 +598,9 @@ class Collection:
             "search": (t2 - t1) * 1000,
             "total": (t2 - t0) * 1000,
         }
-        return SearchResult(str(query), k, results, timings)
+        result = SearchResult(str(query), k, results, timings)
+        result.rerank_ms = rerank_ms  # part of "search"; not in the JSON shape
+        return result
 
     def _encode_query(self, query: str):  # type: ignore[no-untyped-def]
         m = _REF_QUERY.match(query)

@@ -1,0 +1,109 @@
+"""Re-ranking the top videos from voting: exact re-score, proximal-affinity filter (PAR), and
+temporal alignment with (bi-directional) subsequence DTW, which also localises the match.
+
+PAR (the CNN+LSTM paper): take the top-k by Euclidean distance and keep only those whose cosine
+similarity exceeds a threshold. For L2-normalised vectors L2 order and cosine order agree, so the
+ranking does not change: PAR's value is the threshold, which removes unrelated results and lets a
+query with no true match return nothing.
+
+DTW here is the subsequence variant (the query is usually a part of a longer reference):
+``dtw`` = subsequence DTW, ``bidtw`` = min(subDTW(q, r), subDTW(reverse(q), r)), which matches
+reversed playback (see ``search/align.py`` for why reversing one side is the informative reading).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vidsearch.search.results import Match
+from vidsearch.search.vote import VideoVote
+
+# Fetches a video's segment (starts, ends, vectors (m, d)) ordered by time.
+Fetch = Callable[[str], tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float32]]]
+
+# Default PAR thresholds per encoder, used until a collection is calibrated: the best-F1 threshold of
+# the near-duplicate benchmark (small, seed 0) for the exact re-score (docs/RESULTS.md).
+DEFAULT_PAR_THRESHOLD = {"sscd": 0.35, "sscd-distilled": 0.35, "effnet-lite0": 0.6}
+
+
+def rerank(
+    mode: str,
+    query: NDArray[np.float32],
+    q_starts: NDArray[np.float64],
+    q_ends: NDArray[np.float64],
+    candidates: list[VideoVote],
+    fetch: Fetch,
+    threshold: float | None = None,
+) -> list[VideoVote]:
+    """Re-score ``candidates`` (best first from voting) and return them re-ranked.
+
+    Args:
+        mode: ``none``, ``exact``, ``par``, ``dtw`` or ``bidtw``.
+        query: (n, d) L2-normalised query segment vectors.
+        q_starts, q_ends: (n,) query segment times in seconds.
+        candidates: videos from voting.
+        fetch: a video's segment times and vectors.
+        threshold: PAR threshold (required for ``par``); for the others, results at or below it are dropped
+            when given.
+    """
+    if mode == "none" or not candidates:
+        out = candidates
+    elif mode in ("exact", "par"):
+        out = []
+        for cand in candidates:
+            _, _, vectors = fetch(cand.video_id)
+            sims = query @ vectors.T
+            out.append(VideoVote(cand.video_id, float(sims.max(axis=1).mean()), cand.matches))
+        out.sort(key=lambda v: (-v.score, v.video_id))
+    elif mode in ("dtw", "bidtw"):
+        out = _align(mode, query, q_starts, q_ends, candidates, fetch)
+    else:
+        raise ValueError(f"unknown re-rank mode {mode!r}")
+    if threshold is not None and mode != "none":
+        out = [v for v in out if v.score > threshold]
+    return out
+
+
+def _align(mode: str, query, q_starts, q_ends, candidates, fetch) -> list[VideoVote]:  # type: ignore[no-untyped-def]
+    from vidsearch.search.align import rerank as align_rerank
+
+    fetched = [fetch(c.video_id) for c in candidates]
+    result = align_rerank(query, [f[2] for f in fetched], "sub_bidtw" if mode == "bidtw" else "subdtw")
+    out = []
+    for pos, alignment in zip(result.indices, result.alignments):
+        starts, ends, vectors = fetched[pos]
+        match = _match_from_path(alignment.path, query, vectors, q_starts, q_ends, starts, ends)
+        out.append(VideoVote(candidates[pos].video_id, float(alignment.score), [match] if match else []))
+    return out
+
+
+def _match_from_path(path, query, vectors, q_starts, q_ends, r_starts, r_ends) -> Match | None:  # type: ignore[no-untyped-def]
+    """The longest run of the alignment path whose cells are similar enough, as time ranges.
+
+    A query made of unrelated footage around an excerpt aligns its unrelated parts too (every query
+    element is on the path); cells below max(0.3, 0.6 * best cosine on the path) are cut so the
+    reported ranges cover the matching part only.
+    """
+    if len(path) == 0:
+        return None
+    qi, rj = path[:, 0], path[:, 1]
+    sims = np.einsum("ld,ld->l", query[qi], vectors[rj])
+    keep = sims >= max(0.3, 0.6 * float(sims.max()))
+    best_len, best = 0, (0, 0)
+    start = None
+    for i, k in enumerate(np.append(keep, False)):
+        if k and start is None:
+            start = i
+        elif not k and start is not None:
+            if i - start > best_len:
+                best_len, best = i - start, (start, i)
+            start = None
+    if best_len == 0:
+        return None
+    a, b = best
+    qs, rs = qi[a:b], rj[a:b]
+    return Match(float(q_starts[qs.min()]), float(q_ends[qs.max()]), float(r_starts[rs.min()]), float(r_ends[rs.max()]),
+                 float(sims[a:b].mean()))
