@@ -69,7 +69,7 @@ def machine_info() -> dict[str, Any]:
         "os": platform.platform(),
         "python": sys.version.split()[0],
         "hostname": platform.node(),
-        "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "load_at_start": load_average(),
     }
 
 
@@ -189,3 +189,47 @@ def summarize_ms(samples_s: Sequence[float]) -> dict[str, float]:
         "mean_ms": float(a.mean()),
         "max_ms": float(a.max()),
     }
+
+
+def cpu_probe(repeats: int = 30, n: int = 512) -> dict[str, float]:
+    """A fixed numpy workload (float32 ``n``x``n`` matmul, all BLAS threads): best and median of ``repeats``.
+
+    Recorded at the start and end of each run: on a shared machine a drop says the host got
+    busier, and absolute times from that run should be read with it (ratios are unaffected).
+    """
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    times = sorted(time_call(lambda: a @ b)[0] for _ in range(repeats))
+    best, median = times[0], times[len(times) // 2]
+    return {"matmul_n": n, "repeats": repeats, "best_s": best, "median_s": median,
+            "gflops": 2 * n**3 / best / 1e9, "gflops_median": 2 * n**3 / median / 1e9}
+
+
+def load_average() -> dict[str, Any]:
+    """Load average and CPU pressure (PSI "some" avg10/avg60): other work on a shared machine."""
+    out: dict[str, Any] = {"loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
+    try:
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()
+        out["cpu_pressure_some"] = {k: float(v) for k, v in (f.split("=") for f in some[1:3])}
+    except (OSError, IndexError, ValueError):
+        pass
+    return out
+
+
+def wait_for_quiet(max_wait_s: float, threshold: float = 15.0, poll_s: float = 5.0) -> dict[str, Any]:
+    """Wait (up to ``max_wait_s``) until CPU pressure ("some" avg10, %) is below ``threshold``.
+
+    Other work on a shared 2-core machine slows everything here; waiting for a quiet moment keeps
+    absolute times comparable between runs. Returns what was seen; never fails.
+    """
+    t0 = time.monotonic()
+    seen = load_average()
+    while "cpu_pressure_some" in seen and seen["cpu_pressure_some"]["avg10"] >= threshold:
+        if time.monotonic() - t0 >= max_wait_s:
+            log(f"machine still busy after {max_wait_s:.0f} s (cpu pressure {seen['cpu_pressure_some']}); going on")
+            break
+        time.sleep(poll_s)
+        seen = load_average()
+    return {"waited_s": round(time.monotonic() - t0, 1), "threshold_avg10": threshold, "max_wait_s": max_wait_s, **seen}

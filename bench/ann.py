@@ -197,7 +197,7 @@ def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path) ->
             import hnswlib
 
             idx = hnswlib.Index(space="ip", dim=d)
-            idx.init_index(max_elements=n, M=32, ef_construction=200, random_seed=seed)
+            idx.init_index(max_elements=n, M=32, ef_construction=100, random_seed=seed)
             idx.add_items(xb, ids, num_threads=2)
             path = workdir / "hnswlib.bin"
             idx.save_index(str(path))
@@ -211,14 +211,14 @@ def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path) ->
             m.index = idx  # type: ignore[attr-defined]
             m.name, m.settings, m.ram_bytes = name, [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512], path.stat().st_size
         elif name.startswith("vidsearch"):
-            variant = {"vidsearch": ("pq", 32), "vidsearch_pq64": ("pq", 64), "vidsearch_opq": ("opq", 32),
+            variant = {"vidsearch": ("pq", 32), "vidsearch_pq64": ("pq", 64), "vidsearch_opq": ("opq", 32), "vidsearch_opq64": ("opq", 64),
                        "vidsearch_learned": ("learned", 32)}[name]
             store = MemmapStore(np.load(f16_path, mmap_mode="r"))
             idx = IVFPQIndex(d, IVFPQConfig(quantizer=variant[0], pq_m=variant[1], nlist=nlist), store)
             idx.train(train, seed=seed)
             idx.add(ids, xb)
             settings = [IVFSearchParams(nprobe=p, rerank=r, ef_search=max(32, 2 * p))
-                        for p in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128) for r in (16, 32, 48, 64, 100, 200)]
+                        for p in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128) for r in (16, 32, 48, 64, 100, 200, 300, 500)]
             settings.sort(key=lambda s: (s.nprobe * (n / nlist) / 32 + s.rerank * d / 64))  # rough cost order
 
             class V(Method):

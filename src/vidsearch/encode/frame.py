@@ -70,6 +70,8 @@ class OnnxFrameEncoder:
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Idle ORT threads spinning after a run stole the cores from the search that follows (bench/latency.py).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -101,11 +103,16 @@ def load_encoder(name: str, variant: str = "onnx") -> FrameEncoder:
     Args:
         name: ``sscd``, ``sscd-distilled`` or ``effnet-lite0``.
         variant: for ``effnet-lite0``: ``onnx`` (fp32 ONNX Runtime, the default), ``onnx-int8``
-            (static int8; measured no faster here and less accurate, see docs/RESULTS.md), or
-            ``torch`` (PyTorch eager, for comparison only).
+            (static int8: 2.1x the images/s of fp32 per core here, but vectors move to a cosine of
+            0.83-0.98 from fp32, so it is opt-in; docs/RESULTS.md), or ``torch`` (PyTorch eager,
+            for comparison only).
     """
     if name not in SPECS:
         raise ConfigError(f"unknown encoder {name!r}; expected one of {', '.join(SPECS)}")
+    if variant not in ("onnx", "onnx-int8", "torch"):
+        raise ConfigError(f"unknown encoder variant {variant!r}; expected 'onnx', 'onnx-int8' or 'torch'")
+    if name != "effnet-lite0":
+        variant = "onnx"  # SSCD models ship as ONNX only
     key = (name, variant)
     with _CACHE_LOCK:
         if key in _CACHE:

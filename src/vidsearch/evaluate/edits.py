@@ -60,6 +60,7 @@ def encode_rgb(frames: Frames, fps: float, dst: str | os.PathLike[str], bitrate:
     with av.open(str(tmp), "w") as out:
         stream = out.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt, stream.bit_rate = w2, h2, "yuv420p", bitrate
+        stream.codec_context.thread_count = 1  # deterministic output (x264 threading is not)
         for i, img in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:h2, :w2]), format="rgb24")
             vf.pts, vf.time_base = i, 1 / rate

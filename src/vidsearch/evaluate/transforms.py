@@ -44,6 +44,7 @@ def make_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str], t: Trans
             ostream = out.add_stream(t.codec, rate=frame_rate)
             ostream.width, ostream.height, ostream.pix_fmt = out_w, out_h, "yuv420p"
             ostream.bit_rate = t.bitrate
+            ostream.codec_context.thread_count = 1  # x264's own threading makes the output differ run to run
             origin = None
             n = 0
             for frame in inp.decode(stream):

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import CollectionError
-from vidsearch.index.base import IndexHits
+from vidsearch.index.base import IndexHits, faiss_threads_for
 
 
 class FlatIndex:
@@ -53,7 +53,8 @@ class FlatIndex:
         k = max(1, int(k))
         if len(self) == 0:
             return IndexHits(np.full((len(q), k), -1, np.int64), np.full((len(q), k), -np.inf, np.float32))
-        scores, ids = self._index.search(q, min(k, len(self)))
+        with faiss_threads_for(len(q)):
+            scores, ids = self._index.search(q, min(k, len(self)))
         if ids.shape[1] < k:
             pad = k - ids.shape[1]
             ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)

@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import CollectionError, ConfigError, NotFittedError
-from vidsearch.index.base import IndexHits
+from vidsearch.index.base import IndexHits, faiss_threads_for
 
 MAGIC = b"VIDSIDX\x00"
 VERSION = 1
@@ -225,7 +225,8 @@ class IVFPQIndex:
             return IndexHits(np.full((len(q), k), -1, np.int64), np.full((len(q), k), -np.inf, np.float32))
         p = params or self.params
         depth = max(k, p.rerank) if self.store is not None else k
-        dist, ids = self._index.search(q, depth, params=self._faiss_params(p.nprobe, p.ef_search))
+        with faiss_threads_for(len(q)):
+            dist, ids = self._index.search(q, depth, params=self._faiss_params(p.nprobe, p.ef_search))
         if self.store is None or p.rerank <= 0:
             scores = np.where(ids >= 0, 1.0 - dist / 2.0, -np.inf).astype(np.float32)
             return IndexHits(ids[:, :k].astype(np.int64), scores[:, :k])
