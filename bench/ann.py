@@ -211,10 +211,11 @@ def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path) ->
             m.index = idx  # type: ignore[attr-defined]
             m.name, m.settings, m.ram_bytes = name, [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512], path.stat().st_size
         elif name.startswith("vidsearch"):
-            variant = {"vidsearch": ("pq", 32), "vidsearch_pq64": ("pq", 64), "vidsearch_opq": ("opq", 32), "vidsearch_opq64": ("opq", 64),
-                       "vidsearch_learned": ("learned", 32)}[name]
+            # (quantizer, PQ sub-quantizers, bits per code): "vidsearch" is the collection default
+            variant = {"vidsearch": ("pq", 32, 8), "vidsearch_fs64": ("pq", 64, 4), "vidsearch_opq": ("opq", 32, 8),
+                       "vidsearch_learned": ("learned", 32, 8)}[name]
             store = MemmapStore(np.load(f16_path, mmap_mode="r"))
-            idx = IVFPQIndex(d, IVFPQConfig(quantizer=variant[0], pq_m=variant[1], nlist=nlist), store)
+            idx = IVFPQIndex(d, IVFPQConfig(quantizer=variant[0], pq_m=variant[1], nlist=nlist, nbits=variant[2]), store)
             idx.train(train, seed=seed)
             idx.add(ids, xb)
             settings = [IVFSearchParams(nprobe=p, rerank=r, ef_search=max(32, 2 * p))
@@ -290,7 +291,7 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=1000, help="single-query latency samples")
     ap.add_argument("--data", choices=["synthetic", "sscd", "effnet"], default="synthetic")
     ap.add_argument("--methods", default="faiss_flat,faiss_hnswflat,hnswlib,faiss_ivfpq_refine,faiss_hnswpq,"
-                    "faiss_hnswpq_refine,vidsearch,vidsearch_opq,vidsearch_pq64")
+                    "faiss_hnswpq_refine,vidsearch,vidsearch_opq,vidsearch_fs64")
     ap.add_argument("--scaling", action="store_true", help="also latency vs collection size (1K..n), exact beside")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
