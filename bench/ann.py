@@ -247,16 +247,16 @@ def measure(m: Method, xq: np.ndarray, gt: np.ndarray, k: int, n: int, single: i
     m.threads = 2  # type: ignore[attr-defined]
     sweep = []
     chosen = None
+    reached = False
     candidates = [fixed] if fixed is not None else m.settings
     for s in candidates:
         ids = m.search(xq, k, s)
         r = knn_recall(ids, gt, k)
         sweep.append({"setting": str(s), "recall10": round(r, 4)})
         if r >= TARGET:
-            chosen = s
+            chosen, reached = s, True
             break
-    reached = chosen is not None
-    if chosen is None:  # best recall of the sweep
+    if not reached:  # best recall of the sweep
         chosen = candidates[int(np.argmax([e["recall10"] for e in sweep]))]
     recall = next(e["recall10"] for e in sweep if e["setting"] == str(chosen))
     # batch QPS, 2 threads, best of 3

@@ -195,12 +195,18 @@ def evaluate(bench: Benchmark, method: RetrievalMethod, k: int = 20) -> dict[str
     index_s = time.perf_counter() - t0
     per_query = []
     latencies = []
+    failures: dict[str, str] = {}
     for q in bench.queries:
         t = time.perf_counter()
-        preds: list[Prediction] = method.query(Path(q.path), k)
+        try:
+            preds: list[Prediction] = method.query(Path(q.path), k)
+        except Exception as exc:  # a method that cannot read one query scores nothing on it; the run goes on
+            failures[q.qid] = f"{type(exc).__name__}: {exc}"[:300]
+            preds = []
         latencies.append(time.perf_counter() - t)
         per_query.append((q, preds))
     out = score(bench, per_query, k)
+    out["failed_queries"] = failures
     out["index_s"] = round(index_s, 3)
     rr = getattr(method, "rerank_ms", None)
     out["rerank_ms_mean"] = round(float(np.mean(rr)), 3) if rr else 0.0

@@ -82,14 +82,6 @@ def run_eval(benchmark: str, out: Path, size: str = "small", methods: list[str] 
     build_s = time.perf_counter() - t0
     names, skipped = expand_methods(methods or DEFAULT_METHODS[size])
     results: dict[str, Any] = {}
-    for name in names:
-        if progress:
-            progress(f"evaluating {name} on {len(bench.queries)} queries")
-        method = make_method(name)
-        try:
-            results[name] = evaluate(bench, method)
-        finally:
-            method.close()
     doc = {
         "benchmark": benchmark, "size": size, "seed": seed, "build_s": round(build_s, 2),
         "references": len(bench.references), "queries": len(bench.queries),
@@ -97,7 +89,17 @@ def run_eval(benchmark: str, out: Path, size: str = "small", methods: list[str] 
         "config": {"default_collection": CollectionConfig().to_dict(), "k": 20},
         "methods": results,
     }
-    atomic_write_text(out / "results.json", json.dumps(doc, indent=1) + "\n")
+    for name in names:
+        if progress:
+            progress(f"evaluating {name} on {len(bench.queries)} queries")
+        method = make_method(name)
+        try:
+            results[name] = evaluate(bench, method)
+        except Exception as exc:  # e.g. a peer that cannot index a reference: report it, go on
+            skipped[name] = f"failed: {type(exc).__name__}: {exc}"[:500]
+        finally:
+            method.close()
+        atomic_write_text(out / "results.json", json.dumps(doc, indent=1) + "\n")  # partial results survive
     atomic_write_text(out / "report.html", render_html(doc))
     return doc
 

@@ -131,11 +131,15 @@ class IVFPQIndex:
         # (recall@10 0.82 instead of 0.99 at 1M). Searches override it per call.
         quantizer.hnsw.efSearch = 256
         quantizer.hnsw.efConstruction = 200
+        # k-means assigns with an exact index; the graph is built once over the final centroids
+        # (clustering through the HNSW itself rebuilt it every iteration and gave worse centroids).
+        self._clustering_index = faiss.IndexFlatL2(self.dim)
         if self.config.nbits == 4:
             ivf = faiss.IndexIVFPQFastScan(quantizer, self.dim, nlist, self.config.pq_m, 4)
         else:
             ivf = faiss.IndexIVFPQ(quantizer, self.dim, nlist, self.config.pq_m, 8)
         ivf.cp.seed = seed
+        ivf.clustering_index = self._clustering_index
         ivf.pq.cp.seed = seed if hasattr(ivf.pq, "cp") else None
         index: Any = ivf
         if self.config.quantizer == "opq":
