@@ -169,28 +169,18 @@ def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path) ->
             else:
                 ref = faiss.IndexRefineFlat(base)
                 ref.add(xb)
-                if name == "faiss_ivfpq_refine":
-                    settings = [(p, kf) for p in (4, 8, 16, 32, 64, 128) for kf in (5, 10, 30)]
+                ivf = name == "faiss_ivfpq_refine"
+                knob = (4, 8, 16, 32, 64, 128) if ivf else (32, 64, 128, 256, 512)  # nprobe or efSearch
+                settings = [(v, kf) for v in knob for kf in (5, 10, 30)]
 
-                    def rp(s):  # type: ignore[no-untyped-def]
-                        inner = faiss.SearchParametersIVF()
-                        inner.nprobe = s[0]
-                        p = faiss.IndexRefineSearchParameters()
-                        p.k_factor = s[1]
-                        p.base_index_params = inner
-                        rp._keep = (inner, p)  # type: ignore[attr-defined]
-                        return p
-                else:
-                    settings = [(ef, kf) for ef in (32, 64, 128, 256, 512) for kf in (5, 10, 30)]
-
-                    def rp(s):  # type: ignore[no-untyped-def]
-                        inner = faiss.SearchParametersHNSW()
-                        inner.efSearch = s[0]
-                        p = faiss.IndexRefineSearchParameters()
-                        p.k_factor = s[1]
-                        p.base_index_params = inner
-                        rp._keep = (inner, p)  # type: ignore[attr-defined]
-                        return p
+                def rp(s, ivf=ivf):  # type: ignore[no-untyped-def]
+                    inner = faiss.SearchParametersIVF() if ivf else faiss.SearchParametersHNSW()
+                    setattr(inner, "nprobe" if ivf else "efSearch", s[0])
+                    p = faiss.IndexRefineSearchParameters()
+                    p.k_factor = s[1]
+                    p.base_index_params = inner
+                    rp._keep = (inner, p)  # type: ignore[attr-defined]  # C++ holds raw pointers
+                    return p
 
                 m = FaissMethod(name, ref, settings, rp, ram_index=base, rerank_bpv=4.0 * d)
         elif name == "hnswlib":
