@@ -157,7 +157,7 @@ class IVFPQIndex:
         """Train IVF, then a differentiable PQ on the residuals; load its rotation and codebooks into FAISS."""
         import faiss
 
-        from vidsearch.compress.learned_pq import LearnedPQ, load_codebooks_into_faiss_pq
+        from vidsearch.compress import LearnedPQ, load_codebooks_into_faiss_pq
 
         ivf.quantizer.train(x)
         clus = faiss.Clustering(self.dim, ivf.nlist)
