@@ -1,24 +1,30 @@
 """A differentiable product quantizer (PyTorch) trained to keep nearest neighbours, exported to FAISS.
 
-Model: ``y = x @ R.T`` (R a trainable d x d orthogonal projection), then a product quantizer
-with M codebooks of 2**nbits centroids. Both start from :class:`~vidsearch.compress.OPQ`, so
-training starts at OPQ's quality. Assignment to centroids is soft-to-hard:
-``p = softmax(-||y_m - c||^2 / T)`` with T annealed geometrically; with
-``assignment="straight_through"`` (the default) the forward pass uses the hard (argmin)
-centroid, exactly what FAISS encodes, and the gradient is that of the soft assignment.
+Model: ``y = x @ R.T`` with R a trainable d x d orthogonal projection
+(``torch.nn.utils.parametrizations.orthogonal``), then a product quantizer with M codebooks of
+2**nbits centroids. R and the codebooks start from :class:`~vidsearch.compress.OPQ`, so training
+starts at OPQ's quality. Assignment is soft-to-hard: ``p = softmax(-||y_m - c||^2 / T)`` over the
+``n_soft`` nearest centroids of each sub-vector, T annealed geometrically; with
+``assignment="straight_through"`` (the default) the forward pass uses the nearest centroid,
+exactly what FAISS encodes, and the gradient is the soft assignment's.
 
-Loss = ``lambda_rec`` * reconstruction (``||y - q(y)||^2``, relative to OPQ's) +
-``lambda_nbr`` * neighbour preservation. For neighbour preservation, training vectors act as
-queries ("anchors", optionally jittered with noise like an edited copy); their candidates are
-their exact nearest neighbours in the training set (precomputed). The asymmetric distance FAISS
-will compute, ``||R a - q(R x)||^2``, must rank the true top ``n_neighbors`` ("positives") above
-the other candidates ("negatives"): ranks ``n_neighbors+1 .. n_candidates`` of the exact search,
-which are the items an ADC search confuses with true neighbours, plus, with ``mine_every``,
-the false positives of an ADC search with the current codes (mined with FAISS). The ranking
-loss is a pairwise logistic (soft-margin triplet) loss, ``softplus((d_pos - d_neg) / tau)``.
+Loss = ``lambda_rec`` * reconstruction + ``lambda_nbr`` * neighbour preservation.
+
+- Reconstruction: ``||y - q(y)||^2`` on uniformly drawn training vectors, relative to OPQ's error.
+- Neighbour preservation: training vectors act as queries ("anchors", optionally jittered with
+  noise, like an edited copy, when ``noise > 0``). Positives are an anchor's exact top
+  ``n_neighbors`` in the training set (precomputed); negatives are the other exact candidates
+  (ranks ``n_neighbors+1 .. n_candidates``) and, first, the mined hard negatives: the items an
+  ADC search with the current codes (FAISS, redone every ``mine_every`` epochs) puts in the
+  anchor's top ``n_mined`` although they are not among its exact candidates. The asymmetric
+  distance FAISS computes, ``||R a - q(R x)||^2``, must be smaller for every positive than for
+  every negative: ``nbr_loss="ranking"`` is a pairwise logistic (soft-margin triplet) loss
+  ``tau * softplus((d_pos - d_neg) / tau)``; ``"distortion"`` asks instead that ADC minus exact
+  distance be the same for all of an anchor's candidates.
 
 Search runs in FAISS: ``to_faiss()`` gives ``IndexPreTransform(LinearTransform(R), IndexPQ)``
 with the learned codebooks loaded into ``IndexPQ.pq`` (:func:`load_codebooks_into_faiss_pq`).
+Results are approximate; how much better than OPQ depends on the data (bench/compress.py).
 """
 
 from __future__ import annotations
@@ -33,9 +39,9 @@ from numpy.typing import NDArray
 
 from vidsearch.compress.pq import (
     OPQ,
-    _check_enough,
     _FaissCodes,
     as_matrix,
+    check_enough,
     check_pq_shape,
     load_codebooks_into_faiss_pq,
     make_adc_index,
@@ -45,7 +51,7 @@ from vidsearch.errors import ConfigError
 log = logging.getLogger(__name__)
 
 ASSIGNMENTS = ("straight_through", "soft")
-NBR_LOSSES = ("distortion", "correlation", "ranking")
+NBR_LOSSES = ("ranking", "distortion")
 
 
 class LearnedPQ(_FaissCodes):
@@ -64,23 +70,26 @@ class LearnedPQ(_FaissCodes):
             while training; FAISS encodes hard, which the annealing approaches).
         lambda_rec: weight of the reconstruction loss.
         lambda_nbr: weight of the neighbour-preservation loss (0: reconstruction only).
-        n_neighbors: positives per anchor: its exact top-k (the k of recall@k).
-        n_candidates: exact neighbours kept per anchor (positives + negatives).
-        n_negatives: negatives sampled per anchor and step among the other candidates (and mined ones).
+        rec_batch_size: vectors drawn per step for the reconstruction loss.
+        n_soft: nearest centroids per sub-vector in the soft assignment.
+        n_neighbors: positives per anchor, its exact top-k (the k of recall@k).
+        n_candidates: exact neighbours kept per anchor (positives + ordinary negatives).
+        n_negatives: negatives per anchor and step: mined ones first, then random candidates.
+        nbr_loss: ``ranking`` (pairwise logistic) or ``distortion`` (see the module docstring).
         tau: softness of the ranking loss, relative to the mean distance to the k-th neighbour.
         noise: standard deviation (relative to the vector norm) of the jitter applied to anchors
-            (an "augmented positive": the anchor's own vector then becomes a candidate); 0 = none.
+            (an augmented copy as query; the anchor's own vector then becomes a candidate); 0 = none.
         n_anchors: training vectors used as anchors (all when None).
-        mine_every: every this many epochs, add ADC false positives (FAISS search of the anchors
-            over the training codes) to the negatives; 0 = never.
+        mine_every: mine ADC hard negatives every this many epochs (from the first); 0 = never.
         n_mined: ADC results per anchor examined when mining.
-        orthogonal: keep the projection exactly orthogonal (``parametrizations.orthogonal``);
-            when False it is a free linear map with penalty ``lambda_orth * ||R R^T - I||^2``.
+        orthogonal: keep the projection exactly orthogonal; when False it is a free linear map
+            with penalty ``lambda_orth * ||R R^T - I||^2``.
         lambda_orth: weight of that penalty.
         init_niter: OPQ iterations of the initialisation (when ``fit`` gets no ``init``).
         seed: seed of every random choice (torch and numpy); results are deterministic for a
             fixed seed, data and ``n_threads``.
-        n_threads: torch threads while fitting.
+        n_threads: torch threads while fitting (restored afterwards).
+        verbose: log one line per epoch (``logging``, logger ``vidsearch.compress.learned_pq``).
 
     Attributes:
         rotation_: (d, d) float32, ``y = x @ rotation_.T``.
@@ -96,24 +105,24 @@ class LearnedPQ(_FaissCodes):
         M: int,
         nbits: int = 8,
         *,
-        epochs: int = 8,
+        epochs: int = 2,
         batch_size: int = 64,
-        lr: float = 2e-4,
+        lr: float = 1e-3,
         lr_rotation_scale: float = 1.0,
         temperature: tuple[float, float] = (1.0, 0.05),
         assignment: str = "straight_through",
         lambda_rec: float = 1.0,
-        lambda_nbr: float = 1.0,
-        lambda_uniform: float = 0.0,
+        lambda_nbr: float = 10.0,
         rec_batch_size: int = 1024,
+        n_soft: int = 8,
         n_neighbors: int = 10,
         n_candidates: int = 100,
         n_negatives: int = 20,
-        nbr_loss: str = "distortion",
+        nbr_loss: str = "ranking",
         tau: float = 0.05,
         noise: float = 0.0,
         n_anchors: int | None = 20000,
-        mine_every: int = 0,
+        mine_every: int = 1,
         n_mined: int = 20,
         orthogonal: bool = True,
         lambda_orth: float = 1.0,
@@ -132,8 +141,8 @@ class LearnedPQ(_FaissCodes):
         self.assignment = assignment
         self.lambda_rec = lambda_rec
         self.lambda_nbr = lambda_nbr
-        self.lambda_uniform = lambda_uniform
         self.rec_batch_size = rec_batch_size
+        self.n_soft = n_soft
         self.n_neighbors = n_neighbors
         self.n_candidates = n_candidates
         self.n_negatives = n_negatives
@@ -156,7 +165,7 @@ class LearnedPQ(_FaissCodes):
 
     def _check_params(self, n: int, d: int) -> None:
         check_pq_shape(d, self.M, self.nbits)
-        _check_enough(np.empty((n, 0)), 2**self.nbits)
+        check_enough(n, 2**self.nbits)
         if self.nbr_loss not in NBR_LOSSES:
             raise ConfigError(f"nbr_loss must be one of {NBR_LOSSES}, got {self.nbr_loss!r}")
         if self.assignment not in ASSIGNMENTS:
@@ -164,13 +173,13 @@ class LearnedPQ(_FaissCodes):
         t0, t1 = self.temperature
         if not (t0 > 0 and t1 > 0):
             raise ConfigError(f"temperature must be a (start, end) pair of positive numbers, got {self.temperature!r}")
-        for name in ("epochs", "batch_size", "n_neighbors", "n_threads"):
+        for name in ("epochs", "batch_size", "n_neighbors", "n_threads", "rec_batch_size", "n_soft", "n_mined"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("lr", "tau"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("lambda_rec", "lambda_nbr", "noise", "lambda_orth"):
+        for name in ("lambda_rec", "lambda_nbr", "noise", "lambda_orth", "lr_rotation_scale", "mine_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.lambda_rec == 0 and self.lambda_nbr == 0:
@@ -179,8 +188,9 @@ class LearnedPQ(_FaissCodes):
             if not self.n_neighbors < self.n_candidates < n:
                 raise ConfigError(f"need n_neighbors < n_candidates < n_vectors, got {self.n_neighbors}, "
                                   f"{self.n_candidates}, {n}; lower n_candidates or pass more vectors")
-            if self.n_negatives < 1:
-                raise ConfigError(f"n_negatives must be >= 1, got {self.n_negatives}")
+            if not 1 <= self.n_negatives <= self.n_candidates - self.n_neighbors:
+                raise ConfigError(f"n_negatives must be in [1, n_candidates - n_neighbors] = "
+                                  f"[1, {self.n_candidates - self.n_neighbors}], got {self.n_negatives}")
 
     # ------------------------------------------------------------------ fit
 
@@ -280,7 +290,7 @@ class LearnedPQ(_FaissCodes):
                         W = model.proj.weight
                         orth = ((W @ W.T - eye) ** 2).sum()
                         loss = loss + self.lambda_orth * orth
-                        sums["orth"] += float(orth)
+                        sums["orth"] += float(orth.detach())
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                 opt.step()
@@ -291,10 +301,7 @@ class LearnedPQ(_FaissCodes):
             self.history_.append(entry)
             if self.verbose:
                 log.info("LearnedPQ epoch %d: %s", epoch, entry)
-        with torch.no_grad():
-            rotation = model.proj.weight.detach().numpy().astype(np.float32).copy()
-            codebooks = model.codebooks.detach().numpy().astype(np.float32).copy()
-        return rotation, codebooks
+        return model.export()
 
     def _exact_candidates(self, x: NDArray[np.float32], anchors: NDArray[np.int64]) -> tuple[NDArray[np.int64], float]:
         """Exact top ``n_candidates`` of each anchor in ``x`` (the anchor itself first when jittering).
@@ -324,9 +331,7 @@ class LearnedPQ(_FaissCodes):
               candidates: NDArray[np.int64]) -> NDArray[np.int64]:
         """ADC false positives: each anchor's FAISS ADC top ``n_mined`` over the training codes, minus
         its exact candidates and itself; (n_anchors, n_mined) int64, -1 where fewer."""
-        with _torch_no_grad():
-            rotation = model.proj.weight.detach().numpy().astype(np.float32)
-            codebooks = model.codebooks.detach().numpy().astype(np.float32)
+        rotation, codebooks = model.export()
         index = make_adc_index(rotation, codebooks, self.nbits)
         index.add(x)
         _, found = index.search(x[anchors], int(self.n_mined))
@@ -349,11 +354,10 @@ class LearnedPQ(_FaissCodes):
         # reconstruction on uniformly drawn vectors (drawing them among neighbours would favour dense regions)
         rec_items = torch.randint(0, len(X), (int(self.rec_batch_size),), generator=gen)
         zr = model.project(X[rec_items])
-        if batch.candidates is None:
-            qr, _, _ = model.quantize(zr, T, straight)
-            err2 = ((zr - qr) ** 2).sum(1)
-            loss = self.lambda_rec * err2.mean() / batch.rec0 + self.lambda_uniform * err2.var() / batch.rec0**2
-            return loss, err2.mean().detach(), torch.zeros(())
+        if batch.candidates is None:  # reconstruction only
+            qr, _, _ = model.quantize(zr, T, straight, self.n_soft)
+            rec = ((zr - qr) ** 2).sum(1).mean()
+            return self.lambda_rec * rec / batch.rec0, rec.detach(), torch.zeros(())
 
         k = int(self.n_neighbors)
         B = len(rows)
@@ -381,27 +385,20 @@ class LearnedPQ(_FaissCodes):
             items = torch.gather(pool, 1, torch.cat([pos, neg], 1))  # (B, k + n_negatives)
         za = model.project(a)
         z_all = torch.cat([zr, model.project(X[items.reshape(-1)])])
-        q_all, _, _ = model.quantize(z_all, T, straight)
+        q_all, _, _ = model.quantize(z_all, T, straight, self.n_soft)
         n_rec = len(rec_items)
-        err2 = ((zr - q_all[:n_rec]) ** 2).sum(1)
-        rec = err2.mean()
+        rec = ((zr - q_all[:n_rec]) ** 2).sum(1).mean()
         qc = q_all[n_rec:].view(B, -1, za.shape[1])
         adc = ((za[:, None, :] - qc) ** 2).sum(2) / batch.scale  # (B, k + n_negatives), positives first
         if self.nbr_loss == "ranking":
             gap = adc[:, :k, None] - adc[:, None, k:]  # positive minus negative: should be < 0
             nbr = F.softplus(gap / self.tau).mean() * self.tau
-        else:
+        else:  # distortion: ADC minus exact distance should be the same for every candidate of an anchor
             with torch.no_grad():
                 exact = ((a[:, None, :] - X[items]) ** 2).sum(2) / batch.scale
-            if self.nbr_loss == "distortion":  # ADC minus exact distance, the same for every candidate of an anchor
-                err = adc - exact
-                nbr = ((err - err.mean(1, keepdim=True)) ** 2).mean()
-            else:  # correlation: ADC and exact distances of an anchor's candidates linearly related
-                ac = adc - adc.mean(1, keepdim=True)
-                ec = exact - exact.mean(1, keepdim=True)
-                corr = (ac * ec).sum(1) / (ac.norm(dim=1) * ec.norm(dim=1)).clamp_min(1e-12)
-                nbr = (1 - corr).mean()
-        loss = self.lambda_rec * rec / batch.rec0 + self.lambda_nbr * nbr + self.lambda_uniform * err2.var() / batch.rec0**2
+            err = adc - exact
+            nbr = ((err - err.mean(1, keepdim=True)) ** 2).mean()
+        loss = self.lambda_rec * rec / batch.rec0 + self.lambda_nbr * nbr
         return loss, rec.detach(), nbr.detach()
 
 
@@ -415,17 +412,6 @@ class _Batch:
         self.candidates = candidates
         self.mined = mined
         self.scale = scale  # mean squared distance to the k-th exact neighbour
-
-
-class _torch_no_grad:
-    def __enter__(self) -> None:
-        import torch
-
-        self._ctx = torch.no_grad()
-        self._ctx.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        self._ctx.__exit__(*exc)
 
 
 def _module_class() -> Any:
@@ -452,7 +438,13 @@ def _module_class() -> Any:
         def project(self, x: Any) -> Any:
             return self.proj(x)
 
-        def quantize(self, z: Any, T: float, straight_through: bool = True, top: int = 16) -> tuple[Any, Any, Any]:
+        def export(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+            """(rotation (d, d), codebooks (M, ksub, dsub)) as float32 numpy copies."""
+            with torch.no_grad():
+                return (self.proj.weight.detach().numpy().astype(np.float32).copy(),
+                        self.codebooks.detach().numpy().astype(np.float32).copy())
+
+        def quantize(self, z: Any, T: float, straight_through: bool = True, top: int = 8) -> tuple[Any, Any, Any]:
             """(n, d) -> quantized (n, d), codes (n, M) int64, squared distances to them (n, M).
 
             The soft assignment is a softmax over the ``top`` nearest centroids of each sub-vector

@@ -290,7 +290,7 @@ class ProductQuantizer(_FaissCodes):
 
         x = as_matrix(X)
         check_pq_shape(x.shape[1], self.M, self.nbits)
-        _check_enough(x, 2**self.nbits)
+        check_enough(len(x), 2**self.nbits)
         pq = faiss.ProductQuantizer(x.shape[1], self.M, self.nbits)
         pq.cp.niter = int(self.niter)
         pq.cp.seed = int(self.seed)
@@ -336,7 +336,7 @@ class OPQ(_FaissCodes):
         x = as_matrix(X)
         d = x.shape[1]
         check_pq_shape(d, self.M, self.nbits)
-        _check_enough(x, 2**self.nbits)
+        check_enough(len(x), 2**self.nbits)
         opq = faiss.OPQMatrix(d, self.M)
         opq.niter = int(self.niter)
         opq.train(x)
@@ -350,7 +350,8 @@ class OPQ(_FaissCodes):
         return self
 
 
-def _check_enough(x: NDArray[np.float32], ksub: int) -> None:
-    if len(x) < ksub:
-        raise ConfigError(f"got {len(x)} training vectors, but {ksub} centroids per sub-space need at least {ksub} "
+def check_enough(n: int, ksub: int) -> None:
+    """At least ``ksub`` training vectors for ``ksub`` centroids per sub-space."""
+    if n < ksub:
+        raise ConfigError(f"got {n} training vectors, but {ksub} centroids per sub-space need at least {ksub} "
                           f"(FAISS recommends 39 * {ksub}); pass more vectors or lower nbits")
