@@ -1,0 +1,41 @@
+"""The float16 gather-dot kernel against numpy, over every kind of half value."""
+
+import numpy as np
+import pytest
+
+from vidsearch.index.kernels import _gather_dot_py, gather_dot_f16
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gather_dot_matches_numpy_over_random_half_bits(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 65536, (500, 96), dtype=np.uint16)
+    bits[(bits & 0x7C00) == 0x7C00] &= 0x83FF  # inf/nan would make every sum inf/nan: test them apart
+    rows = bits.view(np.float16)
+    q = rng.standard_normal(96).astype(np.float32)
+    ids = rng.choice(500, 77)
+    got = gather_dot_f16(rows, ids, q)
+    want = rows[ids].astype(np.float64) @ q.astype(np.float64)
+    assert got.dtype == np.float32 and got.shape == (77,)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    np.testing.assert_allclose(_gather_dot_py(bits, ids, q), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_subnormals_signed_zero_and_inf_convert_exactly() -> None:
+    vals = np.array([[6e-8, -6e-8, 3.1e-5, -3.1e-5, 0.0, -0.0, 6.1e-5, 65504.0]], np.float16)
+    for j in range(vals.shape[1]):  # one element at a time: each product is exact in float32
+        q = np.zeros(vals.shape[1], np.float32)
+        q[j] = 1.0
+        assert gather_dot_f16(vals, np.array([0]), q)[0] == np.float32(vals[0, j])
+    inf = np.array([[np.inf, 1.0]], np.float16)
+    assert gather_dot_f16(inf, np.array([0]), np.array([1.0, 0.0], np.float32))[0] == np.inf
+
+
+def test_memory_mapped_rows(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((200, 64)).astype(np.float16)
+    np.save(tmp_path / "v.npy", x)
+    mm = np.load(tmp_path / "v.npy", mmap_mode="r")
+    ids = np.array([5, 0, 199, 5])
+    q = rng.standard_normal(64).astype(np.float32)
+    np.testing.assert_allclose(gather_dot_f16(np.asarray(mm), ids, q), x[ids].astype(np.float32) @ q, rtol=1e-5, atol=1e-5)
