@@ -18,19 +18,16 @@ Optionally writes a few clips as mp4 (``--write-clips DIR``) for indexing with t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import subprocess
 import sys
 import time
 from typing import Any
 
 import _common as C
 
+from vidsearch.evaluate.fashion_eval import dataset_info, markdown_tables
+
 ENCODERS = ("sscd", "sscd-distilled", "effnet-lite0")
-SPLITS = ("overall", "seen", "unseen")
-LABELS = ("item", "motion", "item_x_motion", "motion_axis", "direction_within_axis")
-LABEL_TITLES = ("item", "motion", "item x motion", "axis", "direction in axis")
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,55 +54,6 @@ def parse_args() -> argparse.Namespace:
     args.unseen = [int(c) for c in args.unseen.split(",") if c.strip()]
     args.items = [int(c) for c in args.items.split(",") if c.strip()] or None
     return args
-
-
-def dataset_info() -> dict[str, Any]:
-    """Debian package version and sha256 of the four idx files."""
-    from vidsearch.evaluate.fashion import FASHION_MNIST_DIR
-
-    try:
-        version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "dataset-fashion-mnist"],
-                                 capture_output=True, text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        version = None
-    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(FASHION_MNIST_DIR.glob("*.gz"))}
-    return {"package": "dataset-fashion-mnist", "package_version": version, "dir": str(FASHION_MNIST_DIR),
-            "sha256": files}
-
-
-def retrieval_tables(result: dict[str, Any], k: int) -> str:
-    cols = [f"precision@{k}", f"recall@{k}", f"f1@{k}", f"accuracy@{k}", "mAP"]
-    lines = [f"| encoder | split | P@{k} | R@{k} | F1@{k} | acc@{k} | mAP |", "|---|---|---|---|---|---|---|"]
-    for name, r in result["encoders"].items():
-        for split in SPLITS:
-            lines.append(f"| {name} | {split} | " + " | ".join(f"{r[split][c]:.3f}" for c in cols) + " |")
-    ch = result["chance"]
-    lines.append(f"| random ranking | any | " + " | ".join(f"{ch[c]:.3f}" for c in cols) + " |")
-    names = list(result["encoders"])
-    lines += ["", "mAP by class", "", "| class | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for cls in result["config"]["class_names"]:
-        tag = " (unseen)" if result["config"]["class_names"].index(cls) in result["config"]["unseen_classes"] else ""
-        lines.append(f"| {cls}{tag} | " + " | ".join(f"{result['encoders'][n]['by_class'][cls]['mAP']:.3f}"
-                                                    for n in names) + " |")
-    return "\n".join(lines)
-
-
-def moving_table(moving: dict[str, Any], k: int) -> str:
-    lines = ["| encoder | " + " | ".join(f"{t} mAP | {t} P@{k}" for t in LABEL_TITLES) + " |",
-             "|---|" + "---|---|" * len(LABELS)]
-    first = None
-    for name, r in moving.items():
-        first = first or r
-        lab = r["labels"]
-        lines.append(f"| {name} | " + " | ".join(f"{lab[x]['mAP']:.3f} | {lab[x][f'precision@{k}']:.3f}"
-                                                  for x in LABELS) + " |")
-    if first:
-        lab = first["labels"]
-        lines.append("| random ranking | " + " | ".join(f"{lab[x]['random_mAP']:.3f} | {lab[x]['random_precision']:.3f}"
-                                                          for x in LABELS) + " |")
-        lines.append("| chance (1 / classes) | " + " | ".join(f"{lab[x]['chance']:.3f} | {lab[x]['chance']:.3f}"
-                                                                for x in LABELS) + " |")
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -154,15 +102,7 @@ def main() -> None:
     payload["total_s"] = time.perf_counter() - t_all
     payload["load_avg_end_1_5_15"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     payload["process_cpu_s"] = time.process_time()  # CPU time this process got (vs total_s: machine contention)
-    text = ["## Fashion-MNIST image retrieval (test split; gallery holds all classes)", "",
-            retrieval_tables(payload["retrieval"], args.k)]
-    if "moving" in payload:
-        n = next(iter(payload["moving"].values()))["config"]["n_clips"] if payload["moving"] else 0
-        text += ["", f"## Moving Fashion-MNIST, mean-pooled ({n} clips, leave-one-out)", "",
-                 moving_table(payload["moving"], args.k)]
-        text += ["", "axis: relevant = same motion pair (left/right, up/down, zoom, rotate); direction in axis: "
-                 "each query ranks only its own axis's clips, relevant = same motion (frames are the same set, "
-                 "only their order differs)"]
+    text = [markdown_tables({"retrieval": payload["retrieval"], "moving": payload.get("moving"), "k": args.k})]
     text += ["", f"total {payload['total_s']:.0f} s (retrieval {payload['retrieval_s']:.0f} s"
              + (", moving " + ", ".join(f"{k} {v:.0f} s" for k, v in payload["moving_s"].items())
                 if "moving_s" in payload else "") + ")"]

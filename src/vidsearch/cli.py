@@ -200,6 +200,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     console = _console()
     methods = args.methods.split(",") if args.methods else None
+    if args.benchmark == "fashion":
+        from vidsearch.evaluate import fashion_eval
+
+        doc = fashion_eval.run_fashion_eval(Path(args.out), size=args.size, encoders=methods, seed=args.seed,
+                                            progress=None if args.json else (lambda m: console.print(m, highlight=False)))
+        if args.json:
+            _emit(fashion_eval.summary(doc))
+        else:
+            console.print(fashion_eval.markdown_tables(doc), highlight=False)
+            console.print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'}")
+        return EXIT_OK
     doc = run_eval(args.benchmark, Path(args.out), size=args.size, methods=methods, seed=args.seed,
                    data_dir=Path(args.data) if args.data else None,
                    progress=None if args.json else (lambda msg: console.print(msg, highlight=False)))
@@ -264,10 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="run a benchmark for several methods; write results.json and report.html")
     common(p, collection=False)
-    p.add_argument("benchmark", choices=["neardup"])
+    p.add_argument("benchmark", choices=["neardup", "fashion"],
+                   help="neardup: transformed copies of real footage, with peers; fashion: Fashion-MNIST labels")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--size", choices=["small", "full"], default="small")
-    p.add_argument("--methods", help="comma-separated: vidsearch-<encoder>, exact-frame-scan-<encoder>, peers, or a peer name")
+    p.add_argument("--methods", help="neardup, comma-separated: vidsearch-<encoder>[@<pq|opq|learned><M>[/adc]]"
+                   "[:<rerank>], exact-frame-scan-<encoder>, peers, or a peer name; fashion: encoder names")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", help="folder for the rendered benchmark videos (default: OUT/data-SIZE-seedN)")
     p.set_defaults(func=cmd_eval)

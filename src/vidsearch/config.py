@@ -69,8 +69,8 @@ class IndexConfig:
     Attributes:
         kind: ``auto`` (exact search until ``train_min`` segments, then the compressed index),
             ``flat`` (FAISS exact inner product, always) or ``ivfpq`` (the compressed index:
-            HNSW over IVF centroids, 4-bit PQ fast-scan codes, exact re-rank from the stored vectors).
-        pq_m: PQ sub-quantizers (a code is pq_m/2 bytes); must divide the segment dimension.
+            HNSW over IVF centroids, 8-bit PQ codes, exact re-rank from the stored vectors).
+        pq_m: PQ sub-quantizers (a code is pq_m bytes); must divide the segment dimension.
         nlist: IVF lists; 0 chooses about 4*sqrt(N) at training time.
         quantizer: ``pq``, ``opq`` or ``learned`` codebooks.
         train_min: segments needed before the compressed index is trained.

@@ -35,6 +35,10 @@ def test_auto_switches_to_the_compressed_index_and_agrees_with_exact(tmp_path: P
         b = exact.search(q, k=3)
         assert [r.video_id for r in a.results[:1]] == [r.video_id for r in b.results[:1]]
         assert abs(a.results[0].score - b.results[0].score) < 0.02
+        # rerank_depth=0: scored by the PQ codes alone -- same winner, approximate (not exact) scores
+        c = auto.search(q, k=3, params=SearchParams(nprobe=4, rerank_depth=0))
+        assert c.results[0].video_id == b.results[0].video_id
+        assert c.results[0].score != pytest.approx(b.results[0].score, abs=1e-6)
 
 
 def test_compressed_collection_survives_reopen_remove_and_rebuild(tmp_path: Path, refs):

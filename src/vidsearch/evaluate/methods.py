@@ -52,7 +52,8 @@ class VidsearchMethod:
         self.name = name
         self.config = config or CollectionConfig()
         self.params = params or SearchParams()
-        self._tmp = tempfile.TemporaryDirectory(prefix=f"vidsearch-eval-{name}-")
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"vidsearch-eval-{safe}-")
         self._coll = None
         self._ref_of_video: dict[str, str] = {}
         self.rerank_ms: list[float] = []

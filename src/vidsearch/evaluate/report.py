@@ -24,14 +24,35 @@ DEFAULT_METHODS = {
 
 
 def make_method(name: str) -> RetrievalMethod:
+    """A method from its name.
+
+    ``vidsearch-<encoder>[@<quantizer><M>[/adc]][:<rerank>]``: a collection with that frame encoder;
+    ``@pq32`` / ``@opq32`` / ``@learned32`` force the compressed index (IVF-PQ with M-byte codes of
+    that quantizer) however small the collection, ``/adc`` scores hits by the codes alone (no exact
+    re-rank: what the codes keep); ``:<rerank>`` is the re-rank mode (``par``, ``dtw``, ...).
+    ``exact-frame-scan-<encoder>``, or a peer's name.
+    """
     if name.startswith("vidsearch-"):
-        # vidsearch-<encoder>[:<rerank mode>], e.g. vidsearch-sscd:bidtw
-        encoder, _, mode = name[len("vidsearch-"):].partition(":")
+        import re
+
+        from vidsearch.config import IndexConfig
         from vidsearch.search.results import SearchParams
 
+        head, _, mode = name[len("vidsearch-"):].partition(":")
+        encoder, _, index_spec = head.partition("@")
+        index = IndexConfig()
+        rerank_depth = SearchParams().rerank_depth
+        if index_spec:
+            m = re.fullmatch(r"(pq|opq|learned)(\d+)(/adc)?", index_spec)
+            if m is None:
+                raise ConfigError(f"{name}: expected @<pq|opq|learned><M>[/adc] after the encoder, e.g. @opq32, "
+                                  f"found @{index_spec}")
+            index = IndexConfig(kind="ivfpq", quantizer=m.group(1), pq_m=int(m.group(2)))
+            rerank_depth = 0 if m.group(3) else rerank_depth
         # no threshold inside the method: the harness calibrates one on half the queries (see neardup.score)
-        return VidsearchMethod(name, CollectionConfig(encode=EncodeConfig(encoder=encoder)),
-                               SearchParams(rerank=mode or "none", par_threshold=-1.0 if mode == "par" else None))
+        return VidsearchMethod(name, CollectionConfig(encode=EncodeConfig(encoder=encoder), index=index),
+                               SearchParams(rerank=mode or "none", par_threshold=-1.0 if mode == "par" else None,
+                                            rerank_depth=rerank_depth))
     if name.startswith("exact-frame-scan-"):
         return FrameScanMethod(name, encoder=name[len("exact-frame-scan-"):])
     from vidsearch.evaluate import peers

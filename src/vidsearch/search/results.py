@@ -21,7 +21,8 @@ class SearchParams:
         max_matches: matched time ranges reported per video at most.
         nprobe: IVF lists scanned (compressed index only).
         rerank_depth: segment candidates re-scored exactly from the stored vectors (compressed
-            index only); at least ``segment_k`` are always re-scored.
+            index only); at least ``segment_k`` are re-scored, except that 0 turns exact re-scoring
+            off: hits are then scored by the compressed codes alone (to measure the codes).
         ef_search: breadth of the HNSW search over the IVF centroids (compressed index only).
         rerank: how the top ``rerank_candidates`` videos from voting are re-ranked: ``none``
             (voting score), ``exact`` (every query segment against every segment of the video),

@@ -572,8 +572,9 @@ class Collection:
         ends = np.array([s.end for s in media.segments], np.float64)
         from vidsearch.index.ivf import IVFSearchParams
 
+        depth = 0 if params.rerank_depth == 0 else max(params.rerank_depth, params.segment_k)
         hits = self._index.search(media.segment_vectors, params.segment_k,
-                                  IVFSearchParams(params.nprobe, params.ef_search, max(params.rerank_depth, params.segment_k)))
+                                  IVFSearchParams(params.nprobe, params.ef_search, depth))
         votes = vote(starts, ends, hits.ids, hits.scores, self._table, self.config.segment.stride,
                      params.min_similarity, params.max_matches)
         if params.rerank != "none":

@@ -1,0 +1,34 @@
+"""Method names of `vidsearch eval` map to the configurations they promise."""
+
+import pytest
+
+from vidsearch.errors import ConfigError
+from vidsearch.evaluate.report import make_method
+
+
+def test_compressed_variants_and_rerank_modes_parse() -> None:
+    m = make_method("vidsearch-sscd@opq32/adc:par")
+    try:
+        assert m.config.encode.encoder == "sscd"
+        idx = m.config.index
+        assert (idx.kind, idx.quantizer, idx.pq_m) == ("ivfpq", "opq", 32)
+        assert m.params.rerank_depth == 0 and m.params.rerank == "par"
+    finally:
+        m.close()
+    m = make_method("vidsearch-effnet-lite0@learned64")
+    try:
+        assert m.config.encode.encoder == "effnet-lite0"
+        assert (m.config.index.quantizer, m.config.index.pq_m) == ("learned", 64) and m.params.rerank_depth > 0
+    finally:
+        m.close()
+    m = make_method("vidsearch-sscd-distilled")
+    try:
+        assert m.config.index.kind == "auto" and m.params.rerank == "none"
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("bad", ["vidsearch-sscd@foo", "vidsearch-sscd@pq", "vidsearch-sscd@pq32/xyz"])
+def test_bad_index_spec_says_what_is_expected(bad: str) -> None:
+    with pytest.raises(ConfigError, match="expected @<pq|opq|learned><M>"):
+        make_method(bad)
