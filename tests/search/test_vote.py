@@ -52,3 +52,22 @@ def test_removed_segments_do_not_vote():
     video[5] = -1
     t2 = SegmentTable(video, t.start, t.end, t.video_ids)
     assert vote(np.array([0.0]), np.array([1.0]), np.array([[5]]), np.array([[0.9]], np.float32), t2, 1.0) == []
+
+
+def test_inserted_excerpt_localises_to_its_strong_segments_only():
+    # query 0..9 s: segments 3..6 are a copy of A 2..5 s (0.9); the unrelated rest still finds its
+    # nearest neighbour at the same offset, weakly (0.2): the range must cover only the copy
+    q = np.arange(10.0)
+    ids = np.array([[min(i - 1, 9)] if i >= 1 else [10] for i in range(10)])  # offset -1 s throughout
+    scores = np.array([[0.9] if 3 <= i <= 6 else [0.2] for i in range(10)], np.float32)
+    m = vote(q, q + 1, ids, scores, _table(), 1.0)[0].matches[0]
+    assert (m.query_start, m.query_end, m.ref_start, m.ref_end) == (3.0, 7.0, 2.0, 6.0)
+
+
+def test_short_and_image_queries_map_to_their_own_length():
+    # a 0.4 s clip (one clipped window) matches A's 1 s window at 6 s: the range is 6..6.4 s;
+    # an image (0 s window) keeps the reference window it fell in
+    m = vote(np.array([0.0]), np.array([0.4]), np.array([[6]]), np.array([[0.9]], np.float32), _table(), 1.0)[0].matches[0]
+    assert (m.ref_start, m.ref_end) == (6.0, 6.4)
+    m = vote(np.array([0.0]), np.array([0.0]), np.array([[6]]), np.array([[0.9]], np.float32), _table(), 1.0)[0].matches[0]
+    assert (m.ref_start, m.ref_end) == (6.0, 7.0)

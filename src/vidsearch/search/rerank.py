@@ -105,5 +105,8 @@ def _match_from_path(path, query, vectors, q_starts, q_ends, r_starts, r_ends) -
         return None
     a, b = best
     qs, rs = qi[a:b], rj[a:b]
-    return Match(float(q_starts[qs.min()]), float(q_ends[qs.max()]), float(r_starts[rs.min()]), float(r_ends[rs.max()]),
+    # a (clipped) short query window maps to as many seconds of the reference, not its whole window
+    q_len = q_ends[qs] - q_starts[qs]
+    r_end = np.where(q_len > 0, np.minimum(r_ends[rs], r_starts[rs] + q_len), r_ends[rs]).max()
+    return Match(float(q_starts[qs.min()]), float(q_ends[qs.max()]), float(r_starts[rs.min()]), float(r_end),
                  float(sims[a:b].mean()))

@@ -104,14 +104,26 @@ def vote(
     return votes
 
 
+# A query segment belongs to a matched range only if its similarity at the range's offset is at
+# least this fraction of the offset's best: every query segment has *some* nearest neighbour at
+# the offset, and without this an excerpt inserted into unrelated footage matched the whole query.
+RUN_RELATIVE_MIN = 0.6
+
+
 def _runs(
     merged: dict[int, tuple[float, int]],
     query_starts: NDArray[np.float64],
     query_ends: NDArray[np.float64],
     table: SegmentTable,
 ) -> list[Match]:
-    """Consecutive query segments (gaps of one allowed) -> matched time ranges, longest first."""
-    order = sorted(merged)
+    """Consecutive strong query segments (gaps of one allowed) -> matched time ranges, longest first.
+
+    The reference range ends where the last query segment's window ends when laid on the
+    reference (a query shorter than a window, or its clipped last window, maps to that many
+    seconds of the reference, not to the reference's whole window; an image maps to its window).
+    """
+    peak = max(h[0] for h in merged.values())
+    order = sorted(qi for qi, h in merged.items() if h[0] >= RUN_RELATIVE_MIN * peak)
     runs: list[list[int]] = []
     for qi in order:
         if runs and qi - runs[-1][-1] <= 2:
@@ -126,12 +138,19 @@ def _runs(
                 query_start=float(query_starts[run[0]]),
                 query_end=float(query_ends[run[-1]]),
                 ref_start=float(min(table.start[s] for s in sids)),
-                ref_end=float(max(table.end[s] for s in sids)),
+                ref_end=float(max(_mapped_end(table.start[s], table.end[s], query_ends[qi] - query_starts[qi])
+                                  for qi, s in zip(run, sids))),
                 score=float(np.mean([merged[qi][0] for qi in run])),
             )
         )
     out.sort(key=lambda m: (-(m.query_end - m.query_start), -m.score))
     return out
+
+
+def _mapped_end(ref_start: float, ref_end: float, query_length: float) -> float:
+    """End of a reference window matched by a query window of ``query_length`` seconds: as long as
+    the query window (a clipped last window, a short clip), or the whole window for an image (0 s)."""
+    return ref_end if query_length <= 0 else min(ref_end, ref_start + query_length)
 
 
 def _overlaps(a: Match, b: Match) -> bool:
