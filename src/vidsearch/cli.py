@@ -95,7 +95,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     result = coll.search(args.query, k=args.k, params=SearchParams(
         segment_k=args.segment_k, min_similarity=args.min_similarity, nprobe=args.nprobe,
         rerank_depth=args.rerank_depth, rerank=args.rerank, rerank_candidates=args.rerank_candidates,
-        par_threshold=args.par_threshold))
+        par_threshold=args.par_threshold, crops=args.crops))
     if args.json:
         _emit(result.to_dict())
         return EXIT_OK
@@ -260,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-rank the top videos: exact re-score, proximal-affinity filter, (bi-directional) DTW")
     p.add_argument("--rerank-candidates", type=int, default=20, help="videos the re-ranker looks at (default 20)")
     p.add_argument("--par-threshold", type=float, help="score threshold for par (default: the calibrated one)")
+    p.add_argument("--crops", action="store_true",
+                   help="also search five crops of each query frame: finds picture-in-picture (6x query encoding)")
     p.add_argument("query", help="video file, image file, or VIDEO_ID@START-END")
     p.set_defaults(func=cmd_search)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vidsearch import Collection, QueryError, SearchParams
@@ -104,3 +105,37 @@ def test_min_similarity_can_leave_no_result(coll, tmp_path: Path):
     strict = coll.search(src, k=5, params=SearchParams(min_similarity=0.5))
     assert strict.results == []
     assert coll.search(src, k=5).results  # without a threshold it still ranks something
+
+
+def test_crops_find_picture_in_picture(coll, tmp_path: Path):
+    from vidsearch.evaluate import edits
+
+    src = next(p for p in samples.iscc_videos() if p.name == "demo.mp4")
+    host = next(p for p in samples.opencv_videos() if p.name == "vtest.avi")  # not in the collection
+    frames, fps = edits.decode_rgb(src, 20, 30, max_fps=5)
+    background, _ = edits.decode_rgb(host, 0, 10, max_fps=5)
+    pip, fps = edits.picture_in_picture(background)(frames, fps)
+    q = edits.encode_rgb(pip, fps, tmp_path / "pip.mp4")
+    plain = coll.search(q, k=2)
+    cropped = coll.search(q, k=2, params=SearchParams(crops=True))
+    demo = _vid(coll, "demo.mp4")
+    assert cropped.results[0].video_id == demo
+    # the whole frame is mostly the host video; the top-left crop is mostly the source
+    plain_score = next((r.score for r in plain.results if r.video_id == demo), 0.0)
+    assert cropped.results[0].score > plain_score + 0.2
+    assert cropped.results[0].score > 2 * cropped.results[1].score
+    m = cropped.results[0].matches[0]
+    assert abs(m.ref_start - 20) <= 1.5 and abs(m.ref_end - 30) <= 1.5
+
+
+def test_blank_crops_are_detected():
+    from vidsearch.encode.pipeline import blank_images
+
+    rng = np.random.default_rng(0)
+    black = np.zeros((64, 64, 3), np.uint8)
+    small_object = black.copy()
+    small_object[20:30, 20:30] = 200  # 2.4 % of the pixels
+    textured = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    half = black.copy()
+    half[:, 32:] = 255
+    assert blank_images(np.stack([black, small_object, textured, half])).tolist() == [True, True, False, False]

@@ -30,6 +30,10 @@ class EncodedMedia:
         segments: the windows, each a frame range.
         segment_vectors: (S, D) float32 L2-normalised segment vectors.
         timings: seconds spent in ``decode`` and ``encode``.
+        region_segment_vectors: with ``encode_file(crops=True)``, (S, D) segment vectors of each
+            crop region (:data:`CROP_REGIONS`), same windows; empty otherwise.
+        region_segment_blank: (S,) bool per region: every frame of the window is blank in that
+            region (:func:`blank_images`).
     """
 
     info: MediaInfo
@@ -38,6 +42,31 @@ class EncodedMedia:
     segments: list[Segment]
     segment_vectors: NDArray[np.float32]
     timings: dict[str, float] = field(default_factory=dict)
+    region_segment_vectors: list[NDArray[np.float32]] = field(default_factory=list)
+    region_segment_blank: list[NDArray[np.bool_]] = field(default_factory=list)
+
+
+# A crop is blank when at least this fraction of its pixels lie within BLANK_TOLERANCE (0-255 grey
+# levels) of its median: a black border, a dark corner, a small object on a plain background. Blank
+# crops look alike in every video (any fade to black), so they must not vote.
+BLANK_FRACTION = 0.85
+BLANK_TOLERANCE = 12
+
+
+def blank_images(images: NDArray[np.uint8]) -> NDArray[np.bool_]:
+    """(N, H, W, 3) uint8 -> (N,) bool: mostly one flat colour (see BLANK_FRACTION)."""
+    grey = images[..., :3].astype(np.int16).mean(axis=3).reshape(len(images), -1)
+    median = np.median(grey, axis=1, keepdims=True)
+    return (np.abs(grey - median) <= BLANK_TOLERANCE).mean(axis=1) >= BLANK_FRACTION
+
+
+# Query crop regions (left, top, right, bottom as fractions of the frame): the four corners and the
+# centre, each 55 % of each side. A video shown inside another (picture-in-picture, a phone filming
+# a screen, a split screen) fills most of one of them, while the whole frame is mostly the host.
+CROP_REGIONS: tuple[tuple[float, float, float, float], ...] = (
+    (0.0, 0.0, 0.55, 0.55), (0.45, 0.0, 1.0, 0.55), (0.0, 0.45, 0.55, 1.0), (0.45, 0.45, 1.0, 1.0),
+    (0.225, 0.225, 0.775, 0.775),
+)
 
 
 def segment_vectors(
@@ -65,8 +94,13 @@ class MediaEncoder:
     def segment_dim(self) -> int:
         return self.aggregator.output_dim(self.encoder.dim)
 
-    def encode_file(self, path: str | Path) -> EncodedMedia:
+    def encode_file(self, path: str | Path, crops: bool = False) -> EncodedMedia:
         """Decode, encode and segment one file.
+
+        Args:
+            path: a video or image file.
+            crops: also encode the :data:`CROP_REGIONS` of every sampled frame (queries only:
+                6x the encoding work); their segment vectors go to ``region_segment_vectors``.
 
         Raises:
             DecodeError: the file is not a readable video or image.
@@ -79,22 +113,39 @@ class MediaEncoder:
         batch: list[NDArray[np.uint8]] = []
         times: list[float] = []
         chunks: list[NDArray[np.float32]] = []
-        frames = iter_frames(path, self.encoder.input_size, fps=cfg.decode.fps, keyframes_only=cfg.decode.keyframes_only)
+        region_chunks: list[list[NDArray[np.float32]]] = [[] for _ in CROP_REGIONS] if crops else []
+        region_blank: list[list[NDArray[np.bool_]]] = [[] for _ in CROP_REGIONS] if crops else []
+        w, h = self.encoder.input_size
+        # crops are cut from frames decoded at twice the model size, so each is about model size
+        size = (2 * w, 2 * h) if crops else (w, h)
+        frames = iter_frames(path, size, fps=cfg.decode.fps, keyframes_only=cfg.decode.keyframes_only)
         t = time.perf_counter()
+
+        def flush() -> None:
+            images = np.stack(batch)
+            if not crops:
+                chunks.append(self.encoder.encode(images))
+                return
+            chunks.append(self.encoder.encode(_resize_all(images, (w, h))))
+            for r, region in enumerate(CROP_REGIONS):
+                cut = _resize_all(_crop_all(images, region), (w, h))
+                region_chunks[r].append(self.encoder.encode(cut))
+                region_blank[r].append(blank_images(cut))
+
         for frame in frames:
             batch.append(frame.image)
             times.append(frame.time)
             if len(batch) == cfg.encode.batch_size:
                 decode_s += time.perf_counter() - t
                 t = time.perf_counter()
-                chunks.append(self.encoder.encode(np.stack(batch)))
+                flush()
                 batch.clear()
                 encode_s += time.perf_counter() - t
                 t = time.perf_counter()
         decode_s += time.perf_counter() - t
         if batch:
             t = time.perf_counter()
-            chunks.append(self.encoder.encode(np.stack(batch)))
+            flush()
             encode_s += time.perf_counter() - t
         frame_vectors = np.concatenate(chunks)
         times_arr = np.asarray(times, dtype=np.float64)
@@ -102,7 +153,13 @@ class MediaEncoder:
             frame_period = 1.0 / info.fps if info.fps > 0 else 0.0
             duration = max(info.duration, float(times_arr[-1]) + frame_period)
             info = MediaInfo(**{**info.__dict__, "duration": round(duration, 3)})
-        return self.encode_frames(info, times_arr, frame_vectors, {"decode": decode_s, "encode": encode_s})
+        media = self.encode_frames(info, times_arr, frame_vectors, {"decode": decode_s, "encode": encode_s})
+        media.region_segment_vectors = [segment_vectors(np.concatenate(c), media.segments, self.aggregator)
+                                        for c in region_chunks]
+        media.region_segment_blank = [
+            np.array([bool(np.all(blank[sg.frame_start : sg.frame_end])) for sg in media.segments], dtype=bool)
+            for blank in (np.concatenate(b) for b in region_blank)]
+        return media
 
     def encode_frames(
         self,
@@ -118,3 +175,18 @@ class MediaEncoder:
         timings = dict(timings or {})
         timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - t
         return EncodedMedia(info, times, frame_vectors, segs, vectors, timings)
+
+
+def _crop_all(images: NDArray[np.uint8], region: tuple[float, float, float, float]) -> NDArray[np.uint8]:
+    _, h, w, _ = images.shape
+    left, top, right, bottom = region
+    return images[:, int(round(top * h)) : int(round(bottom * h)), int(round(left * w)) : int(round(right * w))]
+
+
+def _resize_all(images: NDArray[np.uint8], size: tuple[int, int]) -> NDArray[np.uint8]:
+    """(N, H, W, 3) -> (N, size[1], size[0], 3), bilinear (Pillow)."""
+    from PIL import Image
+
+    if images.shape[2] == size[0] and images.shape[1] == size[1]:
+        return images
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(im)).resize(size, Image.BILINEAR)) for im in images])

@@ -29,7 +29,8 @@ def make_method(name: str) -> RetrievalMethod:
     ``vidsearch-<encoder>[@<quantizer><M>[/adc]][:<rerank>]``: a collection with that frame encoder;
     ``@pq32`` / ``@opq32`` / ``@learned32`` force the compressed index (IVF-PQ with M-byte codes of
     that quantizer) however small the collection, ``/adc`` scores hits by the codes alone (no exact
-    re-rank: what the codes keep); ``:<rerank>`` is the re-rank mode (``par``, ``dtw``, ...).
+    re-rank: what the codes keep); ``:<rerank>`` is the re-rank mode (``par``, ``dtw``, ...); a final
+    ``+crops`` also searches crops of the query frames (``SearchParams.crops``).
     ``exact-frame-scan-<encoder>``, or a peer's name.
     """
     if name.startswith("vidsearch-"):
@@ -38,7 +39,9 @@ def make_method(name: str) -> RetrievalMethod:
         from vidsearch.config import IndexConfig
         from vidsearch.search.results import SearchParams
 
-        head, _, mode = name[len("vidsearch-"):].partition(":")
+        spec, crops = name[len("vidsearch-"):], name.endswith("+crops")
+        spec = spec[: -len("+crops")] if crops else spec
+        head, _, mode = spec.partition(":")
         encoder, _, index_spec = head.partition("@")
         index = IndexConfig()
         rerank_depth = SearchParams().rerank_depth
@@ -52,7 +55,7 @@ def make_method(name: str) -> RetrievalMethod:
         # no threshold inside the method: the harness calibrates one on half the queries (see neardup.score)
         return VidsearchMethod(name, CollectionConfig(encode=EncodeConfig(encoder=encoder), index=index),
                                SearchParams(rerank=mode or "none", par_threshold=-1.0 if mode == "par" else None,
-                                            rerank_depth=rerank_depth))
+                                            rerank_depth=rerank_depth, crops=crops))
     if name.startswith("exact-frame-scan-"):
         return FrameScanMethod(name, encoder=name[len("exact-frame-scan-"):])
     from vidsearch.evaluate import peers

@@ -37,6 +37,8 @@ def rerank(
     candidates: list[VideoVote],
     fetch: Fetch,
     threshold: float | None = None,
+    regions: list[NDArray[np.float32]] | None = None,
+    region_blank: list[NDArray[np.bool_]] | None = None,
 ) -> list[VideoVote]:
     """Re-score ``candidates`` (best first from voting) and return them re-ranked.
 
@@ -48,6 +50,9 @@ def rerank(
         fetch: a video's segment times and vectors.
         threshold: PAR threshold (required for ``par``); for the others, results at or below it are dropped
             when given.
+        regions: (n, d) query segment vectors of crop regions (``SearchParams.crops``); ``exact`` and
+            ``par`` score each query segment by its best region (blank regions, ``region_blank``,
+            excluded); DTW aligns the whole frames.
     """
     if mode == "none" or not candidates:
         out = candidates
@@ -56,6 +61,11 @@ def rerank(
         for cand in candidates:
             _, _, vectors = fetch(cand.video_id)
             sims = query @ vectors.T
+            for r, region in enumerate(regions or ()):
+                rs = region @ vectors.T
+                if region_blank is not None:
+                    rs[region_blank[r]] = -np.inf
+                np.maximum(sims, rs, out=sims)
             out.append(VideoVote(cand.video_id, float(sims.max(axis=1).mean()), cand.matches))
         out.sort(key=lambda v: (-v.score, v.video_id))
     elif mode in ("dtw", "bidtw"):

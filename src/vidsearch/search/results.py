@@ -32,6 +32,10 @@ class SearchParams:
         rerank_candidates: videos from voting that the re-ranker looks at.
         par_threshold: cosine threshold of ``par`` (and of ``min_score`` filtering for dtw/bidtw);
             None uses the collection's calibrated value (see ``Collection.calibrate``).
+        crops: also search with five crops of every query frame (four corners and the centre,
+            55 % of each side; each query segment keeps its best hits over the whole frame and the
+            crops): finds a video shown inside another (picture-in-picture). 6x the query's
+            encoding time; file queries only.
     """
 
     segment_k: int = 100
@@ -43,6 +47,7 @@ class SearchParams:
     rerank: str = "none"
     rerank_candidates: int = 20
     par_threshold: float | None = None
+    crops: bool = False
 
     def __post_init__(self) -> None:
         if self.segment_k < 1:

@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 from vidsearch.config import CollectionConfig
 from vidsearch.decode import IMAGE_EXTENSIONS, MediaInfo
 from vidsearch.errors import CollectionError, NotFoundError, QueryError, VidsearchError
-from vidsearch.index.base import VectorIndex, build_index, load_index, uses_ivf
+from vidsearch.index.base import IndexHits, VectorIndex, build_index, load_index, uses_ivf
 from vidsearch.index.flat import FlatIndex
 from vidsearch.search.results import Match, SearchParams, SearchResult, VideoHit
 from vidsearch.search.vote import SegmentTable, vote
@@ -563,7 +563,7 @@ class Collection:
             raise QueryError(f"k must be >= 1, got {k}")
         params = params or SearchParams()
         t0 = time.perf_counter()
-        media = self._encode_query(str(query))
+        media = self._encode_query(str(query), crops=params.crops)
         t1 = time.perf_counter()
         rerank_ms = 0.0
         self._load_state()
@@ -573,8 +573,19 @@ class Collection:
         from vidsearch.index.ivf import IVFSearchParams
 
         depth = 0 if params.rerank_depth == 0 else max(params.rerank_depth, params.segment_k)
-        hits = self._index.search(media.segment_vectors, params.segment_k,
-                                  IVFSearchParams(params.nprobe, params.ef_search, depth))
+        ivf_params = IVFSearchParams(params.nprobe, params.ef_search, depth)
+        if not media.region_segment_vectors:
+            hits = self._index.search(media.segment_vectors, params.segment_k, ivf_params)
+        else:  # crops: one batch for the frame and its regions; each region's hits vote for its query segment
+            n_seg = len(media.segment_vectors)
+            both = self._index.search(np.concatenate([media.segment_vectors, *media.region_segment_vectors]),
+                                      params.segment_k, ivf_params)
+            parts = range(1 + len(media.region_segment_vectors))
+            scores = [both.scores[i * n_seg : (i + 1) * n_seg].copy() for i in parts]
+            for i, blank in enumerate(media.region_segment_blank, start=1):
+                scores[i][blank] = -np.inf  # a blank crop (black corner) matches every fade to black
+            hits = IndexHits(np.concatenate([both.ids[i * n_seg : (i + 1) * n_seg] for i in parts], axis=1),
+                             np.concatenate(scores, axis=1))
         votes = vote(starts, ends, hits.ids, hits.scores, self._table, self.config.segment.stride,
                      params.min_similarity, params.max_matches)
         if params.rerank != "none":
@@ -585,7 +596,8 @@ class Collection:
                 threshold = self.search_defaults()["par_threshold"]
             t_rerank = time.perf_counter()
             votes = rerank(params.rerank, media.segment_vectors, starts, ends, votes[: params.rerank_candidates],
-                           self._video_segments, threshold)
+                           self._video_segments, threshold, regions=media.region_segment_vectors,
+                           region_blank=media.region_segment_blank)
             rerank_ms = (time.perf_counter() - t_rerank) * 1000
         votes = votes[:k]
         paths = dict(self._db.execute(
@@ -603,7 +615,7 @@ class Collection:
         result.rerank_ms = rerank_ms  # part of "search"; not in the JSON shape
         return result
 
-    def _encode_query(self, query: str):  # type: ignore[no-untyped-def]
+    def _encode_query(self, query: str, crops: bool = False):  # type: ignore[no-untyped-def]
         m = _REF_QUERY.match(query)
         if m and not Path(query).exists():
             video_id, _ = self._resolve_video(m.group("video"))
@@ -622,7 +634,7 @@ class Collection:
                 f"query {query!r} is neither an existing file nor VIDEO_ID@START-END of an indexed video "
                 "(e.g. 3fa9c2d41b07@10-20)"
             )
-        return self._encoder().encode_file(path)
+        return self._encoder().encode_file(path, crops=crops)
 
     def _encoder_for_stored(self):  # type: ignore[no-untyped-def]
         """Segmenting stored frames needs the aggregator only, not the frame model."""
