@@ -77,3 +77,24 @@ def test_demo_finds_every_transformed_copy():
     out = json.loads(run("demo", "--json").stdout)
     assert out["failed"] == [] and out["indexed"] >= 10
     assert out["top1_accuracy"] == 1.0 and out["range_accuracy"] == 1.0, out["queries"]
+
+
+def test_calibrate_stores_the_par_threshold_that_search_uses(tmp_path: Path, footage):
+    coll = tmp_path / "c"
+    run("index", "-c", str(coll), "--json", str(footage["bikes.mp4"]), str(footage["v1.m4v"]))
+    query = str(footage["carphone_pristine.mp4"])  # not in the collection: low scores
+    loose = json.loads(run("search", "-c", str(coll), "--json", "--rerank", "par", "--par-threshold", "-1", query).stdout)
+    assert len(loose["results"]) == 2
+    best = loose["results"][0]["score"]
+    out = json.loads(run("calibrate", "-c", str(coll), "--json", "--par-threshold", f"{best + 0.01}").stdout)
+    assert out["calibrated"] is True and abs(out["par_threshold"] - (best + 0.01)) < 1e-9
+    assert json.loads(run("search", "-c", str(coll), "--json", "--rerank", "par", query).stdout)["results"] == []
+    # from an eval's results.json: the method's calibrated threshold, encoder checked
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"benchmark": "neardup", "size": "small", "seed": 0, "methods": {
+        "vidsearch-sscd:par": {"calibrated_threshold": 0.25}, "vidsearch-effnet-lite0:par": {"calibrated_threshold": 0.6}}}))
+    out = json.loads(run("calibrate", "-c", str(coll), "--json", "--from-eval", str(results)).stdout)
+    assert out["par_threshold"] == 0.25 and "vidsearch-sscd:par" in out["source"]
+    wrong = run("calibrate", "-c", str(coll), "--from-eval", str(results), "--method", "vidsearch-effnet-lite0:par",
+                check=False)
+    assert wrong.returncode != 0 and "not comparable" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -115,6 +115,43 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from vidsearch.errors import ConfigError
+    from vidsearch.store.collection import Collection
+
+    coll = Collection.open(args.collection)
+    encoder = coll.config.encode.encoder
+    if (args.par_threshold is None) == (args.from_eval is None):
+        raise ConfigError("pass exactly one of --par-threshold X or --from-eval RESULTS.json")
+    if args.par_threshold is not None:
+        threshold, source = float(args.par_threshold), "set by hand (vidsearch calibrate --par-threshold)"
+    else:
+        try:
+            doc = json.loads(Path(args.from_eval).read_text())
+            methods = doc["methods"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{args.from_eval}: expected the results.json of 'vidsearch eval neardup', "
+                              f"could not read it ({exc})") from exc
+        name = args.method or f"vidsearch-{encoder}:par"
+        if name not in methods:
+            raise ConfigError(f"{args.from_eval} has no method {name!r} (it has {', '.join(methods)}); run "
+                              f"'vidsearch eval neardup --methods {name}' or pass --method")
+        method_encoder = name[len("vidsearch-"):].split(":")[0].split("@")[0].split("+")[0]
+        if method_encoder != encoder:
+            raise ConfigError(f"{name} was measured with encoder {method_encoder}, but this collection uses {encoder}: "
+                              "scores of different encoders are not comparable")
+        threshold = float(methods[name]["calibrated_threshold"])
+        source = (f"{args.from_eval}: {name}, best-F1 threshold on the calibration half of {doc.get('benchmark')} "
+                  f"{doc.get('size')} seed {doc.get('seed')}")
+    coll.calibrate(threshold, source)
+    out = coll.search_defaults()
+    if args.json:
+        _emit(out)
+    else:
+        _console().print(f"par_threshold {out['par_threshold']:.4f} stored in {coll.path} ({source})")
+    return EXIT_OK
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from vidsearch.store.collection import Collection
 
@@ -264,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also search five crops of each query frame: finds picture-in-picture (6x query encoding)")
     p.add_argument("query", help="video file, image file, or VIDEO_ID@START-END")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("calibrate", help="store the PAR threshold used by 'search --rerank par' in the collection")
+    common(p)
+    p.add_argument("--par-threshold", type=float, help="the threshold (cosine) to store")
+    p.add_argument("--from-eval", metavar="RESULTS_JSON", help="take the threshold 'vidsearch eval neardup' calibrated")
+    p.add_argument("--method", help="method of that results.json (default vidsearch-<the collection's encoder>:par)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("info", help="describe a collection")
     common(p)
