@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,27 +46,42 @@ class RetrievalMethod(Protocol):
 
 
 class VidsearchMethod:
-    """A vidsearch collection built in a temporary folder with the given configuration."""
+    """A vidsearch collection built in a temporary folder with the given configuration.
+
+    Methods that differ only in search parameters (re-rank modes, crops, ``/adc``) share one
+    collection per (configuration, references) within a process: it is built (encoded) once.
+    """
+
+    _built: dict[str, tuple[Any, Path, dict[str, str]]] = {}  # key -> (its TemporaryDirectory, path, ref of video)
 
     def __init__(self, name: str, config: CollectionConfig | None = None, params: SearchParams | None = None) -> None:
         self.name = name
         self.config = config or CollectionConfig()
         self.params = params or SearchParams()
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        self._tmp = tempfile.TemporaryDirectory(prefix=f"vidsearch-eval-{safe}-")
         self._coll = None
         self._ref_of_video: dict[str, str] = {}
         self.rerank_ms: list[float] = []
 
     def index(self, references: list[Reference]) -> None:
+        import json
+
         from vidsearch.store.collection import Collection
 
-        self._coll = Collection.create(Path(self._tmp.name) / "coll", self.config)
-        reports = self._coll.add([r.path for r in references])
-        for ref, rep in zip(references, reports):
-            if rep.video_id is None:
-                raise RuntimeError(f"{self.name}: reference {ref.ref_id} failed to index: {rep.error}")
-            self._ref_of_video[rep.video_id] = ref.ref_id
+        key = json.dumps([self.config.to_dict(), [(r.ref_id, str(r.path)) for r in references]], sort_keys=True)
+        if key not in self._built:
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.name)
+            tmp = tempfile.TemporaryDirectory(prefix=f"vidsearch-eval-{safe}-")  # removed when the process ends
+            path = Path(tmp.name) / "coll"
+            with Collection.create(path, self.config) as coll:
+                reports = coll.add([r.path for r in references])
+            ref_of_video = {}
+            for ref, rep in zip(references, reports):
+                if rep.video_id is None:
+                    raise RuntimeError(f"{self.name}: reference {ref.ref_id} failed to index: {rep.error}")
+                ref_of_video[rep.video_id] = ref.ref_id
+            self._built[key] = (tmp, path, ref_of_video)
+        _, path, self._ref_of_video = self._built[key]
+        self._coll = Collection.open(path)
 
     def query(self, path: Path, k: int) -> list[Prediction]:
         assert self._coll is not None, "index() first"
@@ -84,7 +99,6 @@ class VidsearchMethod:
     def close(self) -> None:
         if self._coll is not None:
             self._coll.close()
-        self._tmp.cleanup()
 
 
 class FrameScanMethod:
