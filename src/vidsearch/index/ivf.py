@@ -162,26 +162,32 @@ class IVFPQIndex:
         self._index, self._ivf = index, ivf
 
     def _learned(self, ivf, x: NDArray[np.float32], seed: int):  # type: ignore[no-untyped-def]
-        """Train IVF, then a differentiable PQ on the residuals; load its rotation and codebooks into FAISS."""
+        """IVF centroids by k-means, then a differentiable PQ (with its learned orthogonal projection R)
+        trained on the residuals. FAISS then runs the whole index in the projected space:
+        ``IndexPreTransform(LinearTransform(R), IVF-PQ)`` with centroids ``R c`` and the learned
+        codebooks, since ``R x - R c = R (x - c)`` is exactly the projected residual the codebooks
+        were trained on; R is orthogonal, so distances (and results) are those of the input space."""
         import faiss
 
         from vidsearch.compress import LearnedPQ, load_codebooks_into_faiss_pq
+        from vidsearch.compress.pq import make_linear_transform
 
-        ivf.quantizer.train(x)
         clus = faiss.Clustering(self.dim, ivf.nlist)
         clus.seed = seed
         flat = faiss.IndexFlatL2(self.dim)
         clus.train(x, flat)
         centroids = faiss.vector_to_array(clus.centroids).reshape(ivf.nlist, self.dim)
-        ivf.quantizer.add(centroids)
         _, assign = flat.search(x, 1)
         residuals = x - centroids[assign[:, 0]]
         lpq = LearnedPQ(self.config.pq_m, nbits=self.config.nbits, seed=seed).fit(residuals)
-        if lpq.rotation_ is not None:
-            raise ConfigError("the IVF index needs a learned PQ without projection (rotation_ None) on residuals")
+        rotation = np.eye(self.dim, dtype=np.float32) if lpq.rotation_ is None else lpq.rotation_
+        ivf.quantizer.add(np.ascontiguousarray(centroids @ rotation.T, dtype=np.float32))
         load_codebooks_into_faiss_pq(ivf.pq, lpq.codebooks_)
         ivf.is_trained = True
-        return ivf
+        index = faiss.IndexPreTransform(make_linear_transform(rotation), ivf)
+        index.is_trained = True
+        self._learned_pq = lpq  # training history, for reports
+        return index
 
     # -------------------------------------------------------------- updates
     def __len__(self) -> int:
