@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install samples bench clean peers
+.PHONY: demo test install samples bench bench-all clean peers
 
 install: $(STAMP)
 
@@ -43,6 +43,16 @@ test: install
 bench: install
 	$(BIN)/python bench/ingest.py --json
 	$(BIN)/python bench/latency.py --json
+
+# Every benchmark behind docs/RESULTS.md (hours on 2 cores; each writes bench/results/*.json).
+bench-all: bench
+	$(BIN)/python bench/accuracy.py --json
+	$(BIN)/python bench/align.py --json
+	$(BIN)/python bench/fashion.py --json
+	$(BIN)/python bench/compress.py --json
+	$(BIN)/python bench/ann.py --n 100000 --json
+	$(BIN)/python bench/ann.py --n 1000000 --scaling --methods faiss_flat,vidsearch,faiss_ivfpq_refine,hnswlib,faiss_hnswflat,faiss_hnswpq,vidsearch_opq
+	$(BIN)/vidsearch eval neardup --size full --out bench/results/eval-neardup-full
 
 clean:
 	rm -rf $(VENV) build *.egg-info
