@@ -250,6 +250,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_OK
     doc = run_eval(args.benchmark, Path(args.out), size=args.size, methods=methods, seed=args.seed,
                    data_dir=Path(args.data) if args.data else None,
+                   collection={"fps": args.fps, "window": args.window, "stride": args.stride},
                    progress=None if args.json else (lambda msg: console.print(msg, highlight=False)))
     if args.json:
         _emit(summary(doc))
@@ -329,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "[:<rerank>], exact-frame-scan-<encoder>, peers, or a peer name; fashion: encoder names")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", help="folder for the rendered benchmark videos (default: OUT/data-SIZE-seedN)")
+    p.add_argument("--fps", type=float, help="neardup: frames per second of every vidsearch collection (default 1)")
+    p.add_argument("--window", type=float, help="neardup: segment window in seconds (default 2)")
+    p.add_argument("--stride", type=float, help="neardup: segment stride in seconds (default 1)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="index the real sample footage and query it with transformed copies")

@@ -32,3 +32,18 @@ def test_compressed_variants_and_rerank_modes_parse() -> None:
 def test_bad_index_spec_says_what_is_expected(bad: str) -> None:
     with pytest.raises(ConfigError, match="expected @<pq|opq|learned><M>"):
         make_method(bad)
+
+
+def test_collection_overrides_reach_every_vidsearch_method() -> None:
+    m = make_method("vidsearch-sscd@pq16/adc", {"fps": 4.0, "window": 1.0, "stride": 0.25})
+    try:
+        cfg = m.config
+        assert (cfg.decode.fps, cfg.segment.window, cfg.segment.stride) == (4.0, 1.0, 0.25)
+        assert cfg.index.pq_m == 16
+    finally:
+        m.close()
+    m = make_method("vidsearch-sscd", {"fps": None, "window": None, "stride": None})  # CLI defaults: unchanged
+    try:
+        assert (m.config.decode.fps, m.config.segment.window, m.config.segment.stride) == (1.0, 2.0, 1.0)
+    finally:
+        m.close()

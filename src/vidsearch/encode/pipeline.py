@@ -79,7 +79,15 @@ def segment_vectors(
 
 
 class MediaEncoder:
-    """Holds the loaded models for one collection configuration."""
+    """Holds the loaded models for one collection configuration.
+
+    ``MediaEncoder.cache``: when set to a dict (benchmarks do, ``vidsearch eval``), results of
+    ``encode_file`` are kept per (file, size, mtime, configuration, crops) for the life of the
+    process, so several methods over the same references and queries decode and encode them once.
+    Off (None) by default: a long-lived server must not grow without bound.
+    """
+
+    cache: dict[tuple[object, ...], "EncodedMedia"] | None = None
 
     def __init__(self, config: CollectionConfig, encoder: FrameEncoder | None = None) -> None:
         self.config = config
@@ -106,6 +114,14 @@ class MediaEncoder:
             DecodeError: the file is not a readable video or image.
         """
         cfg = self.config
+        key = None
+        if MediaEncoder.cache is not None:
+            st = Path(path).stat()
+            key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, self.encoder.name, repr(cfg.decode),
+                   repr(cfg.segment), repr(cfg.encode), crops)
+            hit = MediaEncoder.cache.get(key)
+            if hit is not None:
+                return hit
         t0 = time.perf_counter()
         info = probe(path)
         decode_s = time.perf_counter() - t0
@@ -159,6 +175,8 @@ class MediaEncoder:
         media.region_segment_blank = [
             np.array([bool(np.all(blank[sg.frame_start : sg.frame_end])) for sg in media.segments], dtype=bool)
             for blank in (np.concatenate(b) for b in region_blank)]
+        if key is not None and MediaEncoder.cache is not None:
+            MediaEncoder.cache[key] = media
         return media
 
     def encode_frames(

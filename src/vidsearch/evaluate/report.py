@@ -23,7 +23,7 @@ DEFAULT_METHODS = {
 }
 
 
-def make_method(name: str) -> RetrievalMethod:
+def make_method(name: str, collection: dict[str, Any] | None = None) -> RetrievalMethod:
     """A method from its name.
 
     ``vidsearch-<encoder>[@<quantizer><M>[/adc]][:<rerank>]``: a collection with that frame encoder;
@@ -31,7 +31,8 @@ def make_method(name: str) -> RetrievalMethod:
     that quantizer) however small the collection, ``/adc`` scores hits by the codes alone (no exact
     re-rank: what the codes keep); ``:<rerank>`` is the re-rank mode (``par``, ``dtw``, ...); a final
     ``+crops`` also searches crops of the query frames (``SearchParams.crops``).
-    ``exact-frame-scan-<encoder>``, or a peer's name.
+    ``exact-frame-scan-<encoder>``, or a peer's name. ``collection``: ``fps``, ``window``, ``stride``
+    overriding the default collection configuration of every vidsearch method.
     """
     if name.startswith("vidsearch-"):
         import re
@@ -53,7 +54,13 @@ def make_method(name: str) -> RetrievalMethod:
             index = IndexConfig(kind="ivfpq", quantizer=m.group(1), pq_m=int(m.group(2)))
             rerank_depth = 0 if m.group(3) else rerank_depth
         # no threshold inside the method: the harness calibrates one on half the queries (see neardup.score)
-        return VidsearchMethod(name, CollectionConfig(encode=EncodeConfig(encoder=encoder), index=index),
+        from vidsearch.config import DecodeConfig, SegmentConfig
+
+        over = collection or {}
+        decode = DecodeConfig(**({"fps": over["fps"]} if over.get("fps") else {}))
+        segment = SegmentConfig(**{k: over[k] for k in ("window", "stride") if over.get(k)})
+        return VidsearchMethod(name, CollectionConfig(decode=decode, segment=segment,
+                                                      encode=EncodeConfig(encoder=encoder), index=index),
                                SearchParams(rerank=mode or "none", par_threshold=-1.0 if mode == "par" else None,
                                             rerank_depth=rerank_depth, crops=crops))
     if name.startswith("exact-frame-scan-"):
@@ -93,7 +100,16 @@ def machine() -> dict[str, Any]:
 
 
 def run_eval(benchmark: str, out: Path, size: str = "small", methods: list[str] | None = None, seed: int = 0,
-             data_dir: Path | None = None, progress=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+             data_dir: Path | None = None, progress=None,  # type: ignore[no-untyped-def]
+             collection: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``methods`` on the benchmark; write ``out/results.json`` (after every method) and ``out/report.html``.
+
+    ``collection``: ``fps`` / ``window`` / ``stride`` for every vidsearch method's collection.
+    Decoded-and-encoded files are cached for the run (``MediaEncoder.cache``), so methods over the
+    same configuration encode the references and queries once (their ``query_ms`` then leaves out
+    decoding and encoding: compare latencies on the first method of a configuration only).
+    """
+    from vidsearch.encode.pipeline import MediaEncoder
     if benchmark != "neardup":
         raise ConfigError(f"unknown benchmark {benchmark!r}; expected 'neardup'")
     if size not in ("small", "full"):
@@ -101,30 +117,35 @@ def run_eval(benchmark: str, out: Path, size: str = "small", methods: list[str] 
     from vidsearch.evaluate.neardup import build_neardup, evaluate
 
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    bench = build_neardup(data_dir or (out / f"data-{size}-seed{seed}"), size, seed)
-    build_s = time.perf_counter() - t0
-    names, skipped = expand_methods(methods or DEFAULT_METHODS[size])
-    results: dict[str, Any] = {}
-    doc = {
-        "benchmark": benchmark, "size": size, "seed": seed, "build_s": round(build_s, 2),
-        "references": len(bench.references), "queries": len(bench.queries),
-        "machine": machine(), "versions": library_versions(), "unavailable": skipped,
-        "config": {"default_collection": CollectionConfig().to_dict(), "k": 20},
-        "methods": results,
-    }
-    for name in names:
-        if progress:
-            progress(f"evaluating {name} on {len(bench.queries)} queries")
-        method = make_method(name)
-        try:
-            results[name] = evaluate(bench, method)
-        except Exception as exc:  # e.g. a peer that cannot index a reference: report it, go on
-            skipped[name] = f"failed: {type(exc).__name__}: {exc}"[:500]
-        finally:
-            method.close()
-        atomic_write_text(out / "results.json", json.dumps(doc, indent=1) + "\n")  # partial results survive
-    atomic_write_text(out / "report.html", render_html(doc))
+    before = MediaEncoder.cache
+    MediaEncoder.cache = {} if before is None else before
+    try:
+        t0 = time.perf_counter()
+        bench = build_neardup(data_dir or (out / f"data-{size}-seed{seed}"), size, seed)
+        build_s = time.perf_counter() - t0
+        names, skipped = expand_methods(methods or DEFAULT_METHODS[size])
+        results: dict[str, Any] = {}
+        doc = {
+            "benchmark": benchmark, "size": size, "seed": seed, "build_s": round(build_s, 2),
+            "references": len(bench.references), "queries": len(bench.queries),
+            "machine": machine(), "versions": library_versions(), "unavailable": skipped,
+            "config": {"default_collection": CollectionConfig().to_dict(), "collection_overrides": collection or {}, "k": 20},
+            "methods": results,
+        }
+        for name in names:
+            if progress:
+                progress(f"evaluating {name} on {len(bench.queries)} queries")
+            method = make_method(name, collection)
+            try:
+                results[name] = evaluate(bench, method)
+            except Exception as exc:  # e.g. a peer that cannot index a reference: report it, go on
+                skipped[name] = f"failed: {type(exc).__name__}: {exc}"[:500]
+            finally:
+                method.close()
+            atomic_write_text(out / "results.json", json.dumps(doc, indent=1) + "\n")  # partial results survive
+        atomic_write_text(out / "report.html", render_html(doc))
+    finally:
+        MediaEncoder.cache = before
     return doc
 
 
