@@ -39,3 +39,16 @@ def test_memory_mapped_rows(tmp_path) -> None:  # type: ignore[no-untyped-def]
     ids = np.array([5, 0, 199, 5])
     q = rng.standard_normal(64).astype(np.float32)
     np.testing.assert_allclose(gather_dot_f16(np.asarray(mm), ids, q), x[ids].astype(np.float32) @ q, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_gather_dot_matches_numpy() -> None:
+    from vidsearch.index.kernels import gather_dot_f16_batch
+
+    rng = np.random.default_rng(5)
+    rows = rng.standard_normal((300, 48)).astype(np.float16)
+    ids = rng.integers(0, 300, (7, 11))
+    q = rng.standard_normal((7, 48)).astype(np.float32)
+    want = np.einsum("qrd,qd->qr", rows[ids].astype(np.float64), q.astype(np.float64))
+    got = gather_dot_f16_batch(rows, ids, q)
+    assert got.shape == (7, 11) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

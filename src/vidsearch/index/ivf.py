@@ -52,6 +52,14 @@ class MemmapStore:
     def get(self, ids: NDArray[np.int64]) -> NDArray[np.float32]:
         return np.asarray(self.array[ids], dtype=np.float32)
 
+    def dot_batch(self, ids: NDArray[np.int64], queries: NDArray[np.float32]) -> NDArray[np.float32]:
+        """(Q, R) ids, (Q, d) queries -> (Q, R) ``get(ids[i]) @ queries[i]``."""
+        if self.array.dtype == np.float16:
+            from vidsearch.index.kernels import gather_dot_f16_batch
+
+            return gather_dot_f16_batch(np.asarray(self.array), ids, queries)
+        return np.einsum("qrd,qd->qr", np.asarray(self.array[ids.ravel()], dtype=np.float32).reshape(*ids.shape, -1), queries)
+
     def dot(self, ids: NDArray[np.int64], q: NDArray[np.float32]) -> NDArray[np.float32]:
         """``get(ids) @ q`` without materialising float32 rows (index/kernels.py says why)."""
         if self.array.dtype == np.float16:
@@ -287,8 +295,13 @@ class IVFPQIndex:
                 top1 = np.pad(top1, (0, k - top_k), constant_values=-np.inf)
             return IndexHits(ids1[None].astype(np.int64), top1[None])
         valid = cand >= 0
-        vectors = self.store.get(np.where(valid, cand, cand.max(initial=0)).ravel()).reshape(*cand.shape, self.dim)
-        scores = np.einsum("qrd,qd->qr", vectors, q)
+        safe = np.where(valid, cand, cand.max(initial=0))
+        dot_batch = getattr(self.store, "dot_batch", None)
+        if dot_batch is not None:  # float16 rows: the numba kernel, no float32 copy (index/kernels.py)
+            scores = dot_batch(safe, q)
+        else:
+            vectors = self.store.get(safe.ravel()).reshape(*cand.shape, self.dim)
+            scores = np.einsum("qrd,qd->qr", vectors, q)
         scores[~valid] = -np.inf
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         ids = np.take_along_axis(cand, order, axis=1)

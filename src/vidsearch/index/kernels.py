@@ -54,6 +54,16 @@ if njit is not None:
             out[r] = s
         return out
 
+    @njit(cache=True, fastmath=True, nogil=True)
+    def _half_rows_dot_batch(rows, queries, per_query):  # type: ignore[no-untyped-def]
+        """(Q * R, d) uint16 half bits (query i's candidates at rows i*R .. i*R+R-1), (Q, d) float32
+        -> (Q, R) float32 dot products."""
+        n_q = queries.shape[0]
+        out = np.empty((n_q, per_query), np.float32)
+        for i in range(n_q):
+            out[i] = _half_rows_dot(rows[i * per_query : (i + 1) * per_query], queries[i])
+        return out
+
     def _gather_dot(rows, ids, q):  # type: ignore[no-untyped-def]
         # numpy's take copies whole rows (memcpy, which overlaps the cache misses of scattered rows);
         # the conversion then runs on a small, cache-hot block
@@ -62,6 +72,16 @@ if njit is not None:
 
 else:  # pragma: no cover
     _gather_dot = _gather_dot_py
+
+
+def gather_dot_f16_batch(rows: NDArray[np.float16], ids: NDArray[np.int64], queries: NDArray[np.float32]) -> NDArray[np.float32]:
+    """(Q, R) ``ids`` (all valid) -> (Q, R) float32 ``rows[ids[i]] @ queries[i]``."""
+    ids = np.asarray(ids, dtype=np.int64)
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    block = rows.view(np.uint16).take(ids.ravel(), axis=0)
+    if njit is None:  # pragma: no cover
+        return np.einsum("qrd,qd->qr", block.view(np.float16).astype(np.float32).reshape(*ids.shape, -1), q)
+    return _half_rows_dot_batch(block, q, ids.shape[1])
 
 
 def gather_dot_f16(rows: NDArray[np.float16], ids: NDArray[np.int64], q: NDArray[np.float32]) -> NDArray[np.float32]:
