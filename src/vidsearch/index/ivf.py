@@ -60,14 +60,6 @@ class MemmapStore:
             return gather_dot_f16_batch(np.asarray(self.array), ids, queries)
         return np.einsum("qrd,qd->qr", np.asarray(self.array[ids.ravel()], dtype=np.float32).reshape(*ids.shape, -1), queries)
 
-    def dot(self, ids: NDArray[np.int64], q: NDArray[np.float32]) -> NDArray[np.float32]:
-        """``get(ids) @ q`` without materialising float32 rows (index/kernels.py says why)."""
-        if self.array.dtype == np.float16:
-            from vidsearch.index.kernels import gather_dot_f16
-
-            return gather_dot_f16(np.asarray(self.array), ids, q)
-        return np.asarray(self.array[ids], dtype=np.float32) @ q
-
 
 @dataclass(frozen=True)
 class IVFPQConfig:
@@ -127,6 +119,7 @@ class IVFPQIndex:
         self._ivf = None
         self._tombstones: set[int] = set()
         self._selector = None
+        self._params_cache: dict[tuple[int, int], tuple[Any, ...]] = {}  # emptied whenever the tombstones change
 
     # -------------------------------------------------------------- training
     @property
@@ -219,7 +212,7 @@ class IVFPQIndex:
         new = {int(i) for i in ids} - self._tombstones
         self._tombstones |= new
         self._selector = None
-        self.__dict__["_params_cache"] = {}
+        self._params_cache = {}
         if len(self._tombstones) > self.config.compact_fraction * max(int(self._index.ntotal), 1):
             self.compact()
         return len(new)
@@ -233,7 +226,7 @@ class IVFPQIndex:
             self._index.remove_ids(faiss.IDSelectorBatch(dead))
         self._tombstones.clear()
         self._selector = None
-        self.__dict__["_params_cache"] = {}
+        self._params_cache = {}
 
     # -------------------------------------------------------------- search
     def set_query_arguments(self, params: IVFSearchParams) -> None:
@@ -244,8 +237,7 @@ class IVFPQIndex:
         costs ~6 us, a few % of a 1M-vector query)."""
         import faiss
 
-        cache = self.__dict__.setdefault("_params_cache", {})  # emptied whenever the tombstones change
-        hit = cache.get((nprobe, ef))
+        hit = self._params_cache.get((nprobe, ef))
         if hit is not None:
             return hit[0]
         p = faiss.SearchParametersIVF()
@@ -260,7 +252,7 @@ class IVFPQIndex:
                 self._selector = (faiss.IDSelectorNot(batch), batch)
             p.sel = self._selector[0]
         # the C++ side holds raw pointers: keep the Python objects (and the selector they use) alive
-        cache[(nprobe, ef)] = (p, hp, self._selector)
+        self._params_cache[(nprobe, ef)] = (p, hp, self._selector)
         return p
 
     def search(self, queries: NDArray[np.float32], k: int, params: IVFSearchParams | None = None) -> IndexHits:
@@ -284,8 +276,8 @@ class IVFPQIndex:
         """Exact inner products of every query with its candidates, one gather and one einsum."""
         assert self.store is not None
         if len(q) == 1 and cand[0, -1] >= 0:  # one query, full candidate list: the common, latency-bound case
-            dot = getattr(self.store, "dot", None)
-            scores1 = dot(cand[0], q[0]) if dot is not None else self.store.get(cand[0]) @ q[0]
+            dot_batch = getattr(self.store, "dot_batch", None)
+            scores1 = dot_batch(cand, q)[0] if dot_batch is not None else self.store.get(cand[0]) @ q[0]
             top_k = min(k, len(scores1))
             part = np.argpartition(-scores1, top_k - 1)[:top_k] if top_k < len(scores1) else np.arange(len(scores1))
             part = part[np.argsort(-scores1[part], kind="stable")]

@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - numba is a dependency; keep numpy work
 
 
 def _gather_dot_py(rows: NDArray[np.uint16], ids: NDArray[np.int64], q: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Plain numpy reference of ``gather_dot_f16`` over half bits (the kernel is tested against it)."""
     return (rows[ids].view(np.float16).astype(np.float32) @ q).astype(np.float32)
 
 
@@ -64,20 +65,13 @@ if njit is not None:
             out[i] = _half_rows_dot(rows[i * per_query : (i + 1) * per_query], queries[i])
         return out
 
-    def _gather_dot(rows, ids, q):  # type: ignore[no-untyped-def]
-        # numpy's take copies whole rows (memcpy, which overlaps the cache misses of scattered rows);
-        # the conversion then runs on a small, cache-hot block
-        return _half_rows_dot(rows.take(ids, axis=0), q)
-
-
-else:  # pragma: no cover
-    _gather_dot = _gather_dot_py
-
 
 def gather_dot_f16_batch(rows: NDArray[np.float16], ids: NDArray[np.int64], queries: NDArray[np.float32]) -> NDArray[np.float32]:
     """(Q, R) ``ids`` (all valid) -> (Q, R) float32 ``rows[ids[i]] @ queries[i]``."""
     ids = np.asarray(ids, dtype=np.int64)
     q = np.ascontiguousarray(queries, dtype=np.float32)
+    # numpy's take copies whole rows (memcpy, which overlaps the cache misses of scattered rows);
+    # the conversion then runs on a small, cache-hot block
     block = rows.view(np.uint16).take(ids.ravel(), axis=0)
     if njit is None:  # pragma: no cover
         return np.einsum("qrd,qd->qr", block.view(np.float16).astype(np.float32).reshape(*ids.shape, -1), q)
@@ -86,5 +80,4 @@ def gather_dot_f16_batch(rows: NDArray[np.float16], ids: NDArray[np.int64], quer
 
 def gather_dot_f16(rows: NDArray[np.float16], ids: NDArray[np.int64], q: NDArray[np.float32]) -> NDArray[np.float32]:
     """``rows[ids].astype(float32) @ q`` for (N, d) float16 ``rows`` (memory-mapped or not)."""
-    return _gather_dot(rows.view(np.uint16), np.ascontiguousarray(ids, dtype=np.int64),
-                       np.ascontiguousarray(q, dtype=np.float32))
+    return gather_dot_f16_batch(rows, np.asarray(ids, dtype=np.int64)[None], np.asarray(q, dtype=np.float32)[None])[0]
