@@ -153,6 +153,15 @@ def emit(name: str, payload: dict[str, Any], as_json: bool) -> None:
         sys.stdout.write("\n")
 
 
+def encoder_list(parser: Any, text: str, allowed: Sequence[str]) -> list[str]:
+    """Comma-separated encoder names, checked against ``allowed`` (``parser.error`` otherwise)."""
+    names = [e.strip() for e in text.split(",") if e.strip()]
+    bad = [e for e in names if e not in allowed]
+    if bad:
+        parser.error(f"unknown encoder(s) {bad}; expected some of {', '.join(allowed)}")
+    return names
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 

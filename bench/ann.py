@@ -120,12 +120,13 @@ class FaissMethod(Method):
         return self.index.search(q, k, params=self._apply(setting))[1]
 
 
+failed: dict[str, str] = {}  # method -> why it could not be built (reported in the result file)
+
+
 def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path) -> list[Method]:
-    import faiss
+    from vidsearch.index.ivf import choose_nlist
 
     n, d = xb.shape
-    from vidsearch.index.ivf import IVFPQConfig, IVFPQIndex, IVFSearchParams, MemmapStore, choose_nlist
-
     nlist = choose_nlist(n)
     train = xb[np.random.default_rng(seed).permutation(n)[: min(n, max(50 * nlist, 100_000))]]
     f16_path = workdir / "vectors.f16"
@@ -145,9 +146,6 @@ def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path) ->
     return out
 
 
-failed: dict[str, str] = {}
-
-
 def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarray, f16_path: Path,
                workdir: Path) -> Method:
     import faiss
@@ -156,94 +154,93 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
 
     n, d = xb.shape
     ids = np.arange(n, dtype=np.int64)
-    if True:
-        t0 = time.perf_counter()
-        m: Method
-        if name == "faiss_flat":
-            idx = faiss.IndexFlatIP(d)
-            idx.add(xb)
-            m = FaissMethod(name, idx, [None], lambda s: None)
-        elif name == "faiss_hnswflat":
-            idx = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-            idx.add(xb)
+    t0 = time.perf_counter()
+    m: Method
+    if name == "faiss_flat":
+        idx = faiss.IndexFlatIP(d)
+        idx.add(xb)
+        m = FaissMethod(name, idx, [None], lambda s: None)
+    elif name == "faiss_hnswflat":
+        idx = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+        idx.add(xb)
 
-            def hp(ef):  # type: ignore[no-untyped-def]
+        def hp(ef):  # type: ignore[no-untyped-def]
+            p = faiss.SearchParametersHNSW()
+            p.efSearch = ef
+            return p
+
+        m = FaissMethod(name, idx, [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512], hp)
+    elif name in ("faiss_ivfpq_refine", "faiss_hnswpq", "faiss_hnswpq_refine"):
+        base = faiss.index_factory(d, f"IVF{nlist},PQ32" if name == "faiss_ivfpq_refine" else "HNSW32,PQ32")
+        base.train(train)
+        if name == "faiss_hnswpq":
+            base.add(xb)
+
+            def hpq(ef):  # type: ignore[no-untyped-def]
                 p = faiss.SearchParametersHNSW()
                 p.efSearch = ef
                 return p
 
-            m = FaissMethod(name, idx, [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512], hp)
-        elif name in ("faiss_ivfpq_refine", "faiss_hnswpq", "faiss_hnswpq_refine"):
-            base = faiss.index_factory(d, f"IVF{nlist},PQ32" if name == "faiss_ivfpq_refine" else "HNSW32,PQ32")
-            base.train(train)
-            if name == "faiss_hnswpq":
-                base.add(xb)
-
-                def hpq(ef):  # type: ignore[no-untyped-def]
-                    p = faiss.SearchParametersHNSW()
-                    p.efSearch = ef
-                    return p
-
-                m = FaissMethod(name, base, [16, 32, 64, 128, 256, 512, 1024], hpq)
-            else:
-                ref = faiss.IndexRefineFlat(base)
-                ref.add(xb)
-                ivf = name == "faiss_ivfpq_refine"
-                knob = (4, 8, 16, 32, 64, 128) if ivf else (32, 64, 128, 256, 512)  # nprobe or efSearch
-                settings = [(v, kf) for v in knob for kf in (5, 10, 30)]
-
-                def rp(s, ivf=ivf):  # type: ignore[no-untyped-def]
-                    inner = faiss.SearchParametersIVF() if ivf else faiss.SearchParametersHNSW()
-                    setattr(inner, "nprobe" if ivf else "efSearch", s[0])
-                    p = faiss.IndexRefineSearchParameters()
-                    p.k_factor = s[1]
-                    p.base_index_params = inner
-                    rp._keep = (inner, p)  # type: ignore[attr-defined]  # C++ holds raw pointers
-                    return p
-
-                m = FaissMethod(name, ref, settings, rp, ram_index=base, rerank_bpv=4.0 * d)
-        elif name == "hnswlib":
-            import hnswlib
-
-            idx = hnswlib.Index(space="ip", dim=d)
-            idx.init_index(max_elements=n, M=32, ef_construction=100, random_seed=seed)
-            idx.add_items(xb, ids, num_threads=2)
-            path = workdir / "hnswlib.bin"
-            idx.save_index(str(path))
-
-            class H(Method):
-                def search(self, q, k, ef):  # type: ignore[no-untyped-def]
-                    self.index.set_ef(max(ef, k))
-                    return self.index.knn_query(q, k=k, num_threads=getattr(self, "threads", 1))[0].astype(np.int64)
-
-            m = H()
-            m.index = idx  # type: ignore[attr-defined]
-            m.name, m.settings, m.ram_bytes = name, [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512], path.stat().st_size
-        elif name.startswith("vidsearch"):
-            # (quantizer, PQ sub-quantizers, bits per code): "vidsearch" is the collection default
-            variant = {"vidsearch": ("pq", 32, 8), "vidsearch_fs64": ("pq", 64, 4), "vidsearch_opq": ("opq", 32, 8),
-                       "vidsearch_learned": ("learned", 32, 8)}[name]
-            store = MemmapStore(np.load(f16_path, mmap_mode="r"))
-            idx = IVFPQIndex(d, IVFPQConfig(quantizer=variant[0], pq_m=variant[1], nlist=nlist, nbits=variant[2]), store)
-            idx.train(train, seed=seed)
-            idx.add(ids, xb)
-            settings = [IVFSearchParams(nprobe=p, rerank=r, ef_search=max(32, 2 * p))
-                        for p in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128) for r in (16, 32, 48, 64, 100, 200, 300, 500)]
-            settings.sort(key=lambda s: (s.nprobe * (n / nlist) / 32 + s.rerank * d / 64))  # rough cost order
-
-            class V(Method):
-                def search(self, q, k, s):  # type: ignore[no-untyped-def]
-                    return self.index.search(q, k, s).ids
-
-            m = V()
-            m.index = idx  # type: ignore[attr-defined]
-            m.name, m.settings, m.ram_bytes = name, settings, idx.memory_bytes()
-            m.rerank_bytes_per_vector = 0.0
-            m.disk_bytes_per_vector = 2.0 * d
+            m = FaissMethod(name, base, [16, 32, 64, 128, 256, 512, 1024], hpq)
         else:
-            raise SystemExit(f"unknown method {name}")
-        m.build_s = time.perf_counter() - t0
-        return m
+            ref = faiss.IndexRefineFlat(base)
+            ref.add(xb)
+            ivf = name == "faiss_ivfpq_refine"
+            knob = (4, 8, 16, 32, 64, 128) if ivf else (32, 64, 128, 256, 512)  # nprobe or efSearch
+            settings = [(v, kf) for v in knob for kf in (5, 10, 30)]
+
+            def rp(s, ivf=ivf):  # type: ignore[no-untyped-def]
+                inner = faiss.SearchParametersIVF() if ivf else faiss.SearchParametersHNSW()
+                setattr(inner, "nprobe" if ivf else "efSearch", s[0])
+                p = faiss.IndexRefineSearchParameters()
+                p.k_factor = s[1]
+                p.base_index_params = inner
+                rp._keep = (inner, p)  # type: ignore[attr-defined]  # C++ holds raw pointers
+                return p
+
+            m = FaissMethod(name, ref, settings, rp, ram_index=base, rerank_bpv=4.0 * d)
+    elif name == "hnswlib":
+        import hnswlib
+
+        idx = hnswlib.Index(space="ip", dim=d)
+        idx.init_index(max_elements=n, M=32, ef_construction=100, random_seed=seed)
+        idx.add_items(xb, ids, num_threads=2)
+        path = workdir / "hnswlib.bin"
+        idx.save_index(str(path))
+
+        class H(Method):
+            def search(self, q, k, ef):  # type: ignore[no-untyped-def]
+                self.index.set_ef(max(ef, k))
+                return self.index.knn_query(q, k=k, num_threads=getattr(self, "threads", 1))[0].astype(np.int64)
+
+        m = H()
+        m.index = idx  # type: ignore[attr-defined]
+        m.name, m.settings, m.ram_bytes = name, [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512], path.stat().st_size
+    elif name.startswith("vidsearch"):
+        # (quantizer, PQ sub-quantizers, bits per code): "vidsearch" is the collection default
+        variant = {"vidsearch": ("pq", 32, 8), "vidsearch_fs64": ("pq", 64, 4), "vidsearch_opq": ("opq", 32, 8),
+                   "vidsearch_learned": ("learned", 32, 8)}[name]
+        store = MemmapStore(np.load(f16_path, mmap_mode="r"))
+        idx = IVFPQIndex(d, IVFPQConfig(quantizer=variant[0], pq_m=variant[1], nlist=nlist, nbits=variant[2]), store)
+        idx.train(train, seed=seed)
+        idx.add(ids, xb)
+        settings = [IVFSearchParams(nprobe=p, rerank=r, ef_search=max(32, 2 * p))
+                    for p in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128) for r in (16, 32, 48, 64, 100, 200, 300, 500)]
+        settings.sort(key=lambda s: (s.nprobe * (n / nlist) / 32 + s.rerank * d / 64))  # rough cost order
+
+        class V(Method):
+            def search(self, q, k, s):  # type: ignore[no-untyped-def]
+                return self.index.search(q, k, s).ids
+
+        m = V()
+        m.index = idx  # type: ignore[attr-defined]
+        m.name, m.settings, m.ram_bytes = name, settings, idx.memory_bytes()
+        m.rerank_bytes_per_vector = 0.0
+        m.disk_bytes_per_vector = 2.0 * d
+    else:
+        raise SystemExit(f"unknown method {name}")
+    m.build_s = time.perf_counter() - t0
+    return m
 
 
 def measure(m: Method, xq: np.ndarray, gt: np.ndarray, k: int, n: int, single: int, fixed: Any = None) -> dict[str, Any]:

@@ -47,10 +47,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--write-clips", metavar="DIR", default=None, help="also write one clip per (item, motion) as mp4")
     p.add_argument("--json", action="store_true", help="print the result object to stdout")
     args = p.parse_args()
-    args.encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
-    bad = [e for e in args.encoders if e not in ENCODERS]
-    if bad:
-        p.error(f"unknown encoder(s) {bad}; expected some of {', '.join(ENCODERS)}")
+    args.encoders = C.encoder_list(p, args.encoders, ENCODERS)
     args.unseen = [int(c) for c in args.unseen.split(",") if c.strip()]
     args.items = [int(c) for c in args.items.split(",") if c.strip()] or None
     return args

@@ -44,10 +44,7 @@ def parse_args() -> argparse.Namespace:
                    help="first wait up to this long for other CPU work to calm down (0: do not wait)")
     p.add_argument("--json", action="store_true", help="print the result object to stdout")
     args = p.parse_args()
-    args.encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
-    bad = [e for e in args.encoders if e not in ENCODERS]
-    if bad:
-        p.error(f"unknown encoder(s) {bad}; expected some of {', '.join(ENCODERS)}")
+    args.encoders = C.encoder_list(p, args.encoders, ENCODERS)
     return args
 
 
