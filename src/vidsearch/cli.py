@@ -136,7 +136,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if name not in methods:
             raise ConfigError(f"{args.from_eval} has no method {name!r} (it has {', '.join(methods)}); run "
                               f"'vidsearch eval neardup --methods {name}' or pass --method")
-        method_encoder = name[len("vidsearch-"):].split(":")[0].split("@")[0].split("+")[0]
+        if not name.startswith("vidsearch-"):
+            raise ConfigError(f"{name} is not a vidsearch method; pass --method vidsearch-<encoder>:par")
+        from vidsearch.evaluate.report import make_method
+
+        method = make_method(name)  # the same parser as 'vidsearch eval'
+        method_encoder = method.config.encode.encoder
+        method.close()
         if method_encoder != encoder:
             raise ConfigError(f"{name} was measured with encoder {method_encoder}, but this collection uses {encoder}: "
                               "scores of different encoders are not comparable")
