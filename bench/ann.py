@@ -4,6 +4,9 @@ measured in one run on the same data.
     python bench/ann.py --n 100000 --json          # synthetic 256-d Gaussian mixture, a few minutes
     python bench/ann.py --n 1000000 --scaling      # + latency vs collection size, exact scan beside it
     python bench/ann.py --data sscd --n 100000     # real SSCD frame features (augmented copies)
+    python bench/ann.py --n 10000000 --data-dir /var/tmp/ann --methods vidsearch,faiss_ivfpq_refine \
+        --share-centroids --exact-latency --wait-quiet 1800
+                                                   # 10M: base vectors memory-mapped from DIR, not in RAM
 
 Every method is swept over its search-time knob and reported at the cheapest setting that reaches
 recall@10 >= 0.98 against exact search (or at its best recall when none does, flagged
@@ -33,19 +36,63 @@ import _common as common  # noqa: E402
 TARGET = 0.98
 
 
-def synthetic(n: int, nq: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian mixture: 1000 clusters (or n/100), per-point noise scale in [0.3, 1.0], L2-normalised."""
+def synthetic(n: int, nq: int, dim: int, seed: int = 0, data_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian mixture: 1000 clusters (or n/100), per-point noise scale in [0.3, 1.0], L2-normalised.
+
+    With ``data_dir`` the base vectors are written to (or reused from) a ``.npy`` file there and
+    returned memory-mapped, so 10M x 256 float32 (10 GB) need not sit in RAM."""
     rng = np.random.default_rng(seed)
     k = max(10, min(1000, n // 100))
     centers = rng.standard_normal((k, dim)).astype(np.float32)
-    out = np.empty((n + nq, dim), np.float32)
+    base_path = qpath = None
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        base_path = data_dir / f"synthetic-{n}-{nq}-{dim}-{seed}.npy"
+        qpath = data_dir / f"synthetic-{n}-{nq}-{dim}-{seed}-queries.npy"
+        if base_path.exists() and qpath.exists():
+            return np.load(base_path, mmap_mode="r"), np.load(qpath)
+        tmp = base_path.with_suffix(".tmp.npy")
+        base = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+    else:
+        base = np.empty((n, dim), np.float32)
+    queries = np.empty((nq, dim), np.float32)
     step = 200_000
     for s in range(0, n + nq, step):
         m = min(step, n + nq - s)
         lab = rng.integers(0, k, m)
         x = centers[lab] + rng.standard_normal((m, dim)).astype(np.float32) * rng.uniform(0.3, 1.0, (m, 1)).astype(np.float32)
-        out[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return out[:n], out[n:]
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        nb = max(0, min(m, n - s))  # rows of this chunk that belong to the base, the rest are queries
+        base[s : s + nb] = x[:nb]
+        queries[max(0, s - n) : max(0, s - n) + m - nb] = x[nb:]
+    if base_path is not None and qpath is not None:
+        base.flush()
+        del base
+        os.replace(tmp, base_path)
+        np.save(qpath, queries)
+        return np.load(base_path, mmap_mode="r"), queries
+    return base, queries
+
+
+def exact_knn(xq: np.ndarray, xb: np.ndarray, k: int, chunk: int = 1_000_000) -> np.ndarray:
+    """Exact inner-product top-k, scanning ``xb`` in chunks (works on a memory-mapped base)."""
+    import faiss
+
+    best_d = np.full((len(xq), k), -np.inf, np.float32)
+    best_i = np.full((len(xq), k), -1, np.int64)
+    for s in range(0, len(xb), chunk):
+        part = np.ascontiguousarray(xb[s : s + chunk], dtype=np.float32)
+        d, i = faiss.knn(xq, part, k, metric=faiss.METRIC_INNER_PRODUCT)
+        dd = np.concatenate([best_d, d], axis=1)
+        ii = np.concatenate([best_i, i + s], axis=1)
+        top = np.argsort(-dd, axis=1, kind="stable")[:, :k]
+        best_d, best_i = np.take_along_axis(dd, top, 1), np.take_along_axis(ii, top, 1)
+    return best_i
+
+
+def _chunks(n: int, step: int = 500_000):  # type: ignore[no-untyped-def]
+    for s in range(0, n, step):
+        yield s, min(n, s + step)
 
 
 def real_features(kind: str, n: int, nq: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -123,31 +170,44 @@ class FaissMethod(Method):
 failed: dict[str, str] = {}  # method -> why it could not be built (reported in the result file)
 
 
-def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path) -> list[Method]:
+def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path, share: bool = False):  # type: ignore[no-untyped-def]
+    """Yield the methods one at a time (built, then measured and dropped by the caller: at 10M two
+    built indexes at once would not fit in RAM beside each other)."""
     from vidsearch.index.ivf import choose_nlist
 
     n, d = xb.shape
     nlist = choose_nlist(n)
-    train = xb[np.random.default_rng(seed).permutation(n)[: min(n, max(50 * nlist, 100_000))]]
+    pick = np.sort(np.random.default_rng(seed).permutation(n)[: min(n, max(50 * nlist, 100_000))])
+    train = np.ascontiguousarray(xb[pick], dtype=np.float32)
     f16_path = workdir / "vectors.f16"
     if any(m.startswith("vidsearch") for m in names):
         mm = np.lib.format.open_memmap(f16_path, mode="w+", dtype=np.float16, shape=(n, d))
-        mm[:] = xb.astype(np.float16)
+        for a, b in _chunks(n):
+            mm[a:b] = xb[a:b].astype(np.float16)
         mm.flush()
         del mm
-    out: list[Method] = []
+    shared: dict[str, np.ndarray] = {}  # with share=True: the first IVF's k-means centroids, reused by the others
     for name in names:
         common.log(f"building {name} (n={n}, d={d})")
         try:
-            out.append(_build_one(name, xb, seed, nlist, train, f16_path, workdir))
+            yield _build_one(name, xb, seed, nlist, train, f16_path, workdir, shared if share else None)
         except Exception as exc:  # one method failing to build is reported; the others are still measured
             common.log(f"FAILED to build {name}: {type(exc).__name__}: {exc}")
             failed[name] = f"{type(exc).__name__}: {exc}"[:500]
-    return out
+
+
+def _add(index, xb: np.ndarray, with_ids: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """Add a (possibly memory-mapped) base in chunks: one float32 copy of 10M x 256 is 10 GB."""
+    for a, b in _chunks(len(xb)):
+        x = np.ascontiguousarray(xb[a:b], dtype=np.float32)
+        if with_ids:
+            index.add(np.arange(a, b, dtype=np.int64), x)
+        else:
+            index.add(x)
 
 
 def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarray, f16_path: Path,
-               workdir: Path) -> Method:
+               workdir: Path, shared: dict[str, np.ndarray] | None = None) -> Method:
     import faiss
 
     from vidsearch.index.ivf import IVFPQConfig, IVFPQIndex, IVFSearchParams, MemmapStore
@@ -158,11 +218,11 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
     m: Method
     if name == "faiss_flat":
         idx = faiss.IndexFlatIP(d)
-        idx.add(xb)
+        _add(idx, xb)
         m = FaissMethod(name, idx, [None], lambda s: None)
     elif name == "faiss_hnswflat":
         idx = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-        idx.add(xb)
+        _add(idx, xb)
 
         def hp(ef):  # type: ignore[no-untyped-def]
             p = faiss.SearchParametersHNSW()
@@ -172,9 +232,15 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
         m = FaissMethod(name, idx, [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512], hp)
     elif name in ("faiss_ivfpq_refine", "faiss_hnswpq", "faiss_hnswpq_refine"):
         base = faiss.index_factory(d, f"IVF{nlist},PQ32" if name == "faiss_ivfpq_refine" else "HNSW32,PQ32")
+        # the factory turns on polysemous training (a code-permutation search for Hamming filtering);
+        # nothing here uses it and it costs ~25 s per build, so it is off
+        if hasattr(base, "do_polysemous_training"):
+            base.do_polysemous_training = False
+        if shared is not None and "centroids" in shared and name == "faiss_ivfpq_refine":
+            base.quantizer.add(shared["centroids"])  # a filled quantizer is not retrained: only PQ is
         base.train(train)
         if name == "faiss_hnswpq":
-            base.add(xb)
+            _add(base, xb)
 
             def hpq(ef):  # type: ignore[no-untyped-def]
                 p = faiss.SearchParametersHNSW()
@@ -184,7 +250,7 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
             m = FaissMethod(name, base, [16, 32, 64, 128, 256, 512, 1024], hpq)
         else:
             ref = faiss.IndexRefineFlat(base)
-            ref.add(xb)
+            _add(ref, xb)
             ivf = name == "faiss_ivfpq_refine"
             knob = (4, 8, 16, 32, 64, 128) if ivf else (32, 64, 128, 256, 512)  # nprobe or efSearch
             settings = [(v, kf) for v in knob for kf in (5, 10, 30)]
@@ -204,7 +270,8 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
 
         idx = hnswlib.Index(space="ip", dim=d)
         idx.init_index(max_elements=n, M=32, ef_construction=100, random_seed=seed)
-        idx.add_items(xb, ids, num_threads=2)
+        for a, b in _chunks(n):
+            idx.add_items(np.ascontiguousarray(xb[a:b], dtype=np.float32), ids[a:b], num_threads=2)
         path = workdir / "hnswlib.bin"
         idx.save_index(str(path))
 
@@ -223,7 +290,10 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
         store = MemmapStore(np.load(f16_path, mmap_mode="r"))
         idx = IVFPQIndex(d, IVFPQConfig(quantizer=variant[0], pq_m=variant[1], nlist=nlist, nbits=variant[2]), store)
         idx.train(train, seed=seed)
-        idx.add(ids, xb)
+        if shared is not None and "centroids" not in shared and variant[0] == "pq":
+            q = idx._ivf.quantizer
+            shared["centroids"] = q.reconstruct_n(0, q.ntotal)
+        _add(idx, xb, with_ids=True)
         settings = [IVFSearchParams(nprobe=p, rerank=r, ef_search=max(32, 2 * p))
                     for p in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128) for r in (16, 32, 48, 64, 100, 200, 300, 500)]
         settings.sort(key=lambda s: (s.nprobe * (n / nlist) / 32 + s.rerank * d / 64))  # rough cost order
@@ -301,41 +371,54 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--name", default=None, help="result file name (default ann-<data>-<n>)")
+    ap.add_argument("--data-dir", type=Path, default=None,
+                    help="keep the synthetic base vectors in a .npy file here, memory-mapped (reused across runs)")
+    ap.add_argument("--share-centroids", action="store_true",
+                    help="FAISS IVF-PQ reuses vidsearch's k-means centroids instead of training its own "
+                    "(saves ~30 min of k-means at 10M; its build_s then excludes k-means)")
+    ap.add_argument("--exact-latency", type=int, default=0, metavar="Q",
+                    help="also time Q single exact queries by a chunked scan of the base (for sizes too big "
+                    "for an in-RAM flat index)")
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                    help="before measuring each method, wait up to S seconds for other work on the machine to end")
     args = ap.parse_args()
     import faiss
 
     k = 10
     if args.data == "synthetic":
-        xb, xq = synthetic(args.n, args.queries, args.dim, args.seed)
+        xb, xq = synthetic(args.n, args.queries, args.dim, args.seed, args.data_dir)
     else:
         xb, xq = real_features(args.data, args.n, args.queries, args.seed)
     n, d = xb.shape
     common.log(f"data {args.data}: n={n} d={d} queries={len(xq)}")
     faiss.omp_set_num_threads(2)
-    exact = faiss.IndexFlatIP(d)
-    exact.add(xb)
-    gt = exact.search(xq, k)[1]
-    del exact
+    gt = exact_knn(xq, xb, k)
     names = args.methods.split(",")
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="ann-bench-") as tmp:
-        built = build_methods(names, xb, args.seed, Path(tmp))
-        common.log("measuring")
-        for m in built:
+    quiet: dict[str, Any] = {}
+    exact_single: dict[str, Any] = {}
+    if args.exact_latency:
+        faiss.omp_set_num_threads(1)
+        lat = [common.time_call(lambda i=i: exact_knn(xq[i : i + 1], xb, k))[0] for i in range(args.exact_latency + 1)][1:]
+        faiss.omp_set_num_threads(2)
+        exact_single = {"queries": args.exact_latency, **common.summarize_ms(lat),
+                        "how": "chunked faiss.knn over the memory-mapped base, 1 thread, page cache warm"}
+        common.log(f"exact single-query scan: {exact_single}")
+    with tempfile.TemporaryDirectory(prefix="ann-bench-", dir=args.data_dir) as tmp:
+        for m in build_methods(names, xb, args.seed, Path(tmp), share=args.share_centroids):
+            if args.wait_quiet:
+                quiet[m.name] = common.wait_for_quiet(args.wait_quiet)
             results[m.name] = measure(m, xq, gt, k, n, args.single)
             r = results[m.name]
             common.log(f"  {m.name}: recall10 {r['recall10']} p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms "
                        f"qps {r['qps']} RAM {r['ram_bytes_per_vector']} B/vec build {r['build_s']} s [{r['setting']}]")
             del m
-        del built
         scaling = []
         if args.scaling:
             sizes = [s for s in (1_000, 10_000, 100_000, 1_000_000, 10_000_000) if s <= n]
             for size in sizes:
                 sub = xb[:size]
-                ex = faiss.IndexFlatIP(d)
-                ex.add(sub)
-                g = ex.search(xq[:200], k)[1]
+                g = exact_knn(xq[:200], sub, k)
                 row: dict[str, Any] = {"n": size}
                 wanted = ["faiss_flat", "vidsearch"] if size >= 10_000 else ["faiss_flat"]
                 reuse = [w for w in wanted if size == n and w in results]  # the full-size run measured these already
@@ -350,8 +433,11 @@ def main() -> None:
             for name, r in results.items()]
     common.log(common.table(["method", "recall@10", "p50 ms", "p99 ms", "QPS", "RAM B/vec", "build s", "setting"], rows))
     payload = {"n": n, "dim": d, "methods": results, "scaling": scaling, "failed": failed,
+               "exact_single_query": exact_single, "quiet_before_measure": quiet,
                **common.header("ann", {"n": n, "dim": d, "queries": len(xq), "data": args.data, "seed": args.seed,
-                                       "k": k, "target_recall10": TARGET, "methods": names})}
+                                       "k": k, "target_recall10": TARGET, "methods": names,
+                                       "base_memory_mapped": args.data_dir is not None,
+                                       "share_centroids": args.share_centroids})}
     common.emit(args.name or f"ann-{args.data}-{n}", payload, args.json)
 
 
