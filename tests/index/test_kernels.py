@@ -52,3 +52,20 @@ def test_batch_gather_dot_matches_numpy() -> None:
     got = gather_dot_f16_batch(rows, ids, q)
     assert got.shape == (7, 11) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_parallel_batch_gather_dot_matches_numpy_on_a_memory_map(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from vidsearch.index import kernels
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((500, 40)).astype(np.float16)
+    mm = np.lib.format.open_memmap(tmp_path / "v.npy", mode="w+", dtype=np.float16, shape=x.shape)
+    mm[:] = x
+    n_q = kernels.PARALLEL_MIN_QUERIES + 5
+    ids = rng.integers(0, 500, (n_q, 13))
+    q = rng.standard_normal((n_q, 40)).astype(np.float32)
+    want = np.einsum("qrd,qd->qr", x[ids].astype(np.float64), q.astype(np.float64))
+    serial = kernels.gather_dot_f16_batch(np.load(tmp_path / "v.npy", mmap_mode="r"), ids, q, threads=1)
+    par = kernels.gather_dot_f16_batch(np.load(tmp_path / "v.npy", mmap_mode="r"), ids, q, threads=2)
+    np.testing.assert_allclose(par, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(par, serial)  # same kernel per row: bit-identical

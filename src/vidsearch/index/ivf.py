@@ -52,12 +52,12 @@ class MemmapStore:
     def get(self, ids: NDArray[np.int64]) -> NDArray[np.float32]:
         return np.asarray(self.array[ids], dtype=np.float32)
 
-    def dot_batch(self, ids: NDArray[np.int64], queries: NDArray[np.float32]) -> NDArray[np.float32]:
+    def dot_batch(self, ids: NDArray[np.int64], queries: NDArray[np.float32], threads: int = 1) -> NDArray[np.float32]:
         """(Q, R) ids, (Q, d) queries -> (Q, R) ``get(ids[i]) @ queries[i]``."""
         if self.array.dtype == np.float16:
             from vidsearch.index.kernels import gather_dot_f16_batch
 
-            return gather_dot_f16_batch(np.asarray(self.array), ids, queries)
+            return gather_dot_f16_batch(np.asarray(self.array), ids, queries, threads=threads)
         return np.einsum("qrd,qd->qr", np.asarray(self.array[ids.ravel()], dtype=np.float32).reshape(*ids.shape, -1), queries)
 
 
@@ -290,7 +290,10 @@ class IVFPQIndex:
         safe = np.where(valid, cand, cand.max(initial=0))
         dot_batch = getattr(self.store, "dot_batch", None)
         if dot_batch is not None:  # float16 rows: the numba kernel, no float32 copy (index/kernels.py)
-            scores = dot_batch(safe, q)
+            import faiss
+
+            # a large batch uses the threads FAISS may use (kernels.PARALLEL_MIN_QUERIES decides what is large)
+            scores = dot_batch(safe, q, threads=faiss.omp_get_max_threads())
         else:
             vectors = self.store.get(safe.ravel()).reshape(*cand.shape, self.dim)
             scores = np.einsum("qrd,qd->qr", vectors, q)

@@ -16,9 +16,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 try:
-    from numba import njit
+    from numba import njit, prange
 except ImportError:  # pragma: no cover - numba is a dependency; keep numpy working without it
     njit = None
+
+# From this many queries on, a batch re-rank runs on every thread (gather and dot per query in
+# parallel); below it one thread, since waking a thread team costs more than a few queries' work.
+PARALLEL_MIN_QUERIES = 32
 
 
 def _gather_dot_py(rows: NDArray[np.uint16], ids: NDArray[np.int64], q: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -66,10 +70,36 @@ if njit is not None:
         return out
 
 
-def gather_dot_f16_batch(rows: NDArray[np.float16], ids: NDArray[np.int64], queries: NDArray[np.float32]) -> NDArray[np.float32]:
-    """(Q, R) ``ids`` (all valid) -> (Q, R) float32 ``rows[ids[i]] @ queries[i]``."""
+    @njit(cache=True, fastmath=True, nogil=True, parallel=True)
+    def _gather_rows_dot_parallel(rows, ids, queries):  # type: ignore[no-untyped-def]
+        """(N, d) uint16 half bits (e.g. a memory map), (Q, R) ids, (Q, d) float32 -> (Q, R): each
+        query gathers its own rows into a small block and scores it, queries spread over threads."""
+        n_q, per_query = ids.shape
+        d = rows.shape[1]
+        out = np.empty((n_q, per_query), np.float32)
+        for i in prange(n_q):
+            block = np.empty((per_query, d), np.uint16)
+            for j in range(per_query):
+                block[j] = rows[ids[i, j]]
+            out[i] = _half_rows_dot(block, queries[i])
+        return out
+
+
+def gather_dot_f16_batch(rows: NDArray[np.float16], ids: NDArray[np.int64], queries: NDArray[np.float32],
+                         threads: int = 1) -> NDArray[np.float32]:
+    """(Q, R) ``ids`` (all valid) -> (Q, R) float32 ``rows[ids[i]] @ queries[i]``; with ``threads`` > 1
+    and at least ``PARALLEL_MIN_QUERIES`` queries the queries are spread over that many threads."""
     ids = np.asarray(ids, dtype=np.int64)
     q = np.ascontiguousarray(queries, dtype=np.float32)
+    if njit is not None and threads > 1 and len(q) >= PARALLEL_MIN_QUERIES:
+        import numba
+
+        before = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            return _gather_rows_dot_parallel(np.asarray(rows).view(np.uint16), np.ascontiguousarray(ids), q)
+        finally:
+            numba.set_num_threads(before)
     # numpy's take copies whole rows (memcpy, which overlaps the cache misses of scattered rows);
     # the conversion then runs on a small, cache-hot block
     block = rows.view(np.uint16).take(ids.ravel(), axis=0)
