@@ -23,7 +23,8 @@ import numpy as np
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
+# VIDSEARCH_BENCH_RESULTS sends result files elsewhere (the tests run benchmarks at toy sizes)
+RESULTS_DIR = Path(os.environ.get("VIDSEARCH_BENCH_RESULTS") or BENCH_DIR / "results")
 
 PACKAGES = (
     "vidsearch", "numpy", "av", "pillow", "onnxruntime", "onnx", "faiss-cpu", "torch",
@@ -147,7 +148,7 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
 def emit(name: str, payload: dict[str, Any], as_json: bool) -> None:
     """Save the result file; with ``--json`` also print the object to stdout."""
     path = write_result(name, payload)
-    log(f"wrote {path.relative_to(REPO_DIR)}")
+    log(f"wrote {path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path}")
     if as_json:
         json.dump(_jsonable(payload), sys.stdout, indent=2)
         sys.stdout.write("\n")

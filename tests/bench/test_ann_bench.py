@@ -1,0 +1,45 @@
+"""bench/ann.py's --json contract (outside checks read it): one JSON object with n, dim and per-method
+figures, peers at their cheapest setting reaching recall@10 >= 0.98, on a toy synthetic size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_ann_bench_json_contract_and_memory_mapped_base(tmp_path: Path) -> None:
+    env = {**os.environ, "VIDSEARCH_BENCH_RESULTS": str(tmp_path / "results")}
+    cmd = [sys.executable, str(REPO / "bench" / "ann.py"), "--n", "4000", "--queries", "100", "--single", "30",
+           "--methods", "vidsearch,faiss_ivfpq_refine,faiss_hnswflat", "--data-dir", str(tmp_path / "data"),
+           "--share-centroids", "--json"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=True)
+    result = json.loads(out.stdout)
+    assert (result["n"], result["dim"]) == (4000, 256)
+    assert set(result["methods"]) == {"vidsearch", "faiss_ivfpq_refine", "faiss_hnswflat"}
+    for name, m in result["methods"].items():
+        for key in ("recall10", "p50_ms", "p99_ms", "qps", "ram_bytes_per_vector", "build_s"):
+            assert isinstance(m[key], float | int), (name, key)
+        assert m["reached_target"] and m["recall10"] >= 0.98, (name, m["sweep"])
+        # the chosen setting is the first of the sweep to reach the target: the cheapest one
+        assert [e["recall10"] >= 0.98 for e in m["sweep"]].index(True) == len(m["sweep"]) - 1
+        assert m["p50_ms"] <= m["p99_ms"]
+    assert result["config"]["base_memory_mapped"] is True
+    assert (tmp_path / "results" / "ann-synthetic-4000.json").exists()
+    # the base vectors were kept on disk and match the in-memory generator exactly
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import ann
+
+        base = np.load(tmp_path / "data" / "synthetic-4000-100-256-0.npy", mmap_mode="r")
+        xb, xq = ann.synthetic(4000, 100, 256, 0)
+        np.testing.assert_array_equal(base, xb)
+        np.testing.assert_array_equal(np.load(tmp_path / "data" / "synthetic-4000-100-256-0-queries.npy"), xq)
+    finally:
+        sys.path.remove(str(REPO / "bench"))
