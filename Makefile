@@ -47,6 +47,8 @@ bench: install
 # Every benchmark behind docs/RESULTS.md (hours on 2 cores; each writes bench/results/*.json).
 # where the 10M x 256 float32 ANN base (10 GB) is kept, memory-mapped, between runs
 ANN_DATA ?= /var/tmp/vidsearch-ann
+# the rendered near-duplicate benchmark (queries and distractors), shared by eval and bench/segments.py
+ND_DATA ?= /var/tmp/vidsearch-neardup
 bench-all: bench
 	$(BIN)/python bench/accuracy.py --json
 	$(BIN)/python bench/align.py --json
@@ -57,7 +59,8 @@ bench-all: bench
 	$(BIN)/python bench/ann.py --data sscd --n 100000 --methods faiss_flat,vidsearch,faiss_ivfpq_refine,hnswlib,faiss_hnswflat,faiss_hnswpq,vidsearch_opq
 	$(BIN)/python bench/ann.py --data effnet --n 100000 --methods faiss_flat,vidsearch,faiss_ivfpq_refine,hnswlib,faiss_hnswflat,faiss_hnswpq,vidsearch_opq
 	$(BIN)/python bench/ann.py --n 10000000 --data-dir $(ANN_DATA) --methods vidsearch,faiss_ivfpq_refine --share-centroids --exact-latency 10 --wait-quiet 1800
-	$(BIN)/vidsearch eval neardup --size full --out bench/results/eval-neardup-full
+	$(BIN)/vidsearch eval neardup --size full --data $(ND_DATA) --out bench/results/eval-neardup-full
+	$(BIN)/python bench/segments.py --data $(ND_DATA)
 	$(BIN)/python bench/plots.py
 
 clean:

@@ -8,6 +8,7 @@
 2. ``ann-scaling.png``: p50 latency against collection size, exact scan beside our index, the 10M
    run added when its result file exists.
 3. ``compress-rerank.png``: recall@10 against re-rank depth for PQ / OPQ / learned PQ at equal bytes.
+4. ``segments-map.png``: segment-level near-duplicate mAP against bytes per vector (bench/segments.py).
 """
 
 from __future__ import annotations
@@ -113,6 +114,34 @@ def plot_compress(doc: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_segments(doc: dict[str, Any], path: Path) -> None:
+    import re
+
+    plt = _plt()
+    res = doc["results"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    by_method: dict[str, list[tuple[int, float]]] = {}
+    for name, r in res.items():
+        m = re.fullmatch(r"([a-z_]+?)(\d+)", name)
+        if m:
+            by_method.setdefault(m.group(1), []).append((int(m.group(2)), r["mAP_segments"]))
+    for method, pts in by_method.items():
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+    if "exact" in res:
+        ax.axhline(res["exact"]["mAP_segments"], color="grey", linestyle=":", label="exact (float32, 2048 B)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bytes per vector (codes only, no re-rank)")
+    ax.set_ylabel("segment-level near-duplicate mAP")
+    ax.set_title(f"{doc['query_segments']:,} query segments vs {doc['reference_segments']:,} reference segments (SSCD)",
+                 fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     written = []
@@ -136,6 +165,11 @@ def main() -> None:
     if comp:
         target = OUT / "compress-rerank.png"
         plot_compress(comp, target)
+        written.append(target)
+    seg = _load(common.RESULTS_DIR / "segments.json")
+    if seg:
+        target = OUT / "segments-map.png"
+        plot_segments(seg, target)
         written.append(target)
     for w in written:
         common.log(f"wrote {w.relative_to(common.REPO_DIR) if w.is_relative_to(common.REPO_DIR) else w}")
