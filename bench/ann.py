@@ -95,44 +95,81 @@ def _chunks(n: int, step: int = 500_000):  # type: ignore[no-untyped-def]
         yield s, min(n, s + step)
 
 
-def real_features(kind: str, n: int, nq: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Frame features of the real sample footage and augmented copies (crops, flips, noise, colour)."""
+def real_features(kind: str, n: int, nq: int, seed: int = 0, data_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Frame features of the real sample footage and augmented copies (crops, flips, noise, colour).
+
+    Without ``data_dir``: one random stream, as the 100K result files were made. With it: the vectors
+    are made in blocks of ``BLOCK`` (block b drawn from its own seed (seed, b)), each saved to
+    ``data_dir`` as it is done, so encoding 1M frames (hours here) can be stopped and resumed; the
+    base is returned memory-mapped."""
     from vidsearch.decode import iter_frames
     from vidsearch.encode import load_encoder
     from vidsearch.evaluate import samples
 
     enc = load_encoder({"sscd": "sscd-distilled", "effnet": "effnet-lite0"}[kind])
-    rng = np.random.default_rng(seed)
-    frames = []
+    frames_list = []
     for p in samples.reference_footage() + samples.iscc_videos()[:3]:
-        frames += [f.image for f in iter_frames(p, (256, 256), fps=4.0)]
-    frames = np.stack(frames)
+        frames_list += [f.image for f in iter_frames(p, (256, 256), fps=4.0)]
+    frames = np.stack(frames_list)
     w, h = enc.input_size
-    vecs = []
-    total = 0
     from PIL import Image
 
-    while total < n + nq:
-        idx = rng.integers(0, len(frames), 256)
-        batch = []
-        for i in idx:
-            img = frames[i]
-            c = rng.uniform(0.6, 1.0)
-            ch, cw = int(256 * c), int(256 * c)
-            y0, x0 = rng.integers(0, 256 - ch + 1), rng.integers(0, 256 - cw + 1)
-            img = img[y0 : y0 + ch, x0 : x0 + cw]
-            if rng.random() < 0.5:
-                img = img[:, ::-1]
-            img = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((w, h)), np.float32)
-            img = img * rng.uniform(0.7, 1.3) + rng.uniform(-30, 30) + rng.normal(0, rng.uniform(0, 12), img.shape)
-            batch.append(np.clip(img, 0, 255).astype(np.uint8))
-        vecs.append(enc.encode(np.stack(batch)))
-        total += len(batch)
-        common.log(f"  real features: {total}/{n + nq}")
-    x = np.concatenate(vecs)[: n + nq]
-    perm = rng.permutation(len(x))
-    x = x[perm]
-    return np.ascontiguousarray(x[:n]), np.ascontiguousarray(x[n:])
+    def draw(rng: np.random.Generator, count: int) -> np.ndarray:
+        vecs = []
+        total = 0
+        while total < count:
+            idx = rng.integers(0, len(frames), 256)
+            batch = []
+            for i in idx:
+                img = frames[i]
+                c = rng.uniform(0.6, 1.0)
+                ch, cw = int(256 * c), int(256 * c)
+                y0, x0 = rng.integers(0, 256 - ch + 1), rng.integers(0, 256 - cw + 1)
+                img = img[y0 : y0 + ch, x0 : x0 + cw]
+                if rng.random() < 0.5:
+                    img = img[:, ::-1]
+                img = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((w, h)), np.float32)
+                img = img * rng.uniform(0.7, 1.3) + rng.uniform(-30, 30) + rng.normal(0, rng.uniform(0, 12), img.shape)
+                batch.append(np.clip(img, 0, 255).astype(np.uint8))
+            vecs.append(enc.encode(np.stack(batch)))
+            total += len(batch)
+            if len(vecs) % 20 == 0:
+                common.log(f"  real features: {total}/{count}")
+        return np.concatenate(vecs)[:count]
+
+    if data_dir is None:
+        rng = np.random.default_rng(seed)
+        x = draw(rng, n + nq)
+        common.log(f"  real features: {n + nq}")
+        x = x[rng.permutation(len(x))]
+        return np.ascontiguousarray(x[:n]), np.ascontiguousarray(x[n:])
+    folder = data_dir / f"real-{kind}-seed{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    # the queries are the first block (held out), the base the next ones: a larger n reuses a smaller run's blocks
+    blocks = [("queries", nq)] + [(f"base-{b:05d}", min(BLOCK, n - b * BLOCK)) for b in range(-(-n // BLOCK))]
+    for b, (name, count) in enumerate(blocks):
+        path = folder / f"{name}-{count}.npy"
+        if path.exists():
+            continue
+        x = draw(np.random.default_rng([seed, b]), count)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, x)
+        os.replace(tmp, path)
+        common.log(f"  real features: block {b}/{len(blocks) - 1} saved")
+    base_path = folder / f"base-{n}.npy"
+    if not base_path.exists():
+        tmp = base_path.with_suffix(".tmp.npy")
+        first = np.load(folder / f"{blocks[1][0]}-{blocks[1][1]}.npy")
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, first.shape[1]))
+        for b, (name, count) in enumerate(blocks[1:]):
+            mm[b * BLOCK : b * BLOCK + count] = np.load(folder / f"{name}-{count}.npy")
+        mm.flush()
+        del mm
+        os.replace(tmp, base_path)
+    return np.load(base_path, mmap_mode="r"), np.load(folder / f"queries-{nq}.npy")
+
+
+BLOCK = 10_000  # vectors per saved block of real features (about 2-3 min of encoding here)
 
 
 # ----------------------------------------------------------------------------- methods
@@ -372,7 +409,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--name", default=None, help="result file name (default ann-<data>-<n>)")
     ap.add_argument("--data-dir", type=Path, default=None,
-                    help="keep the synthetic base vectors in a .npy file here, memory-mapped (reused across runs)")
+                    help="keep the base vectors in .npy files here, memory-mapped and reused across runs (real "
+                    "features: saved block by block, so a long encoding can be resumed)")
     ap.add_argument("--share-centroids", action="store_true",
                     help="FAISS IVF-PQ reuses vidsearch's k-means centroids instead of training its own "
                     "(saves ~30 min of k-means at 10M; its build_s then excludes k-means)")
@@ -388,7 +426,7 @@ def main() -> None:
     if args.data == "synthetic":
         xb, xq = synthetic(args.n, args.queries, args.dim, args.seed, args.data_dir)
     else:
-        xb, xq = real_features(args.data, args.n, args.queries, args.seed)
+        xb, xq = real_features(args.data, args.n, args.queries, args.seed, args.data_dir)
     n, d = xb.shape
     common.log(f"data {args.data}: n={n} d={d} queries={len(xq)}")
     faiss.omp_set_num_threads(2)
