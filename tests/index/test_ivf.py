@@ -101,6 +101,34 @@ def test_incremental_add_without_retraining(data):
     assert (hits.ids[:, 0] == np.arange(9990, 10_000)).all()
 
 
+@pytest.mark.parametrize("quantizer", ["pq", "opq"])
+def test_bulk_add_assigns_like_the_graph_and_stores_the_same_codes(quantizer, monkeypatch):
+    """A large add goes through exact BLAS assignment (``_add_bulk``), a small one through the HNSW
+    graph over the centroids: with a graph that finds the nearest centroid, both store the same
+    codes in the same lists, so searches return the same ids; the count behind an OPQ transform too."""
+    from vidsearch.index import ivf as ivf_mod
+
+    x = clustered(6_000, seed=3)
+    trained = IVFPQIndex(64, IVFPQConfig(pq_m=16, quantizer=quantizer, nlist=64))
+    trained.train(x[:3_000])
+    path = _saved(trained)
+    bulk, graph = IVFPQIndex.load(path), IVFPQIndex.load(path)
+    calls = []
+    monkeypatch.setattr(ivf_mod, "BULK_ADD_MIN", 1_000)
+    real = IVFPQIndex._add_bulk
+    monkeypatch.setattr(IVFPQIndex, "_add_bulk", lambda self, ids, v: (calls.append(len(v)), real(self, ids, v)))
+    bulk.add(np.arange(6_000), x)  # one bulk add
+    for a in range(0, 6_000, 500):  # below the bulk size: the graph path
+        graph.add(np.arange(a, a + 500), x[a : a + 500])
+    assert calls == [6_000]
+    assert len(bulk) == len(graph) == 6_000 and int(bulk._index.ntotal) == 6_000
+    sizes = [[idx._ivf.invlists.list_size(i) for i in range(64)] for idx in (bulk, graph)]
+    assert sizes[0] == sizes[1]
+    q = x[:100] + 0.01
+    p = IVFSearchParams(nprobe=8, rerank=0)
+    np.testing.assert_array_equal(bulk.search(q, 10, p).ids, graph.search(q, 10, p).ids)
+
+
 def test_save_load_roundtrip_and_fuzz(data, tmp_path):
     xb, xq = data
     idx = build(xb)
