@@ -218,9 +218,29 @@ def learned_params(n_base: int, torch_threads: int, neighbour_loss: bool) -> dic
     return {**LEARNED, "epochs": epochs, "n_threads": torch_threads, **({} if neighbour_loss else {"lambda_nbr": 0.0})}
 
 
-def run_dataset(name: str, xb: np.ndarray, xq: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+def fit_quantizers(xb: np.ndarray, M: int, methods: list[str], torch_threads: int):  # type: ignore[no-untyped-def]
+    """Yield ``(method, fitted model, train seconds, extra fields)`` for each of ``methods`` at M bytes;
+    the learned ones start from the OPQ (fitted once) and their time includes it."""
     from vidsearch.compress import OPQ, LearnedPQ, ProductQuantizer
 
+    opq: Any = None
+    opq_s = 0.0
+    for method in methods:
+        extra: dict[str, Any] = {}
+        if method == "pq":
+            train_s, model = C.time_call(lambda: ProductQuantizer(M).fit(xb))
+        elif method == "opq" or opq is None:
+            opq_s, opq = C.time_call(lambda: OPQ(M).fit(xb))
+            train_s, model = opq_s, opq
+        if method in ("learned", "learned_rec"):
+            params = learned_params(len(xb), torch_threads, method == "learned")
+            own_s, model = C.time_call(lambda: LearnedPQ(M, **params).fit(xb, init=opq))
+            train_s = opq_s + own_s  # the OPQ it starts from is part of its training
+            extra = {"train_seconds_without_opq": own_s, "params": params, "history": model.history_}
+        yield method, model, train_s, extra
+
+
+def run_dataset(name: str, xb: np.ndarray, xq: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     gt_d, gt_i = exact_knn(xb, xq, K)
     out: dict[str, Any] = {"n_base": len(xb), "n_query": len(xq), "dim": xb.shape[1], "sizes": {}}
     for nbytes in args.bytes:
@@ -229,20 +249,7 @@ def run_dataset(name: str, xb: np.ndarray, xq: np.ndarray, args: argparse.Namesp
             C.log(f"[compress] {name}: skipping {nbytes} bytes, {xb.shape[1]} is not divisible by M={M}")
             continue
         res: dict[str, Any] = {}
-        opq: Any = None
-        opq_s = 0.0
-        for method in args.methods:
-            extra: dict[str, Any] = {}
-            if method == "pq":
-                train_s, model = C.time_call(lambda: ProductQuantizer(M).fit(xb))
-            elif method == "opq" or opq is None:
-                opq_s, opq = C.time_call(lambda: OPQ(M).fit(xb))
-                train_s, model = opq_s, opq
-            if method in ("learned", "learned_rec"):
-                params = learned_params(len(xb), args.torch_threads, method == "learned")
-                own_s, model = C.time_call(lambda: LearnedPQ(M, **params).fit(xb, init=opq))
-                train_s = opq_s + own_s  # the OPQ it starts from is part of its training
-                extra = {"train_seconds_without_opq": own_s, "params": params, "history": model.history_}
+        for method, model, train_s, extra in fit_quantizers(xb, M, args.methods, args.torch_threads):
             entry = {"train_seconds": train_s, "reconstruction_mse": model.reconstruction_error(xb),
                      "code_bytes": model.code_size, **evaluate(model.to_faiss(), xb, xq, gt_d, gt_i), **extra}
             res[method] = entry

@@ -41,6 +41,16 @@ def _plt():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _finish(fig, ax, path: Path, legend: int | None = 8) -> None:  # type: ignore[no-untyped-def]
+    """Grid, legend, layout; write the PNG and free the figure."""
+    ax.grid(True, which="both", alpha=0.3)
+    if legend:
+        ax.legend(fontsize=legend)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+
+
 def plot_tradeoff(doc: dict[str, Any], path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -58,10 +68,7 @@ def plot_tradeoff(doc: dict[str, Any], path: Path) -> None:
     cfg = doc.get("config", {})
     ax.set_title(f"{cfg.get('data', '?')} n={doc['n']:,} d={doc['dim']}: cheapest setting with recall@10 >= 0.98",
                  fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path, legend=None)
 
 
 def plot_scaling(doc: dict[str, Any], extra: list[dict[str, Any]], path: Path) -> None:
@@ -83,11 +90,7 @@ def plot_scaling(doc: dict[str, Any], extra: list[dict[str, Any]], path: Path) -
     ax.set_xlabel("vectors in the collection (256-d synthetic)")
     ax.set_ylabel("single-query p50 latency, ms")
     ax.set_title("latency vs collection size (vidsearch at recall@10 >= 0.98)", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path)
 
 
 def plot_compress(doc: dict[str, Any], path: Path) -> None:
@@ -135,11 +138,7 @@ def plot_segments(doc: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("segment-level near-duplicate mAP")
     ax.set_title(f"{doc['query_segments']:,} query segments vs {doc['reference_segments']:,} reference segments (SSCD)",
                  fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path)
 
 
 def main() -> None:

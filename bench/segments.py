@@ -35,7 +35,7 @@ from typing import Any
 import _common as C
 import numpy as np
 
-from compress import learned_params
+from compress import fit_quantizers
 
 FPS, WINDOW, STRIDE, ENCODER = 4.0, 1.0, 0.25, "sscd"
 IOU_MIN = 0.3
@@ -132,8 +132,6 @@ def main() -> None:
     args = ap.parse_args()
     import faiss
 
-    from vidsearch.compress import OPQ, LearnedPQ, ProductQuantizer
-
     faiss.omp_set_num_threads(1)
     d = encode_all(args.data)
     xb, xq_all = d["ref_vecs"], d["q_vecs"]
@@ -156,20 +154,8 @@ def main() -> None:
     results: dict[str, Any] = {"exact": summarise(np.argsort(-(xq @ xb.T), axis=1, kind="stable"))}
     C.log(f"exact: {results['exact']['mAP_segments']:.4f}")
     for nbytes in [int(b) for b in args.bytes.split(",")]:
-        opq: Any = None
-        opq_s = 0.0
-        for method in args.methods.split(","):
-            extra: dict[str, Any] = {}
-            if method == "pq":
-                train_s, model = C.time_call(lambda: ProductQuantizer(nbytes).fit(xb))
-            elif method == "opq" or opq is None:
-                opq_s, opq = C.time_call(lambda: OPQ(nbytes).fit(xb))
-                train_s, model = opq_s, opq
-            if method == "learned":
-                params = learned_params(len(xb), args.torch_threads, True)
-                own_s, model = C.time_call(lambda: LearnedPQ(nbytes, **params).fit(xb, init=opq))
-                train_s = opq_s + own_s
-                extra = {"params": params}
+        for method, model, train_s, extra in fit_quantizers(xb, nbytes, args.methods.split(","), args.torch_threads):
+            extra.pop("history", None)
             index = model.to_faiss()
             index.add(xb)
             t = time.perf_counter()
