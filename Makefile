@@ -61,6 +61,7 @@ bench-all: bench
 	$(BIN)/python bench/ann.py --n 10000000 --data-dir $(ANN_DATA) --methods vidsearch,faiss_ivfpq_refine --share-centroids --exact-latency 10 --wait-quiet 1800
 	$(BIN)/vidsearch eval neardup --size full --data $(ND_DATA) --out bench/results/eval-neardup-full
 	$(BIN)/python bench/segments.py --data $(ND_DATA)
+	$(BIN)/python bench/centroid_graph.py
 	$(BIN)/python bench/plots.py
 
 clean:

@@ -367,6 +367,6 @@ class IVFPQIndex:
         obj = cls(meta["dim"], IVFPQConfig(**meta["config"]), store)
         obj.params = IVFSearchParams(**meta["params"])
         obj._index = index
-        obj._ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # the concrete IVF type (bulk add checks it)
+        obj._ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # the concrete IVF type, as train() leaves it
         obj._tombstones = set(meta["tombstones"])
         return obj
