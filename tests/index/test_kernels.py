@@ -69,3 +69,22 @@ def test_parallel_batch_gather_dot_matches_numpy_on_a_memory_map(tmp_path) -> No
     par = kernels.gather_dot_f16_batch(np.load(tmp_path / "v.npy", mmap_mode="r"), ids, q, threads=2)
     np.testing.assert_allclose(par, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(par, serial)  # same kernel per row: bit-identical
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-3, 3e4, 1e6, 1e30])
+def test_queries_of_any_magnitude_score_like_numpy(scale: float) -> None:
+    # the kernel carries a 2**112 factor in the query; large queries must not overflow, tiny ones not flush
+    rng = np.random.default_rng(7)
+    rows = rng.standard_normal((50, 32)).astype(np.float16)
+    q = (rng.standard_normal(32) * scale).astype(np.float32)
+    ids = np.arange(50)
+    want = rows.astype(np.float64) @ q.astype(np.float64)
+    got = gather_dot_f16(rows, ids, q)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_nan_and_negative_inf_rows_stay_non_finite() -> None:
+    rows = np.array([[np.nan, 1.0], [-np.inf, 1.0], [1.0, 2.0]], np.float16)
+    got = gather_dot_f16(rows, np.array([0, 1, 2]), np.array([1.0, 1.0], np.float32))
+    assert np.isnan(got[0]) and got[1] == -np.inf and got[2] == 3.0
