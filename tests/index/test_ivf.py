@@ -101,20 +101,22 @@ def test_incremental_add_without_retraining(data):
     assert (hits.ids[:, 0] == np.arange(9990, 10_000)).all()
 
 
-def test_vectors_are_filed_where_the_graph_search_finds_them():
-    """Every vector sits in the list the HNSW graph over the centroids returns for it: searches walk
-    that graph, so a list it cannot reach (an exact assignment may pick one) would lose its vectors."""
+def test_vectors_are_filed_where_the_graph_search_finds_them_and_every_centroid_is_reachable():
+    """Every vector sits in the list the HNSW graph over the centroids returns for it (searches walk that
+    graph, so a list it cannot reach would lose its vectors), and after connect_graph() every centroid
+    is reachable: a search for a centroid returns that centroid."""
     import faiss
 
-    # 256-d mixture like bench/ann.py's: here the graph misses the exact nearest centroid of ~7 % of the
-    # vectors (some centroids are never reached), so an exact assignment would break this
+    # 256-d mixture like bench/ann.py's: FAISS's graph over these k-means centroids leaves some of them
+    # without any in-link (bench/centroid_graph.py), which connect_graph() repairs at train()
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((300, 256)).astype(np.float32)
     x = centers[rng.integers(0, 300, 30_000)] + rng.standard_normal((30_000, 256)).astype(np.float32) * rng.uniform(
         0.3, 1.0, (30_000, 1)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    idx = IVFPQIndex(256, IVFPQConfig(pq_m=16, nlist=256))
+    idx = IVFPQIndex(256, IVFPQConfig(pq_m=16, nlist=256, coarse="hnsw"))
     idx.train(x)
+    assert idx.graph_links_repaired > 0  # the case this guards against does occur on this data
     idx.add(np.arange(30_000), x)
     ivf = idx._ivf
     stored = np.empty(30_000, np.int64)
@@ -126,9 +128,31 @@ def test_vectors_are_filed_where_the_graph_search_finds_them():
     hp.efSearch = 256
     found = ivf.quantizer.search(x, 1, params=hp)[1][:, 0]
     assert (stored == found).all()
-    exact = faiss.IndexFlatL2(256)
-    exact.add(ivf.quantizer.reconstruct_n(0, ivf.nlist))
-    assert (exact.search(x, 1)[1][:, 0] != found).mean() > 0.01  # the case this guards against does occur here
+    centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+    assert (ivf.quantizer.search(centroids, 1, params=hp)[1][:, 0] == np.arange(ivf.nlist)).all()
+    assert len(np.unique(stored)) == ivf.nlist  # no list left empty by an unreachable centroid
+
+
+def test_coarse_quantizer_is_flat_for_few_lists_and_a_graph_for_many():
+    import faiss
+
+    from vidsearch.index.ivf import FLAT_COARSE_MAX
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((20_000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    kinds = {}
+    for nlist, coarse in ((64, "auto"), (64, "hnsw"), (FLAT_COARSE_MAX * 2, "auto"), (FLAT_COARSE_MAX * 2, "flat")):
+        idx = IVFPQIndex(32, IVFPQConfig(pq_m=8, nlist=nlist, coarse=coarse), MemmapStore(x.astype(np.float16)))
+        idx.train(x[: max(nlist * 4, 5000)])
+        idx.add(np.arange(len(x)), x)
+        kinds[nlist, coarse] = type(faiss.downcast_index(idx._ivf.quantizer)).__name__
+        hits = idx.search(x[:20], 5, IVFSearchParams(nprobe=nlist // 4, ef_search=64, rerank=50))
+        assert (hits.ids[:, 0] == np.arange(20)).all()  # each vector finds itself through either quantizer
+    assert kinds == {(64, "auto"): "IndexFlatL2", (64, "hnsw"): "IndexHNSWFlat",
+                     (FLAT_COARSE_MAX * 2, "auto"): "IndexHNSWFlat", (FLAT_COARSE_MAX * 2, "flat"): "IndexFlatL2"}
+    with pytest.raises(ConfigError):
+        IVFPQConfig(coarse="graph")
 
 
 def test_save_load_roundtrip_and_fuzz(data, tmp_path):
