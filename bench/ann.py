@@ -19,6 +19,7 @@ float16 on disk (memory-mapped), FAISS's IndexRefineFlat keeps float32 in RAM.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -182,6 +183,7 @@ class Method:
     rerank_bytes_per_vector: float = 0.0
     disk_bytes_per_vector: float = 0.0
     build_s: float = 0.0
+    reused_build: bool = False
 
     def search(self, q: np.ndarray, k: int, setting: Any) -> np.ndarray:
         raise NotImplementedError
@@ -207,9 +209,21 @@ class FaissMethod(Method):
 failed: dict[str, str] = {}  # method -> why it could not be built (reported in the result file)
 
 
-def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path, share: bool = False):  # type: ignore[no-untyped-def]
+def _index_code_tag() -> str:
+    """Short hash of the index code: a cached index is reused only while the code that built it is unchanged."""
+    import hashlib
+
+    import vidsearch.index.ivf as ivf_mod
+
+    return hashlib.sha256(Path(ivf_mod.__file__).read_bytes()).hexdigest()[:10]
+
+
+def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path, share: bool = False,  # type: ignore[no-untyped-def]
+                  cache: tuple[Path, str] | None = None):
     """Yield the methods one at a time (built, then measured and dropped by the caller: at 10M two
-    built indexes at once would not fit in RAM beside each other)."""
+    built indexes at once would not fit in RAM beside each other). With ``cache`` (folder, data key)
+    the float16 re-rank vectors and the built vidsearch indexes are kept there and reused by later runs
+    on the same data while the index code is unchanged (a 10M build is over an hour here)."""
     from vidsearch.index.ivf import choose_nlist
 
     n, d = xb.shape
@@ -217,17 +231,22 @@ def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path, sh
     pick = np.sort(np.random.default_rng(seed).permutation(n)[: min(n, max(50 * nlist, 100_000))])
     train = np.ascontiguousarray(xb[pick], dtype=np.float32)
     f16_path = workdir / "vectors.f16"
-    if any(m.startswith("vidsearch") for m in names):
-        mm = np.lib.format.open_memmap(f16_path, mode="w+", dtype=np.float16, shape=(n, d))
+    if cache is not None:
+        cache[0].mkdir(parents=True, exist_ok=True)
+        f16_path = cache[0] / f"{cache[1]}-vectors-f16.npy"
+    if any(m.startswith("vidsearch") for m in names) and not f16_path.exists():
+        tmp_path = f16_path.with_name(f16_path.name + ".tmp.npy")
+        mm = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.float16, shape=(n, d))
         for a, b in _chunks(n):
             mm[a:b] = xb[a:b].astype(np.float16)
         mm.flush()
         del mm
+        os.replace(tmp_path, f16_path)
     shared: dict[str, np.ndarray] = {}  # with share=True: the first IVF's k-means centroids, reused by the others
     for name in names:
         common.log(f"building {name} (n={n}, d={d})")
         try:
-            yield _build_one(name, xb, seed, nlist, train, f16_path, workdir, shared if share else None)
+            yield _build_one(name, xb, seed, nlist, train, f16_path, workdir, shared if share else None, cache)
         except Exception as exc:  # one method failing to build is reported; the others are still measured
             common.log(f"FAILED to build {name}: {type(exc).__name__}: {exc}")
             failed[name] = f"{type(exc).__name__}: {exc}"[:500]
@@ -252,7 +271,7 @@ def _hnsw_params(ef: int):  # type: ignore[no-untyped-def]
 
 
 def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarray, f16_path: Path,
-               workdir: Path, shared: dict[str, np.ndarray] | None = None) -> Method:
+               workdir: Path, shared: dict[str, np.ndarray] | None = None, cache: tuple[Path, str] | None = None) -> Method:
     import faiss
 
     from vidsearch.index.ivf import IVFPQConfig, IVFPQIndex, IVFSearchParams, MemmapStore
@@ -323,12 +342,23 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
         variant = {"vidsearch": ("pq", 32, 8), "vidsearch_fs64": ("pq", 64, 4), "vidsearch_opq": ("opq", 32, 8),
                    "vidsearch_learned": ("learned", 32, 8)}[name]
         store = MemmapStore(np.load(f16_path, mmap_mode="r"))
-        idx = IVFPQIndex(d, IVFPQConfig(quantizer=variant[0], pq_m=variant[1], nlist=nlist, nbits=variant[2]), store)
-        idx.train(train, seed=seed)
+        cached = None if cache is None else cache[0] / f"{cache[1]}-{name}-nlist{nlist}-{_index_code_tag()}.vsi"
+        reused = cached is not None and cached.exists()
+        if reused:
+            idx = IVFPQIndex.load(cached, store)
+            meta = json.loads(cached.with_suffix(".json").read_text())
+            common.log(f"  {name}: reusing {cached} (built in {meta['build_s']} s at {meta['git']})")
+        else:
+            idx = IVFPQIndex(d, IVFPQConfig(quantizer=variant[0], pq_m=variant[1], nlist=nlist, nbits=variant[2]), store)
+            idx.train(train, seed=seed)
+            _add(idx, xb, with_ids=True)
+            meta = {"build_s": round(time.perf_counter() - t0, 2), "git": common.header("ann", {})["git"]}
+            if cached is not None:
+                idx.save(cached)
+                cached.with_suffix(".json").write_text(json.dumps(meta))
         if shared is not None and "centroids" not in shared and variant[0] == "pq":
             q = idx._ivf.quantizer
             shared["centroids"] = q.reconstruct_n(0, q.ntotal)
-        _add(idx, xb, with_ids=True)
         settings = [IVFSearchParams(nprobe=p, rerank=r, ef_search=max(32, 2 * p))
                     for p in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128) for r in (16, 32, 48, 64, 100, 200, 300, 500)]
         settings.sort(key=lambda s: (s.nprobe * (n / nlist) / 32 + s.rerank * d / 64))  # rough cost order
@@ -342,9 +372,10 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
         m.name, m.settings, m.ram_bytes = name, settings, idx.memory_bytes()
         m.rerank_bytes_per_vector = 0.0
         m.disk_bytes_per_vector = 2.0 * d
+        m.reused_build = reused  # build_s is then the build time recorded when the cached index was made
     else:
         raise SystemExit(f"unknown method {name}")
-    m.build_s = time.perf_counter() - t0
+    m.build_s = meta["build_s"] if name.startswith("vidsearch") else time.perf_counter() - t0
     return m
 
 
@@ -389,7 +420,7 @@ def measure(m: Method, xq: np.ndarray, gt: np.ndarray, k: int, n: int, single: i
         "p50_ms": round(float(np.percentile(lat_ms, 50)), 4), "p99_ms": round(float(np.percentile(lat_ms, 99)), 4),
         "qps": round(qps, 1), "ram_bytes_per_vector": round(m.ram_bytes / n, 2),
         "rerank_bytes_per_vector": m.rerank_bytes_per_vector, "disk_bytes_per_vector": m.disk_bytes_per_vector,
-        "build_s": round(m.build_s, 2), "sweep": sweep,
+        "build_s": round(m.build_s, 2), "index_reused_from_cache": m.reused_build, "sweep": sweep,
     }
 
 
@@ -415,6 +446,10 @@ def main() -> None:
     ap.add_argument("--exact-latency", type=int, default=0, metavar="Q",
                     help="also time Q single exact queries by a chunked scan of the base (for sizes too big "
                     "for an in-RAM flat index)")
+    ap.add_argument("--index-cache", action="store_true",
+                    help="with --data-dir: keep the ground truth, float16 vectors and built vidsearch indexes under "
+                    "DATA_DIR/cache and reuse them (a cached index only while src/vidsearch/index/ivf.py is unchanged; "
+                    "its build_s is the one recorded when it was built)")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                     help="before measuring each method, wait up to S seconds for other work on the machine to end")
     args = ap.parse_args()
@@ -428,7 +463,19 @@ def main() -> None:
     n, d = xb.shape
     common.log(f"data {args.data}: n={n} d={d} queries={len(xq)}")
     faiss.omp_set_num_threads(2)
-    gt = exact_knn(xq, xb, k)
+    cache = None
+    if args.index_cache:
+        if args.data_dir is None:
+            raise SystemExit("--index-cache needs --data-dir (the cache lives under it)")
+        cache = (args.data_dir / "cache", f"{args.data}-{n}-{len(xq)}-{d}-seed{args.seed}")
+        cache[0].mkdir(parents=True, exist_ok=True)
+    gt_path = None if cache is None else cache[0] / f"{cache[1]}-gt{k}.npy"
+    if gt_path is not None and gt_path.exists():
+        gt = np.load(gt_path)
+    else:
+        gt = exact_knn(xq, xb, k)
+        if gt_path is not None:
+            np.save(gt_path, gt)
     names = args.methods.split(",")
     results: dict[str, Any] = {}
     quiet: dict[str, Any] = {}
@@ -441,7 +488,7 @@ def main() -> None:
                         "how": "chunked faiss.knn over the memory-mapped base, 1 thread, page cache warm"}
         common.log(f"exact single-query scan: {exact_single}")
     with tempfile.TemporaryDirectory(prefix="ann-bench-", dir=args.data_dir) as tmp:
-        for m in build_methods(names, xb, args.seed, Path(tmp), share=args.share_centroids):
+        for m in build_methods(names, xb, args.seed, Path(tmp), share=args.share_centroids, cache=cache):
             if args.wait_quiet:
                 quiet[m.name] = common.wait_for_quiet(args.wait_quiet)
             results[m.name] = measure(m, xq, gt, k, n, args.single)
@@ -473,7 +520,7 @@ def main() -> None:
                **common.header("ann", {"n": n, "dim": d, "queries": len(xq), "data": args.data, "seed": args.seed,
                                        "k": k, "target_recall10": TARGET, "methods": names,
                                        "base_memory_mapped": args.data_dir is not None,
-                                       "share_centroids": args.share_centroids})}
+                                       "share_centroids": args.share_centroids, "index_cache": args.index_cache})}
     common.emit(args.name or f"ann-{args.data}-{n}", payload, args.json)
 
 

@@ -43,3 +43,15 @@ def test_ann_bench_json_contract_and_memory_mapped_base(tmp_path: Path) -> None:
         np.testing.assert_array_equal(np.load(tmp_path / "data" / "synthetic-4000-100-256-0-queries.npy"), xq)
     finally:
         sys.path.remove(str(REPO / "bench"))
+
+
+def test_index_cache_reuses_the_built_index_with_the_same_results(tmp_path: Path) -> None:
+    env = {**os.environ, "VIDSEARCH_BENCH_RESULTS": str(tmp_path / "results")}
+    cmd = [sys.executable, str(REPO / "bench" / "ann.py"), "--n", "3000", "--queries", "50", "--single", "10",
+           "--methods", "vidsearch", "--data-dir", str(tmp_path / "data"), "--index-cache", "--json"]
+    first, second = (json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
+                                               check=True).stdout)["methods"]["vidsearch"] for _ in range(2))
+    assert first["index_reused_from_cache"] is False and second["index_reused_from_cache"] is True
+    assert second["build_s"] == first["build_s"]  # the recorded build time, not the load time
+    assert (second["recall10"], second["sweep"]) == (first["recall10"], first["sweep"])
+    assert len(list((tmp_path / "data" / "cache").glob("*-vidsearch-*.vsi"))) == 1
