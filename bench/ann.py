@@ -96,13 +96,16 @@ def _chunks(n: int, step: int = 500_000):  # type: ignore[no-untyped-def]
         yield s, min(n, s + step)
 
 
-def real_features(kind: str, n: int, nq: int, seed: int = 0, data_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+def real_features(kind: str, n: int, nq: int, seed: int = 0, data_dir: Path | None = None,
+                  encode_only: str = "") -> tuple[np.ndarray, np.ndarray] | None:
     """Frame features of the real sample footage and augmented copies (crops, flips, noise, colour).
 
     Without ``data_dir``: one random stream, as the 100K result files were made. With it: the vectors
     are made in blocks of ``BLOCK`` (block b drawn from its own seed (seed, b)), each saved to
     ``data_dir`` as it is done, so encoding 1M frames (hours here) can be stopped and resumed; the
-    base is returned memory-mapped."""
+    base is returned memory-mapped. ``encode_only`` ("forward" or "reverse") only makes the missing
+    blocks, in that order, and returns None: the encoder runs on one core, so a second process
+    encoding from the other end halves the wall time."""
     from vidsearch.decode import iter_frames
     from vidsearch.encode import load_encoder
     from vidsearch.evaluate import samples
@@ -148,15 +151,18 @@ def real_features(kind: str, n: int, nq: int, seed: int = 0, data_dir: Path | No
     folder.mkdir(parents=True, exist_ok=True)
     # the queries are the first block (held out), the base the next ones: a larger n reuses a smaller run's blocks
     blocks = [("queries", nq)] + [(f"base-{b:05d}", min(BLOCK, n - b * BLOCK)) for b in range(-(-n // BLOCK))]
-    for b, (name, count) in enumerate(blocks):
+    order = list(enumerate(blocks))
+    for b, (name, count) in (order[::-1] if encode_only == "reverse" else order):
         path = folder / f"{name}-{count}.npy"
         if path.exists():
             continue
         x = draw(np.random.default_rng([seed, b]), count)
-        tmp = path.with_suffix(".tmp.npy")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")  # two encoding processes may meet on a block
         np.save(tmp, x)
         os.replace(tmp, path)
         common.log(f"  real features: block {b}/{len(blocks) - 1} saved")
+    if encode_only:
+        return None
     base_path = folder / f"base-{n}.npy"
     if not base_path.exists():
         tmp = base_path.with_suffix(".tmp.npy")
@@ -450,6 +456,9 @@ def main() -> None:
                     help="with --data-dir: keep the ground truth, float16 vectors and built vidsearch indexes under "
                     "DATA_DIR/cache and reuse them (a cached index only while src/vidsearch/index/ivf.py is unchanged; "
                     "its build_s is the one recorded when it was built)")
+    ap.add_argument("--encode-only", choices=["forward", "reverse"], default="",
+                    help="with --data-dir and real data: only encode the missing feature blocks (in this order) and "
+                    "exit; run one forward and one reverse to use both cores")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                     help="before measuring each method, wait up to S seconds for other work on the machine to end")
     args = ap.parse_args()
@@ -459,7 +468,12 @@ def main() -> None:
     if args.data == "synthetic":
         xb, xq = synthetic(args.n, args.queries, args.dim, args.seed, args.data_dir)
     else:
-        xb, xq = real_features(args.data, args.n, args.queries, args.seed, args.data_dir)
+        if args.encode_only:
+            if args.data_dir is None:
+                raise SystemExit("--encode-only needs --data-dir (the blocks are saved there)")
+            real_features(args.data, args.n, args.queries, args.seed, args.data_dir, encode_only=args.encode_only)
+            return
+        xb, xq = real_features(args.data, args.n, args.queries, args.seed, args.data_dir)  # type: ignore[misc]
     n, d = xb.shape
     common.log(f"data {args.data}: n={n} d={d} queries={len(xq)}")
     faiss.omp_set_num_threads(2)
