@@ -101,19 +101,46 @@ def test_incremental_add_without_retraining(data):
     assert (hits.ids[:, 0] == np.arange(9990, 10_000)).all()
 
 
+def _mixture() -> np.ndarray:
+    """256-d mixture like bench/ann.py's: FAISS's graph over k-means centroids of it leaves some of them
+    without any in-link (bench/centroid_graph.py), which connect_graph() repairs."""
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((300, 256)).astype(np.float32)
+    x = centers[rng.integers(0, 300, 30_000)] + rng.standard_normal((30_000, 256)).astype(np.float32) * rng.uniform(
+        0.3, 1.0, (30_000, 1)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _unreachable(quantizer) -> int:  # type: ignore[no-untyped-def]
+    import faiss
+
+    hp = faiss.SearchParametersHNSW()
+    hp.efSearch = 256
+    c = quantizer.reconstruct_n(0, quantizer.ntotal)
+    return int(np.sum(quantizer.search(c, 1, params=hp)[1][:, 0] != np.arange(quantizer.ntotal)))
+
+
+def test_an_index_saved_with_an_unrepaired_graph_is_repaired_on_load(tmp_path, monkeypatch):
+    import vidsearch.index.ivf as ivf_mod
+
+    x = _mixture()[:20_000]
+    monkeypatch.setattr(ivf_mod, "connect_graph", lambda q: 0)  # as files saved before the repair existed
+    idx = IVFPQIndex(256, IVFPQConfig(pq_m=16, nlist=256, coarse="hnsw"))
+    idx.train(x)
+    assert _unreachable(idx._ivf.quantizer) > 0
+    idx.save(tmp_path / "old.vsi")
+    monkeypatch.undo()
+    back = IVFPQIndex.load(tmp_path / "old.vsi")
+    assert back.graph_links_repaired > 0 and _unreachable(back._ivf.quantizer) == 0
+
+
 def test_vectors_are_filed_where_the_graph_search_finds_them_and_every_centroid_is_reachable():
     """Every vector sits in the list the HNSW graph over the centroids returns for it (searches walk that
     graph, so a list it cannot reach would lose its vectors), and after connect_graph() every centroid
     is reachable: a search for a centroid returns that centroid."""
     import faiss
 
-    # 256-d mixture like bench/ann.py's: FAISS's graph over these k-means centroids leaves some of them
-    # without any in-link (bench/centroid_graph.py), which connect_graph() repairs at train()
-    rng = np.random.default_rng(0)
-    centers = rng.standard_normal((300, 256)).astype(np.float32)
-    x = centers[rng.integers(0, 300, 30_000)] + rng.standard_normal((30_000, 256)).astype(np.float32) * rng.uniform(
-        0.3, 1.0, (30_000, 1)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x = _mixture()
     idx = IVFPQIndex(256, IVFPQConfig(pq_m=16, nlist=256, coarse="hnsw"))
     idx.train(x)
     assert idx.graph_links_repaired > 0  # the case this guards against does occur on this data
@@ -128,8 +155,7 @@ def test_vectors_are_filed_where_the_graph_search_finds_them_and_every_centroid_
     hp.efSearch = 256
     found = ivf.quantizer.search(x, 1, params=hp)[1][:, 0]
     assert (stored == found).all()
-    centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
-    assert (ivf.quantizer.search(centroids, 1, params=hp)[1][:, 0] == np.arange(ivf.nlist)).all()
+    assert _unreachable(ivf.quantizer) == 0
     assert len(np.unique(stored)) == ivf.nlist  # no list left empty by an unreachable centroid
 
 

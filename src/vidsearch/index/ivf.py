@@ -452,5 +452,8 @@ class IVFPQIndex:
         obj.params = IVFSearchParams(**meta["params"])
         obj._index = index
         obj._ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # the concrete IVF type, as train() leaves it
+        quantizer = faiss.downcast_index(obj._ivf.quantizer)
+        if isinstance(quantizer, faiss.IndexHNSW):  # files saved before connect_graph existed: repair on load
+            obj.graph_links_repaired = connect_graph(quantizer)
         obj._tombstones = set(meta["tombstones"])
         return obj
