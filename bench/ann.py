@@ -176,6 +176,7 @@ def real_features(kind: str, n: int, nq: int, seed: int = 0, data_dir: Path | No
     return np.load(base_path, mmap_mode="r"), np.load(folder / f"queries-{nq}.npy")
 
 
+CHECKPOINT = 1_000_000  # vectors added between checkpoints of a cached (--index-cache) vidsearch build
 BLOCK = 10_000  # vectors per saved block of real features (about a minute of sscd-distilled encoding here)
 
 
@@ -258,12 +259,12 @@ def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path, sh
             failed[name] = f"{type(exc).__name__}: {exc}"[:500]
 
 
-def _add(index, xb: np.ndarray, with_ids: bool = False) -> None:  # type: ignore[no-untyped-def]
+def _add(index, xb: np.ndarray, with_ids: bool = False, first_id: int = 0) -> None:  # type: ignore[no-untyped-def]
     """Add a (possibly memory-mapped) base in chunks: one float32 copy of 10M x 256 is 10 GB."""
     for a, b in _chunks(len(xb)):
         x = np.ascontiguousarray(xb[a:b], dtype=np.float32)
         if with_ids:
-            index.add(np.arange(a, b, dtype=np.int64), x)
+            index.add(np.arange(first_id + a, first_id + b, dtype=np.int64), x)
         else:
             index.add(x)
 
@@ -354,14 +355,44 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
             idx = IVFPQIndex.load(cached, store)
             meta = json.loads(cached.with_suffix(".json").read_text())
             common.log(f"  {name}: reusing {cached} (built in {meta['build_s']} s at {meta['git']})")
-        else:
+        elif cached is None:
             idx = IVFPQIndex(d, IVFPQConfig(quantizer=variant[0], pq_m=variant[1], nlist=nlist, nbits=variant[2]), store)
             idx.train(train, seed=seed)
             _add(idx, xb, with_ids=True)
-            meta = {"build_s": round(time.perf_counter() - t0, 2), "git": common.header("ann", {})["git"]}
-            if cached is not None:
-                idx.save(cached)
-                cached.with_suffix(".json").write_text(json.dumps(meta))
+            meta = {"build_s": round(time.perf_counter() - t0, 2)}
+        else:
+            # a cached build is resumable: the trained index is checkpointed, then again every CHECKPOINT
+            # vectors added (a 10M build is ~80 min here, longer than what often runs uninterrupted)
+            partial = cached.with_name(cached.stem + "-partial.vsi")
+            done, before = 0, 0.0
+            if partial.exists():
+                idx = IVFPQIndex.load(partial, store)
+                # the count added comes from the index file itself, so a stale side file cannot make it re-add
+                done = int(idx._index.ntotal)
+                side = partial.with_suffix(".json")
+                before = json.loads(side.read_text())["build_s"] if side.exists() else 0.0
+                common.log(f"  {name}: resuming the build from {partial} ({done} of {n} added, {before} s so far)")
+            else:
+                idx = IVFPQIndex(d, IVFPQConfig(quantizer=variant[0], pq_m=variant[1], nlist=nlist, nbits=variant[2]), store)
+                idx.train(train, seed=seed)
+
+            def checkpoint(path: Path, added: int) -> None:
+                from vidsearch.store.manifest import atomic_write_text
+
+                idx.save(path)
+                atomic_write_text(path.with_suffix(".json"), json.dumps({
+                    "added": added, "build_s": round(before + time.perf_counter() - t0, 2),
+                    "git": common.header("ann", {})["git"], "resumed": before > 0}))
+
+            if done == 0:
+                checkpoint(partial, 0)
+            for a in range(done, n, CHECKPOINT):
+                _add(idx, xb[a : min(n, a + CHECKPOINT)], with_ids=True, first_id=a)
+                checkpoint(partial, min(n, a + CHECKPOINT))
+            checkpoint(cached, n)
+            meta = json.loads(cached.with_suffix(".json").read_text())
+            partial.unlink()
+            partial.with_suffix(".json").unlink(missing_ok=True)
         if shared is not None and "centroids" not in shared and variant[0] == "pq":
             q = idx._ivf.quantizer
             shared["centroids"] = q.reconstruct_n(0, q.ntotal)

@@ -55,3 +55,36 @@ def test_index_cache_reuses_the_built_index_with_the_same_results(tmp_path: Path
     assert second["build_s"] == first["build_s"]  # the recorded build time, not the load time
     assert (second["recall10"], second["sweep"]) == (first["recall10"], first["sweep"])
     assert len(list((tmp_path / "data" / "cache").glob("*-vidsearch-*.vsi"))) == 1
+
+
+def test_an_interrupted_cached_build_resumes_to_the_same_index(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import ann
+
+        xb, xq = ann.synthetic(6000, 20, 64, 0)
+        monkeypatch.setattr(ann, "CHECKPOINT", 2000)
+        real_add, calls = ann._add, []
+
+        def dying_add(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(1)
+            if len(calls) == 2:  # the second checkpointed chunk never finishes
+                raise KeyboardInterrupt
+            return real_add(*args, **kwargs)
+
+        cache = (tmp_path / "a", "toy")
+        monkeypatch.setattr(ann, "_add", dying_add)
+        try:
+            list(ann.build_methods(["vidsearch"], xb, 0, tmp_path, cache=cache))
+        except KeyboardInterrupt:
+            pass
+        partial = list(cache[0].glob("*-partial.vsi"))
+        assert len(partial) == 1
+        monkeypatch.setattr(ann, "_add", real_add)
+        resumed = next(ann.build_methods(["vidsearch"], xb, 0, tmp_path, cache=cache))
+        assert not list(cache[0].glob("*-partial.vsi")) and len(resumed.index) == 6000
+        fresh = next(ann.build_methods(["vidsearch"], xb, 0, tmp_path, cache=(tmp_path / "b", "toy")))
+        setting = resumed.settings[-1]
+        np.testing.assert_array_equal(resumed.search(xq, 10, setting), fresh.search(xq, 10, setting))
+    finally:
+        sys.path.remove(str(REPO / "bench"))
