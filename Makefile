@@ -58,7 +58,8 @@ bench-all: bench
 	$(BIN)/python bench/ann.py --n 1000000 --scaling --methods faiss_flat,vidsearch,faiss_ivfpq_refine,hnswlib,faiss_hnswflat,faiss_hnswpq,vidsearch_opq
 	$(BIN)/python bench/ann.py --data sscd --n 100000 --methods faiss_flat,vidsearch,faiss_ivfpq_refine,hnswlib,faiss_hnswflat,faiss_hnswpq,vidsearch_opq
 	$(BIN)/python bench/ann.py --data effnet --n 100000 --methods faiss_flat,vidsearch,faiss_ivfpq_refine,hnswlib,faiss_hnswflat,faiss_hnswpq,vidsearch_opq
-	$(BIN)/python bench/ann.py --n 10000000 --data-dir $(ANN_DATA) --methods vidsearch,faiss_ivfpq_refine --share-centroids --exact-latency 10 --wait-quiet 1800
+	$(BIN)/python bench/ann.py --data sscd --n 1000000 --data-dir $(ANN_DATA) --index-cache --share-centroids --methods faiss_flat,vidsearch,faiss_ivfpq_refine,faiss_hnswflat,hnswlib,faiss_hnswpq --wait-quiet 300
+	$(BIN)/python bench/ann.py --n 10000000 --data-dir $(ANN_DATA) --index-cache --methods vidsearch,faiss_ivfpq_refine --share-centroids --exact-latency 10 --wait-quiet 1800
 	$(BIN)/vidsearch eval neardup --size full --data $(ND_DATA) --out bench/results/eval-neardup-full
 	$(BIN)/python bench/segments.py --data $(ND_DATA)
 	$(BIN)/python bench/centroid_graph.py
