@@ -21,6 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as common  # noqa: E402
+import numpy as np  # noqa: E402
 
 OUT = common.RESULTS_DIR / "plots"
 
@@ -54,13 +55,18 @@ def _finish(fig, ax, path: Path, legend: int | None = 8) -> None:  # type: ignor
 def plot_tradeoff(doc: dict[str, Any], path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    placed: list[tuple[float, float]] = []
     for name, m in doc["methods"].items():
         style = dict(marker="*", s=180, color="crimson") if name == "vidsearch" else dict(marker="o", s=50)
         ax.scatter(m["ram_bytes_per_vector"], m["p50_ms"], **style)
         flag = "" if m.get("reached_target", True) else " (best, < 0.98)"
         ours = name.startswith("vidsearch")  # ours labelled below-right, peers above-right: they sit close
-        ax.annotate(f"{name}\nR@10 {m['recall10']:.3f}{flag}", (m["ram_bytes_per_vector"], m["p50_ms"]),
-                    textcoords="offset points", xytext=(8, -18 if ours else 4), fontsize=7)
+        x, y = m["ram_bytes_per_vector"], m["p50_ms"]
+        # a peer on top of an already labelled one (within ~15 % on both axes) gets its label lower down
+        stacked = sum(1 for px, py in placed if abs(np.log(x / px)) < 0.15 and abs(np.log(y / py)) < 0.15)
+        placed.append((x, y))
+        ax.annotate(f"{name}\nR@10 {m['recall10']:.3f}{flag}", (x, y),
+                    textcoords="offset points", xytext=(8, (-18 if ours else 4) - 22 * stacked), fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("RAM bytes per vector (re-rank vectors on disk not counted)")
