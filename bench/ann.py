@@ -226,7 +226,7 @@ def _index_code_tag() -> str:
 
 
 def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path, share: bool = False,  # type: ignore[no-untyped-def]
-                  cache: tuple[Path, str] | None = None):
+                  cache: tuple[Path, str] | None = None, nlist: int = 0):
     """Yield the methods one at a time (built, then measured and dropped by the caller: at 10M two
     built indexes at once would not fit in RAM beside each other). With ``cache`` (folder, data key)
     the float16 re-rank vectors and the built vidsearch indexes are kept there and reused by later runs
@@ -234,7 +234,7 @@ def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path, sh
     from vidsearch.index.ivf import choose_nlist
 
     n, d = xb.shape
-    nlist = choose_nlist(n)
+    nlist = nlist or choose_nlist(n)
     pick = np.sort(np.random.default_rng(seed).permutation(n)[: min(n, max(50 * nlist, 100_000))])
     train = np.ascontiguousarray(xb[pick], dtype=np.float32)
     f16_path = workdir / "vectors.f16"
@@ -490,6 +490,8 @@ def main() -> None:
     ap.add_argument("--encode-only", choices=["forward", "reverse"], default="",
                     help="with --data-dir and real data: only encode the missing feature blocks (in this order) and "
                     "exit; run one forward and one reverse to use both cores")
+    ap.add_argument("--nlist", type=int, default=0,
+                    help="IVF lists of every IVF method (default: the collection's choice, about 4*sqrt(n))")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                     help="before measuring each method, wait up to S seconds for other work on the machine to end")
     args = ap.parse_args()
@@ -533,7 +535,7 @@ def main() -> None:
                         "how": "chunked faiss.knn over the memory-mapped base, 1 thread, page cache warm"}
         common.log(f"exact single-query scan: {exact_single}")
     with tempfile.TemporaryDirectory(prefix="ann-bench-", dir=args.data_dir) as tmp:
-        for m in build_methods(names, xb, args.seed, Path(tmp), share=args.share_centroids, cache=cache):
+        for m in build_methods(names, xb, args.seed, Path(tmp), share=args.share_centroids, cache=cache, nlist=args.nlist):
             if args.wait_quiet:
                 quiet[m.name] = common.wait_for_quiet(args.wait_quiet)
             results[m.name] = measure(m, xq, gt, k, n, args.single)
@@ -565,7 +567,8 @@ def main() -> None:
                **common.header("ann", {"n": n, "dim": d, "queries": len(xq), "data": args.data, "seed": args.seed,
                                        "k": k, "target_recall10": TARGET, "methods": names,
                                        "base_memory_mapped": args.data_dir is not None,
-                                       "share_centroids": args.share_centroids, "index_cache": args.index_cache})}
+                                       "share_centroids": args.share_centroids, "index_cache": args.index_cache,
+                                       "nlist": args.nlist or "auto"})}
     common.emit(args.name or f"ann-{args.data}-{n}", payload, args.json)
 
 
