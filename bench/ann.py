@@ -376,13 +376,15 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
                 idx = IVFPQIndex(d, IVFPQConfig(quantizer=variant[0], pq_m=variant[1], nlist=nlist, nbits=variant[2]), store)
                 idx.train(train, seed=seed)
 
+            git = common.header("ann", {})["git"]  # the code this run builds with (commits may land meanwhile)
+
             def checkpoint(path: Path, added: int) -> None:
                 from vidsearch.store.manifest import atomic_write_text
 
                 idx.save(path)
                 atomic_write_text(path.with_suffix(".json"), json.dumps({
                     "added": added, "build_s": round(before + time.perf_counter() - t0, 2),
-                    "git": common.header("ann", {})["git"], "resumed": before > 0}))
+                    "git": git, "resumed": before > 0}))
 
             if done == 0:
                 checkpoint(partial, 0)
