@@ -398,9 +398,15 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
         if shared is not None and "centroids" not in shared and variant[0] == "pq":
             q = idx._ivf.quantizer
             shared["centroids"] = q.reconstruct_n(0, q.ntotal)
-        settings = [IVFSearchParams(nprobe=p, rerank=r, ef_search=max(32, 2 * p))
-                    for p in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128) for r in (16, 32, 48, 64, 100, 200, 300, 500)]
-        settings.sort(key=lambda s: (s.nprobe * (n / nlist) / 32 + s.rerank * d / 64))  # rough cost order
+        from vidsearch.index.ivf import FLAT_COARSE_MAX
+
+        # centroid-graph breadth: 2x nprobe (>= 32), and a narrow walk (max(16, nprobe)) tried first at equal
+        # (nprobe, re-rank); a flat coarse quantizer ignores it, so there only one is swept
+        efs = (lambda p: [max(32, 2 * p)]) if nlist <= FLAT_COARSE_MAX else (lambda p: sorted({max(16, p), max(32, 2 * p)}))
+        settings = [IVFSearchParams(nprobe=p, rerank=r, ef_search=ef)
+                    for p in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128) for r in (16, 32, 48, 64, 100, 200, 300, 500)
+                    for ef in efs(p)]
+        settings.sort(key=lambda s: (s.nprobe * (n / nlist) / 32 + s.rerank * d / 64, s.ef_search))  # rough cost order
 
         class V(Method):
             def search(self, q, k, s):  # type: ignore[no-untyped-def]
