@@ -193,7 +193,7 @@ class IVFPQIndex:
         self._tombstones: set[int] = set()
         self._selector = None
         self._params_cache: dict[tuple[int, int], tuple[Any, ...]] = {}  # emptied whenever the tombstones change
-        self.graph_links_repaired = 0  # links connect_graph() wrote into the centroid graph at train()
+        self.graph_links_repaired = 0  # links connect_graph() wrote into the centroid graph (train() or load())
 
     # -------------------------------------------------------------- training
     @property
