@@ -197,9 +197,18 @@ class Method:
 
 
 def _serialized(index) -> int:  # type: ignore[no-untyped-def]
+    """RAM of a FAISS index: its serialised size plus an IVF-PQ precomputed table, which FAISS builds
+    by default (nlist * M * 256 floats: 134 B/vector at 1M with 4096 lists) and never serialises."""
     import faiss
 
-    return int(faiss.serialize_index(index).nbytes)
+    table = 0
+    try:
+        ivf = faiss.extract_index_ivf(index)
+        table = 4 * int(faiss.downcast_index(ivf).precomputed_table.size()) if hasattr(
+            faiss.downcast_index(ivf), "precomputed_table") else 0
+    except RuntimeError:  # not an IVF index
+        pass
+    return int(faiss.serialize_index(index).nbytes) + table
 
 
 class FaissMethod(Method):
@@ -231,10 +240,10 @@ def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path, sh
     built indexes at once would not fit in RAM beside each other). With ``cache`` (folder, data key)
     the float16 re-rank vectors and the built vidsearch indexes are kept there and reused by later runs
     on the same data while the index code is unchanged (a 10M build is over an hour here)."""
-    from vidsearch.index.ivf import choose_nlist
+    from vidsearch.index.ivf import IVFPQConfig, choose_nlist
 
     n, d = xb.shape
-    nlist = nlist or choose_nlist(n)
+    nlist = nlist or choose_nlist(n, IVFPQConfig().code_dim(d))  # the collection default's choice
     pick = np.sort(np.random.default_rng(seed).permutation(n)[: min(n, max(50 * nlist, 100_000))])
     train = np.ascontiguousarray(xb[pick], dtype=np.float32)
     f16_path = workdir / "vectors.f16"
@@ -395,7 +404,7 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
             meta = json.loads(cached.with_suffix(".json").read_text())
             partial.unlink()
             partial.with_suffix(".json").unlink(missing_ok=True)
-        if shared is not None and "centroids" not in shared and variant[0] == "pq":
+        if shared is not None and "centroids" not in shared and variant[0] == "pq" and idx.code_dim == d:
             q = idx._ivf.quantizer
             shared["centroids"] = q.reconstruct_n(0, q.ntotal)
         from vidsearch.index.ivf import FLAT_COARSE_MAX

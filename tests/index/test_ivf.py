@@ -141,7 +141,7 @@ def test_vectors_are_filed_where_the_graph_search_finds_them_and_every_centroid_
     import faiss
 
     x = _mixture()
-    idx = IVFPQIndex(256, IVFPQConfig(pq_m=16, nlist=256, coarse="hnsw"))
+    idx = IVFPQIndex(256, IVFPQConfig(pq_m=16, nlist=256, coarse="hnsw", reduce=0))
     idx.train(x)
     assert idx.graph_links_repaired > 0  # the case this guards against does occur on this data
     idx.add(np.arange(30_000), x)
@@ -215,3 +215,87 @@ def test_errors():
     with pytest.raises(ConfigError):
         IVFPQConfig(quantizer="zip")
     assert choose_nlist(1_000_000) == 4096 and choose_nlist(10) == 16
+
+
+@pytest.mark.parametrize("quantizer", ["pq", "opq", "learned"])
+def test_codes_in_a_pca_projection_keep_recall_and_persist(quantizer):
+    """With more input dimensions than 8 * pq_m the centroids and codes live in the top PCA
+    components (reduce=-1): exact re-rank on the full vectors still finds the true neighbours, the
+    index holds smaller centroids than a full-width one, and a saved file searches identically."""
+    import faiss
+
+    x = clustered(8_000 if quantizer != "learned" else 4_200, d=128, seed=3)
+    xb, xq = x[:-200], x[-200:]
+    store = MemmapStore(xb.astype(np.float16))
+    idx = IVFPQIndex(128, IVFPQConfig(pq_m=8, quantizer=quantizer, nlist=64), store)
+    assert idx.code_dim == 64
+    idx.train(xb)
+    idx.add(np.arange(len(xb)), xb)
+    assert faiss.downcast_index(idx._ivf.quantizer).d == 64
+    truth = exact(xb, xq)
+    params = IVFSearchParams(nprobe=16, rerank=100)
+    hits = idx.search(xq, 10, params)
+    assert knn_recall(hits.ids, truth.ids, 10, -hits.scores, -truth.scores + 1e-2) >= 0.97
+    full = IVFPQIndex(128, IVFPQConfig(pq_m=8, quantizer=quantizer, nlist=64, reduce=0), store)
+    full.train(xb)
+    full.add(np.arange(len(xb)), xb)
+    assert idx.memory_bytes() < full.memory_bytes() - 64 * 64 * 4 // 2  # half-width centroids, at least
+    again = IVFPQIndex.load(_saved(idx), store)
+    assert again.code_dim == 64
+    np.testing.assert_array_equal(again.search(xq, 10, params).ids, hits.ids)
+
+
+def test_no_precomputed_table_is_held_and_any_is_counted():
+    """FAISS's IVF-PQ precomputed table (nlist * pq_m * 256 floats) is not serialised, so a memory
+    figure from the file alone would miss it: the index never builds it (after train or load), and
+    memory_bytes() counts it if one is made."""
+    xb = clustered(6_000, seed=4)
+    idx = IVFPQIndex(64, IVFPQConfig(pq_m=16, nlist=64), MemmapStore(xb.astype(np.float16)))
+    idx.train(xb)
+    idx.add(np.arange(len(xb)), xb)
+    assert idx._ivf.precomputed_table.size() == 0
+    again = IVFPQIndex.load(_saved(idx), idx.store)
+    assert again._ivf.precomputed_table.size() == 0
+    before = again.memory_bytes()
+    again._ivf.use_precomputed_table = 1
+    again._ivf.precompute_table()
+    assert again.memory_bytes() - before == 64 * 16 * 256 * 4
+
+
+def test_files_from_before_the_projection_load_with_every_dimension(tmp_path):
+    """An index file whose metadata has no ``reduce`` was built at full width: it loads as reduce=0."""
+    import json
+
+    from vidsearch.index.ivf import _HEADER
+
+    xb = clustered(4_000, d=128, seed=5)
+    idx = IVFPQIndex(128, IVFPQConfig(pq_m=8, nlist=32, reduce=0), MemmapStore(xb.astype(np.float16)))
+    idx.train(xb)
+    idx.add(np.arange(len(xb)), xb)
+    path = _saved(idx)
+    data = path.read_bytes()
+    magic, version, n = _HEADER.unpack_from(data)
+    meta = json.loads(data[_HEADER.size : _HEADER.size + n])
+    del meta["config"]["reduce"]
+    new_meta = json.dumps(meta).encode()
+    old = tmp_path / "old.vsi"
+    old.write_bytes(_HEADER.pack(magic, version, len(new_meta)) + new_meta + data[_HEADER.size + n :])
+    again = IVFPQIndex.load(old, idx.store)
+    assert again.config.reduce == 0 and again.code_dim == 128
+    q = xb[:20]
+    np.testing.assert_array_equal(again.search(q, 5, IVFSearchParams(nprobe=8, rerank=50)).ids,
+                                  idx.search(q, 5, IVFSearchParams(nprobe=8, rerank=50)).ids)
+
+
+def test_list_count_keeps_the_centroids_within_their_memory_budget():
+    from vidsearch.index.ivf import CENTROID_BUDGET, FLAT_COARSE_MAX
+
+    assert choose_nlist(1_000_000, 256) == 4096 and choose_nlist(10_000_000, 256) == 16384
+    assert choose_nlist(100_000, 256) == 512  # 1024 float32 256-d centroids would be 10.5 B/vector
+    assert choose_nlist(1_000_000, 1280) == 1024
+    for n in (10_000, 100_000, 1_000_000, 10_000_000):
+        for dim in (64, 256, 512, 1280):
+            nlist = choose_nlist(n, dim)
+            per_list = 4 * dim + (264 if nlist > FLAT_COARSE_MAX else 0)
+            assert nlist == 16 or nlist * per_list <= CENTROID_BUDGET * n
+            assert nlist <= choose_nlist(n)

@@ -74,6 +74,9 @@ class IVFPQConfig:
         coarse: how lists are found: ``hnsw`` (a graph over the centroids), ``flat`` (every centroid
             compared), or ``auto``: flat up to ``FLAT_COARSE_MAX`` lists, where a graph walk computes
             about as many distances as a flat scan and, unlike it, can miss the nearest list.
+        reduce: dimensions the centroids and codes live in: ``-1`` (auto) projects by PCA onto the
+            top ``8 * pq_m`` components when the input has more; ``0`` keeps every dimension;
+            another value projects onto that many. Re-rank is exact on the full vectors either way.
     """
 
     nlist: int = 0
@@ -83,8 +86,19 @@ class IVFPQConfig:
     compact_fraction: float = 0.1
     nbits: int = 8
     coarse: str = "auto"
+    reduce: int = -1
+
+    def code_dim(self, dim: int) -> int:
+        """The dimension centroids and PQ codes live in for ``dim``-dimensional input."""
+        if self.reduce == 0:
+            return dim
+        if self.reduce == -1:
+            return min(dim, 8 * self.pq_m)
+        return min(dim, self.reduce)
 
     def __post_init__(self) -> None:
+        if self.reduce < -1:
+            raise ConfigError(f"reduce must be -1 (auto), 0 (none) or a dimension, got {self.reduce}")
         if self.coarse not in ("auto", "hnsw", "flat"):
             raise ConfigError(f"coarse must be 'auto', 'hnsw' or 'flat', got {self.coarse!r}")
         if self.quantizer not in ("pq", "opq", "learned"):
@@ -170,10 +184,33 @@ def connect_graph(quantizer: Any) -> int:
     return written
 
 
-def choose_nlist(n: int) -> int:
-    """About 4*sqrt(n), rounded to a power of two, between 16 and 65536."""
+# RAM per vector the centroids and their graph may take when the list count is chosen: with 32-byte
+# codes and 8-byte ids this keeps the whole index under the 48 B/vector budget of issue #4.
+CENTROID_BUDGET = 6.0
+
+
+def choose_nlist(n: int, dim: int = 0) -> int:
+    """About 4*sqrt(n), a power of two between 16 and 65536; with ``dim`` (the code dimension,
+    ``IVFPQConfig.code_dim``) halved until the float32 centroids (and, past ``FLAT_COARSE_MAX``,
+    their graph: ~264 B per node at M=32) take at most ``CENTROID_BUDGET`` bytes per vector."""
     target = 4 * np.sqrt(max(n, 1))
-    return int(min(65536, max(16, 2 ** int(np.round(np.log2(target))))))
+    nlist = int(min(65536, max(16, 2 ** int(np.round(np.log2(target))))))
+    while dim and nlist > 16:
+        per_list = 4 * dim + (264 if nlist > FLAT_COARSE_MAX else 0)
+        if nlist * per_list <= CENTROID_BUDGET * n:
+            break
+        nlist //= 2
+    return nlist
+
+
+def _no_precomputed_table(ivf: Any) -> None:
+    """Keep FAISS from holding its IVF-PQ precomputed table (nlist * pq_m * 256 float32: 134 MB at
+    4096 lists, 134 B/vector at 1M, counted nowhere in a serialised index). It only pays off when
+    the per-list lookup tables are slow to compute; with 8-dim sub-vectors (``reduce`` auto) FAISS's
+    specialised kernel computes them as fast as the table is read (measured at 1M x 256-d)."""
+    if hasattr(ivf, "use_precomputed_table"):
+        ivf.use_precomputed_table = -1
+        ivf.precomputed_table.resize(0)
 
 
 class IVFPQIndex:
@@ -184,8 +221,10 @@ class IVFPQIndex:
     def __init__(self, dim: int, config: IVFPQConfig | None = None, store: VectorStore | None = None) -> None:
         self.dim = dim
         self.config = config or IVFPQConfig()
-        if dim % self.config.pq_m:
-            raise ConfigError(f"pq_m={self.config.pq_m} must divide the dimension {dim}")
+        self.code_dim = self.config.code_dim(dim)
+        if self.code_dim % self.config.pq_m:
+            raise ConfigError(f"pq_m={self.config.pq_m} must divide the code dimension {self.code_dim} "
+                              f"(input {dim}, reduce={self.config.reduce}); choose pq_m or reduce to fit")
         self.store = store
         self.params = IVFSearchParams()
         self._index = None  # faiss index (IndexPreTransform or IndexIVFPQFastScan)
@@ -205,16 +244,32 @@ class IVFPQIndex:
         import faiss
 
         x = np.ascontiguousarray(vectors, dtype=np.float32)
-        nlist = self.config.nlist or choose_nlist(len(x))
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"the training vectors have shape {x.shape}, but this index expects (N, {self.dim})")
+        dim = self.code_dim
+        pca = None
+        if dim < self.dim:
+            # Centroids, codes and lookup tables in the top PCA components: at 512-d (SSCD) or 1280-d
+            # (EfficientNet) full-width float32 centroids alone took 8-21 B/vector at 1M, and 16-dim
+            # PQ sub-vectors made FAISS's per-list tables 2.3x slower to compute (or a 134 MB table).
+            from vidsearch.compress.pq import make_linear_transform
+
+            fitted = faiss.PCAMatrix(self.dim, dim)
+            fitted.train(np.ascontiguousarray(x[:: max(1, len(x) // 200_000)]))  # spread over the whole set
+            # only the projection A is kept: FAISS's PCAMatrix also serialises every eigenvector
+            # (1280^2 floats, 6.5 B/vector at 1M) and its mean offset cancels in every L2 distance
+            pca = make_linear_transform(faiss.vector_to_array(fitted.A).reshape(dim, self.dim))
+            x = pca.apply(x)
+        nlist = self.config.nlist or choose_nlist(len(x), dim)
         if len(x) < nlist:
             raise ConfigError(f"need at least nlist={nlist} training vectors, got {len(x)}")
         coarse = self.config.coarse
         if coarse == "auto":
             coarse = "flat" if nlist <= FLAT_COARSE_MAX else "hnsw"
         if coarse == "flat":
-            quantizer = faiss.IndexFlatL2(self.dim)
+            quantizer = faiss.IndexFlatL2(dim)
         else:
-            quantizer = faiss.IndexHNSWFlat(self.dim, self.config.hnsw_m)
+            quantizer = faiss.IndexHNSWFlat(dim, self.config.hnsw_m)
             # Assignment of added vectors to lists goes through this graph: with FAISS's default
             # efSearch=16 a share of vectors lands in a non-nearest list and is never probed again
             # (recall@10 0.82 instead of 0.99 at 1M). Searches override it per call.
@@ -222,26 +277,33 @@ class IVFPQIndex:
             quantizer.hnsw.efConstruction = 200
         # k-means assigns with an exact index; the graph is built once over the final centroids
         # (clustering through the HNSW itself rebuilt it every iteration and gave worse centroids).
-        self._clustering_index = faiss.IndexFlatL2(self.dim)
+        self._clustering_index = faiss.IndexFlatL2(dim)
         if self.config.nbits == 4:
-            ivf = faiss.IndexIVFPQFastScan(quantizer, self.dim, nlist, self.config.pq_m, 4)
+            ivf = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, self.config.pq_m, 4)
         else:
-            ivf = faiss.IndexIVFPQ(quantizer, self.dim, nlist, self.config.pq_m, 8)
+            ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, self.config.pq_m, 8)
         ivf.cp.seed = seed
         ivf.clustering_index = self._clustering_index
         ivf.pq.cp.seed = seed if hasattr(ivf.pq, "cp") else None
         index: Any = ivf
         if self.config.quantizer == "opq":
-            opq = faiss.OPQMatrix(self.dim, self.config.pq_m)
+            opq = faiss.OPQMatrix(dim, self.config.pq_m)
             opq.niter = 20  # FAISS's 50 costs 2.5x the time for <0.5 point of recall here
             opq.max_train_points = 100_000
             index = faiss.IndexPreTransform(opq, ivf)
         elif self.config.quantizer == "learned":
             index = self._learned(ivf, x, seed)
+        _no_precomputed_table(ivf)
         if not index.is_trained:
             index.train(x)
         if coarse == "hnsw":
             self.graph_links_repaired = connect_graph(faiss.downcast_index(ivf.quantizer))
+        if pca is not None:
+            if isinstance(index, faiss.IndexPreTransform):
+                index.prepend_transform(pca)
+            else:
+                index = faiss.IndexPreTransform(pca, ivf)
+        self._keep = pca  # the C++ chain holds a raw pointer to it
         self._index, self._ivf = index, ivf
 
     def _learned(self, ivf, x: NDArray[np.float32], seed: int):  # type: ignore[no-untyped-def]
@@ -255,15 +317,15 @@ class IVFPQIndex:
         from vidsearch.compress import LearnedPQ, load_codebooks_into_faiss_pq
         from vidsearch.compress.pq import make_linear_transform
 
-        clus = faiss.Clustering(self.dim, ivf.nlist)
+        clus = faiss.Clustering(self.code_dim, ivf.nlist)
         clus.seed = seed
-        flat = faiss.IndexFlatL2(self.dim)
+        flat = faiss.IndexFlatL2(self.code_dim)
         clus.train(x, flat)
-        centroids = faiss.vector_to_array(clus.centroids).reshape(ivf.nlist, self.dim)
+        centroids = faiss.vector_to_array(clus.centroids).reshape(ivf.nlist, self.code_dim)
         _, assign = flat.search(x, 1)
         residuals = x - centroids[assign[:, 0]]
         lpq = LearnedPQ(self.config.pq_m, nbits=self.config.nbits, seed=seed).fit(residuals)
-        rotation = np.eye(self.dim, dtype=np.float32) if lpq.rotation_ is None else lpq.rotation_
+        rotation = np.eye(self.code_dim, dtype=np.float32) if lpq.rotation_ is None else lpq.rotation_
         ivf.quantizer.add(np.ascontiguousarray(centroids @ rotation.T, dtype=np.float32))
         load_codebooks_into_faiss_pq(ivf.pq, lpq.codebooks_)
         ivf.is_trained = True
@@ -398,10 +460,14 @@ class IVFPQIndex:
 
     # -------------------------------------------------------------- memory and persistence
     def memory_bytes(self) -> int:
-        """RAM held by FAISS structures (codes, ids, centroids, graph), measured as serialised size."""
+        """RAM held by FAISS structures (codes, ids, centroids, graph, projection), measured as
+        serialised size, plus any precomputed IVF-PQ table (not serialised; see _no_precomputed_table)."""
         import faiss
 
-        return 0 if self._index is None else int(faiss.serialize_index(self._index).nbytes)
+        if self._index is None:
+            return 0
+        table = getattr(self._ivf, "precomputed_table", None)
+        return int(faiss.serialize_index(self._index).nbytes) + (0 if table is None else 4 * int(table.size()))
 
     def save(self, path: Path) -> None:
         """Magic tag + version + JSON metadata + FAISS blob, written atomically."""
@@ -448,10 +514,13 @@ class IVFPQIndex:
             index = faiss.deserialize_index(np.frombuffer(blob, np.uint8).copy())
         except (ValueError, RuntimeError, KeyError, TypeError) as exc:
             raise CollectionError(f"{path}: damaged index ({exc}); delete it to rebuild from the vector files") from exc
-        obj = cls(meta["dim"], IVFPQConfig(**meta["config"]), store)
+        config = dict(meta["config"])
+        config.setdefault("reduce", 0)  # files from before the PCA projection keep every dimension
+        obj = cls(meta["dim"], IVFPQConfig(**config), store)
         obj.params = IVFSearchParams(**meta["params"])
         obj._index = index
         obj._ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # the concrete IVF type, as train() leaves it
+        _no_precomputed_table(obj._ivf)  # FAISS rebuilds it on every read
         quantizer = faiss.downcast_index(obj._ivf.quantizer)
         if isinstance(quantizer, faiss.IndexHNSW):  # files saved before connect_graph existed: repair on load
             obj.graph_links_repaired = connect_graph(quantizer)
