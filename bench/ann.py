@@ -104,7 +104,7 @@ def real_features(kind: str, n: int, nq: int, seed: int = 0, data_dir: Path | No
     are made in blocks of ``BLOCK`` (block b drawn from its own seed (seed, b)), each saved to
     ``data_dir`` as it is done, so encoding 1M frames (hours here) can be stopped and resumed; the
     base is returned memory-mapped. ``encode_only`` ("forward" or "reverse") only makes the missing
-    blocks, in that order, and returns None: the encoder runs on one core, so a second process
+    blocks, in that order, and returns None: augmenting runs on one core, so a second process
     encoding from the other end halves the wall time."""
     from vidsearch.decode import iter_frames
     from vidsearch.encode import load_encoder
@@ -506,9 +506,11 @@ def main() -> None:
                     "its build_s is the one recorded when it was built)")
     ap.add_argument("--encode-only", choices=["forward", "reverse"], default="",
                     help="with --data-dir and real data: only encode the missing feature blocks (in this order) and "
-                    "exit; run one forward and one reverse to use both cores")
+                    "exit; run one forward and one reverse to use both cores (each holds ~4.5 GB, paused or not: "
+                    "stop them before a 10M run)")
     ap.add_argument("--nlist", type=int, default=0,
-                    help="IVF lists of every IVF method (default: the collection's choice, about 4*sqrt(n))")
+                    help="IVF lists of every IVF method (default: the collection's choice, about 4*sqrt(n) within "
+                    "6 B/vector of centroids)")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                     help="before measuring each method, wait up to S seconds for other work on the machine to end")
     args = ap.parse_args()

@@ -70,9 +70,13 @@ class IndexConfig:
         kind: ``auto`` (exact search until ``train_min`` segments, then the compressed index),
             ``flat`` (FAISS exact inner product, always) or ``ivfpq`` (the compressed index:
             HNSW over IVF centroids, 8-bit PQ codes, exact re-rank from the stored vectors).
-        pq_m: PQ sub-quantizers (a code is pq_m bytes); must divide the segment dimension.
-        nlist: IVF lists; 0 chooses about 4*sqrt(N) at training time.
+        pq_m: PQ sub-quantizers (a code is pq_m bytes); must divide the code dimension (``reduce``).
+        nlist: IVF lists; 0 chooses about 4*sqrt(N) for the N segments indexed, within 6 B/vector
+            of centroids (``index.ivf.choose_nlist``).
         quantizer: ``pq``, ``opq`` or ``learned`` codebooks.
+        reduce: dimensions the centroids and codes live in: -1 (auto) projects wider segments by
+            PCA onto the top ``8 * pq_m`` components, 0 keeps every dimension (re-rank is exact on
+            the full vectors either way).
         train_min: segments needed before the compressed index is trained.
         seed: training seed (k-means, codebooks).
     """
@@ -81,6 +85,7 @@ class IndexConfig:
     pq_m: int = 32
     nlist: int = 0
     quantizer: str = "pq"
+    reduce: int = -1
     train_min: int = 20_000
     seed: int = 0
 
@@ -89,6 +94,8 @@ class IndexConfig:
             raise ConfigError(f"unknown index kind {self.kind!r}; expected 'auto', 'flat' or 'ivfpq'")
         if self.quantizer not in ("pq", "opq", "learned"):
             raise ConfigError(f"unknown quantizer {self.quantizer!r}; expected 'pq', 'opq' or 'learned'")
+        if self.reduce < -1:
+            raise ConfigError(f"reduce must be -1 (auto), 0 (every dimension) or a dimension, got {self.reduce}")
         if self.train_min < 256:
             raise ConfigError(f"train_min must be >= 256 segments, got {self.train_min}")
 

@@ -299,3 +299,18 @@ def test_list_count_keeps_the_centroids_within_their_memory_budget():
             per_list = 4 * dim + (264 if nlist > FLAT_COARSE_MAX else 0)
             assert nlist == 16 or nlist * per_list <= CENTROID_BUDGET * n
             assert nlist <= choose_nlist(n)
+
+
+def test_the_collection_sizes_lists_for_every_vector_not_for_the_training_sample(monkeypatch):
+    """build_index trains on a sample (TRAIN_SAMPLE) but chooses the list count from all the vectors
+    the index will hold: a 1M collection trained on 200K vectors still gets 1M's lists."""
+    from vidsearch.config import IndexConfig
+    from vidsearch.index import base
+
+    monkeypatch.setattr(base, "TRAIN_SAMPLE", 1_000)
+    x = clustered(5_000, seed=6)
+    idx = base.build_index(IndexConfig(kind="ivfpq", pq_m=16, train_min=256), 64, np.arange(5_000), x,
+                           MemmapStore(x.astype(np.float16)))
+    assert choose_nlist(5_000, 64) != choose_nlist(1_000, 64)
+    assert idx._ivf.nlist == choose_nlist(5_000, 64)
+    assert len(idx) == 5_000

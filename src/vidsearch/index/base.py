@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,9 @@ def uses_ivf(config: IndexConfig, n_vectors: int) -> bool:
     return config.kind == "ivfpq" or (config.kind == "auto" and n_vectors >= config.train_min)
 
 
+TRAIN_SAMPLE = 200_000  # vectors the compressed index is trained on (k-means, PCA, codebooks)
+
+
 def build_index(
     config: IndexConfig, dim: int, ids: NDArray[np.int64], vectors: NDArray[np.float32], store=None  # type: ignore[no-untyped-def]
 ) -> VectorIndex:
@@ -84,9 +88,14 @@ def build_index(
     if not uses_ivf(config, len(ids)) or len(ids) < 256:
         index: VectorIndex = FlatIndex(dim)
     else:
-        ivf = IVFPQIndex(dim, IVFPQConfig(nlist=config.nlist, pq_m=config.pq_m, quantizer=config.quantizer), store)
+        from vidsearch.index.ivf import choose_nlist
+
+        cfg = IVFPQConfig(pq_m=config.pq_m, quantizer=config.quantizer, reduce=config.reduce)
+        # lists for the vectors the index will hold, not for the training sample drawn from them
+        nlist = config.nlist or choose_nlist(len(ids), cfg.code_dim(dim))
+        ivf = IVFPQIndex(dim, dataclasses.replace(cfg, nlist=nlist), store)
         rng = np.random.default_rng(config.seed)
-        sample = np.sort(rng.choice(len(vectors), size=min(len(vectors), 200_000), replace=False))
+        sample = np.sort(rng.choice(len(vectors), size=min(len(vectors), TRAIN_SAMPLE), replace=False))
         ivf.train(vectors[sample], seed=config.seed)
         index = ivf  # type: ignore[assignment]
     index.add(ids, vectors)

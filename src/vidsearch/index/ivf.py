@@ -10,6 +10,12 @@ not per vector. Per vector in RAM: PQ code (M bytes at 8 bits, M/2 at 4) + 8-byt
 the centroids and graph. At 1M x 256-d, 4-bit PQ64 codes (32 B) kept the true neighbours in the
 candidates less often than 8-bit PQ32 codes (32 B) did (bench/ann.py), hence the 8-bit default. Candidates from the codes are re-scored exactly from float16 vectors on disk
 (memory-mapped), so the codes only need to get the true neighbours into the top ``rerank``.
+Wider inputs (512-d SSCD, 1280-d EfficientNet) are projected onto their top ``8 * pq_m`` PCA
+components before the centroids and codes: full-width centroids cost 8-21 B/vector at 1M, and the
+16- or 40-dim sub-vectors made FAISS's per-list lookup tables slow to compute -- which FAISS hides
+with a precomputed table of nlist * pq_m * 256 floats (134 B/vector at 1M) that it never
+serialises. That table is not kept here (``_no_precomputed_table``); ``memory_bytes`` counts it if
+one is ever built.
 
 Deletes are tombstones filtered inside FAISS's scan (``IDSelectorNot(IDSelectorBatch)``) and are
 compacted away (``remove_ids``) once they pass ``compact_fraction`` of the index.
