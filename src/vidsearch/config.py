@@ -75,7 +75,7 @@ class IndexConfig:
             of centroids (``index.ivf.choose_nlist``).
         quantizer: ``pq``, ``opq`` or ``learned`` codebooks.
         reduce: dimensions the centroids and codes live in: -1 (auto) projects wider segments by
-            PCA onto the top ``8 * pq_m`` components, 0 keeps every dimension (re-rank is exact on
+            PCA onto the top ``max(256, 8 * pq_m)`` components, 0 keeps every dimension (re-rank is exact on
             the full vectors either way).
         train_min: segments needed before the compressed index is trained.
         seed: training seed (k-means, codebooks).

@@ -12,6 +12,7 @@ def test_compressed_variants_and_rerank_modes_parse() -> None:
         assert m.config.encode.encoder == "sscd"
         idx = m.config.index
         assert (idx.kind, idx.quantizer, idx.pq_m) == ("ivfpq", "opq", 32)
+        assert idx.reduce == 0  # quantizers compared on the full segment vector, not a PCA projection
         assert m.params.rerank_depth == 0 and m.params.rerank == "par"
     finally:
         m.close()
@@ -24,6 +25,7 @@ def test_compressed_variants_and_rerank_modes_parse() -> None:
     m = make_method("vidsearch-sscd-distilled")
     try:
         assert m.config.index.kind == "auto" and m.params.rerank == "none"
+        assert m.config.index.reduce == -1  # the collection default projects wide vectors
     finally:
         m.close()
 

@@ -28,7 +28,7 @@ def make_method(name: str, collection: dict[str, Any] | None = None) -> Retrieva
 
     ``vidsearch-<encoder>[@<quantizer><M>[/adc]][:<rerank>]``: a collection with that frame encoder;
     ``@pq32`` / ``@opq32`` / ``@learned32`` force the compressed index (IVF-PQ with M-byte codes of
-    that quantizer) however small the collection, ``/adc`` scores hits by the codes alone (no exact
+    that quantizer, on the full segment vector) however small the collection, ``/adc`` scores hits by the codes alone (no exact
     re-rank: what the codes keep); ``:<rerank>`` is the re-rank mode (``par``, ``dtw``, ...); a final
     ``+crops`` also searches crops of the query frames (``SearchParams.crops``).
     ``exact-frame-scan-<encoder>``, or a peer's name. ``collection``: ``fps``, ``window``, ``stride``
@@ -51,7 +51,9 @@ def make_method(name: str, collection: dict[str, Any] | None = None) -> Retrieva
             if m is None:
                 raise ConfigError(f"{name}: expected @<pq|opq|learned><M>[/adc] after the encoder, e.g. @opq32, "
                                   f"found @{index_spec}")
-            index = IndexConfig(kind="ivfpq", quantizer=m.group(1), pq_m=int(m.group(2)))
+            # the quantizer codes the full segment vector (reduce=0): the comparison of quantizers at
+            # equal bytes (the paper's Table 2), not the collection default's PCA projection
+            index = IndexConfig(kind="ivfpq", quantizer=m.group(1), pq_m=int(m.group(2)), reduce=0)
             rerank_depth = 0 if m.group(3) else rerank_depth
         # no threshold inside the method: the harness calibrates one on half the queries (see neardup.score)
         from vidsearch.config import DecodeConfig, SegmentConfig

@@ -10,8 +10,8 @@ not per vector. Per vector in RAM: PQ code (M bytes at 8 bits, M/2 at 4) + 8-byt
 the centroids and graph. At 1M x 256-d, 4-bit PQ64 codes (32 B) kept the true neighbours in the
 candidates less often than 8-bit PQ32 codes (32 B) did (bench/ann.py), hence the 8-bit default. Candidates from the codes are re-scored exactly from float16 vectors on disk
 (memory-mapped), so the codes only need to get the true neighbours into the top ``rerank``.
-Wider inputs (512-d SSCD, 1280-d EfficientNet) are projected onto their top ``8 * pq_m`` PCA
-components before the centroids and codes: full-width centroids cost 8-21 B/vector at 1M, and the
+Wider inputs (512-d SSCD, 1280-d EfficientNet) are projected onto their top ``max(256, 8 * pq_m)``
+PCA components before the centroids and codes: full-width centroids cost 8-21 B/vector at 1M, and the
 16- or 40-dim sub-vectors made FAISS's per-list lookup tables slow to compute -- which FAISS hides
 with a precomputed table of nlist * pq_m * 256 floats (134 B/vector at 1M) that it never
 serialises. That table is not kept here (``_no_precomputed_table``); ``memory_bytes`` counts it if
@@ -81,7 +81,7 @@ class IVFPQConfig:
             compared), or ``auto``: flat up to ``FLAT_COARSE_MAX`` lists, where a graph walk computes
             about as many distances as a flat scan and, unlike it, can miss the nearest list.
         reduce: dimensions the centroids and codes live in: ``-1`` (auto) projects by PCA onto the
-            top ``8 * pq_m`` components when the input has more; ``0`` keeps every dimension;
+            top ``max(256, 8 * pq_m)`` components when the input has more; ``0`` keeps every dimension;
             another value projects onto that many. Re-rank is exact on the full vectors either way.
     """
 
@@ -99,7 +99,10 @@ class IVFPQConfig:
         if self.reduce == 0:
             return dim
         if self.reduce == -1:
-            return min(dim, 8 * self.pq_m)
+            # 256 = 8-dim sub-vectors at the default pq_m=32 (FAISS's fast lookup-table kernel, measured);
+            # smaller codes are not projected further (not measured: on the near-duplicate
+            # benchmark the quantizers are compared on the full vectors, reduce=0)
+            return min(dim, max(256, 8 * self.pq_m))
         return min(dim, self.reduce)
 
     def __post_init__(self) -> None:
