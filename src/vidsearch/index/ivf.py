@@ -531,6 +531,7 @@ class IVFPQIndex:
         obj._ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # the concrete IVF type, as train() leaves it
         _no_precomputed_table(obj._ivf)  # FAISS rebuilds it on every read
         quantizer = faiss.downcast_index(obj._ivf.quantizer)
+        obj.code_dim = int(quantizer.d)  # what the file holds, whatever rule "reduce" follows today
         if isinstance(quantizer, faiss.IndexHNSW):  # files saved before connect_graph existed: repair on load
             obj.graph_links_repaired = connect_graph(quantizer)
         obj._tombstones = set(meta["tombstones"])
