@@ -230,6 +230,7 @@ def test_codes_in_a_pca_projection_keep_recall_and_persist(quantizer):
     idx = IVFPQIndex(384, IVFPQConfig(pq_m=16, quantizer=quantizer, nlist=64), store)
     assert idx.code_dim == 256 and IVFPQConfig(pq_m=64).code_dim(1280) == 512
     assert IVFPQConfig(reduce=0).code_dim(1280) == 1280 and IVFPQConfig(reduce=128).code_dim(1280) == 128
+    assert IVFPQConfig(pq_m=20).code_dim(1280) == 1280  # 20 does not divide 256: full width, not an error
     idx.train(xb)
     idx.add(np.arange(len(xb)), xb)
     assert faiss.downcast_index(idx._ivf.quantizer).d == 256  # centroids in the projection
@@ -265,8 +266,10 @@ def test_files_from_before_the_projection_load_with_every_dimension(tmp_path):
 
     from vidsearch.index.ivf import _HEADER
 
-    xb = clustered(4_000, d=128, seed=5)
-    idx = IVFPQIndex(128, IVFPQConfig(pq_m=8, nlist=32, reduce=0), MemmapStore(xb.astype(np.float16)))
+    import faiss
+
+    xb = clustered(4_000, d=384, seed=5)
+    idx = IVFPQIndex(384, IVFPQConfig(pq_m=16, nlist=32, reduce=0), MemmapStore(xb.astype(np.float16)))
     idx.train(xb)
     idx.add(np.arange(len(xb)), xb)
     path = _saved(idx)
@@ -278,7 +281,8 @@ def test_files_from_before_the_projection_load_with_every_dimension(tmp_path):
     old = tmp_path / "old.vsi"
     old.write_bytes(_HEADER.pack(magic, version, len(new_meta)) + new_meta + data[_HEADER.size + n :])
     again = IVFPQIndex.load(old, idx.store)
-    assert again.config.reduce == 0 and again.code_dim == 128
+    assert again.config.reduce == 0 and again.code_dim == 384  # auto would have meant 256
+    assert not isinstance(again._index, faiss.IndexPreTransform)
     q = xb[:20]
     np.testing.assert_array_equal(again.search(q, 5, IVFSearchParams(nprobe=8, rerank=50)).ids,
                                   idx.search(q, 5, IVFSearchParams(nprobe=8, rerank=50)).ids)

@@ -95,7 +95,9 @@ def build_index(
         nlist = config.nlist or choose_nlist(len(ids), cfg.code_dim(dim))
         ivf = IVFPQIndex(dim, dataclasses.replace(cfg, nlist=nlist), store)
         rng = np.random.default_rng(config.seed)
-        sample = np.sort(rng.choice(len(vectors), size=min(len(vectors), TRAIN_SAMPLE), replace=False))
+        # FAISS's k-means wants >= 39 points per list: past ~5K lists the sample grows with them
+        size = min(len(vectors), max(TRAIN_SAMPLE, 50 * nlist))
+        sample = np.sort(rng.choice(len(vectors), size=size, replace=False))
         ivf.train(vectors[sample], seed=config.seed)
         index = ivf  # type: ignore[assignment]
     index.add(ids, vectors)

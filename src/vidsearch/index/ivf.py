@@ -102,7 +102,8 @@ class IVFPQConfig:
             # 256 = 8-dim sub-vectors at the default pq_m=32 (FAISS's fast lookup-table kernel, measured);
             # smaller codes are not projected further (not measured: on the near-duplicate
             # benchmark the quantizers are compared on the full vectors, reduce=0)
-            return min(dim, max(256, 8 * self.pq_m))
+            code = min(dim, max(256, 8 * self.pq_m))
+            return code if code % self.pq_m == 0 else dim  # a pq_m that does not divide it: full width
         return min(dim, self.reduce)
 
     def __post_init__(self) -> None:
@@ -427,6 +428,8 @@ class IVFPQIndex:
         with faiss_threads_for(len(q)):
             dist, ids = self._index.search(q, depth, params=self._faiss_params(p.nprobe, p.ef_search))
         if self.store is None or p.rerank <= 0:
+            # from the codes: approximate, and with a projection (code_dim < dim) an upper bound on the
+            # cosine (the distance left out of the projection is not counted)
             scores = np.where(ids >= 0, 1.0 - dist / 2.0, -np.inf).astype(np.float32)
             return IndexHits(ids[:, :k].astype(np.int64), scores[:, :k])
         return self._rerank(q, ids, k)
@@ -520,7 +523,8 @@ class IVFPQIndex:
             blob = data[_HEADER.size + n :]
             if len(blob) != meta["blob_bytes"] or hashlib.sha256(blob).hexdigest() != meta["blob_sha256"]:
                 raise ValueError("checksum mismatch: the file is truncated or corrupt")
-            index = faiss.deserialize_index(np.frombuffer(blob, np.uint8).copy())
+            # without FAISS building its precomputed table on read (537 MB at 10M) only to be dropped
+            index = faiss.deserialize_index(np.frombuffer(blob, np.uint8).copy(), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
         except (ValueError, RuntimeError, KeyError, TypeError) as exc:
             raise CollectionError(f"{path}: damaged index ({exc}); delete it to rebuild from the vector files") from exc
         config = dict(meta["config"])
