@@ -315,3 +315,20 @@ def test_the_collection_sizes_lists_for_every_vector_not_for_the_training_sample
     assert choose_nlist(5_000, 64) != choose_nlist(1_000, 64)
     assert idx._ivf.nlist == choose_nlist(5_000, 64)
     assert len(idx) == 5_000
+
+
+def test_an_index_trained_for_a_much_smaller_collection_is_outgrown():
+    """The collection retrains its compressed index once it holds 16x the vectors the lists were chosen
+    for (a quarter of the lists it would choose now); never with a fixed nlist or an exact index."""
+    from vidsearch.config import IndexConfig
+    from vidsearch.index import base
+
+    x = clustered(5_000, seed=7)
+    store = MemmapStore(x.astype(np.float16))
+    idx = base.build_index(IndexConfig(kind="ivfpq", pq_m=16, train_min=256), 64, np.arange(5_000), x, store)
+    trained = idx._ivf.nlist
+    assert not base.outgrown(IndexConfig(), idx, 5_000)
+    n = next(n for n in range(5_000, 10**8, 5_000) if choose_nlist(n, 64) >= 4 * trained)
+    assert base.outgrown(IndexConfig(), idx, n) and not base.outgrown(IndexConfig(), idx, n - 5_000)  # n: the first size outgrown
+    assert not base.outgrown(IndexConfig(nlist=trained), idx, 10 * n)  # a fixed list count is kept
+    assert not base.outgrown(IndexConfig(), FlatIndex(64), 10 * n)

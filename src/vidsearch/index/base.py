@@ -72,6 +72,17 @@ def uses_ivf(config: IndexConfig, n_vectors: int) -> bool:
     return config.kind == "ivfpq" or (config.kind == "auto" and n_vectors >= config.train_min)
 
 
+def outgrown(config: IndexConfig, index: "VectorIndex", n_vectors: int) -> bool:
+    """Whether a compressed index with automatic lists (``nlist=0``) was trained for a collection at
+    least 16x smaller than ``n_vectors`` (its list count a quarter of what it would be now: lists of
+    16x the vectors, each probe scanning 16x the codes); the collection then retrains it."""
+    from vidsearch.index.ivf import IVFPQIndex, choose_nlist
+
+    if config.nlist or not isinstance(index, IVFPQIndex) or index._ivf is None:
+        return False
+    return choose_nlist(n_vectors, index.code_dim) >= 4 * int(index._ivf.nlist)
+
+
 TRAIN_SAMPLE = 200_000  # vectors the compressed index is trained on (k-means, PCA, codebooks)
 
 

@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 from vidsearch.config import CollectionConfig
 from vidsearch.decode import IMAGE_EXTENSIONS, MediaInfo
 from vidsearch.errors import CollectionError, NotFoundError, QueryError, VidsearchError
-from vidsearch.index.base import IndexHits, VectorIndex, build_index, load_index, uses_ivf
+from vidsearch.index.base import IndexHits, VectorIndex, build_index, load_index, outgrown, uses_ivf
 from vidsearch.index.flat import FlatIndex
 from vidsearch.search.results import Match, SearchParams, SearchResult, VideoHit
 from vidsearch.search.vote import SegmentTable, vote
@@ -332,8 +332,11 @@ class Collection:
                     if on_file is not None:
                         on_file(report)
             finally:
-                if isinstance(self._index, FlatIndex) and uses_ivf(self.config.index, len(self._index)):
-                    meta = self._meta()  # enough segments now: train the compressed index
+                if (isinstance(self._index, FlatIndex) and uses_ivf(self.config.index, len(self._index))) or \
+                        outgrown(self.config.index, self._index, len(self._index)):
+                    # enough segments now: train the compressed index (or retrain one trained for a
+                    # collection 16x smaller, whose lists have grown 16x)
+                    meta = self._meta()
                     self._index = self._build_index(self._load_table(meta), meta)
                 self._save_index()
         return reports
