@@ -201,14 +201,12 @@ def _serialized(index) -> int:  # type: ignore[no-untyped-def]
     by default (nlist * M * 256 floats: 134 B/vector at 1M with 4096 lists) and never serialises."""
     import faiss
 
-    table = 0
     try:
-        ivf = faiss.extract_index_ivf(index)
-        table = 4 * int(faiss.downcast_index(ivf).precomputed_table.size()) if hasattr(
-            faiss.downcast_index(ivf), "precomputed_table") else 0
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
     except RuntimeError:  # not an IVF index
-        pass
-    return int(faiss.serialize_index(index).nbytes) + table
+        ivf = None
+    table = getattr(ivf, "precomputed_table", None)
+    return int(faiss.serialize_index(index).nbytes) + (0 if table is None else 4 * int(table.size()))
 
 
 class FaissMethod(Method):
