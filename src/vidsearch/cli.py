@@ -177,6 +177,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     console.print(f"encoder {info['config']['encode']['encoder']}, {info['config']['decode']['fps']} fps, "
                   f"window {info['config']['segment']['window']} s / stride {info['config']['segment']['stride']} s, "
                   f"index {info['config']['index']['kind']}")
+    ix = info["index"]
+    line = f"index in use: {ix['kind']}, {ix['vectors']} vectors, {ix['memory_bytes'] / 1e6:.1f} MB in RAM"
+    if ix["kind"] == "ivfpq":
+        line += (f" ({ix['memory_bytes_per_vector']} B/vector: {ix['lists']} lists, {ix['pq_bytes']} B "
+                 f"{ix['quantizer']} codes of {ix['code_dim']}-d, of {ix['dim']}-d vectors)")
+    console.print(line)
+    if ix.get("advice"):
+        console.print(f"[yellow]{ix['advice']}[/]")
     if args.videos:
         table = Table()
         for col in ("id", "duration", "size", "segments", "path"):

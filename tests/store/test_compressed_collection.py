@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,35 @@ def test_compressed_collection_survives_reopen_remove_and_rebuild(tmp_path: Path
     rebuilt = again.rebuild_index()
     assert rebuilt["index"] == "IVFPQIndex" and rebuilt["vectors"] == again.info()["segments"]
     assert bikes not in [r.video_id for r in Collection.open(path).search(refs[1], k=5).results]
+
+
+def test_info_describes_the_compressed_index_and_flags_one_coded_at_another_width(tmp_path: Path, refs):
+    import json
+
+    from vidsearch.store.manifest import MANIFEST
+
+    path = tmp_path / "c"
+    coll = Collection.create(path, CollectionConfig(
+        decode=DecodeConfig(fps=4.0), segment=SegmentConfig(window=1.0, stride=0.25),
+        index=IndexConfig(kind="ivfpq", train_min=256, nlist=16, pq_m=32, reduce=0)))
+    coll.add(refs[:2])
+    ix = coll.info()["index"]
+    dim = ix["dim"]
+    assert dim > 256, "the default encoder's segments are wider than the auto projection"
+    assert (ix["lists"], ix["code_dim"], ix["pq_bytes"], ix["quantizer"]) == (16, dim, 32, "pq")
+    assert ix["memory_bytes_per_vector"] == round(ix["memory_bytes"] / ix["vectors"], 1)
+    assert ix["advice"] is None  # coded at the width its configuration asks for
+    coll.close()
+    # the same files under a configuration that now projects (as an index from before session 5 would be)
+    manifest = json.loads((path / MANIFEST).read_text())
+    manifest["config"]["index"]["reduce"] = -1
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    again = Collection.open(path)
+    ix = again.info()["index"]
+    assert ix["code_dim"] == dim and "--rebuild-index" in ix["advice"] and "256-d" in ix["advice"]
+    human = subprocess.run([sys.executable, "-m", "vidsearch.cli", "info", "-c", str(path)],
+                           capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "16 lists" in human and "--rebuild-index" in human
+    again.rebuild_index()
+    ix = Collection.open(path).info()["index"]
+    assert ix["code_dim"] == 256 and ix["advice"] is None

@@ -37,6 +37,7 @@ from vidsearch.decode import IMAGE_EXTENSIONS, MediaInfo
 from vidsearch.errors import CollectionError, NotFoundError, QueryError, VidsearchError
 from vidsearch.index.base import IndexHits, VectorIndex, build_index, load_index, outgrown, uses_ivf
 from vidsearch.index.flat import FlatIndex
+from vidsearch.index.ivf import IVFPQConfig, IVFPQIndex
 from vidsearch.search.results import Match, SearchParams, SearchResult, VideoHit
 from vidsearch.search.vote import SegmentTable, vote
 from vidsearch.store import catalog
@@ -536,7 +537,19 @@ class Collection:
         self._load_state()
         assert self._index is not None
         kind = "ivfpq" if not isinstance(self._index, FlatIndex) else "flat"
-        return {"kind": kind, "vectors": len(self._index), "memory_bytes": int(self._index.memory_bytes())}
+        n = len(self._index)
+        info: dict[str, Any] = {"kind": kind, "vectors": n, "memory_bytes": int(self._index.memory_bytes())}
+        if isinstance(self._index, IVFPQIndex) and self._index._ivf is not None:
+            ivf = self._index
+            wanted = IVFPQConfig(pq_m=ivf.config.pq_m, reduce=self.config.index.reduce).code_dim(ivf.dim)
+            info.update(lists=int(ivf._ivf.nlist), dim=ivf.dim, code_dim=ivf.code_dim, quantizer=ivf.config.quantizer,
+                        pq_bytes=ivf.config.pq_m * ivf.config.nbits // 8,
+                        memory_bytes_per_vector=round(info["memory_bytes"] / max(n, 1), 1), advice=None)
+            if ivf.code_dim != wanted:
+                # e.g. a file from before the PCA projection: codes of the full vectors, slower (issue #4)
+                info["advice"] = (f"the index codes {ivf.code_dim}-d vectors where this configuration asks for "
+                                  f"{wanted}-d; run `vidsearch index {self.path} --rebuild-index` to rebuild it")
+        return info
 
     def frame_vectors(self, video_id: str) -> tuple[NDArray[np.float64], NDArray[np.float16]]:
         """The stored (F,) frame times and (F, D) float16 frame vectors of a video."""
