@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 import _common as common  # noqa: E402
+from vidsearch.index.ivf import faiss_ram_bytes  # noqa: E402
 
 TARGET = 0.98
 
@@ -196,24 +197,11 @@ class Method:
         raise NotImplementedError
 
 
-def _serialized(index) -> int:  # type: ignore[no-untyped-def]
-    """RAM of a FAISS index: its serialised size plus an IVF-PQ precomputed table, which FAISS builds
-    by default (nlist * M * 256 floats: 134 B/vector at 1M with 4096 lists) and never serialises."""
-    import faiss
-
-    try:
-        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
-    except RuntimeError:  # not an IVF index
-        ivf = None
-    table = getattr(ivf, "precomputed_table", None)
-    return int(faiss.serialize_index(index).nbytes) + (0 if table is None else 4 * int(table.size()))
-
-
 class FaissMethod(Method):
     def __init__(self, name: str, index, settings: list[Any], apply: Callable[[Any], Any], ram_index=None,  # type: ignore[no-untyped-def]
                  rerank_bpv: float = 0.0) -> None:
         self.name, self.index, self.settings, self._apply = name, index, settings, apply
-        self.ram_bytes = _serialized(ram_index if ram_index is not None else index)
+        self.ram_bytes = faiss_ram_bytes(ram_index if ram_index is not None else index)
         self.rerank_bytes_per_vector = rerank_bpv
 
     def search(self, q, k, setting):  # type: ignore[no-untyped-def]

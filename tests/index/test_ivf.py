@@ -260,6 +260,23 @@ def test_no_precomputed_table_is_held_and_any_is_counted():
     assert again.memory_bytes() - before == 64 * 16 * 256 * 4
 
 
+def test_faiss_ram_bytes_counts_the_table_faiss_builds_by_default():
+    """The bench's FAISS IVF-PQ peer keeps FAISS's default (the table built at training): its RAM
+    figure must include it, a flat index has none."""
+    import faiss
+
+    from vidsearch.index.ivf import faiss_ram_bytes
+
+    xb = clustered(6_000, seed=5)
+    peer = faiss.index_factory(64, "IVF32,PQ16")
+    peer.train(xb)
+    peer.add(xb)
+    assert faiss_ram_bytes(peer) - faiss.serialize_index(peer).nbytes == 32 * 16 * 256 * 4
+    flat = faiss.IndexFlatL2(64)
+    flat.add(xb)
+    assert faiss_ram_bytes(flat) == faiss.serialize_index(flat).nbytes
+
+
 def test_files_from_before_the_projection_load_with_every_dimension(tmp_path):
     """An index file whose metadata has no ``reduce`` was built at full width: it loads as reduce=0."""
     import json

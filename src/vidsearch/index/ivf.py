@@ -223,6 +223,19 @@ def _no_precomputed_table(ivf: Any) -> None:
         ivf.precomputed_table.resize(0)
 
 
+def faiss_ram_bytes(index: Any) -> int:
+    """RAM of a FAISS index: its serialised size plus an IVF-PQ precomputed table, which FAISS builds
+    by default (nlist * M * 256 floats: 134 B/vector at 1M with 4096 lists) and never serialises."""
+    import faiss
+
+    try:
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    except RuntimeError:  # not an IVF index
+        ivf = None
+    table = getattr(ivf, "precomputed_table", None)
+    return int(faiss.serialize_index(index).nbytes) + (0 if table is None else 4 * int(table.size()))
+
+
 class IVFPQIndex:
     """IVF lists found through an HNSW graph over the centroids (or a flat scan of few centroids) + PQ
     codes + exact re-rank from vectors on disk. Approximate:
@@ -474,12 +487,7 @@ class IVFPQIndex:
     def memory_bytes(self) -> int:
         """RAM held by FAISS structures (codes, ids, centroids, graph, projection), measured as
         serialised size, plus any precomputed IVF-PQ table (not serialised; see _no_precomputed_table)."""
-        import faiss
-
-        if self._index is None:
-            return 0
-        table = getattr(self._ivf, "precomputed_table", None)
-        return int(faiss.serialize_index(self._index).nbytes) + (0 if table is None else 4 * int(table.size()))
+        return 0 if self._index is None else faiss_ram_bytes(self._index)
 
     def save(self, path: Path) -> None:
         """Magic tag + version + JSON metadata + FAISS blob, written atomically."""
