@@ -88,3 +88,24 @@ def test_an_interrupted_cached_build_resumes_to_the_same_index(tmp_path: Path, m
         np.testing.assert_array_equal(resumed.search(xq, 10, setting), fresh.search(xq, 10, setting))
     finally:
         sys.path.remove(str(REPO / "bench"))
+
+
+def test_pick_fastest_measures_the_quickest_setting_of_the_frontier(tmp_path: Path) -> None:
+    """--pick fastest: each probe count's shallowest re-rank reaching 0.98 is timed and the quickest kept;
+    methods with one knob (HNSW) keep the first setting reaching it."""
+    env = {**os.environ, "VIDSEARCH_BENCH_RESULTS": str(tmp_path / "results")}
+    cmd = [sys.executable, str(REPO / "bench" / "ann.py"), "--n", "4000", "--queries", "100", "--single", "30",
+           "--methods", "vidsearch,faiss_ivfpq_refine,faiss_hnswflat", "--pick", "fastest", "--json"]
+    result = json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=True).stdout)
+    assert result["config"]["pick"] == "fastest"
+    for name in ("vidsearch", "faiss_ivfpq_refine"):
+        m = result["methods"][name]
+        assert m["pick"] == "fastest" and m["reached_target"] and m["recall10"] >= 0.98
+        timed = m["frontier_p50"]
+        assert len(timed) >= 2, timed  # several probe counts reach the target at this size
+        assert m["setting"] == min(timed, key=lambda t: t["p50_ms"])["setting"]
+        recall = {e["setting"]: e["recall10"] for e in m["sweep"]}
+        assert all(recall[t["setting"]] >= 0.98 for t in timed)
+    hnsw = result["methods"]["faiss_hnswflat"]
+    assert hnsw["pick"] == "first" and hnsw["frontier_p50"] == []
+    assert [e["recall10"] >= 0.98 for e in hnsw["sweep"]].index(True) == len(hnsw["sweep"]) - 1
