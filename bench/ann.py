@@ -308,10 +308,10 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
             ref = faiss.IndexRefineFlat(base)
             _add(ref, xb)
             ivf = name == "faiss_ivfpq_refine"
-            knob = (4, 8, 16, 32, 64, 128) if ivf else (32, 64, 128, 256, 512)  # nprobe or efSearch
-            # k_factor up to 50: re-rank depth up to 500, the same range as ours (the 10M result file of
+            knob = (4, 8, 12, 16, 24, 32, 48, 64, 96, 128) if ivf else (32, 64, 128, 256, 512)  # nprobe or efSearch
+            # nprobe and k_factor on the grid ours is swept over (re-rank depth 50..500 = k_factor 5..50; the 10M result file of
             # session 3 was made with k_factor <= 30, so FAISS could not reach 0.98 there)
-            settings = [(v, kf) for v in knob for kf in (5, 10, 30, 50)]
+            settings = [(v, kf) for v in knob for kf in (5, 10, 15, 20, 30, 50)]
 
             def rp(s, ivf=ivf):  # type: ignore[no-untyped-def]
                 inner = faiss.SearchParametersIVF() if ivf else faiss.SearchParametersHNSW()
@@ -402,7 +402,7 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
         # (nprobe, re-rank); a flat coarse quantizer ignores it, so there only one is swept
         efs = (lambda p: [max(32, 2 * p)]) if nlist <= FLAT_COARSE_MAX else (lambda p: sorted({max(16, p), max(32, 2 * p)}))
         settings = [IVFSearchParams(nprobe=p, rerank=r, ef_search=ef)
-                    for p in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128) for r in (16, 32, 48, 64, 100, 200, 300, 500)
+                    for p in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128) for r in (16, 32, 48, 64, 100, 150, 200, 300, 500)
                     for ef in efs(p)]
         settings.sort(key=lambda s: (s.nprobe * (n / nlist) / 32 + s.rerank * d / 64, s.ef_search))  # rough cost order
 
