@@ -46,3 +46,7 @@ class ConfigError(VidsearchError, ValueError):
 
 class AlignmentError(VidsearchError, ValueError):
     """Sequences that cannot be aligned (wrong shape, dimension mismatch, not unit-norm) or a bad option."""
+
+
+class ShapeError(VidsearchError, ValueError):
+    """Arrays of the wrong shape or dimension for an index, a vector file or a model."""

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from vidsearch.atomic import atomic_write_text
 from vidsearch.config import CollectionConfig
 from vidsearch.errors import CollectionError
 
@@ -26,20 +25,6 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file whole or not at all: temp file beside it, fsync, ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_manifest(directory: Path, config: CollectionConfig, dims: dict[str, int]) -> dict[str, Any]:

@@ -1,0 +1,99 @@
+"""The index file container: magic tag, version, a JSON header, and a checksummed FAISS blob.
+
+Layout: ``VIDSIDX\\0`` (8 bytes), format version (u32), JSON length (u64), the JSON header (``kind``,
+``blob_bytes``, ``blob_sha256`` and the index's own fields), then the blob FAISS serialised. The
+checksum is verified before FAISS parses a byte, so a flipped bit anywhere in the blob is a
+``CollectionError`` and never reaches FAISS's reader (which trusts its sizes); every header field is
+validated by the reader that asks for it (:func:`field`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidsearch.atomic import atomic_write
+from vidsearch.errors import CollectionError
+
+MAGIC = b"VIDSIDX\x00"
+VERSION = 1
+HEADER = struct.Struct("<8sIQ")  # magic, version, JSON length
+_MAX_JSON = 1 << 30
+
+
+def write_index_file(path: Path, kind: str, header: dict[str, Any], blob: bytes) -> None:
+    """Write the container atomically (``vidsearch.atomic``)."""
+    meta = json.dumps({"kind": kind, **header, "blob_bytes": len(blob),
+                       "blob_sha256": hashlib.sha256(blob).hexdigest()}).encode()
+
+    def write(f) -> None:  # type: ignore[no-untyped-def]
+        f.write(HEADER.pack(MAGIC, VERSION, len(meta)))
+        f.write(meta)
+        f.write(blob)
+
+    atomic_write(path, write)
+
+
+def is_index_file(path: Path) -> bool:
+    """Whether ``path`` starts with the container's magic tag (older flat indexes are bare FAISS files)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError as exc:
+        raise CollectionError(f"{path}: cannot read the index ({exc}); it is rebuilt from the vector files") from exc
+
+
+def read_index_file(path: Path) -> tuple[dict[str, Any], np.ndarray]:
+    """(header, blob as uint8 array) of a container whose checksum holds.
+
+    Raises:
+        CollectionError: unreadable, not a container, newer format, or damaged anywhere.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CollectionError(f"{path}: cannot read the index ({exc}); it is rebuilt from the vector files") from exc
+    if len(data) < HEADER.size:
+        raise CollectionError(f"{path}: expected a {HEADER.size}-byte index header, found {len(data)} bytes; damaged")
+    magic, version, n = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise CollectionError(f"{path}: not a vidsearch index (magic {magic!r}, expected {MAGIC!r}); damaged")
+    if version > VERSION:
+        raise CollectionError(f"{path}: index format {version} is newer than this vidsearch reads ({VERSION}); upgrade")
+    if n > min(_MAX_JSON, len(data) - HEADER.size):
+        raise CollectionError(f"{path}: the index header claims {n} bytes of JSON, the file has "
+                              f"{len(data) - HEADER.size} after the header; the file is truncated or damaged")
+    try:
+        meta = json.loads(data[HEADER.size : HEADER.size + n])
+    except ValueError as exc:
+        raise CollectionError(f"{path}: the index's JSON header is damaged ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise CollectionError(f"{path}: expected a JSON object as the index header, found {type(meta).__name__}; damaged")
+    blob = data[HEADER.size + n :]
+    if len(blob) != meta.get("blob_bytes") or hashlib.sha256(blob).hexdigest() != meta.get("blob_sha256"):
+        raise CollectionError(f"{path}: checksum mismatch (expected {meta.get('blob_bytes')!r} bytes with the stored "
+                              f"SHA-256, found {len(blob)} bytes that differ); the file is truncated or damaged")
+    return meta, np.frombuffer(blob, np.uint8)
+
+
+def field(path: Path, meta: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    """``meta[name]`` checked to be of ``kind`` (bool is not an int here).
+
+    Raises:
+        CollectionError: missing (without a default) or of another type.
+    """
+    if name not in meta:
+        if default is ...:
+            raise CollectionError(f"{path}: the index header lacks {name!r}; damaged")
+        return default
+    value = meta[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise CollectionError(f"{path}: index header field {name!r} should be {'/'.join(k.__name__ for k in kinds)}, "
+                              f"found {type(value).__name__} {value!r}; damaged")
+    return value
