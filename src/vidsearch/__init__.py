@@ -8,9 +8,27 @@ from __future__ import annotations
 
 import os
 
+def _openblas_coretype() -> str | None:
+    """The OpenBLAS kernels this CPU can run: SkylakeX with AVX-512 (F, BW, DQ, VL), Haswell with
+    AVX2 and FMA, else None (OpenBLAS's own choice). Forcing SkylakeX on a CPU without AVX-512
+    (e.g. AMD EPYC Zen 3) kills the process with an illegal instruction at the first FAISS call."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return None
+    flags = set(line.partition(":")[2].split())
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+        return "SkylakeX"
+    if {"avx2", "fma"} <= flags:
+        return "Haswell"
+    return None
+
+
 # faiss-cpu's bundled OpenBLAS mistakes this class of CPU for "Prescott" (SSE3 kernels); SkylakeX
 # kernels make batch exact search ~6x faster. It must be set before FAISS loads; a user's value wins.
-os.environ.setdefault("OPENBLAS_CORETYPE", "SkylakeX")
+if "OPENBLAS_CORETYPE" not in os.environ and (_coretype := _openblas_coretype()):
+    os.environ["OPENBLAS_CORETYPE"] = _coretype
 
 __version__ = "0.1.0"
 
