@@ -37,6 +37,7 @@ Writes bench/results/compress.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -47,14 +48,16 @@ from typing import Any
 import _common as C
 import numpy as np
 
+from vidsearch.compress import LearnedPQConfig
+
 K = 10
 RERANK = (10, 20, 50, 100)
 N_QUERY = 1000
 SEED = 0
 
-# LearnedPQ settings used for every dataset and size (see LearnedPQ's docstring).
-LEARNED = {"epochs": 2, "n_anchors": 20000, "batch_size": 64, "lr": 1e-3, "nbr_loss": "ranking", "mine_every": 1,
-           "lambda_rec": 1.0, "lambda_nbr": 10.0, "seed": SEED}
+# LearnedPQ settings used for every dataset and size (see LearnedPQConfig's docstring).
+LEARNED = LearnedPQConfig(epochs=2, n_anchors=20000, batch_size=64, lr=1e-3, nbr_loss="ranking", mine_every=1,
+                          lambda_rec=1.0, lambda_nbr=10.0, seed=SEED)
 
 
 def parse_args() -> argparse.Namespace:
@@ -211,17 +214,22 @@ def evaluate(index: Any, xb: np.ndarray, xq: np.ndarray, gt_d: np.ndarray, gt_i:
     return out
 
 
-def learned_params(n_base: int, torch_threads: int, neighbour_loss: bool) -> dict[str, Any]:
-    """LEARNED, with epochs raised on small sets so every run takes about the same number of steps."""
-    anchors = min(n_base, LEARNED["n_anchors"])
-    epochs = max(LEARNED["epochs"], round(LEARNED["epochs"] * LEARNED["n_anchors"] / anchors))
-    return {**LEARNED, "epochs": epochs, "n_threads": torch_threads, **({} if neighbour_loss else {"lambda_nbr": 0.0})}
+def learned_config(n_base: int, torch_threads: int, neighbour_loss: bool,
+                   base: LearnedPQConfig = LEARNED) -> LearnedPQConfig:
+    """``base``, with epochs raised on small sets so every run takes about the same number of steps."""
+    planned = base.n_anchors or n_base
+    epochs = max(base.epochs, round(base.epochs * planned / min(n_base, planned)))
+    return dataclasses.replace(base, epochs=epochs, n_threads=torch_threads,
+                               lambda_nbr=base.lambda_nbr if neighbour_loss else 0.0)
 
 
-def fit_quantizers(xb: np.ndarray, M: int, methods: list[str], torch_threads: int):  # type: ignore[no-untyped-def]
+def fit_quantizers(xb: np.ndarray, M: int, methods: list[str], torch_threads: int,  # type: ignore[no-untyped-def]
+                   config: LearnedPQConfig = LEARNED):
     """Yield ``(method, fitted model, train seconds, extra fields)`` for each of ``methods`` at M bytes;
     the learned ones start from the OPQ (fitted once) and their time includes it."""
-    from vidsearch.compress import OPQ, LearnedPQ, ProductQuantizer
+    from _compress_estimators import ProductQuantizer
+
+    from vidsearch.compress import OPQ, LearnedPQ
 
     opq: Any = None
     opq_s = 0.0
@@ -233,10 +241,10 @@ def fit_quantizers(xb: np.ndarray, M: int, methods: list[str], torch_threads: in
             opq_s, opq = C.time_call(lambda: OPQ(M).fit(xb))
             train_s, model = opq_s, opq
         if method in ("learned", "learned_rec"):
-            params = learned_params(len(xb), torch_threads, method == "learned")
-            own_s, model = C.time_call(lambda: LearnedPQ(M, **params).fit(xb, init=opq))
+            run = learned_config(len(xb), torch_threads, method == "learned", config)
+            own_s, model = C.time_call(lambda: LearnedPQ(M, config=run).fit(xb, init=opq))
             train_s = opq_s + own_s  # the OPQ it starts from is part of its training
-            extra = {"train_seconds_without_opq": own_s, "params": params, "history": model.history_}
+            extra = {"train_seconds_without_opq": own_s, "params": run.to_dict(), "history": model.history_}
         yield method, model, train_s, extra
 
 
@@ -270,7 +278,7 @@ def main() -> None:
         "k": K, "rerank_R": list(RERANK), "n_query": N_QUERY, "seed": SEED, "bytes_per_vector": args.bytes,
         "nbits": 8, "methods": args.methods, "datasets": args.datasets, "n_synthetic": args.n, "fps": args.fps,
         "faiss_threads": args.faiss_threads, "torch_threads": args.torch_threads,
-        "opq": {"niter": 50, "niter_pq": 25}, "learned": LEARNED,
+        "opq": {"niter": 50, "niter_pq": 25}, "learned": LEARNED.to_dict(),
         "metric": "squared L2 (vectors are L2-normalised); recall tie-tolerant (knn_recall with exact distances)",
         "search": "to_faiss(): IndexPQ (ADC), behind LinearTransform(rotation_) for opq/learned",
     }

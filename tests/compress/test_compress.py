@@ -1,7 +1,8 @@
-"""compress: PCA, PQ/OPQ (FAISS) and LearnedPQ on small deterministic synthetic data.
+"""compress: PCA, OPQ (FAISS) and LearnedPQ on small deterministic synthetic data.
 
 The data is a fixed-seed Gaussian mixture in a correlated space (like bench/compress.py's
-``synthetic``, smaller), so every figure below is reproducible.
+``synthetic``, smaller), so every figure below is reproducible. The plain ``ProductQuantizer``
+(a benchmark baseline) is tested in tests/bench/test_compress_estimators.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 import vidsearch  # noqa: F401  (sets OPENBLAS_CORETYPE before FAISS loads)
-from vidsearch.compress import OPQ, PCA, LearnedPQ, ProductQuantizer, load_codebooks_into_faiss_pq
+from vidsearch.compress import OPQ, PCA, LearnedPQ, LearnedPQConfig, load_codebooks_into_faiss_pq
 from vidsearch.errors import ConfigError, NotFittedError
 
 
@@ -120,7 +121,7 @@ def test_pca_errors(data):
 # ----------------------------------------------------------------------------- not fitted
 
 
-@pytest.mark.parametrize("make", [lambda: PCA(4), lambda: ProductQuantizer(4), lambda: OPQ(4), lambda: LearnedPQ(4)])
+@pytest.mark.parametrize("make", [lambda: PCA(4), lambda: OPQ(4), lambda: LearnedPQ(4)])
 def test_not_fitted(make, data):
     xb, _ = data
     model = make()
@@ -136,63 +137,46 @@ def test_not_fitted(make, data):
             model.encode(xb)
 
 
-# ----------------------------------------------------------------------------- PQ / OPQ
-
-
-def test_pq_shapes_and_error_decreasing_with_M(data):
-    xb, _ = data
-    errors = []
-    for M in (2, 4, 8, 16):
-        pq = ProductQuantizer(M, niter=10).fit(xb)
-        codes = pq.transform(xb)
-        assert codes.shape == (len(xb), M) and codes.dtype == np.uint8
-        assert pq.codebooks_.shape == (M, 256, 32 // M) and pq.codebooks_.dtype == np.float32
-        assert pq.rotation_ is None and pq.code_size == M
-        back = pq.inverse_transform(codes)
-        assert back.shape == xb.shape and back.dtype == np.float32
-        errors.append(pq.reconstruction_error(xb))
-    assert all(a > b for a, b in zip(errors, errors[1:])), errors
-
-
-def test_pq_fewer_bits_packs_codes(data):
-    xb, _ = data
-    pq = ProductQuantizer(8, nbits=4).fit(xb)
-    codes = pq.encode(xb)
-    assert codes.shape == (len(xb), 4) and pq.codebooks_.shape == (8, 16, 4)
-    assert pq.reconstruction_error(xb) > ProductQuantizer(8).fit(xb).reconstruction_error(xb)
-
-
-def test_pq_errors(data):
-    xb, _ = data
-    with pytest.raises(ConfigError, match="not divisible by M=5"):
-        ProductQuantizer(5).fit(xb)
-    with pytest.raises(ConfigError, match="at least 256"):
-        ProductQuantizer(4).fit(xb[:100])
-    with pytest.raises(ConfigError, match="NaN"):
-        ProductQuantizer(4).fit(np.full((300, 32), np.nan, np.float32))
-    pq = ProductQuantizer(4).fit(xb)
-    with pytest.raises(ConfigError, match="uint8"):
-        pq.decode(np.zeros((3, 5), np.uint8))
-    with pytest.raises(ConfigError, match="32 features"):
-        pq.encode(np.zeros((3, 16), np.float32))
+# ----------------------------------------------------------------------------- OPQ
 
 
 def test_opq_reconstructs_correlated_data_better_than_pq():
     # strongly correlated components: PQ's fixed sub-spaces split them badly, OPQ rotates first
     x = mixture(10000, 32, 40, seed=1, decay=1.0)
-    pq, opq = ProductQuantizer(4).fit(x), OPQ(4, niter=10).fit(x)
+    opq = OPQ(4, niter=10).fit(x)
     assert opq.rotation_.shape == (32, 32)
     np.testing.assert_allclose(opq.rotation_ @ opq.rotation_.T, np.eye(32), atol=1e-4)
-    assert opq.reconstruction_error(x) <= pq.reconstruction_error(x)
+    assert opq.reconstruction_error(x) <= faiss_pq_error(x, 4)
 
 
-def test_faiss_export_same_codes_and_distances(data, data64, opq64):
+def test_opq_errors(data):
+    """The input checks every quantizer shares (compress.pq), through OPQ."""
+    xb, _ = data
+    with pytest.raises(ConfigError, match="not divisible by M=5"):
+        OPQ(5, niter=2).fit(xb)
+    with pytest.raises(ConfigError, match="at least 256"):
+        OPQ(4, niter=2).fit(xb[:100])
+    with pytest.raises(ConfigError, match="NaN"):
+        OPQ(4, niter=2).fit(np.full((300, 32), np.nan, np.float32))
+    opq = OPQ(4, niter=2).fit(xb[:3000])
+    with pytest.raises(ConfigError, match="uint8"):
+        opq.decode(np.zeros((3, 5), np.uint8))
+    with pytest.raises(ConfigError, match="32 features"):
+        opq.encode(np.zeros((3, 16), np.float32))
+
+
+def faiss_pq_error(x: np.ndarray, M: int) -> float:
+    """Reconstruction error of plain PQ (faiss.ProductQuantizer, 8 bits, as the index trains it)."""
     import faiss
 
-    xb, xq = data
-    pq = ProductQuantizer(8).fit(xb)
-    check_export(pq, xb, xq)
-    assert isinstance(pq.to_faiss(), faiss.IndexPQ)
+    pq = faiss.ProductQuantizer(x.shape[1], M, 8)
+    pq.train(x)
+    return float(((x - pq.decode(pq.compute_codes(x))) ** 2).sum(1).mean())
+
+
+def test_faiss_export_same_codes_and_distances(data64, opq64):
+    import faiss
+
     check_export(opq64, *data64)
     assert isinstance(opq64.to_faiss(), faiss.IndexPreTransform)
 
@@ -223,28 +207,30 @@ def test_load_codebooks_into_faiss_pq(data):
     import faiss
 
     xb, _ = data
-    pq = ProductQuantizer(4).fit(xb)
+    source = faiss.ProductQuantizer(32, 4, 8)
+    source.train(xb)
+    codebooks = faiss.vector_to_array(source.centroids).reshape(4, 256, 8)
     target = faiss.ProductQuantizer(32, 4, 8)
-    load_codebooks_into_faiss_pq(target, pq.codebooks_, sample=xb[:500])
-    np.testing.assert_array_equal(target.compute_codes(xb), pq.encode(xb))
-    load_codebooks_into_faiss_pq(target, pq.codebooks_)  # synthetic check sample
+    load_codebooks_into_faiss_pq(target, codebooks, sample=xb[:500])
+    np.testing.assert_array_equal(target.compute_codes(xb), source.compute_codes(xb))
+    load_codebooks_into_faiss_pq(target, codebooks)  # synthetic check sample
     with pytest.raises(ConfigError, match=r"\(M, ksub, dsub\) = \(4, 256, 8\)"):
-        load_codebooks_into_faiss_pq(target, pq.codebooks_.reshape(8, 256, 4))
+        load_codebooks_into_faiss_pq(target, codebooks.reshape(8, 256, 4))
     # an IVF-PQ index takes the same codebooks (what vidsearch.index does with them)
     ivf = faiss.IndexIVFPQ(faiss.IndexFlatL2(32), 32, 4, 4, 8)
-    load_codebooks_into_faiss_pq(ivf.pq, pq.codebooks_)
-    np.testing.assert_array_equal(ivf.pq.compute_codes(xb[:100]), pq.encode(xb[:100]))
+    load_codebooks_into_faiss_pq(ivf.pq, codebooks)
+    np.testing.assert_array_equal(ivf.pq.compute_codes(xb[:100]), source.compute_codes(xb[:100]))
 
 
 # ----------------------------------------------------------------------------- LearnedPQ
 
-LEARNED = dict(epochs=4, n_anchors=2000, seed=0, n_threads=1)
-TINY = dict(epochs=1, n_anchors=256, seed=0, n_threads=1)
+LEARNED = LearnedPQConfig(epochs=4, n_anchors=2000, seed=0, n_threads=1)
+TINY = LearnedPQConfig.quick(seed=0)
 
 
 @pytest.fixture(scope="module")
 def learned(data64, opq64) -> LearnedPQ:
-    return LearnedPQ(8, **LEARNED).fit(data64[0], init=opq64)
+    return LearnedPQ(8, config=LEARNED).fit(data64[0], init=opq64)
 
 
 def test_learned_pq_attributes(learned, data64):
@@ -252,7 +238,7 @@ def test_learned_pq_attributes(learned, data64):
     assert learned.rotation_.shape == (64, 64) and learned.rotation_.dtype == np.float32
     assert learned.codebooks_.shape == (8, 256, 8) and learned.codebooks_.dtype == np.float32
     np.testing.assert_allclose(learned.rotation_ @ learned.rotation_.T, np.eye(64), atol=1e-4)
-    assert len(learned.history_) == LEARNED["epochs"]
+    assert len(learned.history_) == LEARNED.epochs and learned.config == LEARNED
     assert set(learned.fit_seconds_) == {"init", "train", "total"}
     assert learned.transform(xb[:5]).shape == (5, 8)
     assert learned.inverse_transform(learned.transform(xb[:5])).shape == (5, 64)
@@ -273,12 +259,13 @@ def test_learned_pq_recall_not_below_opq(learned, opq64, data64):
 
 def test_learned_pq_is_deterministic(opq64, data64):
     xb, _ = data64
-    first = LearnedPQ(8, **TINY).fit(xb, init=opq64)
-    again = LearnedPQ(8, **TINY).fit(xb, init=opq64)
+    first = LearnedPQ(8, config=TINY).fit(xb, init=opq64)
+    again = LearnedPQ(8, config=TINY).fit(xb, init=opq64)
     np.testing.assert_array_equal(again.rotation_, first.rotation_)
     np.testing.assert_array_equal(again.codebooks_, first.codebooks_)
     np.testing.assert_array_equal(again.encode(xb[:100]), first.encode(xb[:100]))
-    other = LearnedPQ(8, **{**TINY, "seed": 1}).fit(xb, init=opq64)
+    other = LearnedPQ(8, config=TINY, seed=1).fit(xb, init=opq64)  # the index passes its seed this way
+    assert other.config.seed == 1 and TINY.seed == 0
     assert not np.array_equal(other.codebooks_, first.codebooks_)
 
 
@@ -288,27 +275,55 @@ def test_learned_pq_is_deterministic(opq64, data64):
 ])
 def test_learned_pq_options_train(options, opq64, data64):
     xb, _ = data64
-    model = LearnedPQ(8, **{**TINY, **options}).fit(xb, init=opq64)
+    model = LearnedPQ(8, config=LearnedPQConfig.quick(**options)).fit(xb, init=opq64)
     assert np.isfinite(model.codebooks_).all() and np.isfinite(model.rotation_).all()
     assert model.reconstruction_error(xb) < 1.5 * opq64.reconstruction_error(xb)
 
 
 def test_learned_pq_fits_its_own_opq(data):
     xb, _ = data
-    model = LearnedPQ(4, init_niter=1, **TINY).fit(xb[:3000])
+    model = LearnedPQ(4, config=LearnedPQConfig.quick(init_niter=1)).fit(xb[:3000])
     assert isinstance(model.init_, OPQ) and model.init_.niter == 1
     assert model.codebooks_.shape == (4, 256, 8)
 
 
 def test_learned_pq_errors(data, opq64, data64):
     xb, _ = data
-    with pytest.raises(ConfigError, match="assignment"):
-        LearnedPQ(8, assignment="gumbel").fit(xb)
+    with pytest.raises(ConfigError, match="assignment must be one of 'straight_through', 'soft'"):
+        LearnedPQConfig(assignment="gumbel")
     with pytest.raises(ConfigError, match="nbr_loss"):
-        LearnedPQ(8, nbr_loss="contrastive").fit(xb)
-    with pytest.raises(ConfigError, match="init has codebooks"):
-        LearnedPQ(4).fit(data64[0], init=opq64)
+        LearnedPQConfig(nbr_loss="contrastive")
     with pytest.raises(ConfigError, match="n_neighbors < n_candidates"):
-        LearnedPQ(8, n_candidates=5).fit(data64[0], init=opq64)
+        LearnedPQConfig(n_candidates=5)
+    with pytest.raises(ConfigError, match="temperature"):
+        LearnedPQConfig(temperature=(1.0, 0.0))
+    with pytest.raises(ConfigError, match="both 0"):
+        LearnedPQConfig(lambda_rec=0, lambda_nbr=0)
+    with pytest.raises(ConfigError, match="must be a LearnedPQConfig"):
+        LearnedPQ(8, config={"epochs": 1})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="init has codebooks"):
+        LearnedPQ(4, config=TINY).fit(data64[0], init=opq64)
+    with pytest.raises(ConfigError, match="n_neighbors < n_candidates < n_vectors"):
+        LearnedPQ(8, config=LearnedPQConfig.quick(n_candidates=400)).fit(data64[0][:300], init=opq64)
     with pytest.raises(ConfigError, match="not divisible by M=5"):
-        LearnedPQ(5).fit(xb)
+        LearnedPQ(5, config=TINY).fit(xb)
+
+
+def test_learned_pq_config_is_frozen_and_round_trips_through_json():
+    import dataclasses
+    import json
+
+    config = LearnedPQConfig.quick(assignment="soft", nbr_loss="distortion", temperature=[2.0, 0.1])
+    assert config.assignment == "soft" and config.temperature == (2.0, 0.1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 3  # type: ignore[misc]
+    assert LearnedPQConfig(**json.loads(json.dumps(config.to_dict()))) == config
+    assert json.loads(json.dumps(config.to_dict()))["nbr_loss"] == "distortion"
+
+
+def test_learned_pq_without_torch_names_the_extra(monkeypatch, data):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    with pytest.raises(ConfigError, match=r"pip install 'vidsearch\[train\]'"):
+        LearnedPQ(4, config=TINY).fit(data[0])

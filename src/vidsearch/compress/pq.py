@@ -1,7 +1,11 @@
-"""Product quantizers (FAISS inside): plain PQ and OPQ (rotation + PQ), scikit-learn style.
+"""Product quantization helpers (FAISS inside) and OPQ (rotation + PQ), scikit-learn style.
 
-Every quantizer here (and :class:`vidsearch.compress.LearnedPQ`) exposes the same two learned
-attributes, which is all an index needs to rebuild it in FAISS:
+OPQ is the starting point of :class:`vidsearch.compress.LearnedPQ`. (The plain
+``ProductQuantizer`` estimator, a baseline only the benchmarks used, lives in
+``bench/_compress_estimators.py``; the index trains its plain PQ inside FAISS's IVF-PQ.)
+
+Every quantizer exposes the same two learned attributes, which is all an index needs to rebuild
+it in FAISS:
 
 - ``rotation_``: (d, d) float32 matrix applied as ``y = x @ rotation_.T`` before quantization,
   or ``None`` for the identity (plain PQ);
@@ -259,45 +263,6 @@ def make_adc_index(rotation: NDArray[np.float32] | None, codebooks: NDArray[np.f
     if rotation is None:
         return index
     return faiss.IndexPreTransform(make_linear_transform(rotation), index)  # keeps references to both
-
-
-class ProductQuantizer(_FaissCodes):
-    """Product quantization (``faiss.ProductQuantizer``): M sub-spaces, 2**nbits centroids each.
-
-    Args:
-        M: number of sub-quantizers; must divide the vector dimension.
-        nbits: bits per sub-quantizer code (8: one byte each).
-        niter: k-means iterations per sub-space.
-        seed: k-means seed.
-
-    Attributes:
-        rotation_: always None (no rotation).
-        codebooks_: (M, 2**nbits, d / M) float32 centroids.
-        n_features_in_: d.
-    """
-
-    def __init__(self, M: int, nbits: int = 8, niter: int = 25, seed: int = 1234) -> None:
-        self.M = M
-        self.nbits = nbits
-        self.niter = niter
-        self.seed = seed
-        self.rotation_ = None
-        self.codebooks_ = None
-
-    def fit(self, X: Any, y: Any = None) -> ProductQuantizer:
-        """Train the sub-space k-means on (N, d) float32 vectors (N >= 2**nbits)."""
-        import faiss
-
-        x = as_matrix(X)
-        check_pq_shape(x.shape[1], self.M, self.nbits)
-        check_enough(len(x), 2**self.nbits)
-        pq = faiss.ProductQuantizer(x.shape[1], self.M, self.nbits)
-        pq.cp.niter = int(self.niter)
-        pq.cp.seed = int(self.seed)
-        pq.train(x)
-        self.n_features_in_ = x.shape[1]
-        self._set_fitted(None, faiss.vector_to_array(pq.centroids).reshape(self.M, pq.ksub, pq.dsub))
-        return self
 
 
 class OPQ(_FaissCodes):
