@@ -21,7 +21,9 @@ from typing import Any
 
 import _common as C
 
-ENCODERS = ("sscd", "sscd-distilled", "effnet-lite0")
+from vidsearch.encode.registry import encoder_names
+
+ENCODERS = tuple(encoder_names())
 
 
 def parse_args() -> argparse.Namespace:

@@ -25,9 +25,10 @@ from typing import Any
 
 import _common as C
 
+from vidsearch.encode.registry import encoder_names
 from vidsearch.evaluate.fashion_eval import dataset_info, markdown_tables
 
-ENCODERS = ("sscd", "sscd-distilled", "effnet-lite0")
+ENCODERS = tuple(encoder_names())
 
 
 def parse_args() -> argparse.Namespace:

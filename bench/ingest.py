@@ -27,7 +27,9 @@ import numpy as np
 
 import _common as C
 
-ENCODERS = ("sscd", "sscd-distilled", "effnet-lite0")
+from vidsearch.encode.registry import encoder_names
+
+ENCODERS = tuple(encoder_names())
 STAGES = ("decode", "encode", "hash", "store")
 
 
@@ -62,10 +64,10 @@ def real_frames(files: list[Path], size: tuple[int, int], n: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------- ingest
 def warm_encoder(name: str, files: list[Path], batch: int) -> dict[str, float]:
-    from vidsearch.encode.frame import SPECS, load_encoder
+    from vidsearch.encode import load_encoder, registry
 
     load_s, enc = C.time_call(lambda: load_encoder(name))
-    images = real_frames(files[:1], SPECS[name].input_size, batch)
+    images = real_frames(files[:1], registry.get(name).input_size, batch)
     # ONNX Runtime needs a few runs before it reaches its steady speed (arena growth, thread pool)
     batches_s = [C.time_call(lambda: enc.encode(images))[0] for _ in range(4)]
     return {"load_s": load_s, "warmup_batches_s": batches_s, "batch": batch}
@@ -149,10 +151,12 @@ def bench_export() -> dict[str, Any]:
 def bench_throughput(files: list[Path], n_frames: int, batch: int, repeats: int) -> dict[str, Any]:
     import torch
 
-    from vidsearch.encode import effnet
-    from vidsearch.encode.frame import SPECS, OnnxFrameEncoder, default_threads, load_encoder
+    from _torch_effnet import TorchEffNetEncoder
 
-    spec = SPECS["effnet-lite0"]
+    from vidsearch.encode import effnet, registry
+    from vidsearch.encode.frame import OnnxFrameEncoder, default_threads, load_encoder
+
+    spec = registry.get("effnet-lite0")
     images = real_frames(files, spec.input_size, n_frames)
     C.log(f"[throughput] {len(images)} real frames at {spec.input_size}, batch {batch}")
 
@@ -160,7 +164,7 @@ def bench_throughput(files: list[Path], n_frames: int, batch: int, repeats: int)
     load = {}
     load["ort_fp32"], ort_fp32 = C.time_call(lambda: load_encoder("effnet-lite0", "onnx"))
     load["ort_int8"], ort_int8 = C.time_call(lambda: load_encoder("effnet-lite0", "onnx-int8"))
-    load["torch"], torch_enc = C.time_call(lambda: load_encoder("effnet-lite0", "torch"))
+    load["torch"], torch_enc = C.time_call(lambda: TorchEffNetEncoder(spec))
     fp32_path, int8_path = effnet.effnet_onnx_path(False), effnet.effnet_onnx_path(True)
     ort_fp32_1 = OnnxFrameEncoder(spec, fp32_path, threads=1)
     ort_int8_1 = OnnxFrameEncoder(spec, int8_path, threads=1)

