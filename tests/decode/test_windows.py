@@ -33,3 +33,17 @@ def test_windows_without_frames_are_dropped():
 
 def test_empty():
     assert make_segments(np.array([]), 5.0, 2.0, 1.0) == []
+
+
+def test_bad_window_or_stride_is_a_config_error_not_an_endless_loop():
+    import pytest
+
+    from vidsearch.errors import ConfigError
+
+    times = np.arange(10, dtype=float)
+    for window, stride in [(0.0, 1.0), (2.0, 0.0), (-2.0, 1.0), (float("nan"), 1.0), (2.0, float("nan")),
+                           (float("inf"), 1.0)]:
+        with pytest.raises(ConfigError, match="window and stride"):
+            make_segments(times, 10.0, window=window, stride=stride)
+    with pytest.raises(ConfigError, match="duration"):
+        make_segments(times, float("nan"), window=2.0, stride=1.0)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from vidsearch.errors import ConfigError, ShapeError
 from vidsearch.evaluate import metrics as m
 
 
@@ -17,8 +18,22 @@ def test_average_precision_wu_2007():
 
 def test_mean_average_precision():
     assert m.mean_average_precision([["a"], ["x", "b"]], [{"a"}, {"b"}]) == pytest.approx(0.75)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError):  # ShapeError is also a ValueError
         m.mean_average_precision([["a"]], [])
+    with pytest.raises(ShapeError, match="one ground-truth set per ranking"):
+        m.mean_average_precision([["a"]], [])
+
+
+def test_bad_inputs_are_errors_that_say_what_was_expected():
+    with pytest.raises(ShapeError, match="2 scores and 1 true/false labels"):
+        m.micro_average_precision([0.1, 0.2], [True], 1)
+    with pytest.raises(ShapeError):
+        m.precision_recall_curve([0.1], [True, False], 1)
+    for fn in (m.precision_at_k, m.recall_at_k, m.accuracy_at_k, m.f1_at_k):
+        with pytest.raises(ConfigError, match="k must be >= 1"):
+            fn(["a"], {"a"}, 0)
+    with pytest.raises(ConfigError):
+        m.knn_recall(np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int64), 0)
 
 
 def test_micro_ap_pools_all_queries():

@@ -82,3 +82,15 @@ def test_calibrated_threshold_is_stored(collection_copy: Path):
         c.calibrate(3.0)
     with pytest.raises(QueryError):
         SearchParams(rerank="magic")
+
+
+def test_unknown_mode_and_par_without_threshold_are_config_errors():
+    from vidsearch.errors import ConfigError
+    from vidsearch.search.rerank import rerank
+
+    q = np.ones((1, 4), np.float32) / 2
+    t = np.zeros(1)
+    with pytest.raises(ConfigError, match="expected one of none, exact, par, dtw, bidtw"):
+        rerank("magic", q, t, t, [], lambda v: (t, t, q))  # checked even with no candidate
+    with pytest.raises(ConfigError, match="needs a threshold"):
+        rerank("par", q, t, t, [], lambda v: (t, t, q))

@@ -8,7 +8,9 @@ own current frame at full size.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from vidsearch.errors import DecodeError
+from vidsearch.errors import ConfigError, DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +61,16 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise DecodeError(f"{path}: no such file; check the path")
-    if not path.is_file():
-        raise DecodeError(f"{path}: expected a regular file, found a {'directory' if path.is_dir() else 'special file'}")
-    if path.stat().st_size == 0:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise DecodeError(f"{path}: no such file; check the path") from None
+    except OSError as exc:  # name too long, permission denied on a folder, a loop of links...
+        raise DecodeError(f"{path}: cannot read the file ({exc.strerror or exc}); check the path and its permissions") from exc
+    if not stat.S_ISREG(st.st_mode):
+        kind = "directory" if stat.S_ISDIR(st.st_mode) else "special file"
+        raise DecodeError(f"{path}: expected a regular file (a video or an image), found a {kind}")
+    if st.st_size == 0:
         raise DecodeError(f"{path}: the file is empty (0 bytes); expected a video or an image")
 
 
@@ -173,6 +180,10 @@ def iter_frames(
     """
     import av
 
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ConfigError(f"fps must be a finite number of frames per second > 0, got {fps!r}; e.g. fps=1")
+    if len(size) != 2 or min(size) < 1:
+        raise ConfigError(f"size must be (width, height) in pixels, both >= 1, got {size!r}")
     p = Path(path)
     _check_file(p)
     if is_image_path(p):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+
+from vidsearch.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,10 @@ def make_segments(times: NDArray[np.float64], duration: float, window: float, st
         window: window length in seconds.
         stride: step between window starts in seconds.
     """
+    if not (math.isfinite(window) and math.isfinite(stride) and window > 0 and stride > 0):
+        raise ConfigError(f"window and stride must be finite and > 0 seconds, got window={window}, stride={stride}")
+    if not math.isfinite(duration):
+        raise ConfigError(f"duration must be a finite number of seconds, got {duration}")
     n = len(times)
     if n == 0:
         return []

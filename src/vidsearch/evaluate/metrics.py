@@ -21,6 +21,8 @@ from collections.abc import Hashable, Iterable, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from vidsearch.errors import ConfigError, ShapeError
+
 
 def average_precision(ranking: Sequence[Hashable], relevant: Iterable[Hashable]) -> float:
     """AP of one ranked list (best first) against the set of relevant items (Wu et al. 2007)."""
@@ -41,7 +43,8 @@ def average_precision(ranking: Sequence[Hashable], relevant: Iterable[Hashable])
 def mean_average_precision(rankings: Sequence[Sequence[Hashable]], relevants: Sequence[Iterable[Hashable]]) -> float:
     """Mean of :func:`average_precision` over queries (0.0 for no query)."""
     if len(rankings) != len(relevants):
-        raise ValueError(f"got {len(rankings)} rankings for {len(relevants)} ground-truth sets; expected one each")
+        raise ShapeError(f"got {len(rankings)} rankings for {len(relevants)} ground-truth sets; expected one "
+                         "ground-truth set per ranking (same order)")
     if not rankings:
         return 0.0
     return float(np.mean([average_precision(r, g) for r, g in zip(rankings, relevants)]))
@@ -57,10 +60,9 @@ def micro_average_precision(
         is_true: whether each predicted pair is a ground-truth pair.
         n_ground_truth: number of ground-truth pairs (the recall denominator), predicted or not.
     """
+    s, t = _pooled(scores, is_true)
     if n_ground_truth <= 0:
         return 0.0
-    s = np.asarray(scores, dtype=np.float64)
-    t = np.asarray(is_true, dtype=bool)
     order = np.argsort(-s, kind="stable")
     t = t[order]
     tp = np.cumsum(t)
@@ -72,8 +74,7 @@ def precision_recall_curve(
     scores: Sequence[float], is_true: Sequence[bool], n_ground_truth: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """(precision, recall, thresholds) of pooled predictions, sorted by decreasing score."""
-    s = np.asarray(scores, dtype=np.float64)
-    t = np.asarray(is_true, dtype=bool)
+    s, t = _pooled(scores, is_true)
     order = np.argsort(-s, kind="stable")
     tp = np.cumsum(t[order])
     precision = tp / np.arange(1, len(t) + 1)
@@ -81,14 +82,30 @@ def precision_recall_curve(
     return precision, recall, s[order]
 
 
+def _pooled(scores: Sequence[float], is_true: Sequence[bool]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """(N,) float64 scores and (N,) bool labels of pooled predictions, checked to pair up."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    t = np.asarray(is_true, dtype=bool).reshape(-1)
+    if len(s) != len(t):
+        raise ShapeError(f"got {len(s)} scores and {len(t)} true/false labels; expected one label per score")
+    return s, t
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ConfigError(f"k must be >= 1 (the number of top results scored), got {k}")
+
+
 def precision_at_k(ranking: Sequence[Hashable], relevant: Iterable[Hashable], k: int) -> float:
     """Relevant items among the top k, divided by k."""
+    _check_k(k)
     rel = set(relevant)
     return sum(1 for item in ranking[:k] if item in rel) / k
 
 
 def recall_at_k(ranking: Sequence[Hashable], relevant: Iterable[Hashable], k: int) -> float:
     """Relevant items among the top k, divided by the number of relevant items."""
+    _check_k(k)
     rel = set(relevant)
     if not rel:
         return 0.0
@@ -103,6 +120,7 @@ def f1_at_k(ranking: Sequence[Hashable], relevant: Iterable[Hashable], k: int) -
 
 def accuracy_at_k(ranking: Sequence[Hashable], relevant: Iterable[Hashable], k: int) -> float:
     """1.0 when any of the top k is relevant (hit rate)."""
+    _check_k(k)
     rel = set(relevant)
     return float(any(item in rel for item in ranking[:k]))
 
@@ -120,7 +138,11 @@ def knn_recall(
     1e-6 relative of the exact k-th distance also counts: ties are not errors (faiss
     ``check_ref_knn_with_draws``).
     """
+    _check_k(k)
     q = approx_ids.shape[0]
+    if q == 0 or exact_ids.shape[0] != q:
+        raise ShapeError(f"expected (Q, >=k) id arrays with the same Q >= 1, got {approx_ids.shape} approximate "
+                         f"and {exact_ids.shape} exact")
     total = 0
     for i in range(q):
         truth = set(exact_ids[i, :k].tolist())

@@ -18,14 +18,20 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
+from vidsearch.errors import ConfigError
 from vidsearch.search.results import Match
 from vidsearch.search.vote import VideoVote
 
 # Fetches a video's segment (starts, ends, vectors (m, d)) ordered by time.
 Fetch = Callable[[str], tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float32]]]
 
-# Default PAR thresholds per encoder, used until a collection is calibrated: the best-F1 threshold of
-# the near-duplicate benchmark (small, seed 0) for the exact re-score (docs/RESULTS.md).
+# Default PAR thresholds per encoder, used until a collection is calibrated ('vidsearch calibrate').
+# No stored result backs these values: they were read off a small near-duplicate run (seed 0) whose
+# results.json was not kept. The stored full run (bench/results/eval-neardup-full/results.json) has, for
+# vidsearch-sscd:par, a calibrated (half-split best-F1) threshold of 0.428 and a pooled best-F1 threshold
+# of 0.361; no stored run measured sscd-distilled or effnet-lite0 with a re-rank.
+RERANK_MODES = ("none", "exact", "par", "dtw", "bidtw")
+
 DEFAULT_PAR_THRESHOLD = {"sscd": 0.35, "sscd-distilled": 0.35, "effnet-lite0": 0.6}
 
 
@@ -54,6 +60,11 @@ def rerank(
             ``par`` score each query segment by its best region (blank regions, ``region_blank``,
             excluded); DTW aligns the whole frames.
     """
+    if mode not in RERANK_MODES:
+        raise ConfigError(f"unknown re-rank mode {mode!r}; expected one of {', '.join(RERANK_MODES)}")
+    if mode == "par" and threshold is None:
+        raise ConfigError("re-rank mode 'par' needs a threshold (a cosine in [-1, 1]); pass SearchParams.par_threshold "
+                          "or calibrate the collection ('vidsearch calibrate')")
     if mode == "none" or not candidates:
         out = candidates
     elif mode in ("exact", "par"):
@@ -70,8 +81,8 @@ def rerank(
         out.sort(key=lambda v: (-v.score, v.video_id))
     elif mode in ("dtw", "bidtw"):
         out = _align(mode, query, q_starts, q_ends, candidates, fetch)
-    else:
-        raise ValueError(f"unknown re-rank mode {mode!r}")
+    else:  # unreachable: checked above
+        raise ConfigError(f"unknown re-rank mode {mode!r}; expected one of {', '.join(RERANK_MODES)}")
     if threshold is not None and mode != "none":
         out = [v for v in out if v.score > threshold]
     return out
