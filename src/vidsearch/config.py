@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, TypeVar, Union
 
 from vidsearch.encode import registry
 from vidsearch.errors import ConfigError
@@ -44,11 +44,11 @@ class Aggregator(enum.StrEnum):
     MEAN = "mean"  # mean of the frame vectors, L2-normalised
 
 
-# What a field accepts: the member or its value. Type checkers then catch a misspelt literal
-# (``kind="ivfqp"``), and the field holds the member once the dataclass is built.
-IndexKindLike = Union[IndexKind, Literal["auto", "flat", "ivfpq"]]
-QuantizerLike = Union[Quantizer, Literal["pq", "opq", "learned"]]
-AggregatorLike = Union[Aggregator, Literal["mean"]]
+# What a field accepts: the member or its value (a manifest's string, a CLI argument); the field
+# holds the member once the dataclass is built.
+IndexKindLike = Union[IndexKind, str]
+QuantizerLike = Union[Quantizer, str]
+AggregatorLike = Union[Aggregator, str]
 
 
 def choice(enum_type: type[_E], value: Any, what: str) -> _E:

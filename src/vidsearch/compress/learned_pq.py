@@ -35,7 +35,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, TypeVar, Union
 
 import numpy as np
 from numpy.typing import NDArray
@@ -69,8 +69,9 @@ class NeighbourLoss(enum.StrEnum):
     DISTORTION = "distortion"  # ADC minus exact distance the same for all of an anchor's candidates
 
 
-AssignmentLike = Union[Assignment, Literal["straight_through", "soft"]]
-NeighbourLossLike = Union[NeighbourLoss, Literal["ranking", "distortion"]]
+# a field takes the member or its value, and holds the member once the config is built
+AssignmentLike = Union[Assignment, str]
+NeighbourLossLike = Union[NeighbourLoss, str]
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,7 @@ class LearnedPQ(_FaissCodes):
         self.n_features_in_ = d
         sample = x[np.random.default_rng(self.config.seed).choice(n, min(n, 512), replace=False)] @ rotation.T
         self._set_fitted(rotation, codebooks)
-        load_codebooks_into_faiss_pq(self._pq, self.codebooks_, sample=sample)  # FAISS == argmin on real data too
+        load_codebooks_into_faiss_pq(self._pq, codebooks, sample=sample)  # FAISS == argmin on real data too
         total = time.perf_counter() - t_start
         self.fit_seconds_ = {"init": t_init, "train": total - t_init, "total": total}
         return self
@@ -321,7 +322,7 @@ class LearnedPQ(_FaissCodes):
         step = 0
         for epoch in range(int(self.config.epochs)):
             t0 = time.perf_counter()
-            if self.config.lambda_nbr > 0 and self.config.mine_every and epoch % self.config.mine_every == 0:
+            if batch.candidates is not None and self.config.mine_every and epoch % self.config.mine_every == 0:
                 batch.mined = self._mine(model, x, anchors, batch.candidates)
             sums = {"rec": 0.0, "nbr": 0.0, "orth": 0.0}
             order = torch.randperm(n_anchors, generator=gen).numpy()
