@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+
 def _openblas_coretype() -> str | None:
     """The OpenBLAS kernels this CPU can run: SkylakeX with AVX-512 (F, BW, DQ, VL), Haswell with
     AVX2 and FMA, else None (OpenBLAS's own choice). Forcing SkylakeX on a CPU without AVX-512
@@ -32,32 +33,52 @@ if "OPENBLAS_CORETYPE" not in os.environ and (_coretype := _openblas_coretype())
 
 __version__ = "0.1.0"
 
-from vidsearch.config import CollectionConfig, DecodeConfig, EncodeConfig, IndexConfig, SegmentConfig  # noqa: E402
+from vidsearch.config import (  # noqa: E402
+    Aggregator,
+    CollectionConfig,
+    DecodeConfig,
+    EncodeConfig,
+    IndexConfig,
+    IndexKind,
+    Quantizer,
+    SegmentConfig,
+)
 from vidsearch.errors import (  # noqa: E402
+    AlignmentError,
     CollectionError,
     CollectionLockedError,
+    ConfigError,
     DecodeError,
     EncoderError,
+    NotFittedError,
     NotFoundError,
     QueryError,
+    ShapeError,
     VidsearchError,
 )
 
 __all__ = [
+    "Aggregator",
+    "AlignmentError",
     "Collection",
     "CollectionConfig",
     "CollectionError",
     "CollectionLockedError",
+    "ConfigError",
     "DecodeConfig",
     "DecodeError",
     "EncodeConfig",
     "EncoderError",
     "IndexConfig",
+    "IndexKind",
+    "NotFittedError",
     "NotFoundError",
     "QueryError",
+    "Quantizer",
     "SearchParams",
     "SearchResult",
     "SegmentConfig",
+    "ShapeError",
     "VidsearchError",
     "__version__",
 ]
