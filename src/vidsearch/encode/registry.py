@@ -5,21 +5,35 @@ Adding an encoder is one module (a ``load(spec, variant) -> FrameEncoder`` funct
 check (:class:`vidsearch.config.EncodeConfig`), :func:`vidsearch.encode.load_encoder`, the CLI's
 ``--encoder`` choices, the collection's frame dimension and the default PAR threshold of the re-ranker.
 
-This module is light on purpose (no numpy, ONNX Runtime or torch): ``vidsearch.config`` imports it.
-A loader is named by ``"module:function"`` and imported only when the encoder is loaded.
+This module is light on purpose (no numpy, ONNX Runtime or torch) and sits in the lowest layer:
+``vidsearch.config`` imports it. It is data only: a loader is named by ``"module:function"``, which
+:func:`vidsearch.encode.frame.load_encoder` imports when the encoder is first loaded.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from vidsearch.errors import ConfigError
 
-if TYPE_CHECKING:  # the protocol lives with the ONNX runner; importing it here would pull numpy
-    from vidsearch.encode.frame import FrameEncoder
+if TYPE_CHECKING:  # annotations only: importing numpy here would slow every ``import vidsearch``
+    import numpy as np
+    from numpy.typing import NDArray
+
+
+class FrameEncoder(Protocol):
+    """What a loader returns: one image -> one vector. ``input_size`` is (width, height).
+
+    ``encode`` takes (N, height, width, 3) uint8 RGB images and returns (N, dim) float32 vectors,
+    L2-normalised.
+    """
+
+    name: str
+    dim: int
+    input_size: tuple[int, int]
+
+    def encode(self, images: NDArray[np.uint8]) -> NDArray[np.float32]: ...
 
 
 @dataclass(frozen=True)
@@ -63,12 +77,6 @@ class EncoderSpec:
     def install_hint(self) -> str:
         """What to run so that this encoder loads (empty when the core install suffices)."""
         return f"pip install 'vidsearch[{self.extra}]'" if self.extra else ""
-
-    def resolve_loader(self) -> Callable[[EncoderSpec, str], FrameEncoder]:
-        """Import and return the loader function (imports the encoder's module, not its models)."""
-        module, _, function = self.loader.partition(":")
-        loaded: Any = getattr(importlib.import_module(module), function)
-        return loaded  # type: ignore[no-any-return]
 
     def check_variant(self, variant: str | None) -> str:
         """``variant`` (the default when None) if this encoder has it; else :class:`ConfigError`."""
