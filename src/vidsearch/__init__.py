@@ -86,7 +86,7 @@ __all__ = [
 
 def __getattr__(name: str):  # lazy: `import vidsearch` stays fast for the CLI
     if name == "Collection":
-        from vidsearch.store.collection import Collection
+        from vidsearch.collection import Collection
 
         return Collection
     if name in ("SearchParams", "SearchResult"):

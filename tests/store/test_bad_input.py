@@ -23,7 +23,7 @@ import pytest
 from vidsearch import Collection
 from vidsearch.errors import CollectionError, CollectionLockedError, NotFoundError
 from vidsearch.evaluate import samples
-from vidsearch.store.collection import iter_media_files
+from vidsearch.store.files import iter_media_files
 
 GOOD = ("rgb.m4v", "v2s.mov")  # short real videos that are not in ``built_collection``
 REPORT_KEYS = {"path", "status", "video_id", "segments", "duration", "error", "timings_s"}

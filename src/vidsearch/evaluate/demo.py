@@ -69,7 +69,7 @@ def run_demo(
     on_file: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
     """Index the sample footage into ``collection_dir`` (a temporary folder if None) and run the queries."""
-    from vidsearch.store.collection import Collection
+    from vidsearch.collection import Collection
 
     references = samples.reference_footage()
     with tempfile.TemporaryDirectory(prefix="vidsearch-demo-") as tmp:
@@ -80,9 +80,10 @@ def run_demo(
         reports = coll.add(references, on_file=on_file)
         index_s = time.perf_counter() - t0
         queries = make_queries(folder, references)
+        engine = coll.engine()  # the reader every entry point searches through
         rows = []
         for q, path in queries:
-            result = coll.search(path, k=3)
+            result = engine.search(path, k=3)
             top = result.results[0] if result.results else None
             source_ok = top is not None and Path(top.path).name == q.source
             match = top.matches[0] if top and top.matches else None

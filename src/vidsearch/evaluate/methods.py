@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vidsearch.config import CollectionConfig
+from vidsearch.errors import DecodeError, NotFittedError
 from vidsearch.search.results import SearchParams
 
 
@@ -58,14 +59,15 @@ class VidsearchMethod:
         self.name = name
         self.config = config or CollectionConfig()
         self.params = params or SearchParams()
-        self._coll = None
+        self._engine: Any = None
         self._ref_of_video: dict[str, str] = {}
         self.rerank_ms: list[float] = []
 
     def index(self, references: list[Reference]) -> None:
         import json
 
-        from vidsearch.store.collection import Collection
+        from vidsearch.collection import Collection
+        from vidsearch.search.engine import Engine
 
         key = json.dumps([self.config.to_dict(), [(r.ref_id, str(r.path)) for r in references]], sort_keys=True)
         if key not in self._built:
@@ -77,15 +79,16 @@ class VidsearchMethod:
             ref_of_video = {}
             for ref, rep in zip(references, reports):
                 if rep.video_id is None:
-                    raise RuntimeError(f"{self.name}: reference {ref.ref_id} failed to index: {rep.error}")
+                    raise DecodeError(f"{self.name}: reference {ref.ref_id} ({ref.path}) failed to index: {rep.error}")
                 ref_of_video[rep.video_id] = ref.ref_id
             self._built[key] = (tmp, path, ref_of_video)
         _, path, self._ref_of_video = self._built[key]
-        self._coll = Collection.open(path)
+        self._engine = Engine.open(path)
 
     def query(self, path: Path, k: int) -> list[Prediction]:
-        assert self._coll is not None, "index() first"
-        result = self._coll.search(path, k=k, params=self.params)
+        if self._engine is None:
+            raise NotFittedError(f"{self.name}: call index() before query()")
+        result = self._engine.search(path, k=k, params=self.params)
         self.rerank_ms.append(result.rerank_ms)
         out = []
         for hit in result.results:
@@ -97,8 +100,9 @@ class VidsearchMethod:
         return out
 
     def close(self) -> None:
-        if self._coll is not None:
-            self._coll.close()
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
 
 
 class FrameScanMethod:

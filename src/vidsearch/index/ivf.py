@@ -23,11 +23,6 @@ compacted away (``remove_ids``) once they pass ``compact_fraction`` of the index
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import struct
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,12 +30,9 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from vidsearch.errors import CollectionError, ConfigError, NotFittedError
-from vidsearch.index.base import IndexHits, faiss_threads_for
-
-MAGIC = b"VIDSIDX\x00"
-VERSION = 1
-_HEADER = struct.Struct("<8sIQ")  # magic, version, json length
+from vidsearch.errors import CollectionError, ConfigError, NotFittedError, ShapeError
+from vidsearch.index.hits import IndexHits, empty_hits, faiss_threads_for
+from vidsearch.index.persist import MAGIC, field, read_index_file, write_index_file
 
 
 class VectorStore(Protocol):
@@ -50,7 +42,10 @@ class VectorStore(Protocol):
 
 
 class MemmapStore:
-    """Rows of a (N, d) array on disk; row i is id i."""
+    """Rows of a (N, d) float32 or float16 array (usually memory-mapped from disk); row i is id i.
+
+    The one re-rank store: a collection wraps its ``segments.f32`` in it, the ANN benchmark the
+    same vector file (``bench/ann.py``), so both re-rank through the same code."""
 
     def __init__(self, array: np.ndarray) -> None:
         self.array = array
@@ -64,7 +59,10 @@ class MemmapStore:
             from vidsearch.index.kernels import gather_dot_f16_batch
 
             return gather_dot_f16_batch(np.asarray(self.array), ids, queries, threads=threads)
-        return np.einsum("qrd,qd->qr", np.asarray(self.array[ids.ravel()], dtype=np.float32).reshape(*ids.shape, -1), queries)
+        if len(queries) == 1:  # the latency-bound case: one gather (memcpy per row) and one BLAS matvec
+            return (self.array[ids[0]] @ queries[0])[None].astype(np.float32, copy=False)
+        rows = np.asarray(self.array[ids.ravel()], dtype=np.float32).reshape(*ids.shape, -1)
+        return np.einsum("qrd,qd->qr", rows, queries).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)
@@ -250,6 +248,7 @@ class IVFPQIndex:
                               f"(input {dim}, reduce={self.config.reduce}); choose pq_m or reduce to fit")
         self.store = store
         self.params = IVFSearchParams()
+        self.info: dict[str, Any] = {}  # saved with the index (the collection records what it covers)
         self._index = None  # faiss index (IndexPreTransform or IndexIVFPQFastScan)
         self._ivf = None
         self._tombstones: set[int] = set()
@@ -268,7 +267,7 @@ class IVFPQIndex:
 
         x = np.ascontiguousarray(vectors, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"the training vectors have shape {x.shape}, but this index expects (N, {self.dim})")
+            raise ShapeError(f"the training vectors have shape {x.shape}, but this index expects (N, {self.dim})")
         dim = self.code_dim
         pca = None
         if dim < self.dim:
@@ -366,7 +365,7 @@ class IVFPQIndex:
             raise NotFittedError("train() the IVF-PQ index before adding vectors")
         x = np.ascontiguousarray(vectors, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"the provided vectors have shape {x.shape}, but this index expects (N, {self.dim})")
+            raise ShapeError(f"the provided vectors have shape {x.shape}, but this index expects (N, {self.dim})")
         if len(x):
             # Lists are assigned through the same HNSW graph over the centroids that searches walk
             # (efSearch 256). Assigning by an exact BLAS search instead was 8x faster at 1M, but at
@@ -432,10 +431,10 @@ class IVFPQIndex:
         """Top-k by inner product (vectors are L2-normalised, so L2 order = cosine order)."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"the provided queries have shape {q.shape}, but this index expects (Q, {self.dim})")
+            raise ShapeError(f"the provided queries have shape {q.shape}, but this index expects (Q, {self.dim})")
         k = max(1, int(k))
         if self._index is None or len(self) == 0:
-            return IndexHits(np.full((len(q), k), -1, np.int64), np.full((len(q), k), -np.inf, np.float32))
+            return empty_hits(len(q), k)
         p = params or self.params
         depth = max(k, p.rerank) if self.store is not None else k
         with faiss_threads_for(len(q)):
@@ -490,61 +489,54 @@ class IVFPQIndex:
         return 0 if self._index is None else faiss_ram_bytes(self._index)
 
     def save(self, path: Path) -> None:
-        """Magic tag + version + JSON metadata + FAISS blob, written atomically."""
+        """Atomic, checksummed container (``index/persist.py``): JSON header + FAISS blob."""
         import faiss
 
         if self._index is None:
             raise NotFittedError("nothing to save: the index is not trained")
         blob = faiss.serialize_index(self._index).tobytes()
-        meta = json.dumps({"dim": self.dim, "config": asdict(self.config), "params": asdict(self.params),
-                           "tombstones": sorted(self._tombstones), "blob_bytes": len(blob),
-                           "blob_sha256": hashlib.sha256(blob).hexdigest()}).encode()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_HEADER.pack(MAGIC, VERSION, len(meta)))
-                f.write(meta)
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        write_index_file(path, "ivfpq", {"dim": self.dim, "config": asdict(self.config), "params": asdict(self.params),
+                                         "tombstones": sorted(self._tombstones), "info": self.info}, blob)
 
     @classmethod
     def load(cls, path: Path, store: VectorStore | None = None) -> "IVFPQIndex":
+        """Load a saved index.
+
+        Raises:
+            CollectionError: unreadable, damaged anywhere (checksum, header fields, FAISS blob), or newer.
+        """
+        meta, blob = read_index_file(path)
+        return cls.from_container(path, meta, blob, store)
+
+    @classmethod
+    def from_container(cls, path: Path, meta: dict[str, Any], blob: np.ndarray,
+                       store: VectorStore | None = None) -> "IVFPQIndex":
+        """The index held by a container already read and checksummed (:func:`read_index_file`)."""
         import faiss
 
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise CollectionError(f"{path}: cannot read the index ({exc})") from exc
-        if len(data) < _HEADER.size:
-            raise CollectionError(f"{path}: expected a vidsearch index header, found {len(data)} bytes")
-        magic, version, n = _HEADER.unpack_from(data)
-        if magic != MAGIC:
-            raise CollectionError(f"{path}: not a vidsearch index (magic {magic!r}, expected {MAGIC!r})")
-        if version > VERSION:
-            raise CollectionError(f"{path}: index format {version} is newer than this vidsearch reads ({VERSION}); upgrade")
-        try:
-            meta = json.loads(data[_HEADER.size : _HEADER.size + n])
-            blob = data[_HEADER.size + n :]
-            if len(blob) != meta["blob_bytes"] or hashlib.sha256(blob).hexdigest() != meta["blob_sha256"]:
-                raise ValueError("checksum mismatch: the file is truncated or corrupt")
-            # without FAISS building its precomputed table on read (537 MB at 10M) only to be dropped
-            index = faiss.deserialize_index(np.frombuffer(blob, np.uint8).copy(), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
-        except (ValueError, RuntimeError, KeyError, TypeError) as exc:
-            raise CollectionError(f"{path}: damaged index ({exc}); delete it to rebuild from the vector files") from exc
-        config = dict(meta["config"])
+        if meta.get("kind", "ivfpq") != "ivfpq":
+            raise CollectionError(f"{path}: expected an IVF-PQ index, found kind {meta.get('kind')!r}")
+        dim = field(path, meta, "dim", int)
+        config = dict(field(path, meta, "config", dict))
         config.setdefault("reduce", 0)  # files from before the PCA projection keep every dimension
-        obj = cls(meta["dim"], IVFPQConfig(**config), store)
-        obj.params = IVFSearchParams(**meta["params"])
-        obj._index = index
-        obj._ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # the concrete IVF type, as train() leaves it
+        tombstones = field(path, meta, "tombstones", list)
+        try:
+            obj = cls(dim, IVFPQConfig(**config), store)
+            obj.params = IVFSearchParams(**field(path, meta, "params", dict))
+            obj._tombstones = {int(t) for t in tombstones}
+            # without FAISS building its precomputed table on read (537 MB at 10M) only to be dropped
+            index = faiss.deserialize_index(blob.copy(), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
+            ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # the concrete IVF type, as train() leaves it
+        except (TypeError, ValueError, RuntimeError, MemoryError, ConfigError) as exc:
+            raise CollectionError(f"{path}: damaged index ({type(exc).__name__}: {exc}); "
+                                  "it is rebuilt from the vector files") from exc
+        if index.d != dim:
+            raise CollectionError(f"{path}: the header says {dim}-d input, the FAISS blob takes {index.d}-d; damaged")
+        obj.info = field(path, meta, "info", dict, {})
+        obj._index, obj._ivf = index, ivf
         _no_precomputed_table(obj._ivf)  # FAISS rebuilds it on every read
         quantizer = faiss.downcast_index(obj._ivf.quantizer)
         obj.code_dim = int(quantizer.d)  # what the file holds, whatever rule "reduce" follows today
         if isinstance(quantizer, faiss.IndexHNSW):  # files saved before connect_graph existed: repair on load
             obj.graph_links_repaired = connect_graph(quantizer)
-        obj._tombstones = set(meta["tombstones"])
         return obj

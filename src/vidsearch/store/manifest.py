@@ -75,3 +75,44 @@ def read_manifest(directory: Path) -> dict[str, Any]:
             f"found config={type(data.get('config')).__name__}, dims={dims!r}; the collection is damaged"
         )
     return data
+
+
+SEARCH_DEFAULTS = "search_defaults.json"
+
+
+def read_search_defaults(directory: Path) -> dict[str, Any]:
+    """The search-time defaults stored by ``Collection.calibrate`` ({} when none).
+
+    Raises:
+        CollectionError: the file exists but is not a JSON object with a numeric ``par_threshold``.
+    """
+    path = directory / SEARCH_DEFAULTS
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CollectionError(f"{path}: unreadable ({exc}); run `vidsearch calibrate` again or delete it") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("par_threshold", 0.0), (int, float)):
+        raise CollectionError(f"{path}: expected a JSON object with a numeric par_threshold, found {data!r}; "
+                              "run `vidsearch calibrate` again or delete it")
+    return data
+
+
+def write_search_defaults(directory: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(directory / SEARCH_DEFAULTS, json.dumps(data, indent=2) + "\n")
+
+
+def index_path(directory: Path, generation: int) -> Path:
+    """Where the index saved at catalogue ``generation`` lives."""
+    return directory / f"index-{generation}.faiss"
+
+
+def index_files(directory: Path) -> list[tuple[int, Path]]:
+    """Saved index files as (generation, path), newest first (half-written ``.tmp`` files excluded)."""
+    out = []
+    for p in directory.glob("index-*.faiss"):
+        stem = p.name[len("index-") : -len(".faiss")]
+        if stem.isdigit():
+            out.append((int(stem), p))
+    return sorted(out, reverse=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from vidsearch.errors import CollectionError
+from vidsearch.errors import CollectionError, ShapeError
 
 MAGIC = b"VIDSVEC\x00"
 VERSION = 1
@@ -87,7 +87,7 @@ class VectorFile:
         """Write ``rows`` (N, dim) starting at row ``at`` (the committed count) and fsync."""
         data = np.ascontiguousarray(rows, dtype=self.dtype)
         if data.ndim != 2 or data.shape[1] != self.dim:
-            raise ValueError(f"expected rows of shape (N, {self.dim}), got {data.shape}")
+            raise ShapeError(f"expected rows of shape (N, {self.dim}), got {data.shape}")
         with open(self.path, "r+b") as f:
             f.seek(HEADER.size + at * self.row_bytes)
             f.write(data.tobytes())
@@ -104,3 +104,27 @@ class VectorFile:
             self._map = np.memmap(self.path, dtype=self.dtype, mode="r", offset=HEADER.size, shape=(committed, self.dim))
             self._mapped_rows = committed
         return np.array(self._map[rows])
+
+    def view(self, rows: int) -> NDArray[np.floating]:
+        """A read-only memory map of the first ``rows`` (committed) rows: a reader's snapshot of the file.
+
+        Rows past ``rows`` may be appended or truncated by the writer meanwhile; these never are.
+        """
+        if rows == 0:
+            return np.zeros((0, self.dim), self.dtype)
+        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=HEADER.size, shape=(rows, self.dim))
+
+
+def open_checked(path: Path, dim: int, dtype: str) -> VectorFile:
+    """Open a vector file and check it holds the rows the manifest promises.
+
+    Raises:
+        CollectionError: missing, damaged, or of another width or dtype than ``dim``/``dtype``.
+    """
+    vf = VectorFile.open(path)
+    if vf.dim != dim or vf.dtype != np.dtype(dtype):
+        raise CollectionError(
+            f"{path}: expected {dim}-dim {dtype} rows (from the manifest), found {vf.dim}-dim {vf.dtype} in its header; "
+            "the collection is damaged (restore it or re-index)"
+        )
+    return vf

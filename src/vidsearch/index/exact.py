@@ -1,0 +1,84 @@
+"""Exact inner-product k-NN over rows that may live on disk (memory-mapped): the one exact scan.
+
+Used as ground truth by the benchmarks and by readers whose index is stale or missing (they scan
+the rows the index does not cover instead of training one: readers never train). FAISS's
+``knn`` does the work per chunk, so a memory-mapped base is read once and never copied whole.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vidsearch.errors import ShapeError
+from vidsearch.index.hits import IndexHits, empty_hits, faiss_threads_for, merge_hits
+
+CHUNK_ROWS = 262_144
+
+
+def exact_knn(queries: NDArray[np.float32], base: NDArray[np.floating], k: int, chunk: int = CHUNK_ROWS,
+              keep: NDArray[np.bool_] | None = None) -> IndexHits:
+    """Exact top-``k`` by inner product of (Q, d) queries over (N, d) rows (float32 or float16, possibly a memmap).
+
+    Args:
+        queries: (Q, d) float32.
+        base: (N, d) rows; ids are row numbers.
+        k: neighbours per query.
+        chunk: rows converted to float32 at a time.
+        keep: optional (N,) bool mask; rows where it is False are never returned.
+
+    Returns:
+        IndexHits with (Q, k) ids (row numbers, -1 padded) and scores (-inf padded).
+    """
+    import faiss
+
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if q.ndim != 2 or base.ndim != 2 or q.shape[1] != base.shape[1]:
+        raise ShapeError(f"exact k-NN needs (Q, d) queries and (N, d) rows, got {q.shape} and {base.shape}")
+    k = max(1, int(k))
+    best = empty_hits(len(q), k)
+    if len(q) == 0:
+        return best
+    with faiss_threads_for(len(q)):
+        for s in range(0, len(base), chunk):
+            part = np.ascontiguousarray(base[s : s + chunk], dtype=np.float32)
+            kk = min(k, len(part))
+            scores, ids = faiss.knn(q, part, kk, metric=faiss.METRIC_INNER_PRODUCT)
+            ids = ids.astype(np.int64)
+            if keep is not None:
+                mask = keep[s : s + len(part)]
+                if not mask.all():  # dropped rows may fill the top k: search the kept ones only
+                    rows = np.flatnonzero(mask)
+                    if not len(rows):
+                        continue
+                    kk = min(k, len(rows))
+                    scores, sub = faiss.knn(q, np.ascontiguousarray(part[rows]), kk, metric=faiss.METRIC_INNER_PRODUCT)
+                    ids = np.where(sub >= 0, rows[np.maximum(sub, 0)], -1).astype(np.int64)
+            ids = np.where(ids >= 0, ids + s, -1)
+            best = merge_hits([best, IndexHits(ids, np.where(ids >= 0, scores, -np.inf).astype(np.float32))], k)
+    return best
+
+
+class ExactScan:
+    """Search-only view of rows ``[first, first + N)`` of a vector file, scanned exactly.
+
+    What a reader searches where its index does not reach: the rows committed after the index
+    was saved, or every row when the index file is missing or damaged.
+    """
+
+    def __init__(self, rows: NDArray[np.floating], first: int = 0, keep: NDArray[np.bool_] | None = None) -> None:
+        self.rows = rows
+        self.first = first
+        self.keep = keep
+        self.dim = int(rows.shape[1])
+
+    def __len__(self) -> int:
+        return int(len(self.rows) if self.keep is None else self.keep.sum())
+
+    def search(self, queries: NDArray[np.float32], k: int, params: object = None) -> IndexHits:
+        """Exact top-k; ``params`` is ignored (nothing to tune)."""
+        hits = exact_knn(queries, self.rows, k, keep=self.keep)
+        return IndexHits(np.where(hits.ids >= 0, hits.ids + self.first, -1), hits.scores)
+
+    def memory_bytes(self) -> int:
+        return 0  # reads the memory-mapped file; holds nothing of its own

@@ -1,0 +1,481 @@
+"""``Engine``: the one query path. The CLI, ``vidsearch eval``, the demo, the benchmarks (and later the
+server) search through it.
+
+An engine holds one immutable :class:`Snapshot` per catalogue generation: the segment table as
+arrays, memory maps of the committed vector rows, the index the writer last saved, and the list
+of videos. Searches read whichever snapshot is current (a reference taken once per call), so any
+number of threads can search while :meth:`Engine.refresh` builds the next snapshot and swaps it in.
+
+Readers never train and never write. The writer saves an index at (almost) every commit
+(``vidsearch.collection``); a reader whose newest index file is older than the catalogue searches
+it *and* scans the rows committed since exactly (:class:`~vidsearch.index.exact.ExactScan`); a
+reader with no usable index file (missing, damaged) scans every row exactly. Results are then
+those of exact search on what the index does not cover; ``index_info()["state"]`` says which.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vidsearch.config import CollectionConfig
+from vidsearch.decode import MediaInfo
+from vidsearch.errors import CollectionError, NotFoundError, QueryError, VidsearchError
+from vidsearch.index import ExactScan, IndexHits, IVFPQConfig, IVFPQIndex, IVFSearchParams, MemmapStore, load_index
+from vidsearch.index.hits import merge_hits
+from vidsearch.search.rerank import DEFAULT_PAR_THRESHOLD, rerank
+from vidsearch.search.results import SearchParams, SearchResult, VideoHit
+from vidsearch.search.vote import SegmentTable, vote
+from vidsearch.store import catalog
+from vidsearch.store.catalog import CatalogSnapshot
+from vidsearch.store.manifest import index_files, read_manifest, read_search_defaults
+from vidsearch.store.vectors import open_checked
+
+log = logging.getLogger(__name__)
+
+REF_QUERY = re.compile(r"^(?P<video>[0-9a-f]{4,64})@(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)$")
+
+
+@dataclass(frozen=True)
+class RefQuery:
+    """``VIDEO_ID@START-END``: seconds START to END of an indexed video."""
+
+    video: str
+    start: float
+    end: float
+
+
+def parse_ref(query: str) -> RefQuery | None:
+    """The parts of a ``VIDEO_ID@START-END`` query (None when ``query`` has another form).
+
+    Raises:
+        QueryError: END is not after START.
+    """
+    m = REF_QUERY.match(query)
+    if m is None:
+        return None
+    ref = RefQuery(m.group("video"), float(m.group("start")), float(m.group("end")))
+    if ref.end <= ref.start:
+        raise QueryError(f"query {query!r}: END must be after START (seconds), got {ref.start}-{ref.end}")
+    return ref
+
+
+def stored_segmenter(config: CollectionConfig, frame_dim: int):  # type: ignore[no-untyped-def]
+    """A ``MediaEncoder`` that only cuts and aggregates frames already encoded (stored frame vectors,
+    imported vectors): it loads no frame model."""
+    from vidsearch.encode.pipeline import MediaEncoder
+
+    class _NoFrameModel:
+        name = config.encode.encoder
+        dim = frame_dim
+        input_size = (0, 0)
+
+    return MediaEncoder(config, encoder=_NoFrameModel())  # type: ignore[arg-type]
+
+
+@dataclass
+class Snapshot:
+    """What one catalogue generation looks like to a reader. Never changed after it is built
+    (``_by_video`` is filled once, on first use, under a lock)."""
+
+    catalog: CatalogSnapshot
+    table: SegmentTable
+    segments: NDArray[np.float32]  # (segment_rows, d) memory map
+    frames: NDArray[np.float16]  # (frame_rows, d) memory map
+    index: Any  # VectorIndex or ExactScan (rows [0, covered))
+    covered: int  # rows the index covers; rows past it are scanned exactly (``tail``)
+    tail: ExactScan | None
+    state: str  # "current" | "stale" | "exact"
+    reason: str
+    index_generation: int | None
+    paths: dict[str, str]
+    defaults: dict[str, Any]
+    _by_video: tuple[NDArray[np.int64], NDArray[np.int64]] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def generation(self) -> int:
+        return self.catalog.generation
+
+    def video_segment_ids(self, video: int) -> NDArray[np.int64]:
+        """Live segment ids of the video at ``video`` (position in ``catalog.video_ids``), in time order."""
+        with self._lock:
+            if self._by_video is None:
+                live = np.flatnonzero(self.table.video >= 0)
+                order = live[np.lexsort((self.table.start[live], self.table.video[live]))]
+                bounds = np.searchsorted(self.table.video[order], np.arange(len(self.table.video_ids) + 1))
+                self._by_video = (order, bounds)
+        order, bounds = self._by_video
+        return order[bounds[video] : bounds[video + 1]]
+
+
+class Engine:
+    """Searches one collection directory; thread-safe; never writes to it.
+
+    Args:
+        path: the collection directory.
+        refresh_seconds: ``search`` looks for a newer committed generation at most this often
+            (0: before every search; ``refresh()`` adopts one at once).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], refresh_seconds: float = 1.0) -> None:
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        self.config = CollectionConfig.from_dict(self.manifest["config"])
+        self.refresh_seconds = refresh_seconds
+        self._db = catalog.open_existing(self.path / "catalog.sqlite")
+        self._db_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
+        self._build_lock = threading.Lock()
+        self._media_encoder = None
+        self._segmenter = None
+        try:
+            self._segment_file = open_checked(self.path / "segments.f32", self.manifest["dims"]["segment"], "float32")
+            self._frame_file = open_checked(self.path / "frames.f16", self.manifest["dims"]["frame"], "float16")
+            self._snap = self._build_snapshot()
+        except BaseException:
+            self._db.close()
+            raise
+        self._checked_at = time.monotonic()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], refresh_seconds: float = 1.0) -> "Engine":
+        """Open the collection at ``path`` for searching (no lock: any number of engines may read)."""
+        return cls(path, refresh_seconds)
+
+    def close(self) -> None:
+        with self._db_lock:
+            self._db.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ snapshots
+    @property
+    def snapshot(self) -> Snapshot:
+        """The current snapshot (a reference: keep it for a consistent view across several calls)."""
+        return self._snap
+
+    @property
+    def generation(self) -> int:
+        return self._snap.generation
+
+    def refresh(self) -> bool:
+        """Adopt the newest committed generation (or a newer index file of this one); never blocks on the writer.
+
+        Returns:
+            True when a new snapshot was swapped in.
+        """
+        self._checked_at = time.monotonic()
+        with self._db_lock:
+            generation = catalog.meta(self._db)["generation"]
+        current = self._snap
+        if generation == current.generation and (
+                current.state == "current" or not self._newer_index_exists(current)):
+            return False
+        with self._build_lock:  # one builder at a time; searches go on with the old snapshot meanwhile
+            if self._snap is not current:
+                return True
+            snap = self._build_snapshot()
+            with self._swap_lock:
+                self._snap = snap
+        return True
+
+    def _newer_index_exists(self, snap: Snapshot) -> bool:
+        return any(g <= snap.generation and (snap.index_generation is None or g > snap.index_generation)
+                   for g, _ in index_files(self.path))
+
+    def _maybe_refresh(self) -> Snapshot:
+        if time.monotonic() - self._checked_at >= self.refresh_seconds:
+            self.refresh()
+        return self._snap
+
+    def _build_snapshot(self) -> Snapshot:
+        for attempt in range(3):
+            snap = self._try_snapshot()
+            if snap is not None:
+                return snap
+        # the writer kept replacing the index under us: search exactly this time, the next refresh retries
+        return self._try_snapshot(use_index=False)  # type: ignore[return-value]
+
+    def _try_snapshot(self, use_index: bool = True) -> Snapshot | None:
+        with self._db_lock:
+            cat = catalog.read_snapshot(self._db)
+        for vf, rows in ((self._segment_file, cat.segment_rows), (self._frame_file, cat.frame_rows)):
+            if vf.rows_on_disk() < rows:
+                raise CollectionError(
+                    f"{vf.path}: the catalogue says {rows} rows are committed, found {vf.rows_on_disk()}; "
+                    "the vector file was truncated, the collection is damaged (restore it or re-index)")
+        segments = self._segment_file.view(cat.segment_rows)
+        frames = self._frame_file.view(cat.frame_rows)
+        table = SegmentTable(cat.segment_video, cat.segment_start, cat.segment_end, cat.video_ids)
+        index, covered, gen, reason = self._load_index(cat, segments) if use_index else (None, 0, None, "busy writer")
+        if reason == "vanished":
+            return None  # the writer published a newer index meanwhile: read the catalogue again
+        live = cat.segment_video >= 0
+        tail = None
+        if covered < cat.segment_rows:
+            tail = ExactScan(segments[covered:], first=covered, keep=live[covered:])
+        state = "current" if covered == cat.segment_rows and gen == cat.generation else (
+            "exact" if index is None else "stale")
+        if index is None:
+            covered = 0
+        return Snapshot(cat, table, segments, frames, index, covered, tail, state, reason, gen,
+                        dict(zip(cat.video_ids, cat.video_paths)), read_search_defaults(self.path))
+
+    def _load_index(self, cat: CatalogSnapshot, segments: NDArray[np.float32]) -> tuple[Any, int, int | None, str]:
+        """(index, rows it covers, its generation, why not current) of the newest usable index file."""
+        store = MemmapStore(segments)
+        reason = "no index file"
+        for generation, path in index_files(self.path):
+            if generation > cat.generation:
+                continue  # saved after this snapshot's catalogue read: the next refresh takes it
+            try:
+                index = load_index(path, store)
+            except VidsearchError as exc:
+                if not path.exists():  # replaced by the writer between listing and reading
+                    return None, 0, None, "vanished"
+                log.warning("%s; searching the stored vectors exactly instead", exc)
+                reason = f"{path.name} unusable: {exc}"
+                continue
+            covered = index.info.get("segment_rows")
+            if covered is None and generation == cat.generation:
+                covered = cat.segment_rows  # a file from before indexes recorded what they cover
+            live_covered = None if not isinstance(covered, int) else int(np.count_nonzero(cat.segment_video[:covered] >= 0))
+            if not isinstance(covered, int) or not 0 <= covered <= cat.segment_rows or index.dim != segments.shape[1] or (
+                    generation == cat.generation and len(index) != live_covered):
+                log.warning("%s does not match the catalogue; searching the stored vectors exactly instead", path)
+                reason = f"{path.name} does not match the catalogue"
+                continue
+            return index, covered, generation, "" if covered == cat.segment_rows else f"{path.name} + exact scan of new rows"
+        return None, 0, None, reason
+
+    def index_info(self) -> dict[str, Any]:
+        """Which index answers searches: ``state`` is ``current`` (the index covers every committed row),
+        ``stale`` (the last saved index, plus an exact scan of the rows committed since) or ``exact``
+        (no usable index file: every row is scanned exactly); with the index's size and layout."""
+        snap = self._snap
+        index = snap.index
+        n = snap.catalog.segment_rows
+        info: dict[str, Any] = {"state": snap.state, "reason": snap.reason or None, "generation": snap.generation,
+                                "index_generation": snap.index_generation, "covered_rows": snap.covered,
+                                "exact_rows": n - snap.covered}
+        if index is None:
+            return {**info, "kind": "exact-scan", "vectors": int(np.count_nonzero(snap.table.video >= 0)), "memory_bytes": 0}
+        kind = "ivfpq" if isinstance(index, IVFPQIndex) else "flat"
+        info.update(kind=kind, vectors=len(index), memory_bytes=int(index.memory_bytes()))
+        if isinstance(index, IVFPQIndex) and index._ivf is not None:
+            wanted = IVFPQConfig(pq_m=index.config.pq_m, reduce=self.config.index.reduce).code_dim(index.dim)
+            info.update(lists=int(index._ivf.nlist), dim=index.dim, code_dim=index.code_dim,
+                        quantizer=index.config.quantizer, pq_bytes=index.config.pq_m * index.config.nbits // 8,
+                        memory_bytes_per_vector=round(info["memory_bytes"] / max(len(index), 1), 1), advice=None)
+            if index.code_dim != wanted:
+                # e.g. a file from before the PCA projection: codes of the full vectors, slower (issue #4)
+                info["advice"] = (f"the index codes {index.code_dim}-d vectors where this configuration asks for "
+                                  f"{wanted}-d; run `vidsearch index --collection {self.path} --rebuild-index` to rebuild it")
+        return info
+
+    def search_defaults(self) -> dict[str, Any]:
+        """Search-time defaults stored with the collection (``calibrate``), else the encoder's built-in ones."""
+        stored = self._snap.defaults
+        return {"par_threshold": stored.get("par_threshold", DEFAULT_PAR_THRESHOLD[self.config.encode.encoder]),
+                "calibrated": "par_threshold" in stored, **{k: v for k, v in stored.items() if k != "par_threshold"}}
+
+    # ------------------------------------------------------------------ queries
+    def _encoder(self):  # type: ignore[no-untyped-def]
+        if self._media_encoder is None:
+            from vidsearch.encode.pipeline import MediaEncoder
+
+            self._media_encoder = MediaEncoder(self.config)
+        return self._media_encoder
+
+    def _stored_segmenter(self):  # type: ignore[no-untyped-def]
+        if self._segmenter is None:
+            self._segmenter = stored_segmenter(self.config, self.manifest["dims"]["frame"])
+        return self._segmenter
+
+    def resolve_video(self, video: str, snap: Snapshot | None = None) -> int:
+        """Position in ``snapshot.catalog.video_ids`` of a video given by id, unique id prefix, or path.
+
+        Raises:
+            NotFoundError: no such video, or an ambiguous prefix.
+        """
+        snap = snap or self._snap
+        ids = snap.catalog.video_ids
+        if video in snap.paths:
+            return ids.index(video)
+        if catalog._ID_PREFIX.fullmatch(video):
+            found = [i for i, v in enumerate(ids) if v.startswith(video)]
+            if len(found) > 1:
+                raise NotFoundError(f"video id prefix {video!r} is ambiguous ({len(found)} videos); give more characters")
+            if found:
+                return found[0]
+        resolved = str(Path(video).resolve()) if video else video
+        for i, p in enumerate(snap.catalog.video_paths):
+            if p == resolved:
+                return i
+        raise NotFoundError(f"no video {video!r} in {self.path}; `vidsearch info --collection {self.path}` lists them")
+
+    def frame_vectors(self, video: str, snap: Snapshot | None = None) -> tuple[NDArray[np.float64], NDArray[np.float16]]:
+        """The stored (F,) frame times and (F, D) float16 frame vectors of a video (id, prefix or path)."""
+        snap = snap or self._snap
+        v = self.resolve_video(video, snap)
+        row, n = int(snap.catalog.video_frame_row[v]), int(snap.catalog.video_n_frames[v])
+        return snap.catalog.frame_times(v).copy(), np.array(snap.frames[row : row + n])
+
+    def encode_query(self, query: str | os.PathLike[str], crops: bool = False, snap: Snapshot | None = None):  # type: ignore[no-untyped-def]
+        """Decode and encode a query (file, image, or ``VIDEO_ID@START-END`` from the stored frames).
+
+        Raises:
+            QueryError: neither an existing file nor a valid reference.
+            NotFoundError: the referenced video is not in the collection.
+            DecodeError: the file cannot be decoded.
+        """
+        text = str(query)
+        ref = None if Path(text).exists() else parse_ref(text)
+        if ref is not None:
+            snap = snap or self._snap
+            t0 = time.perf_counter()
+            times, vectors = self.frame_vectors(ref.video, snap)
+            keep = (times >= ref.start - 1e-6) & (times < ref.end - 1e-6)
+            if not keep.any():
+                raise QueryError(f"query {text!r}: video {ref.video} has no frame between {ref.start}s and {ref.end}s")
+            info = MediaInfo(text, ref.end - ref.start, 0.0, 0, 0, "stored", "stored", False)
+            media = self._stored_segmenter().encode_frames(info, times[keep] - ref.start, vectors[keep].astype(np.float32))
+            media.timings["decode"] = media.timings.get("decode", 0.0) + time.perf_counter() - t0 - media.timings["encode"]
+            return media
+        if not Path(text).exists():
+            raise QueryError(f"query {text!r} is neither an existing file nor VIDEO_ID@START-END of an indexed video "
+                             "(e.g. 3fa9c2d41b07@10-20)")
+        if Path(text).is_dir():
+            raise QueryError(f"query {text!r} is a folder; give a video or image file")
+        return self._encoder().encode_file(text, crops=crops)
+
+    def search_segments(self, vectors: NDArray[np.float32], k: int, params: SearchParams | None = None,
+                        snap: Snapshot | None = None) -> IndexHits:
+        """Top-``k`` reference segments of each (Q, d) query segment vector: the index, plus an exact scan
+        of the rows it does not cover."""
+        params = params or SearchParams()
+        snap = snap or self._snap
+        depth = 0 if params.rerank_depth == 0 else max(params.rerank_depth, k)
+        ivf_params = IVFSearchParams(params.nprobe, params.ef_search, depth)
+        parts = []
+        if snap.index is not None:
+            parts.append(snap.index.search(vectors, k, ivf_params))
+        if snap.tail is not None and len(snap.tail):
+            parts.append(snap.tail.search(vectors, k))
+        if not parts:
+            from vidsearch.index.hits import empty_hits
+
+            return empty_hits(len(vectors), max(1, k))
+        return parts[0] if len(parts) == 1 else merge_hits(parts, k)
+
+    def search(self, query: str | os.PathLike[str], k: int = 10, params: SearchParams | None = None) -> SearchResult:
+        """Find the videos that contain (or look like) the query, best first.
+
+        Args:
+            query: a video file, an image file, or ``VIDEO_ID@START-END`` (seconds) of an indexed video.
+            k: number of videos to return.
+            params: search-time parameters.
+
+        Returns:
+            SearchResult with up to ``k`` videos, each with matched time ranges.
+
+        Raises:
+            QueryError: the query is neither a readable file nor a valid ``VIDEO_ID@START-END``.
+            DecodeError: the query file cannot be decoded.
+        """
+        return self.search_batch([query], k, params)[0]
+
+    def search_batch(self, queries: list[str | os.PathLike[str]], k: int = 10,
+                     params: SearchParams | None = None) -> list[SearchResult]:
+        """Search several queries; their segment vectors go to the index in one call.
+
+        Raises:
+            QueryError, NotFoundError, DecodeError: for the first query that cannot be searched.
+        """
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise QueryError(f"k must be an integer >= 1, got {k!r}")
+        params = params or SearchParams()
+        snap = self._maybe_refresh()
+        t0 = time.perf_counter()
+        media = [self.encode_query(q, crops=params.crops, snap=snap) for q in queries]
+        return self.search_encoded(media, [str(q) for q in queries], k, params, snap, started=t0)
+
+    def search_encoded(self, media: list[Any], names: list[str], k: int, params: SearchParams,
+                       snap: Snapshot | None = None, started: float | None = None) -> list[SearchResult]:
+        """Search already-encoded queries (``EncodedMedia``) in one index call; the batch's entry point."""
+        snap = snap or self._snap
+        t1 = time.perf_counter()
+        blocks = [[m.segment_vectors, *m.region_segment_vectors] for m in media]
+        rows = [sum(len(b) for b in block) for block in blocks]
+        stacked = np.concatenate([b for block in blocks for b in block]) if sum(rows) else np.zeros(
+            (0, snap.segments.shape[1]), np.float32)
+        hits = self.search_segments(stacked, params.segment_k, params, snap)
+        index_s = time.perf_counter() - t1
+        out = []
+        offset = 0
+        for m, name, n in zip(media, names, rows):
+            t = time.perf_counter()
+            part = IndexHits(hits.ids[offset : offset + n], hits.scores[offset : offset + n])
+            offset += n
+            result = self._finish(m, name, part, k, params, snap)
+            search_ms = (index_s + time.perf_counter() - t) * 1000
+            result.timings_ms = {
+                "decode": m.timings.get("decode", 0.0) * 1000, "encode": m.timings.get("encode", 0.0) * 1000,
+                "search": search_ms,
+                "total": m.timings.get("decode", 0.0) * 1000 + m.timings.get("encode", 0.0) * 1000 + search_ms,
+            }
+            if started is not None and len(media) == 1:
+                result.timings_ms["total"] = (time.perf_counter() - started) * 1000
+            out.append(result)
+        return out
+
+    def _finish(self, media: Any, name: str, hits: IndexHits, k: int, params: SearchParams, snap: Snapshot) -> SearchResult:
+        """Hits of one query's segments (and crop regions) -> voted, re-ranked, ranked videos."""
+        starts = np.array([s.start for s in media.segments], np.float64)
+        ends = np.array([s.end for s in media.segments], np.float64)
+        n_seg = len(starts)
+        if media.region_segment_vectors:  # crops: each region's hits vote for its query segment
+            parts = range(1 + len(media.region_segment_vectors))
+            scores = [hits.scores[i * n_seg : (i + 1) * n_seg].copy() for i in parts]
+            for i, blank in enumerate(media.region_segment_blank, start=1):
+                scores[i][blank] = -np.inf  # a blank crop (black corner) matches every fade to black
+            hits = IndexHits(np.concatenate([hits.ids[i * n_seg : (i + 1) * n_seg] for i in parts], axis=1),
+                             np.concatenate(scores, axis=1))
+        votes = vote(starts, ends, hits.ids, hits.scores, snap.table, self.config.segment.stride,
+                     params.min_similarity, params.max_matches)
+        rerank_ms = 0.0
+        if params.rerank != "none":
+            threshold = params.par_threshold
+            if threshold is None and params.rerank == "par":
+                threshold = self.search_defaults()["par_threshold"]
+            t = time.perf_counter()
+            position = {v: i for i, v in enumerate(snap.catalog.video_ids)}
+
+            def fetch(video_id: str) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float32]]:
+                ids = snap.video_segment_ids(position[video_id])
+                return snap.table.start[ids], snap.table.end[ids], np.asarray(snap.segments[ids], np.float32)
+
+            votes = rerank(params.rerank, media.segment_vectors, starts, ends, votes[: params.rerank_candidates],
+                           fetch, threshold, regions=media.region_segment_vectors,
+                           region_blank=media.region_segment_blank)
+            rerank_ms = (time.perf_counter() - t) * 1000
+        votes = votes[:k]
+        results = [VideoHit(i + 1, v.video_id, snap.paths.get(v.video_id, ""), v.score, v.matches)
+                   for i, v in enumerate(votes)]
+        result = SearchResult(name, k, results)
+        result.rerank_ms = rerank_ms  # part of "search"; not in the JSON shape
+        return result
