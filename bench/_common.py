@@ -1,17 +1,19 @@
 """Shared helpers for the benchmarks in bench/ (not collected by pytest).
 
-Every result file holds the machine, the library versions, the git commit, the full
-configuration and the figures, so a number in docs/RESULTS.md can be traced to one run.
+Every result file holds the machine, the library versions, the full configuration, the figures
+and a ``provenance`` record (git commit, whether ``src/`` was dirty, UTC start and end, load
+average at start and end: ``vidsearch.evaluate.provenance``, the same record ``vidsearch eval``
+writes), so a number in docs/RESULTS.md can be traced to one run. The record starts when this
+module is imported (the start of the benchmark script) and is completed by ``write_result``.
+A run that lacks some of its data says so: ``header(..., missing={...})`` sets ``"partial": true``.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import importlib.metadata as _md
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vidsearch.evaluate import provenance
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -32,7 +36,11 @@ PACKAGES = (
     "iscc-samples", "scikit-video", "perception",
 )
 # Environment variables that change what is measured.
-ENV_KEYS = ("VIDSEARCH_THREADS", "VIDSEARCH_CACHE", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ORT_NUM_THREADS")
+ENV_KEYS = ("VIDSEARCH_THREADS", "VIDSEARCH_CACHE", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ORT_NUM_THREADS",
+            "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS")
+# The provenance of this run, started when the benchmark script imports this module.
+RUN = provenance.start(REPO_DIR)
+load_average = provenance.load_average
 
 
 def _cpu_model() -> str:
@@ -70,7 +78,6 @@ def machine_info() -> dict[str, Any]:
         "os": platform.platform(),
         "python": sys.version.split()[0],
         "hostname": platform.node(),
-        "load_at_start": load_average(),
     }
 
 
@@ -86,25 +93,24 @@ def versions(extra: Iterable[str] = ()) -> dict[str, str | None]:
 
 
 def git_info() -> dict[str, Any]:
-    """Commit of the working tree and whether src/ has uncommitted changes."""
-    def run(*args: str) -> str | None:
-        try:
-            return subprocess.run(["git", *args], cwd=REPO_DIR, capture_output=True, text=True, check=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    status = run("status", "--porcelain", "--", "src")
-    return {"commit": run("rev-parse", "HEAD"), "src_dirty": bool(status) if status is not None else None}
+    """Commit of the working tree and whether src/ has uncommitted changes (at the start of the run)."""
+    return {"commit": RUN["git_commit"], "src_dirty": RUN["src_dirty"]}
 
 
-def header(name: str, config: dict[str, Any]) -> dict[str, Any]:
-    """The common part of every result file."""
+def header(name: str, config: dict[str, Any], missing: dict[str, str] | None = None) -> dict[str, Any]:
+    """The common part of every result file.
+
+    ``missing``: data this run wanted but did not find (name -> how to install it); a non-empty
+    one marks the result ``"partial": true``, so it is never read as a complete run.
+    """
     return {
         "benchmark": name,
-        "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "timestamp_utc": RUN["started_utc"],
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "git": git_info(),
+        "provenance": provenance.public(RUN),  # completed (end time, load at end) by write_result
+        "partial": bool(missing),
+        "missing": dict(missing or {}),
         "machine": machine_info(),
         "versions": versions(),
         "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ},
@@ -128,8 +134,18 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def finished(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with its provenance completed now (end time, duration, load average at the end),
+    unless it already is."""
+    if payload.get("provenance", {}).get("finished_utc"):
+        return payload
+    return {**payload, "provenance": provenance.public(provenance.finish(dict(RUN)))}
+
+
 def write_result(name: str, payload: dict[str, Any]) -> Path:
-    """Write ``bench/results/NAME.json`` atomically (temp file beside it, fsync, os.replace)."""
+    """Write ``bench/results/NAME.json`` atomically (temp file beside it, fsync, os.replace), its
+    provenance completed (end time and load)."""
+    payload = finished(payload)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     target = RESULTS_DIR / f"{name}.json"
     fd, tmp = tempfile.mkstemp(dir=RESULTS_DIR, prefix=f".{name}.", suffix=".tmp")
@@ -147,8 +163,10 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
 
 def emit(name: str, payload: dict[str, Any], as_json: bool) -> None:
     """Save the result file; with ``--json`` also print the object to stdout."""
+    payload = finished(payload)
     path = write_result(name, payload)
-    log(f"wrote {path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path}")
+    log(f"wrote {path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path}"
+        + (f" (PARTIAL: missing {', '.join(payload['missing'])})" if payload.get("partial") else ""))
     if as_json:
         json.dump(_jsonable(payload), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -215,17 +233,6 @@ def cpu_probe(repeats: int = 30, n: int = 512) -> dict[str, float]:
     best, median = times[0], times[len(times) // 2]
     return {"matmul_n": n, "repeats": repeats, "best_s": best, "median_s": median,
             "gflops": 2 * n**3 / best / 1e9, "gflops_median": 2 * n**3 / median / 1e9}
-
-
-def load_average() -> dict[str, Any]:
-    """Load average and CPU pressure (PSI "some" avg10/avg60): other work on a shared machine."""
-    out: dict[str, Any] = {"loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
-    try:
-        some = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()
-        out["cpu_pressure_some"] = {k: float(v) for k, v in (f.split("=") for f in some[1:3])}
-    except (OSError, IndexError, ValueError):
-        pass
-    return out
 
 
 def wait_for_quiet(max_wait_s: float, threshold: float = 15.0, poll_s: float = 5.0) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def main() -> None:
         "demo_queries": [{"name": q.name, "source": q.source, "transform": None if q.transform is None else q.transform.__dict__,
                           "expect": [q.expect_start, q.expect_end], "frame_at": q.frame_at} for q in demo.DEMO_QUERIES],
         "footage": [str(p) for p in samples.reference_footage()],
-    })
+    }, missing=samples.missing_footage())
 
     per_encoder: dict[str, Any] = {}
     for name, config in configs.items():
@@ -74,8 +74,7 @@ def main() -> None:
             "video_seconds": summary["video_seconds"], "index_seconds": summary["index_seconds"],
         }
         C.log(f"[accuracy] {name}: top-1 {summary['top1_accuracy']:.0%}, range {summary['range_accuracy']:.0%}")
-    payload["encoders"] = per_encoder
-    payload["load_avg_end"] = C.load_average()
+    payload["encoders"] = per_encoder  # load at the end: payload["provenance"], completed by C.emit
 
     C.log("\nPer query (score / runner-up / margin; T = top-1 correct, R = range correct)")
     names = [q.name for q in demo.DEMO_QUERIES]

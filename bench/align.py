@@ -252,8 +252,7 @@ def main() -> None:
     payload["cpu_probe_start"] = C.cpu_probe()
     settings = {"both": ["default", "1"], "default": ["default"], "1": ["1"]}[args.blas_threads]
     payload["runs"] = [run_child(t) for t in settings]
-    payload["cpu_probe_end"] = C.cpu_probe()
-    payload["load_at_end"] = C.load_average()
+    payload["cpu_probe_end"] = C.cpu_probe()  # load at the end: payload["provenance"], completed by C.emit
 
     C.log("\n" + C.table(
         ["blas", "method", "L", "d", "rerank pairs/s", "pair-call pairs/s", "dtaidistance pairs/s",

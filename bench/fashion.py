@@ -18,7 +18,6 @@ Optionally writes a few clips as mp4 (``--write-clips DIR``) for indexing with t
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
@@ -98,7 +97,6 @@ def main() -> None:
         C.log(f"wrote {len(paths)} clips to {args.write_clips}")
 
     payload["total_s"] = time.perf_counter() - t_all
-    payload["load_avg_end_1_5_15"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     payload["process_cpu_s"] = time.process_time()  # CPU time this process got (vs total_s: machine contention)
     text = [markdown_tables({"retrieval": payload["retrieval"], "moving": payload.get("moving"), "k": args.k})]
     text += ["", f"total {payload['total_s']:.0f} s (retrieval {payload['retrieval_s']:.0f} s"

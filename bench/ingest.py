@@ -246,7 +246,7 @@ def main() -> None:
         raise SystemExit("no sample footage found; run `make install`")
     config = {**{k: v for k, v in vars(args).items() if k not in ("json", "wait_quiet")},
               "footage": [str(p) for p in files], "n_files": len(files)}
-    payload = C.header("ingest", config)
+    payload = C.header("ingest", config, missing=samples.missing_footage(found=files))
     payload["quiet_wait"] = C.wait_for_quiet(args.wait_quiet)
     payload["cpu_probe_start"] = C.cpu_probe()
 
@@ -257,8 +257,7 @@ def main() -> None:
     if not args.no_throughput:
         payload["effnet_throughput"] = bench_throughput(files, args.frames, args.batch, args.repeats)
 
-    payload["cpu_probe_end"] = C.cpu_probe()
-    payload["load_avg_end"] = C.load_average()
+    payload["cpu_probe_end"] = C.cpu_probe()  # load at the end: payload["provenance"], completed by C.emit
 
     # ---- human-readable summary
     rows = []
@@ -284,7 +283,7 @@ def main() -> None:
         C.log(f"int8 vs fp32 cosine: min {a['min']:.4f}, mean {a['mean']:.4f}")
     C.log(f"cpu probe (numpy matmul, median): {payload['cpu_probe_start']['gflops_median']:.0f} GFLOP/s at start, "
           f"{payload['cpu_probe_end']['gflops_median']:.0f} at end; cpu pressure at end "
-          f"{payload['load_avg_end'].get('cpu_pressure_some')}")
+          f"{C.load_average().get('cpu_pressure_some')}")
     C.emit("ingest", payload, args.json)
 
 

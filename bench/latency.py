@@ -97,7 +97,7 @@ def main() -> None:
         "queries": {"clip": {"source": str(demo_mp4), "transform": clip_transform.__dict__},
                     "image": {"source": str(image_src), "frame_at_s": image_at, "format": "png, full size"},
                     "stored": "VIDEO_ID@20-30 of demo.mp4"},
-    })
+    }, missing=samples.missing_footage(found=files))
     payload["quiet_wait"] = C.wait_for_quiet(args.wait_quiet)
     payload["cpu_probe_start"] = C.cpu_probe()
 
@@ -218,8 +218,7 @@ def main() -> None:
             "samples_ms": {k: [round(x * 1000, 4) for x in v] for k, v in sq.items()},
         }
     payload["queries"] = out
-    payload["cpu_probe_end"] = C.cpu_probe()
-    payload["load_avg_end"] = C.load_average()
+    payload["cpu_probe_end"] = C.cpu_probe()  # load at the end: payload["provenance"], completed by C.emit
 
     rows = []
     for q, r in out.items():
@@ -234,7 +233,7 @@ def main() -> None:
                    "search p99", "numpy p50", "faiss p50", "search/numpy", "numpy iso", "faiss iso", "faiss 1t iso", "search (faiss 1t)"], rows))
     C.log(f"cpu probe (numpy matmul, median): {payload['cpu_probe_start']['gflops_median']:.0f} GFLOP/s at start, "
           f"{payload['cpu_probe_end']['gflops_median']:.0f} at end; cpu pressure at end "
-          f"{payload['load_avg_end'].get('cpu_pressure_some')}")
+          f"{C.load_average().get('cpu_pressure_some')}")
     C.emit(name, payload, args.json)
 
 

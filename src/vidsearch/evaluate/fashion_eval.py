@@ -48,16 +48,21 @@ def run_fashion_eval(out: Path, size: str = "small", encoders: list[str] | None 
                      unseen: tuple[int, ...] = (7, 8, 9), k: int = 5, moving: bool = True,
                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run both Fashion-MNIST benchmarks and write ``out/results.json`` and ``out/report.html``."""
-    from vidsearch.evaluate import fashion
+    from vidsearch.config import EncodeConfig
+    from vidsearch.evaluate import fashion, provenance
     from vidsearch.evaluate.report import machine
 
+    record = provenance.start()
     if size not in SIZES:
         raise ConfigError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     cfg = dict(SIZES[size])
     cfg["encoders"] = list(encoders or cfg["encoders"])
+    for name in cfg["encoders"]:  # an unknown encoder fails here, before the data set is read
+        EncodeConfig(encoder=name)
     out.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"benchmark": "fashion", "size": size, "seed": seed, "k": k, "unseen_classes": list(unseen),
-                           "config": cfg, "dataset": dataset_info(), "machine": machine(),
+                           "config": cfg, "dataset": dataset_info(), "provenance": provenance.public(record),
+                           "partial": False, "missing": {}, "machine": machine(),
                            "versions": library_versions(), "timing_s": {}}
     t = time.perf_counter()
     if progress:
@@ -76,6 +81,7 @@ def run_fashion_eval(out: Path, size: str = "small", encoders: list[str] | None 
                 name, n_per_class=cfg["clips"], frames=cfg["frames"], size=cfg["size"], seed=seed,
                 encode_frames=cfg["encode_frames"] or None, k=k)
             doc["timing_s"][f"moving_{name}"] = round(time.perf_counter() - t, 2)
+    doc["provenance"] = provenance.public(provenance.finish(record))
     atomic_write_text(out / "results.json", json.dumps(doc, indent=1) + "\n")
     atomic_write_text(out / "report.html", render_html(doc))
     return doc

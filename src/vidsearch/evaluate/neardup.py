@@ -13,12 +13,13 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vidsearch.errors import ConfigError
 from vidsearch.evaluate import edits, metrics, samples
 from vidsearch.evaluate.methods import Prediction, Reference, RetrievalMethod
 
@@ -51,15 +52,24 @@ class Query:
 
 @dataclass
 class Benchmark:
+    """A rendered benchmark. ``missing``: footage or data it was built without (name -> how to
+    install it); non-empty means partial: its figures are not comparable to a complete run."""
+
     name: str
     size: str
     seed: int
     references: list[Reference]
     queries: list[Query]
+    missing: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.missing)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "version": BENCHMARK_VERSION, "size": self.size, "seed": self.seed,
+            "partial": self.partial, "missing": self.missing,
             "references": [{"ref_id": r.ref_id, "path": str(r.path)} for r in self.references],
             "queries": [asdict(q) for q in self.queries],
         }
@@ -79,21 +89,71 @@ def _duration(path: Path) -> float:
     return info.duration
 
 
-def build_neardup(folder: Path, size: str = "small", seed: int = 0) -> Benchmark:
-    """Render (or reuse from ``folder``) the benchmark's reference distractors and queries."""
+def _perception_logo() -> Path | None:
+    return next(iter(Path(p).parent.parent / "logos" / "logoipsum.png" for p in samples.perception_videos()), None)
+
+
+def _perception_images() -> list[Path]:
+    videos = samples.perception_videos()
+    return sorted((videos[0].parent.parent / "images").glob("*.jpg")) if videos else []
+
+
+def missing_data(size: str, footage: dict[str, Path] | None = None) -> dict[str, str]:
+    """What the ``size`` benchmark needs and this machine lacks: name -> how to install it."""
+    from vidsearch.evaluate.fashion import FASHION_MNIST_DIR
+
+    footage = _footage() if footage is None else footage
+    missing = {n: samples.install_hint(n) for n in [*SOURCES[size], *DISTRACTORS, *UNRELATED] if n not in footage}
+    if "demo.mp4" in footage and len(samples.iscc_videos()) < 2:
+        missing["iscc-samples transcodes"] = samples.install_hint("demo.mp4")
+    logo = _perception_logo()
+    if logo is None or not logo.is_file():
+        missing["perception logos/logoipsum.png (the 'logo' edit)"] = samples.install_hint("rgb.m4v")
+    if not _perception_images():
+        missing["perception images/*.jpg (no-match image queries)"] = samples.install_hint("rgb.m4v")
+    if not all((FASHION_MNIST_DIR / f"t10k-{kind}-ubyte.gz").is_file() for kind in ("images-idx3", "labels-idx1")):
+        missing["fashion-mnist (no-match Fashion-MNIST clips)"] = "apt-get install dataset-fashion-mnist, as root ('make samples')"
+    return missing
+
+
+def build_neardup(folder: Path, size: str = "small", seed: int = 0, allow_partial: bool = False) -> Benchmark:
+    """Render (or reuse from ``folder``) the benchmark's reference distractors and queries.
+
+    Raises:
+        MissingDataError: some of the footage or data the benchmark is made of is not installed
+            (the message lists it and how to install it), unless ``allow_partial``: then the
+            benchmark is built without it and ``Benchmark.missing`` says what it lacks.
+    """
+    if size not in SOURCES:
+        raise ConfigError(f"size must be one of {', '.join(SOURCES)}, got {size!r}")
+    footage = _footage()
+    missing = missing_data(size, footage)
+    if missing and not allow_partial:
+        raise samples.MissingDataError(
+            f"the {size} near-duplicate benchmark needs footage and data that are not installed: "
+            + "; ".join(f"{name} ({how})" for name, how in missing.items())
+            + ". Install them, or pass --allow-partial (allow_partial=True) to run without them: the result is "
+              "then marked \"partial\": true and is not comparable to a complete run")
+    expected_refs = {Path(n).stem for n in SOURCES[size] if n in footage} | {
+        f"distractor-{Path(n).stem}" for n in DISTRACTORS if n in footage}
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / "benchmark.json"
     if manifest.exists():
         data = json.loads(manifest.read_text())
-        if data.get("version") == BENCHMARK_VERSION and data.get("size") == size and data.get("seed") == seed:
+        if (data.get("version") == BENCHMARK_VERSION and data.get("size") == size and data.get("seed") == seed
+                and data.get("missing", {}) == missing
+                and expected_refs <= {r["ref_id"] for r in data["references"]}
+                and all(Path(r["path"]).is_file() for r in data["references"])):
             return Benchmark(
                 "neardup", size, seed, [Reference(r["ref_id"], Path(r["path"])) for r in data["references"]],
                 [Query(**{**q, "ref_range": tuple(q["ref_range"]) if q["ref_range"] else None,
                           "query_range": tuple(q["query_range"]) if q["query_range"] else None})
                  for q in data["queries"]],
+                missing,
             )
+    if missing:
+        log.warning("building a PARTIAL %s near-duplicate benchmark; missing: %s", size, ", ".join(missing))
     rng = random.Random(seed)
-    footage = _footage()
     sources = [n for n in SOURCES[size] if n in footage]
     refs = [Reference(Path(n).stem, footage[n]) for n in sources]
     # distractors: other real videos and crops of them
@@ -108,7 +168,7 @@ def build_neardup(folder: Path, size: str = "small", seed: int = 0) -> Benchmark
                                   edits.encode_rgb(cropped, fps, folder / f"ref-{Path(n).stem}-crop{j}.mp4")))
     unrelated = [edits.decode_rgb(footage[n])[0] for n in UNRELATED if n in footage]
     filler = [f for frames in unrelated for f in frames] or [np.zeros((144, 176, 3), np.uint8)]
-    logo = next(iter(Path(p).parent.parent / "logos" / "logoipsum.png" for p in samples.perception_videos()), None)
+    logo = _perception_logo()
     queries: list[Query] = []
     edit_names = EDITS if size == "full" else EDITS
     for n in sources:
@@ -161,7 +221,7 @@ def build_neardup(folder: Path, size: str = "small", seed: int = 0) -> Benchmark
             out, ofps = op(frames, fps)
             path = edits.encode_rgb(out, ofps, folder / f"q-nomatch-{Path(n).stem}-{name}.mp4")
             queries.append(Query(f"nomatch/{Path(n).stem}-{name}", str(path), "no-match", None, None, None))
-    images = sorted((next(iter(samples.perception_videos())).parent.parent / "images").glob("*.jpg")) if samples.perception_videos() else []
+    images = _perception_images()
     if images:
         from PIL import Image
 
@@ -179,9 +239,13 @@ def build_neardup(folder: Path, size: str = "small", seed: int = 0) -> Benchmark
         for i, clip in enumerate(clips):
             path = write_clip(clip, folder / f"q-nomatch-fashion-{i}.mp4", fps=8)
             queries.append(Query(f"nomatch/fashion-{i}", str(path), "no-match", None, None, None))
-    except Exception as exc:  # the Debian dataset is optional
+    except Exception as exc:  # noqa: BLE001 - checked above (missing_data); any other failure is recorded
         log.warning("no Fashion-MNIST no-match queries: %s", exc)
-    bench = Benchmark("neardup", size, seed, refs, queries)
+        if not allow_partial:
+            raise samples.MissingDataError(f"the Fashion-MNIST no-match queries could not be made ({exc}); reinstall "
+                                           "dataset-fashion-mnist, or pass --allow-partial") from exc
+        missing["fashion-mnist (no-match Fashion-MNIST clips)"] = f"failed: {exc}"
+    bench = Benchmark("neardup", size, seed, refs, queries, missing)
     tmp = manifest.with_suffix(".tmp")
     tmp.write_text(json.dumps(bench.to_dict(), indent=1))
     tmp.replace(manifest)

@@ -37,6 +37,14 @@ worker is needed; they run in-process):
   videohash finds ffmpeg with ``shutil.which``; the wrapper points those look-ups (in
   ``videohash.framesextractor`` and ``videohash.videoduration``) at the ffmpeg above.
 
+No shell ever sees a file name. tmkpy and videohash run ffmpeg through a shell command line built
+from the paths they are given (tmkpy's C++ ``popen``; videohash's ``Popen(..., shell=True)`` with
+the name in double quotes, and the copy it hashes keeps the original's "extension", everything
+after the last dot). So a file named ``x.mp4";touch pwned;"`` would run ``touch``. The wrappers
+hand both libraries only generated names: a link (or copy) of the video called ``input.<ext>``
+(``ext`` letters and digits only, else ``bin``) and a link to ffmpeg called ``ffmpeg``, inside a
+private temporary folder whose path is checked to hold nothing a shell interprets.
+
 ``available_peers()`` says which peers can run here (and why not); ``make_peer(name)`` builds one.
 """
 
@@ -44,6 +52,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -105,6 +114,52 @@ def _stderr_to_file() -> Iterator[Callable[[], str]]:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
+
+
+# Characters a POSIX shell takes literally, inside or outside quotes.
+_SHELL_SAFE = re.compile(r"[A-Za-z0-9_./+-]+")
+
+
+class _ShellSafeNames:
+    """A private temporary folder of links with generated, shell-inert names, for libraries that
+    build shell command lines from the paths they are given."""
+
+    def __init__(self, peer: str) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"vidsearch-peer-{peer}-")
+        self.folder = Path(self._tmp.name)
+        if not _SHELL_SAFE.fullmatch(str(self.folder)):
+            self._tmp.cleanup()
+            raise PeerError(f"{peer}: the temporary folder {self.folder} has characters a shell would interpret; "
+                            "set TMPDIR to a plain path (letters, digits, _ . / + -)")
+        self._count = 0
+
+    def link(self, target: str | os.PathLike[str], name: str) -> Path:
+        """``folder/name`` pointing at ``target`` (a symbolic link, else a hard link, else a copy)."""
+        out = self.folder / name
+        out.unlink(missing_ok=True)
+        target = Path(target).resolve()
+        try:
+            out.symlink_to(target)
+        except OSError:
+            try:
+                os.link(target, out)
+            except OSError:
+                shutil.copyfile(target, out)
+        return out
+
+    @contextmanager
+    def video(self, path: Path) -> Iterator[Path]:
+        """A shell-inert name for the video ``path``, removed afterwards."""
+        ext = path.suffix[1:].lower()
+        self._count += 1
+        out = self.link(path, f"input-{self._count}.{ext if re.fullmatch(r'[a-z0-9]{1,8}', ext) else 'bin'}")
+        try:
+            yield out
+        finally:
+            out.unlink(missing_ok=True)
+
+    def cleanup(self) -> None:
+        self._tmp.cleanup()
 
 
 def _rank(ref_ids: list[str], scores: list[float], k: int) -> list[Prediction]:
@@ -229,13 +284,15 @@ class TmkpyTMK(_HashPeer):
         exe = ffmpeg or ffmpeg_exe()
         if exe is None:
             raise PeerError(f"{name}: no ffmpeg binary (pip 'imageio-ffmpeg' or ffmpeg on PATH); {INSTALL_HINT}.")
-        self._ffmpeg: str = exe
+        self._names = _ShellSafeNames(name)
+        self._ffmpeg = str(self._names.link(exe, "ffmpeg"))
 
     def _hash(self, path: Path) -> Any:
-        # tmkpy builds a shell command line from both strings without quoting them.
-        with _stderr_to_file() as stderr:
-            fv = self._tmkpy.hashVideo(shlex.quote(str(path)), shlex.quote(self._ffmpeg))
-            log = stderr()
+        # tmkpy builds a shell command line from both strings (popen): it only ever sees generated names
+        # (quoted as well, which changes nothing for them).
+        with self._names.video(path) as safe, _stderr_to_file() as stderr:
+            fv = self._tmkpy.hashVideo(shlex.quote(str(safe)), shlex.quote(self._ffmpeg))
+            log = stderr().replace(str(safe), str(path))
         # hashVideo drops the C++ return code; a failure shows as "pytmk: ..." lines or no frames.
         failed = [line for line in log.splitlines() if line.startswith("pytmk:") or "pclose" in line]
         if failed or fv.getFrameFeatureCount() == 0:
@@ -246,6 +303,10 @@ class TmkpyTMK(_HashPeer):
 
     def _score(self, query_hash: Any, ref_hash: Any) -> float:
         return float(self._tmkpy.TMKFeatureVectors.computeLevel2Score(query_hash, ref_hash))
+
+    def close(self) -> None:
+        super().close()
+        self._names.cleanup()
 
 
 # ---------------------------------------------------------------- videohash
@@ -279,27 +340,31 @@ class VideoHashPeer(_HashPeer):
         ffmpeg = ffmpeg or ffmpeg_exe()
         if ffmpeg is None:
             raise PeerError(f"{name}: no ffmpeg binary (pip 'imageio-ffmpeg' or ffmpeg on PATH); {INSTALL_HINT}.")
+        self._names = _ShellSafeNames(name)
         try:
-            self._videohash = _import_videohash(ffmpeg)
+            self._videohash = _import_videohash(str(self._names.link(ffmpeg, "ffmpeg")))
         except ImportError as exc:
+            self._names.cleanup()
             raise PeerError(f"{name}: videohash cannot be imported ({exc}); {INSTALL_HINT}.") from exc
         self.frame_interval = frame_interval
-        self._tmp = tempfile.TemporaryDirectory(prefix="vidsearch-peer-videohash-")
 
     def _hash(self, path: Path) -> NDArray[np.bool_]:
         # videohash copies the video, its frames and collage under storage_path (a path ending in
         # a separator, or it says the folder does not exist); each call gets its own, removed after.
-        work = tempfile.mkdtemp(dir=self._tmp.name)
+        # It runs ffmpeg through a shell with the copy's path (whose "extension" it takes from the
+        # name it is given): it only ever sees a generated name in a checked folder.
+        work = tempfile.mkdtemp(dir=self._names.folder, prefix="work-")
         try:
             # imagedominantcolor calls Image.getdata, deprecated in Pillow 13 (removed in 14).
-            with _stderr_to_file(), warnings.catch_warnings():
+            with self._names.video(path) as safe, _stderr_to_file(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 vh = self._videohash.VideoHash(
-                    path=str(path), storage_path=work + os.sep, frame_interval=self.frame_interval
+                    path=str(safe), storage_path=work + os.sep, frame_interval=self.frame_interval
                 )
             return np.array([bool(b) for b in vh.bitlist], dtype=bool)
         except Exception as exc:  # noqa: BLE001 - videohash raises its own tree and bare errors
-            raise PeerError(f"{self.name}: could not hash {path}: {exc}") from exc
+            detail = " ".join(str(exc).split())[:500]
+            raise PeerError(f"{self.name}: could not hash {path}: {detail}") from exc
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -308,7 +373,7 @@ class VideoHashPeer(_HashPeer):
 
     def close(self) -> None:
         super().close()
-        self._tmp.cleanup()
+        self._names.cleanup()
 
 
 # ---------------------------------------------------------------- registry

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import os
@@ -69,6 +70,10 @@ def make_method(name: str, collection: dict[str, Any] | None = None) -> Retrieva
         return FrameScanMethod(name, encoder=name[len("exact-frame-scan-"):])
     from vidsearch.evaluate import peers
 
+    if name not in peers.PEERS:
+        raise ConfigError(f"unknown method {name!r}; expected vidsearch-<encoder>[@<pq|opq|learned><M>[/adc]][:<rerank>]"
+                          f"[+crops] (e.g. vidsearch-sscd:par), exact-frame-scan-<encoder>, 'peers', or a peer name "
+                          f"({', '.join(sorted(peers.PEERS))})")
     return peers.make_peer(name)
 
 
@@ -101,35 +106,57 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
 
 
+def check_methods(names: list[str], collection: dict[str, Any] | None = None) -> None:
+    """Build and close every method once, so a misspelt name fails before the benchmark is rendered."""
+    for name in names:
+        make_method(name, collection).close()
+
+
 def run_eval(benchmark: str, out: Path, size: str = "small", methods: list[str] | None = None, seed: int = 0,
              data_dir: Path | None = None, progress=None,  # type: ignore[no-untyped-def]
-             collection: dict[str, Any] | None = None) -> dict[str, Any]:
+             collection: dict[str, Any] | None = None, allow_partial: bool = False) -> dict[str, Any]:
     """Run ``methods`` on the benchmark; write ``out/results.json`` (after every method) and ``out/report.html``.
 
     ``collection``: ``fps`` / ``window`` / ``stride`` for every vidsearch method's collection.
     Decoded-and-encoded files are cached for the run (``MediaEncoder.cache``), so methods over the
     same configuration encode the references and queries once (their ``query_ms`` then leaves out
     decoding and encoding: compare latencies on the first method of a configuration only).
+    results.json carries ``provenance`` (git commit, dirty ``src/``, UTC start/end, load at start
+    and end; ``finished_utc`` is absent while the run is in progress) and ``partial``/``missing``.
+
+    Raises:
+        ConfigError: unknown benchmark, size or method (before anything is rendered).
+        MissingDataError: footage or data of the benchmark is not installed and ``allow_partial``
+            is False (see ``neardup.build_neardup``).
     """
     from vidsearch.encode.pipeline import MediaEncoder
+    from vidsearch.evaluate import provenance
+
+    record = provenance.start()
     if benchmark != "neardup":
         raise ConfigError(f"unknown benchmark {benchmark!r}; expected 'neardup'")
     if size not in ("small", "full"):
         raise ConfigError(f"size must be 'small' or 'full', got {size!r}")
     from vidsearch.evaluate.neardup import build_neardup, evaluate
 
+    names, skipped = expand_methods(methods or DEFAULT_METHODS[size])
+    if not names:
+        raise ConfigError(f"no method to run: {', '.join(methods or [])} expanded to none "
+                          f"(unavailable: {skipped or 'none'}); name at least one method")
+    check_methods(names, collection)
     out.mkdir(parents=True, exist_ok=True)
     before = MediaEncoder.cache
     MediaEncoder.cache = {} if before is None else before
     try:
         t0 = time.perf_counter()
-        bench = build_neardup(data_dir or (out / f"data-{size}-seed{seed}"), size, seed)
+        bench = build_neardup(data_dir or (out / f"data-{size}-seed{seed}"), size, seed, allow_partial=allow_partial)
         build_s = time.perf_counter() - t0
-        names, skipped = expand_methods(methods or DEFAULT_METHODS[size])
         results: dict[str, Any] = {}
         doc = {
             "benchmark": benchmark, "size": size, "seed": seed, "build_s": round(build_s, 2),
+            "partial": bench.partial, "missing": bench.missing,
             "references": len(bench.references), "queries": len(bench.queries),
+            "provenance": provenance.public(record),
             "machine": machine(), "versions": library_versions(), "unavailable": skipped,
             "config": {"default_collection": CollectionConfig().to_dict(), "collection_overrides": collection or {}, "k": 20},
             "methods": results,
@@ -145,6 +172,8 @@ def run_eval(benchmark: str, out: Path, size: str = "small", methods: list[str] 
             finally:
                 method.close()
             atomic_write_text(out / "results.json", json.dumps(doc, indent=1) + "\n")  # partial results survive
+        doc["provenance"] = provenance.public(provenance.finish(record))
+        atomic_write_text(out / "results.json", json.dumps(doc, indent=1) + "\n")
         atomic_write_text(out / "report.html", render_html(doc))
     finally:
         MediaEncoder.cache = before
@@ -160,6 +189,7 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "benchmark": doc["benchmark"], "size": doc["size"], "seed": doc["seed"], "queries": doc["queries"],
         "references": doc["references"], "unavailable": doc["unavailable"],
+        "partial": doc.get("partial", False), "missing": doc.get("missing", {}),
         "methods": {m: {k: (round(v[k], 4) if isinstance(v[k], float) else v[k]) for k in SUMMARY_KEYS}
                     for m, v in doc["methods"].items()},
     }
@@ -232,12 +262,20 @@ def render_html(doc: dict[str, Any]) -> str:
         images.append((f"Scores: {m}", _figure_png(fig)))
         plt.close(fig)
     table = markdown_tables(doc).replace("|---", "").splitlines()
-    rows = "".join("<tr>" + "".join(f"<td>{c.strip()}</td>" for c in line.strip("|").split("|")) + "</tr>"
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>"
                    for line in table if line.strip() and set(line.strip()) != {"|"})
-    figs = "".join(f"<h2>{t}</h2><img src='data:image/png;base64,{b}'/>" for t, b in images)
-    unavailable = "".join(f"<li>{k}: {v}</li>" for k, v in doc["unavailable"].items())
+    figs = "".join(f"<h2>{html.escape(t)}</h2><img src='data:image/png;base64,{b}'/>" for t, b in images)
+    unavailable = "".join(f"<li>{html.escape(k)}: {html.escape(str(v))}</li>" for k, v in doc["unavailable"].items())
+    partial = ("<p style='color:#b00'><b>PARTIAL run</b>: built without "
+               + "; ".join(f"{html.escape(k)} ({html.escape(str(v))})" for k, v in doc["missing"].items())
+               + ". Its figures are not comparable to a complete run.</p>") if doc.get("partial") else ""
+    prov = doc.get("provenance", {})
+    prov_line = (f"<p>commit {html.escape(str(prov.get('git_commit')))}{' (src/ dirty)' if prov.get('src_dirty') else ''}, "
+                 f"{html.escape(str(prov.get('started_utc')))} to {html.escape(str(prov.get('finished_utc')))} UTC, load "
+                 f"{(prov.get('load_start') or {}).get('loadavg_1_5_15')} at start, "
+                 f"{(prov.get('load_end') or {}).get('loadavg_1_5_15')} at end</p>") if prov else ""
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>vidsearch eval {doc['benchmark']}</title>"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td{padding:2px 8px;border-bottom:1px solid #ddd}</style>"
             f"</head><body><h1>{doc['benchmark']} ({doc['size']}, seed {doc['seed']})</h1>"
-            f"<p>{doc['references']} references, {doc['queries']} queries; {doc['machine']['cpu']}, {doc['machine']['cores']} cores</p>"
+            f"{partial}<p>{doc['references']} references, {doc['queries']} queries; {doc['machine']['cpu']}, {doc['machine']['cores']} cores</p>{prov_line}"
             f"<table>{rows}</table>{'<h3>Unavailable peers</h3><ul>' + unavailable + '</ul>' if unavailable else ''}{figs}</body></html>")

