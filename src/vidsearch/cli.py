@@ -1,16 +1,39 @@
 """The command line: one subcommand per use, each one library call. Heavy imports stay inside
-functions so ``vidsearch --help`` starts fast."""
+functions so ``vidsearch --help`` starts fast.
+
+Every failure is one line on stderr, ``error: <what was expected, what was found, what to do>``
+(with ``--json``, an object ``{"error": <class>, "message": ...}`` on stdout instead), never a
+traceback unless ``-v`` asks for it. Exit codes (see ``EXIT_CODES``): 0 done; 1 failed for a reason
+other than the command line (an operating-system error such as a full disk or a permission, or
+an internal error: a bug, which ``-v`` shows with its traceback); 2 the command was refused: a bad
+argument, or an input it cannot use (a missing, damaged or locked collection, an unreadable query,
+an unknown id or method, a value out of range); 3 partly done (``index``: some files failed, the
+others are indexed); 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import re
 import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 3
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = """exit codes:
+  0    done
+  1    failed for a reason other than the command line: an operating-system error (disk full,
+       permission denied) or an internal error (a bug: rerun with -v for the traceback)
+  2    refused: a bad argument, or an input it cannot use (missing, damaged or locked collection,
+       unreadable query file, unknown video id or method, value out of range); the message says
+       what was expected, what was found and what to do
+  3    partly done: 'index' indexed some files and reports the ones that failed
+  130  interrupted
+every error is one line on stderr starting with 'error:' (with --json: {"error", "message"} on stdout)"""
 
 
 def _console():  # type: ignore[no-untyped-def]
@@ -19,8 +42,21 @@ def _console():  # type: ignore[no-untyped-def]
     return Console(stderr=True)
 
 
+def _safe(text: object) -> str:
+    """``text`` for rich markup: square brackets in file names and messages are not markup."""
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
 def _emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(obj, indent=2, ensure_ascii=False)
+    try:  # a file name that is not valid UTF-8 (surrogate escapes) cannot be printed as is: \u-escape it
+        text.encode(sys.stdout.encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        text = json.dumps(obj, indent=2, ensure_ascii=True)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def _config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -31,9 +67,14 @@ def _config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if not given:
         return None
     base = CollectionConfig()
+
+    def given_or(value, default):  # type: ignore[no-untyped-def]  # 0 is a value, not "not given"
+        return default if value is None else value
+
     return CollectionConfig(
-        decode=DecodeConfig(fps=args.fps or base.decode.fps, keyframes_only=bool(args.keyframes)),
-        segment=SegmentConfig(window=args.window or base.segment.window, stride=args.stride or base.segment.stride),
+        decode=DecodeConfig(fps=given_or(args.fps, base.decode.fps), keyframes_only=bool(args.keyframes)),
+        segment=SegmentConfig(window=given_or(args.window, base.segment.window),
+                              stride=given_or(args.stride, base.segment.stride)),
         encode=EncodeConfig(encoder=args.encoder or base.encode.encoder),
         index=IndexConfig(kind=args.index_kind or base.index.kind),
     )
@@ -54,10 +95,10 @@ def _progress_adder(coll, paths, quiet: bool):  # type: ignore[no-untyped-def]
         task = progress.add_task("indexing", total=len(files))
 
         def on_file(report) -> None:  # type: ignore[no-untyped-def]
-            colour = {"indexed": "green", "skipped": "yellow", "failed": "red"}[report.status]
-            detail = f"{report.segments} segments" if report.status == "indexed" else (report.error or "")
-            progress.console.print(f"[{colour}]{report.status:8s}[/] {report.path}  {detail}", markup=True,
-                                   highlight=False, soft_wrap=True)
+            colour = {"indexed": "green", "skipped": "yellow", "failed": "red"}.get(report.status, "default")
+            detail = f"{report.segments} segments" if report.status == "indexed" else _one_line(report.error or "")
+            progress.console.print(f"[{colour}]{report.status:8s}[/] {_safe(report.path)}  {_safe(detail)}",
+                                   markup=True, highlight=False, soft_wrap=True)
             progress.advance(task)
 
         return coll.add(files, on_file=on_file)
@@ -74,7 +115,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.rebuild_index:
         rebuilt = coll.rebuild_index()
         if not args.paths:
-            _emit(rebuilt) if args.json else _console().print(f"rebuilt the index: {rebuilt}")
+            _emit(rebuilt) if args.json else _console().print(f"rebuilt the index: {_safe(rebuilt)}", highlight=False)
             return EXIT_OK
     reports = _progress_adder(coll, args.paths, quiet=args.json)
     counts = {s: sum(r.status == s for r in reports) for s in ("indexed", "skipped", "failed")}
@@ -82,7 +123,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         _emit({"collection": str(args.collection), "files": [r.to_dict() for r in reports], "summary": counts})
     else:
         _console().print(f"{counts['indexed']} indexed, {counts['skipped']} skipped, {counts['failed']} failed "
-                         f"-> {args.collection}")
+                         f"-> {_safe(args.collection)}", highlight=False, soft_wrap=True)
     coll.close()
     return EXIT_PARTIAL if counts["failed"] else EXIT_OK
 
@@ -154,7 +195,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.json:
         _emit(out)
     else:
-        _console().print(f"par_threshold {out['par_threshold']:.4f} stored in {coll.path} ({source})")
+        _console().print(f"par_threshold {out['par_threshold']:.4f} stored in {_safe(coll.path)} ({_safe(source)})",
+                         highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -204,7 +246,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
         _emit({"removed": out})
     else:
         for o in out:
-            _console().print(f"removed {o['video_id']} ({o['path']}), {o['segments_removed']} segments")
+            _console().print(f"removed {o['video_id']} ({_safe(o['path'])}), {o['segments_removed']} segments",
+                             highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -219,7 +262,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     def on_file(r) -> None:  # type: ignore[no-untyped-def]
         if not args.json:
-            console.print(f"  {r.status:8s} {Path(r.path).name:40s} {r.segments:4d} segments", highlight=False)
+            console.print(f"  {r.status:8s} {_safe(Path(r.path).name):40s} {r.segments:4d} segments", highlight=False)
 
     summary = run_demo(Path(args.collection) if args.collection else None, config, on_file=on_file)
     if args.json:
@@ -250,50 +293,104 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vidsearch.evaluate.report import markdown_tables, run_eval, summary
 
     console = _console()
-    methods = args.methods.split(",") if args.methods else None
+
+    def progress(msg: str) -> None:
+        console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     if args.benchmark == "fashion":
         from vidsearch.evaluate import fashion_eval
 
         doc = fashion_eval.run_fashion_eval(Path(args.out), size=args.size, encoders=methods, seed=args.seed,
-                                            progress=None if args.json else (lambda m: console.print(m, highlight=False)))
+                                            progress=None if args.json else progress)
         if args.json:
             _emit(fashion_eval.summary(doc))
         else:
-            console.print(fashion_eval.markdown_tables(doc), highlight=False)
-            console.print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'}")
+            console.print(fashion_eval.markdown_tables(doc), markup=False, highlight=False)
+            progress(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'}")
         return EXIT_OK
     doc = run_eval(args.benchmark, Path(args.out), size=args.size, methods=methods, seed=args.seed,
                    data_dir=Path(args.data) if args.data else None,
                    collection={"fps": args.fps, "window": args.window, "stride": args.stride},
-                   progress=None if args.json else (lambda msg: console.print(msg, highlight=False)))
+                   progress=None if args.json else progress, allow_partial=args.allow_partial)
     if args.json:
         _emit(summary(doc))
     else:
         from rich.console import Console
 
-        Console(width=max(Console().width, 160)).print(markdown_tables(doc), highlight=False)
-        console.print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'}")
+        Console(width=max(Console().width, 160)).print(markdown_tables(doc), markup=False, highlight=False)
+        if doc.get("partial"):
+            progress(f"PARTIAL: footage or data missing, figures not comparable to a complete run: {doc['missing']}")
+        progress(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'}")
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- argument types (argparse: exit 2 with the message)
+
+
+def _count(minimum: int):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, found {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, found {value}")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, found {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, found {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors also as a JSON object on stdout when ``--json`` was given."""
+
+    json_errors = False
+
+    def error(self, message: str):  # type: ignore[no-untyped-def]
+        if _Parser.json_errors:
+            _emit({"error": "UsageError", "message": f"{self.prog}: {message}"})
+        super().error(message)  # usage and "PROG: error: MESSAGE" on stderr, exit 2
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vidsearch", description="Content-based video retrieval.")
+    parser = _Parser(prog="vidsearch", description="Content-based video retrieval.", epilog=EXIT_CODES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=_version())
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log details to stderr, and show the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, collection: bool = True) -> None:
         if collection:
             p.add_argument("--collection", "-c", required=True, type=Path, help="collection directory")
         p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="as vidsearch -v")
 
     p = sub.add_parser("index", help="index video/image files and folders (creates the collection if absent)")
     common(p)
     p.add_argument("--encoder", choices=["sscd", "sscd-distilled", "effnet-lite0"], help="frame encoder (new collections)")
-    p.add_argument("--fps", type=float, help="frames sampled per second (default 1)")
+    p.add_argument("--fps", type=_positive, help="frames sampled per second (default 1)")
     p.add_argument("--keyframes", action="store_true", help="decode key frames only (fast, coarse)")
-    p.add_argument("--window", type=float, help="segment window in seconds (default 2)")
-    p.add_argument("--stride", type=float, help="segment stride in seconds (default 1)")
+    p.add_argument("--window", type=_positive, help="segment window in seconds (default 2)")
+    p.add_argument("--stride", type=_positive, help="segment stride in seconds (default 1)")
     p.add_argument("--index", dest="index_kind", choices=["auto", "flat", "ivfpq"],
                    help="index kind (new collections; default auto: exact, then compressed from 20K segments)")
     p.add_argument("--rebuild-index", action="store_true", help="rebuild and retrain the index from the stored vectors")
@@ -302,16 +399,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="find videos containing a clip, a frame/image, or VIDEO_ID@START-END")
     common(p)
-    p.add_argument("-k", type=int, default=10, help="videos to return (default 10)")
-    p.add_argument("--segment-k", type=int, default=100, help="segment neighbours per query segment (default 100)")
-    p.add_argument("--min-similarity", type=float, default=0.0, help="segment hits below this cosine do not vote")
-    p.add_argument("--nprobe", type=int, default=16, help="IVF lists scanned (compressed index; default 16)")
-    p.add_argument("--rerank-depth", type=int, default=128,
+    p.add_argument("-k", type=_count(1), default=10, help="videos to return (default 10)")
+    p.add_argument("--segment-k", type=_count(1), default=100, help="segment neighbours per query segment (default 100)")
+    p.add_argument("--min-similarity", type=_number, default=0.0, help="segment hits below this cosine do not vote")
+    p.add_argument("--nprobe", type=_count(1), default=16, help="IVF lists scanned (compressed index; default 16)")
+    p.add_argument("--rerank-depth", type=_count(0), default=128,
                    help="segment candidates re-scored exactly (compressed index; default 128)")
     p.add_argument("--rerank", choices=["none", "exact", "par", "dtw", "bidtw"], default="none",
                    help="re-rank the top videos: exact re-score, proximal-affinity filter, (bi-directional) DTW")
-    p.add_argument("--rerank-candidates", type=int, default=20, help="videos the re-ranker looks at (default 20)")
-    p.add_argument("--par-threshold", type=float, help="score threshold for par (default: the calibrated one)")
+    p.add_argument("--rerank-candidates", type=_count(1), default=20, help="videos the re-ranker looks at (default 20)")
+    p.add_argument("--par-threshold", type=_number, help="score threshold for par (default: the calibrated one)")
     p.add_argument("--crops", action="store_true",
                    help="also search five crops of each query frame: finds picture-in-picture (6x query encoding)")
     p.add_argument("query", help="video file, image file, or VIDEO_ID@START-END")
@@ -319,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calibrate", help="store the PAR threshold used by 'search --rerank par' in the collection")
     common(p)
-    p.add_argument("--par-threshold", type=float, help="the threshold (cosine) to store")
+    p.add_argument("--par-threshold", type=_number, help="the threshold (cosine) to store")
     p.add_argument("--from-eval", metavar="RESULTS_JSON", help="take the threshold 'vidsearch eval neardup' calibrated")
     p.add_argument("--method", help="method of that results.json (default vidsearch-<the collection's encoder>:par)")
     p.set_defaults(func=cmd_calibrate)
@@ -344,9 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "[:<rerank>], exact-frame-scan-<encoder>, peers, or a peer name; fashion: encoder names")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", help="folder for the rendered benchmark videos (default: OUT/data-SIZE-seedN)")
-    p.add_argument("--fps", type=float, help="neardup: frames per second of every vidsearch collection (default 1)")
-    p.add_argument("--window", type=float, help="neardup: segment window in seconds (default 2)")
-    p.add_argument("--stride", type=float, help="neardup: segment stride in seconds (default 1)")
+    p.add_argument("--fps", type=_positive, help="neardup: frames per second of every vidsearch collection (default 1)")
+    p.add_argument("--window", type=_positive, help="neardup: segment window in seconds (default 2)")
+    p.add_argument("--stride", type=_positive, help="neardup: segment stride in seconds (default 1)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="neardup: run even if some footage or data is missing (results.json is then marked "
+                        "\"partial\": true with what is missing); by default a missing source is an error")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="index the real sample footage and query it with transformed copies")
@@ -363,7 +463,25 @@ def _version() -> str:
     return f"vidsearch {__version__}"
 
 
+def _one_line(text: str) -> str:
+    """``text`` on one line (FFmpeg and SQLite messages may span several)."""
+    return re.sub(r"\s*\n\s*", " | ", str(text).strip())
+
+
+def _fail(args: argparse.Namespace, kind: str, message: str, extra: dict[str, Any] | None = None) -> None:
+    """One error: a JSON object on stdout with ``--json``, else one ``error:`` line on stderr."""
+    message = _one_line(message)
+    if getattr(args, "json", False):
+        _emit({"error": kind, "message": message, **(extra or {})})
+    else:
+        from rich.text import Text
+
+        _console().print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _Parser.json_errors = "--json" in argv
     args = build_parser().parse_args(argv)
     import logging
 
@@ -372,19 +490,40 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
-    except VidsearchError as exc:
-        if getattr(args, "json", False):
-            _emit({"error": type(exc).__name__, "message": str(exc)})
-        else:
-            _console().print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        return 2 if not isinstance(exc, (OSError,)) else 2
+    except VidsearchError as exc:  # refused: the message names what was expected, what was found, the fix
+        _fail(args, type(exc).__name__, str(exc))
+        return EXIT_USAGE
     except sqlite3.DatabaseError as exc:  # a damaged catalogue found mid-read
-        msg = f"the collection's catalog.sqlite is damaged ({exc}); restore it from a backup or re-index"
-        _emit({"error": "CollectionError", "message": msg}) if getattr(args, "json", False) else _console().print(
-            f"[red]error:[/] {msg}", highlight=False, soft_wrap=True)
-        return 2
+        _fail(args, "CollectionError", f"the collection's catalog.sqlite is damaged ({exc}); restore it from a "
+                                       "backup or re-index")
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        _fail(args, "Interrupted", "interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `vidsearch ... | head`: the reader left; nothing more to say
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush does not fail
+        except OSError:
+            pass
+        return EXIT_ERROR
+    except OSError as exc:  # the environment, not the command line: permissions, disk full, ...
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        _fail(args, type(exc).__name__, f"{exc.strerror or exc}{where}; check the path, its permissions and "
+                                        "the free disk space")
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback only with -v
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        _fail(args, "InternalError", f"internal error ({type(exc).__name__}): {exc}; rerun with -v for the "
+                                     "traceback" + (" (above)" if args.verbose else ""),
+              {"exception": type(exc).__name__})
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":
