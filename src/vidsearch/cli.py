@@ -46,7 +46,13 @@ def _safe(text: object) -> str:
     """``text`` for rich markup: square brackets in file names and messages are not markup."""
     from rich.markup import escape
 
-    return escape(str(text))
+    return escape(_printable(str(text)))
+
+
+def _printable(text: str) -> str:
+    """``text`` with undecodable bytes of file names (lone surrogates) shown as ``\\udcXX`` escapes, so
+    printing it cannot fail whatever the stream's encoding."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _emit(obj: Any) -> None:
@@ -84,7 +90,7 @@ def _progress_adder(coll, paths, quiet: bool):  # type: ignore[no-untyped-def]
     """Run ``coll.add`` with a rich progress bar over the files (on stderr)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vidsearch.store.collection import iter_media_files
+    from vidsearch.store.files import iter_media_files
 
     files = list(iter_media_files(paths))
     if quiet:
@@ -105,38 +111,37 @@ def _progress_adder(coll, paths, quiet: bool):  # type: ignore[no-untyped-def]
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from vidsearch.store.collection import Collection
+    from vidsearch.collection import Collection
 
     if not args.paths and not args.rebuild_index:
         from vidsearch.errors import QueryError
 
         raise QueryError("nothing to index: give files or folders (or --rebuild-index)")
-    coll = Collection.open_or_create(args.collection, _config_from_args(args))
-    if args.rebuild_index:
-        rebuilt = coll.rebuild_index()
-        if not args.paths:
-            _emit(rebuilt) if args.json else _console().print(f"rebuilt the index: {_safe(rebuilt)}", highlight=False)
-            return EXIT_OK
-    reports = _progress_adder(coll, args.paths, quiet=args.json)
+    with Collection.open_or_create(args.collection, _config_from_args(args)) as coll:
+        if args.rebuild_index:
+            rebuilt = coll.rebuild_index()
+            if not args.paths:
+                _emit(rebuilt) if args.json else _console().print(f"rebuilt the index: {_safe(rebuilt)}", highlight=False)
+                return EXIT_OK
+        reports = _progress_adder(coll, args.paths, quiet=args.json)
     counts = {s: sum(r.status == s for r in reports) for s in ("indexed", "skipped", "failed")}
     if args.json:
         _emit({"collection": str(args.collection), "files": [r.to_dict() for r in reports], "summary": counts})
     else:
         _console().print(f"{counts['indexed']} indexed, {counts['skipped']} skipped, {counts['failed']} failed "
                          f"-> {_safe(args.collection)}", highlight=False, soft_wrap=True)
-    coll.close()
     return EXIT_PARTIAL if counts["failed"] else EXIT_OK
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from vidsearch.search.engine import Engine
     from vidsearch.search.results import SearchParams
-    from vidsearch.store.collection import Collection
 
-    coll = Collection.open(args.collection)
-    result = coll.search(args.query, k=args.k, params=SearchParams(
-        segment_k=args.segment_k, min_similarity=args.min_similarity, nprobe=args.nprobe,
-        rerank_depth=args.rerank_depth, rerank=args.rerank, rerank_candidates=args.rerank_candidates,
-        par_threshold=args.par_threshold, crops=args.crops))
+    with Engine.open(args.collection) as engine:
+        result = engine.search(args.query, k=args.k, params=SearchParams(
+            segment_k=args.segment_k, min_similarity=args.min_similarity, nprobe=args.nprobe,
+            rerank_depth=args.rerank_depth, rerank=args.rerank, rerank_candidates=args.rerank_candidates,
+            par_threshold=args.par_threshold, crops=args.crops))
     if args.json:
         _emit(result.to_dict())
         return EXIT_OK
@@ -158,9 +163,17 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from vidsearch.errors import ConfigError
-    from vidsearch.store.collection import Collection
+    from vidsearch.collection import Collection
 
-    coll = Collection.open(args.collection)
+    if (args.par_threshold is None) == (args.from_eval is None):
+        raise ConfigError("pass exactly one of --par-threshold X or --from-eval RESULTS.json")
+    with Collection.open(args.collection) as coll:
+        return _calibrate(args, coll)
+
+
+def _calibrate(args: argparse.Namespace, coll) -> int:  # type: ignore[no-untyped-def]
+    from vidsearch.errors import ConfigError
+
     encoder = coll.config.encode.encoder
     if (args.par_threshold is None) == (args.from_eval is None):
         raise ConfigError("pass exactly one of --par-threshold X or --from-eval RESULTS.json")
@@ -168,11 +181,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         threshold, source = float(args.par_threshold), "set by hand (vidsearch calibrate --par-threshold)"
     else:
         try:
-            doc = json.loads(Path(args.from_eval).read_text())
+            doc = json.loads(Path(args.from_eval).read_text(encoding="utf-8"))
             methods = doc["methods"]
+            if not isinstance(methods, dict):
+                raise TypeError(f"'methods' is a {type(methods).__name__}, not an object of method name -> figures")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{args.from_eval}: expected the results.json of 'vidsearch eval neardup', "
-                              f"could not read it ({exc})") from exc
+                              f"could not read it ({type(exc).__name__}: {exc})") from exc
         name = args.method or f"vidsearch-{encoder}:par"
         if name not in methods:
             raise ConfigError(f"{args.from_eval} has no method {name!r} (it has {', '.join(methods)}); run "
@@ -187,7 +202,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if method_encoder != encoder:
             raise ConfigError(f"{name} was measured with encoder {method_encoder}, but this collection uses {encoder}: "
                               "scores of different encoders are not comparable")
-        threshold = float(methods[name]["calibrated_threshold"])
+        try:
+            threshold = float(methods[name]["calibrated_threshold"])
+            if not math.isfinite(threshold):
+                raise ValueError(f"not finite: {threshold}")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{args.from_eval}: method {name} has no usable calibrated_threshold "
+                              f"({type(exc).__name__}: {exc}); expected a number, as 'vidsearch eval neardup' writes") from exc
         source = (f"{args.from_eval}: {name}, best-F1 threshold on the calibration half of {doc.get('benchmark')} "
                   f"{doc.get('size')} seed {doc.get('seed')}")
     coll.calibrate(threshold, source)
@@ -201,7 +222,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from vidsearch.store.collection import Collection
+    from vidsearch.collection import Collection
 
     coll = Collection.open(args.collection)
     info = coll.info()
@@ -238,17 +259,27 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    from vidsearch.store.collection import Collection
+    from vidsearch.collection import Collection
+    from vidsearch.errors import NotFoundError
 
-    coll = Collection.open(args.collection)
-    out = [coll.remove(v) for v in args.videos]
+    with Collection.open(args.collection) as coll:
+        out, failed = [], []
+        for video in args.videos:  # an unknown id does not stop the others
+            try:
+                out.append(coll.remove(video))
+            except NotFoundError as exc:
+                failed.append({"video": video, "error": str(exc)})
+    if failed and not out:
+        raise NotFoundError("; ".join(f["error"] for f in failed))
     if args.json:
-        _emit({"removed": out})
+        _emit({"removed": out, "failed": failed})
     else:
         for o in out:
             _console().print(f"removed {o['video_id']} ({_safe(o['path'])}), {o['segments_removed']} segments",
                              highlight=False, soft_wrap=True)
-    return EXIT_OK
+        for f in failed:
+            _fail(args, "NotFoundError", f["error"])
+    return EXIT_PARTIAL if failed else EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -465,7 +496,7 @@ def _version() -> str:
 
 def _one_line(text: str) -> str:
     """``text`` on one line (FFmpeg and SQLite messages may span several)."""
-    return re.sub(r"\s*\n\s*", " | ", str(text).strip())
+    return _printable(re.sub(r"\s*\n\s*", " | ", str(text).strip()))
 
 
 def _fail(args: argparse.Namespace, kind: str, message: str, extra: dict[str, Any] | None = None) -> None:
@@ -479,13 +510,40 @@ def _fail(args: argparse.Namespace, kind: str, message: str, extra: dict[str, An
         _console().print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
 
 
+class _LogFormatter:
+    """Log lines for the terminal: one line each; an exception's traceback only with ``-v`` (else its
+    type and message on the same line)."""
+
+    def __init__(self, verbose: bool) -> None:
+        import logging
+
+        self.verbose = verbose
+        self._plain = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record) -> str:  # type: ignore[no-untyped-def]
+        if self.verbose:
+            return self._plain.format(record)
+        line = f"{record.levelname} {record.name}: {_one_line(record.getMessage())}"
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            line += f" ({type(exc).__name__}: {_one_line(str(exc))}; rerun with -v for the traceback)"
+        return line
+
+
+def _configure_logging(verbose: bool) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR)
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:  # ours (basicConfig's), not a test runner's capture
+            handler.setFormatter(_LogFormatter(verbose))  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     _Parser.json_errors = "--json" in argv
     args = build_parser().parse_args(argv)
-    import logging
-
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging(args.verbose)
     from vidsearch.errors import VidsearchError
 
     try:
