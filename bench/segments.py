@@ -41,15 +41,19 @@ FPS, WINDOW, STRIDE, ENCODER = 4.0, 1.0, 0.25, "sscd"
 IOU_MIN = 0.3
 
 
-def encode_all(data: Path) -> dict[str, Any]:
-    """Reference and query segment vectors with their windows (cached in ``data``)."""
+def encode_all(data: Path, allow_partial: bool = False) -> dict[str, Any]:
+    """Reference and query segment vectors with their windows (cached in ``data``).
+
+    Raises ``MissingDataError`` when footage of the full benchmark is not installed, unless
+    ``allow_partial`` (the result is then marked partial)."""
     from vidsearch.config import CollectionConfig, DecodeConfig, EncodeConfig, SegmentConfig
     from vidsearch.encode.pipeline import MediaEncoder
     from vidsearch.evaluate.neardup import build_neardup
 
-    bench = build_neardup(data, "full", 0)
+    bench = build_neardup(data, "full", 0, allow_partial=allow_partial)
     cache = data / "segments-cache.npz"
-    key = f"{ENCODER}-{FPS}-{WINDOW}-{STRIDE}-{len(bench.references)}-{len(bench.queries)}"
+    key = (f"{ENCODER}-{FPS}-{WINDOW}-{STRIDE}-{len(bench.references)}-{len(bench.queries)}"
+           f"{'-partial' if bench.partial else ''}")
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
         if str(z["key"]) == key:
@@ -128,12 +132,14 @@ def main() -> None:
     ap.add_argument("--bytes", default="4,8,16", help="code sizes in bytes (M sub-quantizers of 8 bits)")
     ap.add_argument("--methods", default="pq,opq,learned")
     ap.add_argument("--torch-threads", type=int, default=2)
+    ap.add_argument("--allow-partial", action="store_true",
+                    help="run even if some benchmark footage is missing (the result is marked \"partial\": true)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     import faiss
 
     faiss.omp_set_num_threads(1)
-    d = encode_all(args.data)
+    d = encode_all(args.data, args.allow_partial)
     xb, xq_all = d["ref_vecs"], d["q_vecs"]
     keep, relevant = ground_truth(d)
     xq = np.ascontiguousarray(xq_all[keep])
@@ -171,7 +177,8 @@ def main() -> None:
                "queries": int(len(set(per_query.tolist()))),
                **C.header("segments", {"data": str(args.data), "encoder": ENCODER, "fps": FPS, "window": WINDOW,
                                        "stride": STRIDE, "iou_min": IOU_MIN, "bytes": args.bytes,
-                                       "methods": args.methods, "torch_threads": args.torch_threads})}
+                                       "methods": args.methods, "torch_threads": args.torch_threads},
+                           missing=d["bench"].missing)}
     C.emit("segments", payload, args.json)
 
 
