@@ -226,7 +226,7 @@ def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path, sh
                   cache: tuple[Path, str] | None = None, nlist: int = 0):
     """Yield the methods one at a time (built, then measured and dropped by the caller: at 10M two
     built indexes at once would not fit in RAM beside each other). With ``cache`` (folder, data key)
-    the float16 re-rank vectors and the built vidsearch indexes are kept there and reused by later runs
+    the built vidsearch indexes are kept there and reused by later runs
     on the same data while the index code is unchanged (a 10M build is over an hour here)."""
     from vidsearch.index.ivf import IVFPQConfig, choose_nlist
 
@@ -234,23 +234,13 @@ def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path, sh
     nlist = nlist or choose_nlist(n, IVFPQConfig().code_dim(d))  # the collection default's choice
     pick = np.sort(np.random.default_rng(seed).permutation(n)[: min(n, max(50 * nlist, 100_000))])
     train = np.ascontiguousarray(xb[pick], dtype=np.float32)
-    f16_path = workdir / "vectors.f16"
-    if cache is not None:
-        cache[0].mkdir(parents=True, exist_ok=True)
-        f16_path = cache[0] / f"{cache[1]}-vectors-f16.npy"
-    if any(m.startswith("vidsearch") for m in names) and not f16_path.exists():
-        tmp_path = f16_path.with_name(f16_path.name + ".tmp.npy")
-        mm = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.float16, shape=(n, d))
-        for a, b in _chunks(n):
-            mm[a:b] = xb[a:b].astype(np.float16)
-        mm.flush()
-        del mm
-        os.replace(tmp_path, f16_path)
+    # re-rank rows: the float32 base itself, memory-mapped, as a collection re-ranks from segments.f32
+    # (``MemmapStore`` over a ``VectorFile`` view): the same store and kernel as the product
     shared: dict[str, np.ndarray] = {}  # with share=True: the first IVF's k-means centroids, reused by the others
     for name in names:
         common.log(f"building {name} (n={n}, d={d})")
         try:
-            yield _build_one(name, xb, seed, nlist, train, f16_path, workdir, shared if share else None, cache)
+            yield _build_one(name, xb, seed, nlist, train, workdir, shared if share else None, cache)
         except Exception as exc:  # one method failing to build is reported; the others are still measured
             common.log(f"FAILED to build {name}: {type(exc).__name__}: {exc}")
             failed[name] = f"{type(exc).__name__}: {exc}"[:500]
@@ -274,7 +264,7 @@ def _hnsw_params(ef: int):  # type: ignore[no-untyped-def]
     return p
 
 
-def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarray, f16_path: Path,
+def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarray,
                workdir: Path, shared: dict[str, np.ndarray] | None = None, cache: tuple[Path, str] | None = None) -> Method:
     import faiss
 
@@ -346,7 +336,7 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
         # (quantizer, PQ sub-quantizers, bits per code): "vidsearch" is the collection default
         variant = {"vidsearch": ("pq", 32, 8), "vidsearch_fs64": ("pq", 64, 4), "vidsearch_opq": ("opq", 32, 8),
                    "vidsearch_learned": ("learned", 32, 8)}[name]
-        store = MemmapStore(np.load(f16_path, mmap_mode="r"))
+        store = MemmapStore(xb)  # float32 rows, as a collection's segments.f32
         cached = None if cache is None else cache[0] / f"{cache[1]}-{name}-nlist{nlist}-{_index_code_tag()}.vsi"
         reused = cached is not None and cached.exists()
         if reused:
@@ -415,7 +405,7 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
         m.name, m.settings, m.ram_bytes = name, settings, idx.memory_bytes()
         m.group = lambda s: (s.nprobe, s.ef_search)  # type: ignore[method-assign]
         m.rerank_bytes_per_vector = 0.0
-        m.disk_bytes_per_vector = 2.0 * d
+        m.disk_bytes_per_vector = 4.0 * d
         m.reused_build = reused  # build_s is then the build time recorded when the cached index was made
     else:
         raise SystemExit(f"unknown method {name}")

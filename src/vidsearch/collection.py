@@ -140,6 +140,7 @@ class Collection:
         self._saved_at = 0.0
         self._dirty = False  # the in-memory index differs from the saved file of its generation
         self._engine: Engine | None = None
+        self.last_build_seconds: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -149,7 +150,7 @@ class Collection:
         Raises:
             CollectionError: ``path`` exists and is not empty.
         """
-        from vidsearch.encode.frame import SPECS
+        from vidsearch.encode import registry
         from vidsearch.encode.temporal import load_aggregator
 
         config = config or CollectionConfig()
@@ -158,7 +159,7 @@ class Collection:
             what = "a collection" if (target / MANIFEST).exists() else "not empty"
             raise CollectionError(f"cannot create a collection at {target}: it is {what}; open it or choose a new directory")
         target.parent.mkdir(parents=True, exist_ok=True)
-        frame_dim = SPECS[config.encode.encoder].dim
+        frame_dim = registry.get(config.encode.encoder).dim
         segment_dim = load_aggregator(config.encode.aggregator).output_dim(frame_dim)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.creating-"))
         try:
@@ -261,8 +262,10 @@ class Collection:
 
     def _rebuild(self, snap: catalog.CatalogSnapshot, live: NDArray[np.int64]) -> None:
         """Build (training the compressed index when due) from the stored vectors, and save it at once."""
+        t = time.perf_counter()
         vectors = np.asarray(self._segments.view(snap.segment_rows)[live], dtype=np.float32)
         self._index = build_index(self.config.index, self._segments.dim, live, vectors, self._store(snap.segment_rows))
+        self.last_build_seconds = time.perf_counter() - t  # train + add, read by bench/engine.py
         self._index_generation = snap.generation
         self._dirty = True
         self._publish(force=True)

@@ -23,6 +23,7 @@ compacted away (``remove_ids``) once they pass ``compact_fraction`` of the index
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +33,7 @@ from numpy.typing import NDArray
 
 from vidsearch.errors import CollectionError, ConfigError, NotFittedError, ShapeError
 from vidsearch.index.hits import IndexHits, empty_hits, faiss_threads_for
-from vidsearch.index.persist import MAGIC, field, read_index_file, write_index_file
+from vidsearch.index.persist import MAGIC, REBUILT, dataclass_field, field, read_index_file, write_index_file
 
 
 class VectorStore(Protocol):
@@ -239,8 +240,12 @@ class IVFPQIndex:
     codes + exact re-rank from vectors on disk. Approximate:
     results may miss true neighbours; ``rerank`` and ``nprobe`` trade speed for recall."""
 
-    def __init__(self, dim: int, config: IVFPQConfig | None = None, store: VectorStore | None = None) -> None:
+    def __init__(self, dim: int, config: IVFPQConfig | None = None, store: VectorStore | None = None,
+                 learned: Any = None) -> None:
+        """``learned``: the ``LearnedPQConfig`` of the ``learned`` quantizer (training settings; tests use
+        ``LearnedPQConfig.quick()``); None uses its defaults."""
         self.dim = dim
+        self.learned = learned
         self.config = config or IVFPQConfig()
         self.code_dim = self.config.code_dim(dim)
         if self.code_dim % self.config.pq_m:
@@ -346,7 +351,7 @@ class IVFPQIndex:
         centroids = faiss.vector_to_array(clus.centroids).reshape(ivf.nlist, self.code_dim)
         _, assign = flat.search(x, 1)
         residuals = x - centroids[assign[:, 0]]
-        lpq = LearnedPQ(self.config.pq_m, nbits=self.config.nbits, seed=seed).fit(residuals)
+        lpq = LearnedPQ(self.config.pq_m, nbits=self.config.nbits, config=self.learned, seed=seed).fit(residuals)
         rotation = np.eye(self.code_dim, dtype=np.float32) if lpq.rotation_ is None else lpq.rotation_
         ivf.quantizer.add(np.ascontiguousarray(centroids @ rotation.T, dtype=np.float32))
         load_codebooks_into_faiss_pq(ivf.pq, lpq.codebooks_)
@@ -517,13 +522,21 @@ class IVFPQIndex:
         if meta.get("kind", "ivfpq") != "ivfpq":
             raise CollectionError(f"{path}: expected an IVF-PQ index, found kind {meta.get('kind')!r}")
         dim = field(path, meta, "dim", int)
-        config = dict(field(path, meta, "config", dict))
+        config = dataclass_field(path, meta, "config", IVFPQConfig, {"nlist": (0, 2**31 - 1), "hnsw_m": (1, 2**16),
+                                                                      "compact_fraction": (0, math.inf)})
         config.setdefault("reduce", 0)  # files from before the PCA projection keep every dimension
+        # search-time defaults: FAISS takes nprobe past nlist as nlist, but allocates per ef_search and rerank
+        params = dataclass_field(path, meta, "params", IVFSearchParams,
+                                 {"nprobe": (1, 2**31 - 1), "ef_search": (1, 2**20), "rerank": (0, 2**20)})
         tombstones = field(path, meta, "tombstones", list)
+        bad = [t for t in tombstones if type(t) is not int or not 0 <= t < 2**63]
+        if bad:
+            raise CollectionError(f"{path}: expected the tombstones as ids (integers from 0 to 2^63 - 1), found "
+                                  f"{bad[0]!r}; damaged ({REBUILT})")
         try:
             obj = cls(dim, IVFPQConfig(**config), store)
-            obj.params = IVFSearchParams(**field(path, meta, "params", dict))
-            obj._tombstones = {int(t) for t in tombstones}
+            obj.params = IVFSearchParams(**params)
+            obj._tombstones = set(tombstones)
             # without FAISS building its precomputed table on read (537 MB at 10M) only to be dropped
             index = faiss.deserialize_index(blob.copy(), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
             ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # the concrete IVF type, as train() leaves it
@@ -532,6 +545,12 @@ class IVFPQIndex:
                                   "it is rebuilt from the vector files") from exc
         if index.d != dim:
             raise CollectionError(f"{path}: the header says {dim}-d input, the FAISS blob takes {index.d}-d; damaged")
+        pq, cfg = getattr(ivf, "pq", None), obj.config
+        found = None if pq is None else (int(ivf.nlist), int(pq.M), int(pq.nbits))
+        if found is None or found[1:] != (cfg.pq_m, cfg.nbits) or cfg.nlist not in (0, found[0]):
+            raise CollectionError(f"{path}: the header says nlist={cfg.nlist or 'auto'}, pq_m={cfg.pq_m}, "
+                                  f"nbits={cfg.nbits}, the FAISS blob holds {type(ivf).__name__} "
+                                  f"(nlist, pq_m, nbits)={found}; damaged ({REBUILT})")
         obj.info = field(path, meta, "info", dict, {})
         obj._index, obj._ivf = index, ivf
         _no_precomputed_table(obj._ivf)  # FAISS rebuilds it on every read

@@ -32,7 +32,8 @@ from vidsearch.decode import MediaInfo
 from vidsearch.errors import CollectionError, NotFoundError, QueryError, VidsearchError
 from vidsearch.index import ExactScan, IndexHits, IVFPQConfig, IVFPQIndex, IVFSearchParams, MemmapStore, load_index
 from vidsearch.index.hits import merge_hits
-from vidsearch.search.rerank import DEFAULT_PAR_THRESHOLD, rerank
+from vidsearch.encode import registry
+from vidsearch.search.rerank import rerank
 from vidsearch.search.results import SearchParams, SearchResult, VideoHit
 from vidsearch.search.vote import SegmentTable, vote
 from vidsearch.store import catalog
@@ -290,7 +291,7 @@ class Engine:
     def search_defaults(self) -> dict[str, Any]:
         """Search-time defaults stored with the collection (``calibrate``), else the encoder's built-in ones."""
         stored = self._snap.defaults
-        return {"par_threshold": stored.get("par_threshold", DEFAULT_PAR_THRESHOLD[self.config.encode.encoder]),
+        return {"par_threshold": stored.get("par_threshold", registry.get(self.config.encode.encoder).par_threshold),
                 "calibrated": "par_threshold" in stored, **{k: v for k, v in stored.items() if k != "par_threshold"}}
 
     # ------------------------------------------------------------------ queries
@@ -419,9 +420,9 @@ class Engine:
         """Search already-encoded queries (``EncodedMedia``) in one index call; the batch's entry point."""
         snap = snap or self._snap
         t1 = time.perf_counter()
-        blocks = [[m.segment_vectors, *m.region_segment_vectors] for m in media]
-        rows = [sum(len(b) for b in block) for block in blocks]
-        stacked = np.concatenate([b for block in blocks for b in block]) if sum(rows) else np.zeros(
+        parts = [b for m in media for b in (m.segment_vectors, *m.region_segment_vectors)]
+        rows = [len(m.segment_vectors) * (1 + len(m.region_segment_vectors)) for m in media]
+        stacked = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(
             (0, snap.segments.shape[1]), np.float32)
         hits = self.search_segments(stacked, params.segment_k, params, snap)
         index_s = time.perf_counter() - t1
@@ -429,7 +430,7 @@ class Engine:
         offset = 0
         for m, name, n in zip(media, names, rows):
             t = time.perf_counter()
-            part = IndexHits(hits.ids[offset : offset + n], hits.scores[offset : offset + n])
+            part = hits if len(media) == 1 else IndexHits(hits.ids[offset : offset + n], hits.scores[offset : offset + n])
             offset += n
             result = self._finish(m, name, part, k, params, snap)
             search_ms = (index_s + time.perf_counter() - t) * 1000
@@ -455,8 +456,9 @@ class Engine:
                 scores[i][blank] = -np.inf  # a blank crop (black corner) matches every fade to black
             hits = IndexHits(np.concatenate([hits.ids[i * n_seg : (i + 1) * n_seg] for i in parts], axis=1),
                              np.concatenate(scores, axis=1))
+        keep = k if params.rerank == "none" else max(k, params.rerank_candidates)
         votes = vote(starts, ends, hits.ids, hits.scores, snap.table, self.config.segment.stride,
-                     params.min_similarity, params.max_matches)
+                     params.min_similarity, params.max_matches, limit=keep)
         rerank_ms = 0.0
         if params.rerank != "none":
             threshold = params.par_threshold

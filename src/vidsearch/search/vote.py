@@ -52,8 +52,12 @@ def vote(
     bin_seconds: float,
     min_similarity: float = 0.0,
     max_matches: int = 5,
+    limit: int | None = None,
 ) -> list[VideoVote]:
     """Vote (Q, K) segment hits into videos, best first.
+
+    ``limit``: return only the best ``limit`` videos (their matched ranges are the costly part:
+    with 100 hits per query segment most hit videos are never shown).
 
     Args:
         query_starts, query_ends: (Q,) query segment times in seconds.
@@ -65,16 +69,19 @@ def vote(
         max_matches: matched ranges reported per video at most.
     """
     n_query = len(query_starts)
+    video_of, start_of = table.video, table.start
     # (video, offset bin) -> {query segment: (score, ref segment id)} keeping the best per query segment
     bins: dict[tuple[int, int], dict[int, tuple[float, int]]] = defaultdict(dict)
-    for qi in range(n_query):
-        for sid, score in zip(hit_ids[qi], hit_scores[qi]):
-            if sid < 0 or score < min_similarity or sid >= len(table.video):
+    n_rows = len(video_of)
+    for qi, (row_ids, row_scores) in enumerate(zip(hit_ids.tolist(), hit_scores.tolist())):
+        q_start = float(query_starts[qi])
+        for sid, score in zip(row_ids, row_scores):
+            if sid < 0 or score < min_similarity or sid >= n_rows:
                 continue
-            v = int(table.video[sid])
+            v = int(video_of[sid])
             if v < 0:
                 continue
-            offset = int(round((table.start[sid] - query_starts[qi]) / bin_seconds))
+            offset = int(round((float(start_of[sid]) - q_start) / bin_seconds))
             cell = bins[(v, offset)]
             if qi not in cell or score > cell[qi][0]:
                 cell[qi] = (float(score), int(sid))
@@ -88,10 +95,13 @@ def vote(
                     merged[qi] = hit
         score = sum(h[0] for h in merged.values()) / max(n_query, 1)
         per_video[v].append((score, off, merged))
-    votes: list[VideoVote] = []
+    ranked = []
     for v, candidates in per_video.items():
         candidates.sort(key=lambda c: (-c[0], c[1]))
-        best_score = candidates[0][0]
+        ranked.append((candidates[0][0], table.video_ids[v], candidates))
+    ranked.sort(key=lambda r: (-r[0], r[1]))
+    votes: list[VideoVote] = []
+    for best_score, video_id, candidates in ranked[:limit]:
         matches: list[Match] = []
         for score, _off, merged in candidates:
             if score < 0.75 * best_score or len(matches) >= max_matches:
@@ -99,8 +109,7 @@ def vote(
             for m in _runs(merged, query_starts, query_ends, table):
                 if len(matches) < max_matches and not any(_overlaps(m, other) for other in matches):
                     matches.append(m)
-        votes.append(VideoVote(table.video_ids[v], best_score, matches))
-    votes.sort(key=lambda vv: (-vv.score, vv.video_id))
+        votes.append(VideoVote(video_id, best_score, matches))
     return votes
 
 
@@ -122,6 +131,11 @@ def _runs(
     reference (a query shorter than a window, or its clipped last window, maps to that many
     seconds of the reference, not to the reference's whole window; an image maps to its window).
     """
+    if len(merged) == 1:  # one query segment at this offset (every hit of a one-segment query): one range
+        ((qi, (score, s)),) = merged.items()
+        q0, q1 = float(query_starts[qi]), float(query_ends[qi])
+        r0 = float(table.start[s])
+        return [Match(q0, q1, r0, float(_mapped_end(r0, float(table.end[s]), q1 - q0)), score)]
     peak = max(h[0] for h in merged.values())
     order = sorted(qi for qi, h in merged.items() if h[0] >= RUN_RELATIVE_MIN * peak)
     runs: list[list[int]] = []
@@ -140,7 +154,7 @@ def _runs(
                 ref_start=float(min(table.start[s] for s in sids)),
                 ref_end=float(max(_mapped_end(table.start[s], table.end[s], query_ends[qi] - query_starts[qi])
                                   for qi, s in zip(run, sids))),
-                score=float(np.mean([merged[qi][0] for qi in run])),
+                score=sum(merged[qi][0] for qi in run) / len(run),
             )
         )
     out.sort(key=lambda m: (-(m.query_end - m.query_start), -m.score))

@@ -1,0 +1,302 @@
+"""The search stage of the product at scale: stored-range queries through ``Engine`` on a collection of
+N segments built with ``Collection.add_vectors`` (no million seconds of video needed), the bare index
+the engine holds timed on the same query vectors in the same run, and FAISS IVF-PQ + refine as peer.
+
+    python bench/engine.py --segments 1000000 --json          # prints the object below, writes bench/results/engine-1000000.json
+
+stdout with --json: {"segments", "engine_p50_ms", "engine_p99_ms", "bare_index_p50_ms", "recall10",
+"ram_bytes_per_vector"} (checks depend on this shape); the result file holds everything else (the
+parameter sweep, batch QPS of ours and FAISS, build times, the stale-reader check).
+
+Data (seed 0): videos of ``--frames-per-video`` frames at 1 fps; each video's frames are its own point of
+a 1000-cluster Gaussian mixture (noise 0.3-1.0, as bench/ann.py's synthetic data) plus a slow random
+walk, L2-normalised, 512-d (SSCD-shaped); the collection cuts and averages them into segments
+(2 s windows every second) exactly as it does decoded footage. Queries are ranges of random
+stored videos (``VIDEO@START-END``); "search stage" is everything after the query's segment vectors
+exist: index (+ exact tail), voting, result assembly (``Engine.search_encoded``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+from vidsearch.index import IVFSearchParams, exact_knn  # noqa: E402
+from vidsearch.index.ivf import faiss_ram_bytes  # noqa: E402
+
+DIM = 512
+TARGET_RECALL = 0.98
+
+
+def make_videos(n_segments: int, frames_per_video: int, seed: int = 0):  # type: ignore[no-untyped-def]
+    """Yield VectorVideo items until about ``n_segments`` segments (frames - 1 per video)."""
+    from vidsearch.collection import VectorVideo
+
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((1000, DIM)).astype(np.float32)
+    n_videos = int(np.ceil(n_segments / (frames_per_video - 1)))
+    times = np.arange(frames_per_video, dtype=np.float64)
+    for v in range(n_videos):
+        base = centers[rng.integers(1000)] + rng.standard_normal(DIM).astype(np.float32) * rng.uniform(0.3, 1.0)
+        walk = np.cumsum(rng.standard_normal((frames_per_video, DIM)).astype(np.float32) * 0.08, axis=0)
+        x = base + walk
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        yield VectorVideo(f"synthetic-{seed}-{v:07d}", times, x)
+
+
+def build(path: Path, n_segments: int, frames_per_video: int) -> dict[str, Any]:
+    """Build (or reuse) the collection at ``path``."""
+    from vidsearch import CollectionConfig
+    from vidsearch.collection import Collection
+
+    done = path / "built.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    t0 = time.perf_counter()
+    with Collection.create(path, CollectionConfig()) as coll:
+        ids = coll.add_vectors(make_videos(n_segments, frames_per_video),
+                               on_batch=lambda n: C.log(f"  {n} videos committed") if n % 2000 < 200 else None)
+        info = {"videos": len(ids), "import_s": round(time.perf_counter() - t0, 1),
+                "index_build_s": round(coll.last_build_seconds or 0.0, 1), "git": C.git_info()}
+    done.write_text(json.dumps(info))
+    return info
+
+
+def queries(engine, n: int, seconds: float, seed: int = 1) -> list[str]:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    cat = engine.snapshot.catalog
+    out = []
+    for v in rng.integers(0, len(cat.video_ids), n):
+        last = float(cat.frame_times(int(v))[-1]) - seconds
+        start = float(rng.integers(0, max(1, int(last))))
+        out.append(f"{cat.video_ids[v]}@{start:g}-{start + seconds:g}")
+    return out
+
+
+def recall_at(ids: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
+    from vidsearch.evaluate.metrics import knn_recall
+
+    return float(knn_recall(ids[:, :k], truth[:, :k], k))
+
+
+def faiss_peer(xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, seed: int) -> dict[str, Any]:
+    """FAISS IVF4096,PQ32 + RefineFlat: build time and the fastest batch setting reaching the target recall."""
+    import faiss
+
+    n, d = xb.shape
+    t0 = time.perf_counter()
+    base = faiss.index_factory(d, "IVF4096,PQ32", faiss.METRIC_INNER_PRODUCT)
+    if hasattr(base, "do_polysemous_training"):
+        base.do_polysemous_training = False
+    base.cp.seed = seed
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, 200_000), replace=False))
+    base.train(np.ascontiguousarray(xb[sample]))
+    ref = faiss.IndexRefineFlat(base)
+    for s in range(0, n, 200_000):
+        ref.add(np.ascontiguousarray(xb[s : s + 200_000]))
+    build_s = time.perf_counter() - t0
+    sweep = []
+    for nprobe in (8, 16, 24, 32, 48, 64):
+        for kf in (5, 10, 15, 20):
+            p = faiss.IndexRefineSearchParameters()
+            inner = faiss.SearchParametersIVF()
+            inner.nprobe = nprobe
+            p.base_index_params, p.k_factor = inner, kf
+            t = time.perf_counter()
+            _, ids = ref.search(xq, 10, params=p)
+            el = time.perf_counter() - t
+            sweep.append({"nprobe": nprobe, "k_factor": kf, "recall10": recall_at(ids, truth),
+                          "batch_qps": len(xq) / el})
+    ok = [s for s in sweep if s["recall10"] >= TARGET_RECALL]
+    best = max(ok, key=lambda s: s["batch_qps"]) if ok else None
+    return {"build_s": round(build_s, 1), "ram_bytes_per_vector": faiss_ram_bytes(base) / n + 4 * d,
+            "sweep": sweep, "best": best}
+
+
+def stale_reader_check(path: Path) -> dict[str, Any]:
+    """A second process opens a collection whose index lags the catalogue, and answers its first search:
+    wall time of open + first search, and whether the answer equals exact search over the rows not indexed."""
+    child = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from vidsearch.search.engine import Engine
+e = Engine.open(sys.argv[1])
+q = sys.argv[2]
+r = e.search(q, k=5)
+print(json.dumps({"open_and_search_s": time.perf_counter() - t0, "state": e.index_info()["state"],
+                  "exact_rows": e.index_info()["exact_rows"], "top": r.results[0].video_id if r.results else None}))
+"""
+    from vidsearch.search.engine import Engine
+
+    with Engine.open(path) as e:
+        info = e.index_info()
+        cat = e.snapshot.catalog
+        # the newest video: its rows are past what the index covers when the index is stale
+        v = len(cat.video_ids) - 1
+        q = f"{cat.video_ids[v]}@2-6"
+    out = subprocess.run([sys.executable, "-c", child, str(path), q], capture_output=True, text=True, timeout=120)
+    if out.returncode:
+        raise SystemExit(out.stderr[-2000:])
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res.update(expected_top=cat.video_ids[v], index_state_before=info["state"])
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--segments", type=int, default=1_000_000)
+    ap.add_argument("--frames-per-video", type=int, default=100)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--range-seconds", type=float, default=2.0, help="length of the stored-range queries")
+    ap.add_argument("--batch-queries", type=int, default=10_000, help="segment vectors per batch-QPS call")
+    ap.add_argument("--data-dir", type=Path, default=Path("/var/tmp/vidsearch-engine"))
+    ap.add_argument("--no-peer", action="store_true", help="skip FAISS IVF-PQ + refine")
+    ap.add_argument("--stale-segments", type=int, default=0,
+                    help="also build a collection of this many segments, make its index stale, time a second process")
+    ap.add_argument("--build-only", action="store_true", help="build (or reuse) the collection and stop")
+    ap.add_argument("--wait-quiet", type=float, default=0.0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    from vidsearch.collection import Collection
+    from vidsearch.search.engine import Engine
+    from vidsearch.search.results import SearchParams
+
+    coll_path = args.data_dir / f"coll-{args.segments}-{args.frames_per_video}"
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    payload = C.header("engine", {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
+    C.log(f"building {coll_path} ({args.segments} segments)")
+    payload["build"] = build(coll_path, args.segments, args.frames_per_video)
+    if args.build_only:
+        C.log(json.dumps(payload["build"]))
+        return
+    payload["quiet_wait"] = C.wait_for_quiet(args.wait_quiet)
+    payload["cpu_probe_start"] = C.cpu_probe()
+
+    engine = Engine.open(coll_path)
+    snap = engine.snapshot
+    info = engine.index_info()
+    payload["index"] = info
+    n_live = info["vectors"]
+    qs = queries(engine, args.queries, args.range_seconds)
+    media = [engine.encode_query(q) for q in qs]
+    xq = np.concatenate([m.segment_vectors for m in media])
+    live = snap.table.video >= 0
+    truth = exact_knn(xq, snap.segments, 10, keep=live).ids
+    rows = np.cumsum([0] + [len(m.segment_vectors) for m in media])
+
+    # ---- sweep: per-query index call (what the engine does), fastest setting reaching the target
+    index = snap.index
+    sweep = []
+    for nprobe in (8, 12, 16, 24, 32, 48):
+        for depth in (32, 48, 64, 100, 150):
+            p = IVFSearchParams(nprobe=nprobe, ef_search=max(32, 2 * nprobe), rerank=depth)
+            ids = np.concatenate([index.search(xq[rows[i] : rows[i + 1]], 10, p).ids for i in range(len(media))])
+            rec = recall_at(ids, truth)
+            lat = []
+            for i in range(min(100, len(media))):
+                t = time.perf_counter()
+                index.search(xq[rows[i] : rows[i + 1]], 10, p)
+                lat.append(time.perf_counter() - t)
+            sweep.append({"nprobe": nprobe, "rerank": depth, "recall10": rec, "p50_ms": float(np.median(lat) * 1000)})
+    ok = [s for s in sweep if s["recall10"] >= TARGET_RECALL]
+    chosen = min(ok, key=lambda s: s["p50_ms"]) if ok else max(sweep, key=lambda s: s["recall10"])
+    payload["sweep"] = sweep
+    payload["chosen"] = chosen
+    params = SearchParams(segment_k=10, nprobe=chosen["nprobe"], rerank_depth=chosen["rerank"],
+                          ef_search=max(32, 2 * chosen["nprobe"]))
+    ivf_params = IVFSearchParams(chosen["nprobe"], params.ef_search, chosen["rerank"])
+
+    # ---- engine vs bare index, same queries, interleaved, best of 3 passes per query
+    eng, bare = [], []
+    for i, (q, m) in enumerate(zip(qs, media)):
+        x = m.segment_vectors
+        te, tb = [], []
+        for _ in range(3):
+            t = time.perf_counter()
+            engine.search_encoded([m], [q], 10, params, snap)
+            te.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            index.search(x, params.segment_k, ivf_params)
+            tb.append(time.perf_counter() - t)
+        eng.append(min(te))
+        bare.append(min(tb))
+    got = np.concatenate([engine.search_segments(m.segment_vectors, 10, params, snap).ids for m in media])
+    recall10 = recall_at(got, truth)
+    payload["engine_ms"] = C.summarize_ms(eng)
+    payload["bare_index_ms"] = C.summarize_ms(bare)
+
+    # ---- batch QPS: many query vectors in one engine call (what the server will use)
+    rng = np.random.default_rng(2)
+    pick = rng.choice(snap.catalog.segment_rows, size=args.batch_queries, replace=False)
+    xb_q = np.asarray(snap.segments[np.sort(pick)], np.float32)
+    xb_q = xb_q + rng.standard_normal(xb_q.shape).astype(np.float32) * 0.02
+    xb_q /= np.linalg.norm(xb_q, axis=1, keepdims=True)
+    truth_b = exact_knn(xb_q, snap.segments, 10, keep=live).ids
+    t = time.perf_counter()
+    hb = engine.search_segments(xb_q, 10, params, snap)
+    el = time.perf_counter() - t
+    payload["batch"] = {"queries": len(xb_q), "batch_qps": len(xb_q) / el, "recall10": recall_at(hb.ids, truth_b)}
+    if not args.no_peer:
+        C.log("FAISS IVF4096,PQ32 + refine on the same vectors")
+        payload["faiss_ivfpq_refine"] = faiss_peer(np.asarray(snap.segments[live]), xb_q, np.where(
+            truth_b >= 0, np.searchsorted(np.flatnonzero(live), truth_b), -1), seed=0)
+    if args.stale_segments:
+        spath = args.data_dir / f"stale-{args.stale_segments}"
+        payload["stale_reader"] = make_stale_and_check(spath, args.stale_segments, args.frames_per_video)
+    payload["cpu_probe_end"] = C.cpu_probe()
+
+    summary = {"segments": int(snap.catalog.segment_rows), "engine_p50_ms": payload["engine_ms"]["p50_ms"],
+               "engine_p99_ms": payload["engine_ms"]["p99_ms"], "bare_index_p50_ms": payload["bare_index_ms"]["p50_ms"],
+               "recall10": recall10, "ram_bytes_per_vector": info["memory_bytes"] / max(n_live, 1)}
+    payload["summary"] = summary
+    C.log(json.dumps({k: v for k, v in payload.items() if k in ("chosen", "batch", "build")}, default=str))
+    if "faiss_ivfpq_refine" in payload:
+        f = payload["faiss_ivfpq_refine"]
+        C.log(f"FAISS build {f['build_s']} s, best {f['best']}")
+    C.write_result(f"engine-{args.segments}", payload)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        C.log(json.dumps(summary, indent=1))
+
+
+def make_stale_and_check(path: Path, n_segments: int, frames_per_video: int) -> dict[str, Any]:
+    """Build ``n_segments``, keep its index file, add 20 more videos, then put the old index back (as if the
+    writer had stopped before publishing): a reader must answer from the old index + an exact tail scan."""
+    import shutil
+
+    from vidsearch.collection import Collection
+    from vidsearch.store.manifest import index_files
+
+    if path.exists():
+        shutil.rmtree(path)
+    build(path, n_segments, frames_per_video)
+    [(_, old)] = index_files(path)
+    keep = old.read_bytes()
+    with Collection.open(path) as coll:
+        coll.add_vectors(make_videos(20 * (frames_per_video - 1), frames_per_video, seed=7))
+    for _, p in index_files(path):
+        p.unlink()
+    old.write_bytes(keep)
+    return stale_reader_check(path)
+
+
+if __name__ == "__main__":
+    main()
