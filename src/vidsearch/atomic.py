@@ -33,6 +33,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str | Callable[[Bin
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600: a reader running as another user (a server) must read it
         with os.fdopen(fd, "wb") as f:
             if callable(data):
                 data(f)
