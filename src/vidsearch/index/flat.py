@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from numpy.typing import NDArray
 
 from vidsearch.errors import CollectionError, ShapeError
 from vidsearch.index.hits import IndexHits, faiss_threads_for
-from vidsearch.index.persist import field, is_index_file, read_index_file, write_index_file
+from vidsearch.index.persist import REBUILT, field, is_index_file, read_index_file, write_index_file
 
 
 class FlatIndex:
@@ -80,34 +81,25 @@ class FlatIndex:
         Raises:
             CollectionError: unreadable or damaged.
         """
-        import faiss
-
-        if not is_index_file(path):  # a bare FAISS file: no checksum, FAISS's reader checks what it can
-            try:
-                index = faiss.read_index(str(path))
-            except (RuntimeError, MemoryError) as exc:
-                raise CollectionError(f"{path}: unreadable FAISS index ({exc}); it is rebuilt from the vector files") from exc
-            info: dict[str, Any] = {}
-        else:
+        if is_index_file(path):
             meta, blob = read_index_file(path)
             return cls.from_container(path, meta, blob)
-        return cls._checked(path, index, info)
+        try:  # a bare FAISS file: no checksum, so its layout is checked before FAISS's reader trusts its sizes
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CollectionError(f"{path}: cannot read the index ({exc}); {REBUILT}") from exc
+        return cls._checked(path, _deserialize(path, np.frombuffer(data, np.uint8)), {})
 
     @classmethod
     def from_container(cls, path: Path, meta: dict[str, Any], blob: np.ndarray) -> "FlatIndex":
         """The index held by a container already read and checksummed (:func:`read_index_file`)."""
-        import faiss
-
         if meta.get("kind") != "flat":
-            raise CollectionError(f"{path}: expected a flat index, found kind {meta.get('kind')!r}")
+            raise CollectionError(f"{path}: expected a flat index, found kind {meta.get('kind')!r}; {REBUILT}")
         dim = field(path, meta, "dim", int)
         info = field(path, meta, "info", dict, {})
-        try:
-            index = faiss.deserialize_index(blob.copy())
-        except (RuntimeError, MemoryError) as exc:
-            raise CollectionError(f"{path}: damaged FAISS blob ({exc}); it is rebuilt from the vector files") from exc
+        index = _deserialize(path, blob)
         if index.d != dim:
-            raise CollectionError(f"{path}: the header says {dim}-d, the FAISS blob holds {index.d}-d; damaged")
+            raise CollectionError(f"{path}: the header says {dim}-d, the FAISS blob holds {index.d}-d; damaged ({REBUILT})")
         return cls._checked(path, index, info)
 
     @classmethod
@@ -117,7 +109,55 @@ class FlatIndex:
         # no downcast_index here: its new wrapper does not own the C++ object, which the caller's
         # wrapper would free when it goes out of scope (FAISS's readers return the concrete type already)
         if not isinstance(index, faiss.IndexIDMap2) or index.d < 1:
-            raise CollectionError(f"{path}: expected an id-mapped flat FAISS index, found {type(index).__name__}")
+            raise CollectionError(f"{path}: expected an id-mapped flat FAISS index, found {type(index).__name__}; {REBUILT}")
         obj = cls(index.d, index)
         obj.info = info
         return obj
+
+
+# An IndexIDMap2(IndexFlatIP) as FAISS serialises it: "IxM2", the index header (d i32, ntotal i64, two
+# unused i64, is_trained u8, metric i32), "IxFI" and the same header, the float count (u64) and the
+# floats, the id count (u64) and the int64 ids.
+_INDEX_HEADER = struct.Struct("<4siqqqBi")
+_COUNT = struct.Struct("<Q")
+
+
+def _flat_layout(data: NDArray[np.uint8]) -> str | None:
+    """Why ``data`` is not a serialised ``IndexIDMap2(IndexFlatIP)`` (None when it is one, every size
+    consistent with the others and with its length)."""
+    size = 2 * _INDEX_HEADER.size + _COUNT.size
+    buf = data[:size].tobytes()
+    if len(buf) < size:
+        return f"expected at least {size} bytes of FAISS headers, found {len(buf)}"
+    outer = _INDEX_HEADER.unpack_from(buf, 0)
+    inner = _INDEX_HEADER.unpack_from(buf, _INDEX_HEADER.size)
+    if (outer[0], inner[0]) != (b"IxM2", b"IxFI"):
+        return f"expected FAISS types IxM2 then IxFI (an id-mapped inner-product flat index), found {outer[0]!r} then {inner[0]!r}"
+    (d, n), (d_inner, n_inner) = outer[1:3], inner[1:3]
+    if d < 1 or n < 0 or (d, n) != (d_inner, n_inner):
+        return f"expected one positive dimension and vector count in both FAISS headers, found {d}-d x {n} and {d_inner}-d x {n_inner}"
+    if outer[6] != 0 or inner[6] != 0:  # faiss.METRIC_INNER_PRODUCT
+        return f"expected the inner-product metric (0), found metrics {outer[6]} and {inner[6]}"
+    floats = _COUNT.unpack_from(buf, 2 * _INDEX_HEADER.size)[0]
+    at = size + 4 * floats
+    if floats != n * d or at + _COUNT.size > len(data):
+        return f"expected {n} x {d} floats, the file holds {floats} (of {len(data)} bytes in all)"
+    ids = _COUNT.unpack_from(data[at : at + _COUNT.size].tobytes())[0]
+    if ids != n or at + _COUNT.size + 8 * n != len(data):
+        return (f"expected {n} ids ending the file at byte {at + _COUNT.size + 8 * n}, "
+                f"found {ids} ids and {len(data)} bytes")
+    return None
+
+
+def _deserialize(path: Path, blob: NDArray[np.uint8]) -> Any:
+    """The FAISS index of a checked flat layout (FAISS's reader trusts the sizes it reads: a damaged
+    count would have it allocate and zero gigabytes before failing, or read past its data)."""
+    import faiss
+
+    problem = _flat_layout(blob)
+    if problem is not None:
+        raise CollectionError(f"{path}: not a vidsearch flat index ({problem}); damaged ({REBUILT})")
+    try:
+        return faiss.deserialize_index(blob.copy())
+    except (RuntimeError, MemoryError) as exc:
+        raise CollectionError(f"{path}: damaged FAISS blob ({exc}); {REBUILT}") from exc
