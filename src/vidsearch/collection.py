@@ -45,7 +45,7 @@ from vidsearch.search.engine import Engine, stored_segmenter
 from vidsearch.search.results import SearchParams, SearchResult
 from vidsearch.store import catalog
 from vidsearch.store.catalog import VideoRecord
-from vidsearch.store.files import file_hash, iter_media_files
+from vidsearch.store.files import file_hash, iter_media_files, path_text
 from vidsearch.store.lock import WriterLock
 from vidsearch.store.manifest import (
     MANIFEST,
@@ -470,7 +470,7 @@ class Collection:
             hash_s = time.perf_counter() - t0
             media = encoder.encode_file(path)
             t_store = time.perf_counter()
-            video_id = self._commit(str(path.resolve()), digest, media.info, media.times, media.frame_vectors,
+            video_id = self._commit(path_text(path), digest, media.info, media.times, media.frame_vectors,
                                     media.segments, media.segment_vectors, size_bytes=path.stat().st_size)
             self._publish()
             timings = {**media.timings, "hash": hash_s, "store": time.perf_counter() - t_store}

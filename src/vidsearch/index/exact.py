@@ -71,9 +71,10 @@ class ExactScan:
         self.first = first
         self.keep = keep
         self.dim = int(rows.shape[1])
+        self._n = int(len(rows) if keep is None else np.count_nonzero(keep))
 
     def __len__(self) -> int:
-        return int(len(self.rows) if self.keep is None else self.keep.sum())
+        return self._n
 
     def search(self, queries: NDArray[np.float32], k: int, params: object = None) -> IndexHits:
         """Exact top-k; ``params`` is ignored (nothing to tune)."""

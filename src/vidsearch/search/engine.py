@@ -38,6 +38,7 @@ from vidsearch.search.results import SearchParams, SearchResult, VideoHit
 from vidsearch.search.vote import SegmentTable, vote
 from vidsearch.store import catalog
 from vidsearch.store.catalog import CatalogSnapshot
+from vidsearch.store.files import path_text
 from vidsearch.store.manifest import index_files, read_manifest, read_search_defaults
 from vidsearch.store.vectors import open_checked
 
@@ -323,7 +324,7 @@ class Engine:
                 raise NotFoundError(f"video id prefix {video!r} is ambiguous ({len(found)} videos); give more characters")
             if found:
                 return found[0]
-        resolved = str(Path(video).resolve()) if video else video
+        resolved = path_text(video) if video else video
         for i, p in enumerate(snap.catalog.video_paths):
             if p == resolved:
                 return i
@@ -370,8 +371,11 @@ class Engine:
         of the rows it does not cover."""
         params = params or SearchParams()
         snap = snap or self._snap
-        depth = 0 if params.rerank_depth == 0 else max(params.rerank_depth, k)
-        ivf_params = IVFSearchParams(params.nprobe, params.ef_search, depth)
+        # never more neighbours than rows (a huge segment_k must not become a huge FAISS allocation)
+        rows = max(1, snap.catalog.segment_rows)
+        k = min(int(k), rows)
+        depth = 0 if params.rerank_depth == 0 else min(max(params.rerank_depth, k), rows)
+        ivf_params = IVFSearchParams(min(params.nprobe, 1 << 20), min(params.ef_search, 1 << 20), depth)
         parts = []
         if snap.index is not None:
             parts.append(snap.index.search(vectors, k, ivf_params))

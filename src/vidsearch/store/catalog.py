@@ -14,8 +14,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import CollectionError, NotFoundError
+from vidsearch.store.files import path_text
 
 META_KEYS = ("generation", "segment_rows", "frame_rows")
+DAMAGED = "the collection is damaged (restore it or re-index)"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 SCHEMA = """
@@ -65,35 +67,33 @@ def open_existing(path: Path) -> sqlite3.Connection:
     """Connect to an existing catalogue and check that it is one (never creates an empty file in its place).
 
     Raises:
-        CollectionError: the file is missing, is not an SQLite database, or lacks the catalogue tables.
+        CollectionError: the file is missing or unreadable, is not an SQLite database, or lacks the catalogue
+            tables or counters.
     """
     if not path.is_file():
-        raise CollectionError(f"{path} is missing; the collection is damaged (restore it or re-index)")
-    with open(path, "rb") as f:  # check before SQLite touches it: it would turn an empty file into a database
-        head = f.read(len(SQLITE_MAGIC))
+        raise CollectionError(f"{path} is missing; {DAMAGED}")
+    try:
+        with open(path, "rb") as f:  # check before SQLite touches it: it would turn an empty file into a database
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise CollectionError(f"{path}: cannot read the catalogue ({exc}); {DAMAGED}") from exc
     if head != SQLITE_MAGIC:
-        raise CollectionError(
-            f"{path}: expected an SQLite catalogue (header {SQLITE_MAGIC!r}), found {head[:16]!r}; "
-            "the collection is damaged (restore it or re-index)"
-        )
+        raise CollectionError(f"{path}: expected an SQLite catalogue (header {SQLITE_MAGIC!r}), found {head[:16]!r}; {DAMAGED}")
     conn = None
     try:
         conn = connect(path)
         found = meta(conn)
-    except sqlite3.DatabaseError as exc:
+        missing = [k for k in META_KEYS if k not in found]
+        if missing:
+            raise CollectionError(f"{path}: catalogue lacks {', '.join(missing)}; expected a vidsearch catalogue, {DAMAGED}")
+    except (sqlite3.DatabaseError, CollectionError) as exc:
         if conn is not None:
             conn.close()
+        if isinstance(exc, CollectionError):
+            raise
         raise CollectionError(
-            f"{path}: unreadable catalogue ({exc}); expected a vidsearch SQLite catalogue, "
-            "the collection is damaged (restore it or re-index)"
+            f"{path}: unreadable catalogue ({exc}); expected a vidsearch SQLite catalogue, {DAMAGED}"
         ) from exc
-    missing = [k for k in META_KEYS if k not in found]
-    if missing:
-        conn.close()
-        raise CollectionError(
-            f"{path}: catalogue lacks {', '.join(missing)}; expected a vidsearch catalogue, "
-            "the collection is damaged (restore it or re-index)"
-        )
     return conn
 
 
@@ -102,7 +102,39 @@ def initialise(conn: sqlite3.Connection) -> None:
 
 
 def meta(conn: sqlite3.Connection) -> dict[str, int]:
-    return {k: int(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+    """The catalogue's counters (``META_KEYS``).
+
+    Raises:
+        CollectionError: a counter that is not a non-negative integer (``sqlite3.DatabaseError`` for a
+            damaged file passes through).
+    """
+    out = {}
+    for key, value in conn.execute("SELECT key, value FROM meta"):
+        if type(value) is not int or value < 0:
+            raise CollectionError(f"{_where(conn)}: expected the counter {key!r} to be a non-negative integer, "
+                                  f"found {value!r}; {DAMAGED}")
+        out[str(key)] = value
+    return out
+
+
+def _where(conn: sqlite3.Connection) -> str:
+    """The catalogue's file, for messages ('the catalogue' when SQLite cannot say)."""
+    try:
+        row = conn.execute("PRAGMA database_list").fetchone()
+    except sqlite3.Error:
+        return "the catalogue"
+    return str(row[2]) if row and row[2] else "the catalogue"
+
+
+def _rows_on_disk(conn: sqlite3.Connection, name: str) -> tuple[Path, int] | None:
+    """(path, rows) of the vector file ``name`` beside the catalogue, None without one."""
+    from vidsearch.store.vectors import VectorFile
+
+    where = _where(conn)
+    path = Path(where).parent / name
+    if where == "the catalogue" or not path.is_file():
+        return None
+    return path, VectorFile.open(path).rows_on_disk()
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -139,8 +171,11 @@ def read_snapshot(conn: sqlite3.Connection) -> CatalogSnapshot:
     """Read counters, videos and segments in one read transaction (WAL: never waits for the writer).
 
     Raises:
-        CollectionError: the catalogue is damaged or inconsistent (a segment id past the committed rows).
+        CollectionError: the catalogue is damaged or inconsistent (a counter past the rows of the vector
+            files beside it, a segment id past the committed rows or of an unknown video, a video's
+            frames outside the committed ones, a value of the wrong type).
     """
+    where = _where(conn)
     try:
         conn.execute("BEGIN")
         try:
@@ -151,28 +186,68 @@ def read_snapshot(conn: sqlite3.Connection) -> CatalogSnapshot:
         finally:
             conn.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
-        raise CollectionError(f"the catalogue is damaged ({exc}); restore it from a backup or re-index") from exc
-    n = m["segment_rows"]
+        raise CollectionError(f"{where}: the catalogue is damaged ({exc}); restore it from a backup or re-index") from exc
+    missing = [k for k in META_KEYS if k not in m]
+    if missing:
+        raise CollectionError(f"{where}: catalogue lacks {', '.join(missing)}; expected a vidsearch catalogue, {DAMAGED}")
+    n, frame_rows = m["segment_rows"], m["frame_rows"]
+    for name, committed in (("segments.f32", n), ("frames.f16", frame_rows)):  # before arrays of that size
+        found = _rows_on_disk(conn, name)
+        if found is not None and found[1] < committed:
+            raise CollectionError(f"{found[0]}: expected at least {committed} committed rows (the count in {where}), "
+                                  f"found {found[1]}; the vector file was truncated or the catalogue is damaged: {DAMAGED}")
+    problem = _check_rows(videos, frame_rows)
+    if problem:
+        raise CollectionError(f"{where}: {problem}; {DAMAGED}")
     position = {r[1]: i for i, r in enumerate(videos)}
-    video = np.full(n, -1, np.int32)
-    start = np.zeros(n, np.float64)
-    end = np.zeros(n, np.float64)
+    try:
+        video = np.full(n, -1, np.int32)
+        start = np.zeros(n, np.float64)
+        end = np.zeros(n, np.float64)
+    except (MemoryError, ValueError) as exc:
+        raise CollectionError(f"{where}: the catalogue commits {n} segment rows, more than fit in memory ({exc}); "
+                              f"{DAMAGED}") from exc
     if segs:
-        ids = np.fromiter((r[0] for r in segs), np.int64, len(segs))
-        if ids.min() < 0 or ids.max() >= n:
-            raise CollectionError(f"the catalogue lists segment {int(ids.max())} but commits only {n} rows; damaged")
         try:
-            video[ids] = np.fromiter((position[r[1]] for r in segs), np.int32, len(segs))
-        except KeyError as exc:
-            raise CollectionError(f"the catalogue has segments of an unknown video {exc}; damaged") from exc
-        start[ids] = np.fromiter((r[2] for r in segs), np.float64, len(segs))
-        end[ids] = np.fromiter((r[3] for r in segs), np.float64, len(segs))
+            ids = np.fromiter((r[0] for r in segs), np.int64, len(segs))
+            seg_start = np.fromiter((r[2] for r in segs), np.float64, len(segs))
+            seg_end = np.fromiter((r[3] for r in segs), np.float64, len(segs))
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise CollectionError(f"{where}: expected segment rows of integer ids and numeric start and end times, "
+                                  f"found one that is not ({exc}); {DAMAGED}") from exc
+        outside = ids[(ids < 0) | (ids >= n)]
+        if len(outside):
+            raise CollectionError(f"{where}: the catalogue lists segment {int(outside[0])} but commits only rows 0 to "
+                                  f"{n - 1}; {DAMAGED}")
+        if not (np.isfinite(seg_start).all() and np.isfinite(seg_end).all()):
+            raise CollectionError(f"{where}: expected finite segment times, found {seg_start[~np.isfinite(seg_start)][:1]} "
+                                  f"{seg_end[~np.isfinite(seg_end)][:1]}; {DAMAGED}")
+        unknown = next((r[1] for r in segs if r[1] not in position), None)
+        if unknown is not None:
+            raise CollectionError(f"{where}: the catalogue has segments of an unknown video {unknown!r}; {DAMAGED}")
+        video[ids] = np.fromiter((position[r[1]] for r in segs), np.int32, len(segs))
+        start[ids] = seg_start
+        end[ids] = seg_end
     return CatalogSnapshot(
-        generation=m["generation"], segment_rows=n, frame_rows=m["frame_rows"],
+        generation=m["generation"], segment_rows=n, frame_rows=frame_rows,
         segment_video=video, segment_start=start, segment_end=end,
         video_ids=[r[1] for r in videos], video_paths=[r[2] for r in videos],
         video_frame_row=np.array([r[3] for r in videos], np.int64), video_n_frames=np.array([r[4] for r in videos], np.int64),
         video_frame_times=[bytes(r[5]) for r in videos])
+
+
+def _check_rows(videos: list[tuple[Any, ...]], frame_rows: int) -> str | None:
+    """What is wrong with the video rows a snapshot is built from (None: nothing): SQLite stores any value
+    in any column, so each is checked for the type the writer stored."""
+    for rowid, video_id, path, frame_row, n_frames, times in videos:
+        if not (isinstance(video_id, str) and isinstance(path, str) and type(frame_row) is int
+                and type(n_frames) is int and isinstance(times, bytes)):
+            return (f"expected video rows of text id and path, integer frame_row and n_frames and a blob of frame "
+                    f"times, found {video_id!r}, {path!r}, {frame_row!r}, {n_frames!r}, {type(times).__name__}")
+        if not 0 <= n_frames <= frame_rows - frame_row or frame_row < 0 or len(times) != 8 * n_frames:
+            return (f"expected video {video_id}'s frames within the {frame_rows} committed rows with 8 bytes of time "
+                    f"each, found rows {frame_row} to {frame_row + n_frames} and {len(times)} bytes of times")
+    return None
 
 
 _ID_PREFIX = re.compile(r"[0-9a-f]+")
@@ -191,7 +266,7 @@ def resolve_video(conn: sqlite3.Connection, video: str, where: Path) -> tuple[st
             raise NotFoundError(f"video id prefix {video!r} is ambiguous ({len(rows)} videos); give more characters")
         row = rows[0] if rows else None
     if row is None:
-        resolved = str(Path(video).resolve()) if video else video
+        resolved = path_text(video) if video else video
         row = conn.execute("SELECT id, path FROM videos WHERE path = ?", (resolved,)).fetchone()
     if row is None:
         raise NotFoundError(f"no video {video!r} in {where}; `vidsearch info --collection {where}` lists them")

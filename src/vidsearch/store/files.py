@@ -63,3 +63,10 @@ def file_hash(path: Path) -> str:
     """SHA-256 of the file's bytes."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def path_text(path: str | os.PathLike[str]) -> str:
+    """The absolute path as the catalogue stores it: text, with bytes that are not UTF-8 written as
+    ``\\xNN`` escapes (SQLite text must be UTF-8; a Linux file name need not be). The same for a
+    stored path and for a path given to look it up, so lookups by path keep working."""
+    return os.fsencode(Path(path).resolve()).decode("utf-8", "backslashreplace")
