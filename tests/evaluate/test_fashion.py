@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from vidsearch.errors import ConfigError, DecodeError, VidsearchError
+from vidsearch.errors import ConfigError, DecodeError
 from vidsearch.evaluate import fashion as fm
 
 pytestmark = pytest.mark.skipif(
@@ -60,7 +60,7 @@ def test_loader_train_split_and_bad_split():
 def test_loader_missing_files_say_how_to_install(tmp_path):
     with pytest.raises(DecodeError, match="apt-get install dataset-fashion-mnist") as info:
         fm.load_fashion_mnist("test", tmp_path)
-    assert isinstance(info.value, (VidsearchError, ValueError))
+    assert str(tmp_path / "t10k-images-idx3-ubyte.gz") in str(info.value)  # names the file it looked for
 
 
 @pytest.mark.parametrize(
