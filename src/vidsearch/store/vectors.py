@@ -45,20 +45,31 @@ class VectorFile:
 
     @classmethod
     def open(cls, path: Path) -> "VectorFile":
+        """The vector file at ``path``, its header checked.
+
+        Raises:
+            CollectionError: missing, unreadable, or a header that is not one this vidsearch wrote.
+        """
+        damaged = "the collection is damaged (restore it or re-index)"
         try:
             with open(path, "rb") as f:
                 head = f.read(HEADER.size)
         except FileNotFoundError as exc:
-            raise CollectionError(f"{path} is missing; the collection is damaged (restore it or re-index)") from exc
+            raise CollectionError(f"{path} is missing; {damaged}") from exc
+        except OSError as exc:  # a directory in its place, no permission, an I/O error
+            raise CollectionError(f"{path}: cannot read the vector file ({exc}); {damaged}") from exc
         if len(head) < HEADER.size:
-            raise CollectionError(f"{path}: expected a {HEADER.size}-byte header, found {len(head)} bytes")
+            raise CollectionError(f"{path}: expected a {HEADER.size}-byte header, found {len(head)} bytes; {damaged}")
         magic, version, code, dim = HEADER.unpack(head)
         if magic != MAGIC:
-            raise CollectionError(f"{path}: not a vidsearch vector file (magic {magic!r}, expected {MAGIC!r})")
+            raise CollectionError(f"{path}: not a vidsearch vector file (magic {magic!r}, expected {MAGIC!r}); {damaged}")
         if version > VERSION:
             raise CollectionError(f"{path}: vector file format {version} is newer than this vidsearch reads ({VERSION}); upgrade")
+        if version < 1:
+            raise CollectionError(f"{path}: expected vector file format 1 to {VERSION}, found {version}; {damaged}")
         if code not in _DTYPES:
-            raise CollectionError(f"{path}: unknown dtype code {code}")
+            raise CollectionError(f"{path}: expected dtype code {' or '.join(map(str, _DTYPES))} (float32, float16), "
+                                  f"found {code}; {damaged}")
         if dim == 0:
             raise CollectionError(f"{path}: expected a row width of at least 1 in the header, found 0; the file is damaged")
         return cls(path, dim, _DTYPES[code])
