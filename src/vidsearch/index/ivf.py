@@ -546,7 +546,7 @@ class IVFPQIndex:
         if index.d != dim:
             raise CollectionError(f"{path}: the header says {dim}-d input, the FAISS blob takes {index.d}-d; damaged")
         pq, cfg = getattr(ivf, "pq", None), obj.config
-        found = None if pq is None else (int(ivf.nlist), int(pq.M), int(pq.nbits))
+        found = None if pq is None else (int(getattr(ivf, "nlist")), int(pq.M), int(pq.nbits))
         if found is None or found[1:] != (cfg.pq_m, cfg.nbits) or cfg.nlist not in (0, found[0]):
             raise CollectionError(f"{path}: the header says nlist={cfg.nlist or 'auto'}, pq_m={cfg.pq_m}, "
                                   f"nbits={cfg.nbits}, the FAISS blob holds {type(ivf).__name__} "
