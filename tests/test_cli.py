@@ -79,22 +79,37 @@ def test_demo_finds_every_transformed_copy():
     assert out["top1_accuracy"] == 1.0 and out["range_accuracy"] == 1.0, out["queries"]
 
 
-def test_calibrate_stores_the_par_threshold_that_search_uses(tmp_path: Path, footage):
-    coll = tmp_path / "c"
-    run("index", "-c", str(coll), "--json", str(footage["bikes.mp4"]), str(footage["v1.m4v"]))
-    query = str(footage["carphone_pristine.mp4"])  # not in the collection: low scores
-    loose = json.loads(run("search", "-c", str(coll), "--json", "--rerank", "par", "--par-threshold", "-1", query).stdout)
-    assert len(loose["results"]) == 2
+def cli_json(capsys, *args: str):  # type: ignore[no-untyped-def]
+    """``vidsearch ARGS --json`` in this process (the models stay loaded between calls): (exit code, JSON)."""
+    from vidsearch import cli
+
+    capsys.readouterr()
+    code = cli.main([*args, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_calibrate_stores_the_par_threshold_that_search_uses(collection_copy: Path, footage, tmp_path: Path, capsys):
+    coll = str(collection_copy)  # the session's real collection (bikes, bigbuckbunny, carphone, v1, demo), copied
+    query = str(footage["rgb.m4v"])  # not in the collection: low scores
+    code, loose = cli_json(capsys, "search", "-c", coll, "--rerank", "par", "--par-threshold", "-1", query)
+    assert code == 0 and len(loose["results"]) >= 2
     best = loose["results"][0]["score"]
-    out = json.loads(run("calibrate", "-c", str(coll), "--json", "--par-threshold", f"{best + 0.01}").stdout)
+    code, out = cli_json(capsys, "calibrate", "-c", coll, "--par-threshold", f"{best + 0.01}")
     assert out["calibrated"] is True and abs(out["par_threshold"] - (best + 0.01)) < 1e-9
-    assert json.loads(run("search", "-c", str(coll), "--json", "--rerank", "par", query).stdout)["results"] == []
+    assert cli_json(capsys, "search", "-c", coll, "--rerank", "par", query)[1]["results"] == []
     # from an eval's results.json: the method's calibrated threshold, encoder checked
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"benchmark": "neardup", "size": "small", "seed": 0, "methods": {
         "vidsearch-sscd:par": {"calibrated_threshold": 0.25}, "vidsearch-effnet-lite0:par": {"calibrated_threshold": 0.6}}}))
-    out = json.loads(run("calibrate", "-c", str(coll), "--json", "--from-eval", str(results)).stdout)
+    code, out = cli_json(capsys, "calibrate", "-c", coll, "--from-eval", str(results))
     assert out["par_threshold"] == 0.25 and "vidsearch-sscd:par" in out["source"]
-    wrong = run("calibrate", "-c", str(coll), "--from-eval", str(results), "--method", "vidsearch-effnet-lite0:par",
-                check=False)
-    assert wrong.returncode != 0 and "not comparable" in wrong.stderr and "Traceback" not in wrong.stderr
+    wrong = run("calibrate", "-c", coll, "--from-eval", str(results), "--method", "vidsearch-effnet-lite0:par",
+                check=False)  # as a user sees it
+    assert wrong.returncode == 2 and "not comparable" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_help_documents_the_exit_codes():
+    out = run("--help").stdout
+    for code in ("0 ", "1 ", "2 ", "3 ", "130"):
+        assert f"\n  {code}" in out, code
+    assert "error:" in out and "-v" in out
