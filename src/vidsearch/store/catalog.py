@@ -105,11 +105,18 @@ def meta(conn: sqlite3.Connection) -> dict[str, int]:
     """The catalogue's counters (``META_KEYS``).
 
     Raises:
-        CollectionError: a counter that is not a non-negative integer (``sqlite3.DatabaseError`` for a
-            damaged file passes through).
+        CollectionError: a damaged file, or a counter that is not a non-negative integer
+            (``sqlite3.OperationalError``, e.g. a locked database or a missing table, passes through).
     """
+    try:
+        rows = conn.execute("SELECT key, value FROM meta").fetchall()
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as exc:  # found damaged after it was opened (SQLITE_CORRUPT, SQLITE_NOTADB)
+        raise CollectionError(f"{_where(conn)}: the catalogue is damaged ({exc}); restore it from a backup or "
+                              "re-index") from exc
     out = {}
-    for key, value in conn.execute("SELECT key, value FROM meta"):
+    for key, value in rows:
         if type(value) is not int or value < 0:
             raise CollectionError(f"{_where(conn)}: expected the counter {key!r} to be a non-negative integer, "
                                   f"found {value!r}; {DAMAGED}")
