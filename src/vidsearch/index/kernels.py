@@ -96,6 +96,47 @@ if njit is not None:
         return out
 
 
+if njit is not None:
+
+    @njit(cache=True, fastmath=True, nogil=True, parallel=True)
+    def _gather_f32_dot_parallel(rows, ids, queries):  # type: ignore[no-untyped-def]
+        """(N, d) float32 rows (e.g. a memory map), (Q, R) ids, (Q, d) -> (Q, R): each query reads its
+        candidate rows in place (no (Q, R, d) gathered copy) and scores them; queries over threads."""
+        n_q, per_query = ids.shape
+        d = rows.shape[1]
+        out = np.empty((n_q, per_query), np.float32)
+        for i in prange(n_q):
+            q = queries[i]
+            for j in range(per_query):
+                row = rows[ids[i, j]]
+                s = np.float32(0.0)
+                for t in range(d):
+                    s += row[t] * q[t]
+                out[i, j] = s
+        return out
+
+
+def gather_dot_f32_batch(rows: NDArray[np.float32], ids: NDArray[np.int64], queries: NDArray[np.float32],
+                         threads: int = 1) -> NDArray[np.float32]:
+    """(Q, R) ``ids`` (all valid) -> (Q, R) float32 ``rows[ids[i]] @ queries[i]`` for float32 ``rows``.
+
+    Hand-written because numpy's way (gather a (Q, R, d) block, then einsum) copies every candidate row
+    first: a batch of 2,000 queries re-ranking 64 candidates of 512-d gathered 262 MB out of the memory
+    map before the first multiply. Queries are spread over ``threads`` from ``PARALLEL_MIN_QUERIES`` on."""
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if njit is None:  # pragma: no cover
+        return np.einsum("qrd,qd->qr", np.asarray(rows[ids.ravel()], np.float32).reshape(*ids.shape, -1), q)
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(threads if len(q) >= PARALLEL_MIN_QUERIES else 1, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        return _gather_f32_dot_parallel(np.asarray(rows), ids, q)
+    finally:
+        numba.set_num_threads(before)
+
+
 def gather_dot_f16_batch(rows: NDArray[np.float16], ids: NDArray[np.int64], queries: NDArray[np.float32],
                          threads: int = 1) -> NDArray[np.float32]:
     """(Q, R) ``ids`` (all valid) -> (Q, R) float32 ``rows[ids[i]] @ queries[i]``; with ``threads`` > 1
