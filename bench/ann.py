@@ -76,20 +76,11 @@ def synthetic(n: int, nq: int, dim: int, seed: int = 0, data_dir: Path | None = 
     return base, queries
 
 
-def exact_knn(xq: np.ndarray, xb: np.ndarray, k: int, chunk: int = 1_000_000) -> np.ndarray:
-    """Exact inner-product top-k, scanning ``xb`` in chunks (works on a memory-mapped base)."""
-    import faiss
+def exact_knn(xq: np.ndarray, xb: np.ndarray, k: int) -> np.ndarray:
+    """Exact inner-product top-k ids over a (possibly memory-mapped) base: the library's one exact scan."""
+    from vidsearch.index import exact_knn as scan
 
-    best_d = np.full((len(xq), k), -np.inf, np.float32)
-    best_i = np.full((len(xq), k), -1, np.int64)
-    for s in range(0, len(xb), chunk):
-        part = np.ascontiguousarray(xb[s : s + chunk], dtype=np.float32)
-        d, i = faiss.knn(xq, part, k, metric=faiss.METRIC_INNER_PRODUCT)
-        dd = np.concatenate([best_d, d], axis=1)
-        ii = np.concatenate([best_i, i + s], axis=1)
-        top = np.argsort(-dd, axis=1, kind="stable")[:, :k]
-        best_d, best_i = np.take_along_axis(dd, top, 1), np.take_along_axis(ii, top, 1)
-    return best_i
+    return scan(xq, xb, k, chunk=1_000_000).ids
 
 
 def _chunks(n: int, step: int = 500_000):  # type: ignore[no-untyped-def]
