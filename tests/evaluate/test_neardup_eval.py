@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow  # 145 s; CI runs the same path end to end on a smaller real benchmark (test_eval_neardup_tiny)
 def test_eval_neardup_small(tmp_path: Path):
     out = tmp_path / "eval"
     proc = subprocess.run(
@@ -37,6 +40,34 @@ def test_eval_neardup_small(tmp_path: Path):
     assert "commit " + prov["git_commit"] in html
 
 
+def test_eval_neardup_tiny(tmp_path: Path, monkeypatch, capsys):
+    """`vidsearch eval neardup` end to end in CI time: the same code path as --size small (render edits of real
+    footage, index, query, score, results.json with provenance, report.html) on one source, three edits, one
+    distractor (and its crops) and one unrelated video, plus the photo and Fashion-MNIST no-match queries."""
+    from vidsearch import cli
+    from vidsearch.evaluate import neardup
+
+    monkeypatch.setattr(neardup, "SOURCES", {"small": ["bikes.mp4"]})
+    monkeypatch.setattr(neardup, "EDITS", ["resize", "hflip", "excerpt"])
+    monkeypatch.setattr(neardup, "DISTRACTORS", ["v1.m4v"])
+    monkeypatch.setattr(neardup, "UNRELATED", ["carphone_pristine.mp4"])
+    out = tmp_path / "eval"
+    assert cli.main(["eval", "neardup", "--size", "small", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    doc = json.loads((out / "results.json").read_text())
+    assert summary["references"] == 4 and summary["partial"] is False  # bikes, v1 and its two crops
+    m = doc["methods"]["vidsearch-sscd"]
+    assert m["positive_queries"] == 3 and m["nomatch_queries"] >= 4
+    assert m["mAP"] == 1.0 and m["P@1"] == 1.0, m["per_query"]  # easy edits of a 10 s clip: exact answers
+    assert m["localization_tIoU"] >= 0.6 and m["failed_queries"] == {}
+    assert max(m["scores"]["nomatch_top1"]) < min(m["scores"]["true"][:3] or [1.0])  # no-match scores below true ones
+    prov = doc["provenance"]
+    assert len(prov["git_commit"]) == 40 and prov["started_utc"] <= prov["finished_utc"]
+    assert all(len(prov[k]["loadavg_1_5_15"]) == 3 for k in ("load_start", "load_end"))
+    html = (out / "report.html").read_text()
+    assert html.count("<img src='data:image/png;base64,") >= 4 and "commit " + prov["git_commit"] in html
+
+
 def _only(names: set[str]) -> dict[str, Path]:
     from vidsearch.evaluate import neardup
 
@@ -45,8 +76,6 @@ def _only(names: set[str]) -> dict[str, Path]:
 
 
 def test_missing_footage_is_refused_with_how_to_install_it(tmp_path: Path, monkeypatch):
-    import pytest
-
     from vidsearch.errors import VidsearchError
     from vidsearch.evaluate import neardup, samples
 
@@ -59,8 +88,6 @@ def test_missing_footage_is_refused_with_how_to_install_it(tmp_path: Path, monke
 
 
 def test_allow_partial_builds_without_the_missing_footage_and_says_so(tmp_path: Path, monkeypatch):
-    import pytest
-
     from vidsearch.evaluate import neardup, samples
 
     monkeypatch.setattr(neardup, "SOURCES", {"small": ["bikes.mp4", "Megamind.avi"]})
