@@ -207,4 +207,4 @@ def _resize_all(images: NDArray[np.uint8], size: tuple[int, int]) -> NDArray[np.
 
     if images.shape[2] == size[0] and images.shape[1] == size[1]:
         return images
-    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(im)).resize(size, Image.BILINEAR)) for im in images])
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(im)).resize(size, Image.Resampling.BILINEAR)) for im in images])

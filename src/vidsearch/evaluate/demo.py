@@ -114,8 +114,8 @@ def run_demo(
             "video_seconds": round(sum(r.duration for r in reports if r.status == "indexed"), 1),
             "index_seconds": round(index_s, 2),
             "queries": rows,
-            "top1_accuracy": sum(r["top1_correct"] for r in rows) / max(len(rows), 1),
-            "range_accuracy": sum(r["range_correct"] for r in rows) / max(len(rows), 1),
+            "top1_accuracy": sum(bool(r["top1_correct"]) for r in rows) / max(len(rows), 1),
+            "range_accuracy": sum(bool(r["range_correct"]) for r in rows) / max(len(rows), 1),
         }
         coll.close()
         return summary

@@ -116,7 +116,7 @@ class FrameScanMethod:
         self.name = name
         self.config = CollectionConfig(decode=DecodeConfig(fps=fps), encode=EncodeConfig(encoder=encoder))
         self._refs: list[tuple[str, np.ndarray, np.ndarray]] = []
-        self._encoder = None
+        self._encoder: Any = None
 
     def _encode(self, path: Path):  # type: ignore[no-untyped-def]
         from vidsearch.encode.pipeline import MediaEncoder

@@ -258,10 +258,10 @@ class IVFPQIndex:
         self.store = store
         self.params = IVFSearchParams()
         self.info: dict[str, Any] = {}  # saved with the index (the collection records what it covers)
-        self._index = None  # faiss index (IndexPreTransform or IndexIVFPQFastScan)
-        self._ivf = None
+        self._index: Any = None  # faiss index (IndexPreTransform or IndexIVFPQFastScan)
+        self._ivf: Any = None
         self._tombstones: set[int] = set()
-        self._selector = None
+        self._selector: Any = None
         self._params_cache: dict[tuple[int, int], tuple[Any, ...]] = {}  # emptied whenever the tombstones change
         self.graph_links_repaired = 0  # links connect_graph() wrote into the centroid graph (train() or load())
 
@@ -297,6 +297,7 @@ class IVFPQIndex:
         coarse = self.config.coarse
         if coarse == "auto":
             coarse = "flat" if nlist <= FLAT_COARSE_MAX else "hnsw"
+        quantizer: Any
         if coarse == "flat":
             quantizer = faiss.IndexFlatL2(dim)
         else:
@@ -309,13 +310,15 @@ class IVFPQIndex:
         # k-means assigns with an exact index; the graph is built once over the final centroids
         # (clustering through the HNSW itself rebuilt it every iteration and gave worse centroids).
         self._clustering_index = faiss.IndexFlatL2(dim)
+        ivf: Any
         if self.config.nbits == 4:
             ivf = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, self.config.pq_m, 4)
         else:
             ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, self.config.pq_m, 8)
         ivf.cp.seed = seed
         ivf.clustering_index = self._clustering_index
-        ivf.pq.cp.seed = seed if hasattr(ivf.pq, "cp") else None
+        if hasattr(ivf.pq, "cp"):
+            ivf.pq.cp.seed = seed
         index: Any = ivf
         if self.config.quantizer == "opq":
             opq = faiss.OPQMatrix(dim, self.config.pq_m)
@@ -358,6 +361,8 @@ class IVFPQIndex:
         lpq = LearnedPQ(self.config.pq_m, nbits=self.config.nbits, config=self.learned, seed=seed).fit(residuals)
         rotation = np.eye(self.code_dim, dtype=np.float32) if lpq.rotation_ is None else lpq.rotation_
         ivf.quantizer.add(np.ascontiguousarray(centroids @ rotation.T, dtype=np.float32))
+        if lpq.codebooks_ is None:
+            raise NotFittedError("LearnedPQ.fit() left no codebooks")
         load_codebooks_into_faiss_pq(ivf.pq, lpq.codebooks_)
         ivf.is_trained = True
         index = faiss.IndexPreTransform(make_linear_transform(rotation), ivf)
@@ -421,9 +426,9 @@ class IVFPQIndex:
             return hit[0]
         p = faiss.SearchParametersIVF()
         p.nprobe = nprobe
-        hp = None
+        hp: Any = None
         if isinstance(faiss.downcast_index(self._ivf.quantizer), faiss.IndexHNSW):
-            hp = faiss.SearchParametersHNSW()
+            hp = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # in FAISS, not in its type stubs
             hp.efSearch = max(ef, nprobe)
             p.quantizer_params = hp
         if self._tombstones:

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 try:
     from numba import njit, prange
 except ImportError:  # pragma: no cover - numba is a dependency; keep numpy working without it
-    njit = None
+    njit = None  # type: ignore[assignment]  # numba missing: the numpy paths below run instead
 
 # From this many queries on, a batch re-rank runs on every thread (gather and dot per query in
 # parallel); below it one thread, since waking a thread team costs more than a few queries' work.
@@ -130,7 +130,8 @@ def gather_dot_f32_batch(rows: NDArray[np.float32], ids: NDArray[np.int64], quer
     import numba
 
     before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(threads if len(q) >= PARALLEL_MIN_QUERIES else 1, numba.config.NUMBA_NUM_THREADS)))
+    most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # set from the environment at import
+    numba.set_num_threads(max(1, min(threads if len(q) >= PARALLEL_MIN_QUERIES else 1, most)))
     try:
         return _gather_f32_dot_parallel(np.asarray(rows), ids, q)
     finally:
@@ -147,7 +148,8 @@ def gather_dot_f16_batch(rows: NDArray[np.float16], ids: NDArray[np.int64], quer
         import numba
 
         before = numba.get_num_threads()
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # set from the environment at import
+        numba.set_num_threads(min(threads, most))
         try:
             return _gather_rows_dot_parallel(np.asarray(rows).view(np.uint16), np.ascontiguousarray(ids), q)
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from vidsearch.errors import CollectionError, ShapeError
 MAGIC = b"VIDSVEC\x00"
 VERSION = 1
 HEADER = struct.Struct("<8sIII16x")
-_DTYPES = {0: np.dtype("<f4"), 1: np.dtype("<f2")}
+_DTYPES: dict[int, np.dtype[Any]] = {0: np.dtype("<f4"), 1: np.dtype("<f2")}
 _CODES = {v: k for k, v in _DTYPES.items()}
 
 
