@@ -147,14 +147,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         return EXIT_OK
     from rich.table import Table
 
-    table = Table(title=f"{args.query}  ({result.timings_ms['total']:.0f} ms)")
+    table = Table(title=f"{_safe(args.query)}  ({result.timings_ms['total']:.0f} ms)")
     for col in ("rank", "video", "score", "query s", "reference s", "path"):
         table.add_column(col)
     for r in result.results:
         m = r.matches[0] if r.matches else None
         table.add_row(str(r.rank), r.video_id, f"{r.score:.3f}",
                       f"{m.query_start:.1f}-{m.query_end:.1f}" if m else "", f"{m.ref_start:.1f}-{m.ref_end:.1f}" if m else "",
-                      r.path)
+                      _safe(r.path))
     from rich.console import Console
 
     Console(width=max(Console().width, 130)).print(table)
@@ -235,25 +235,27 @@ def cmd_info(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]{info['path']}[/]: {info['videos']} videos, {info['segments']} segments, "
+    console.print(f"[bold]{_safe(info['path'])}[/]: {info['videos']} videos, {info['segments']} segments, "
                   f"{info['duration_s']:.0f} s of video, {info['disk_bytes'] / 1e6:.1f} MB on disk")
     console.print(f"encoder {info['config']['encode']['encoder']}, {info['config']['decode']['fps']} fps, "
                   f"window {info['config']['segment']['window']} s / stride {info['config']['segment']['stride']} s, "
                   f"index {info['config']['index']['kind']}")
     ix = info["index"]
     line = f"index in use: {ix['kind']}, {ix['vectors']} vectors, {ix['memory_bytes'] / 1e6:.1f} MB in RAM"
+    if ix.get("state") != "current":  # a reader's view: the last saved index + an exact scan, or exact only
+        line += f" [yellow]({ix['state']}: {_safe(ix.get('reason') or '')}; {ix['exact_rows']} rows scanned exactly)[/]"
     if ix["kind"] == "ivfpq":
         line += (f" ({ix['memory_bytes_per_vector']} B/vector: {ix['lists']} lists, {ix['pq_bytes']} B "
                  f"{ix['quantizer']} codes of {ix['code_dim']}-d, of {ix['dim']}-d vectors)")
     console.print(line)
     if ix.get("advice"):
-        console.print(f"[yellow]{ix['advice']}[/]")
+        console.print(f"[yellow]{_safe(ix['advice'])}[/]")
     if args.videos:
         table = Table()
         for col in ("id", "duration", "size", "segments", "path"):
             table.add_column(col)
         for v in info["video_list"]:
-            table.add_row(v["id"], f"{v['duration']:.1f}", f"{v['width']}x{v['height']}", str(v["segments"]), v["path"])
+            table.add_row(v["id"], f"{v['duration']:.1f}", f"{v['width']}x{v['height']}", str(v["segments"]), _safe(v["path"]))
         console.print(table)
     return EXIT_OK
 

@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from vidsearch.errors import ConfigError
+from vidsearch.errors import ConfigError, ShapeError
 
 
 class TemporalAggregator(Protocol):
@@ -39,7 +39,7 @@ class MeanPool:
 
     def aggregate(self, frames: NDArray[np.float32]) -> NDArray[np.float32]:
         if frames.ndim != 2 or len(frames) == 0:
-            raise ValueError(f"expected (F, D) frame vectors with F >= 1, got shape {frames.shape}")
+            raise ShapeError(f"expected (F, D) frame vectors with F >= 1, got shape {frames.shape}")
         return l2_normalize(frames.astype(np.float32).mean(axis=0))
 
 

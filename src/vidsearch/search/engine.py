@@ -346,7 +346,12 @@ class Engine:
             DecodeError: the file cannot be decoded.
         """
         text = str(query)
-        ref = None if Path(text).exists() else parse_ref(text)
+        try:
+            exists = Path(text).exists()
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            raise QueryError(f"query {text[:200]!r}: cannot be a file here ({exc.strerror}); give a shorter path "
+                             "or VIDEO_ID@START-END") from exc
+        ref = None if exists else parse_ref(text)
         if ref is not None:
             snap = snap or self._snap
             t0 = time.perf_counter()
@@ -358,7 +363,7 @@ class Engine:
             media = self._stored_segmenter().encode_frames(info, times[keep] - ref.start, vectors[keep].astype(np.float32))
             media.timings["decode"] = media.timings.get("decode", 0.0) + time.perf_counter() - t0 - media.timings["encode"]
             return media
-        if not Path(text).exists():
+        if not exists:
             raise QueryError(f"query {text!r} is neither an existing file nor VIDEO_ID@START-END of an indexed video "
                              "(e.g. 3fa9c2d41b07@10-20)")
         if Path(text).is_dir():
