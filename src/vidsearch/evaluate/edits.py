@@ -8,9 +8,15 @@ import os
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from numpy.typing import NDArray
+
+from vidsearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 Frames = list[NDArray[np.uint8]]
 Edit = Callable[[Frames, float], tuple[Frames, float]]
@@ -42,7 +48,7 @@ def decode_rgb(path: str | os.PathLike[str], start: float = 0.0, end: float | No
                 continue
             if end is not None and t >= end - 1e-6:
                 break
-            frames.append(frame.reformat(width=ow, height=oh, format="rgb24").to_ndarray())
+            frames.append(cast(NDArray[np.uint8], frame.reformat(width=ow, height=oh, format="rgb24").to_ndarray()))
             next_t += 1.0 / fps
     return frames, fps
 
@@ -59,6 +65,8 @@ def encode_rgb(frames: Frames, fps: float, dst: str | os.PathLike[str], bitrate:
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(tmp), "w") as out:
         stream = out.add_stream(codec, rate=rate)
+        if not isinstance(stream, av.VideoStream):
+            raise ConfigError(f"encode_rgb's codec must name a video encoder, got {codec!r}; use one such as 'libx264'")
         stream.width, stream.height, stream.pix_fmt, stream.bit_rate = w2, h2, "yuv420p", bitrate
         stream.codec_context.thread_count = 1  # deterministic output (x264 threading is not)
         for i, img in enumerate(frames):
@@ -76,7 +84,7 @@ def _per_frame(fn: Callable[[NDArray[np.uint8]], NDArray[np.uint8]]) -> Edit:
     return lambda frames, fps: ([fn(f) for f in frames], fps)
 
 
-def _pil(fn):  # type: ignore[no-untyped-def]
+def _pil(fn: Callable[[PILImage], PILImage]) -> Edit:
     from PIL import Image
 
     return _per_frame(lambda f: np.asarray(fn(Image.fromarray(f))))
@@ -85,7 +93,7 @@ def _pil(fn):  # type: ignore[no-untyped-def]
 def resize(scale: float) -> Edit:
     from PIL import Image
 
-    def fn(img):  # type: ignore[no-untyped-def]
+    def fn(img: PILImage) -> PILImage:
         return img.resize((max(16, int(img.width * scale)), max(16, int(img.height * scale))), Image.Resampling.BILINEAR)
 
     return _pil(fn)
@@ -93,7 +101,7 @@ def resize(scale: float) -> Edit:
 
 def crop(frac: float, dx: float = 0.0, dy: float = 0.0) -> Edit:
     """Keep a ``frac`` x ``frac`` window, centred then shifted by (dx, dy) in [-1, 1] of the slack."""
-    def fn(f):  # type: ignore[no-untyped-def]
+    def fn(f: NDArray[np.uint8]) -> NDArray[np.uint8]:
         h, w = f.shape[:2]
         ch, cw = int(h * frac), int(w * frac)
         y0 = int((h - ch) / 2 * (1 + dy))
@@ -104,7 +112,7 @@ def crop(frac: float, dx: float = 0.0, dy: float = 0.0) -> Edit:
 
 
 def letterbox(bar: float = 0.15) -> Edit:
-    def fn(f):  # type: ignore[no-untyped-def]
+    def fn(f: NDArray[np.uint8]) -> NDArray[np.uint8]:
         h = f.shape[0]
         pad = int(h * bar)
         return np.pad(f, ((pad, pad), (0, 0), (0, 0)))
@@ -117,7 +125,7 @@ def hflip() -> Edit:
 
 
 def photometric(brightness: float = 0.0, contrast: float = 1.0, gamma: float = 1.0) -> Edit:
-    def fn(f):  # type: ignore[no-untyped-def]
+    def fn(f: NDArray[np.uint8]) -> NDArray[np.uint8]:
         x = f.astype(np.float32) / 255.0
         x = np.clip((x - 0.5) * contrast + 0.5 + brightness, 0, 1) ** gamma
         return (x * 255 + 0.5).astype(np.uint8)
@@ -142,7 +150,7 @@ def noise(sigma: float = 20.0, seed: int = 0) -> Edit:
 def text_overlay(text: str = "BREAKING NEWS  vidsearch 2026", height: float = 0.12) -> Edit:
     from PIL import ImageDraw, ImageFont
 
-    def fn(img):  # type: ignore[no-untyped-def]
+    def fn(img: PILImage) -> PILImage:
         size = max(10, int(img.height * height))
         draw = ImageDraw.Draw(img)
         font = ImageFont.load_default(size=size)
@@ -159,7 +167,7 @@ def logo_overlay(logo_path: Path | None, width: float = 0.3) -> Edit:
 
     logo = Image.open(logo_path).convert("RGBA") if logo_path and Path(logo_path).exists() else None
 
-    def fn(img):  # type: ignore[no-untyped-def]
+    def fn(img: PILImage) -> PILImage:
         if logo is None:
             mark = Image.new("RGBA", (64, 24), (255, 255, 0, 200))
         else:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vidsearch.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Transform:
@@ -42,6 +44,8 @@ def make_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str], t: Trans
         with av.open(str(tmp), "w") as out:
             frame_rate = Fraction(rate).limit_denominator(1001)
             ostream = out.add_stream(t.codec, rate=frame_rate)
+            if not isinstance(ostream, av.VideoStream):
+                raise ConfigError(f"Transform.codec must name a video encoder, got {t.codec!r}; use one such as 'libx264'")
             ostream.width, ostream.height, ostream.pix_fmt = out_w, out_h, "yuv420p"
             ostream.bit_rate = t.bitrate
             ostream.codec_context.thread_count = 1  # x264's own threading makes the output differ run to run
@@ -56,7 +60,7 @@ def make_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str], t: Trans
                 if t.end is not None and ft >= t.end - 1e-6:
                     break
                 rgb = frame.to_ndarray(format="rgb24")[y0 : y0 + ch, x0 : x0 + cw]
-                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8), format="rgb24").reformat(
                     width=out_w, height=out_h, format="yuv420p"
                 )
                 vf.pts = n
