@@ -573,7 +573,7 @@ def run_moving_fashion(
     log.info("moving fashion %s: %d clips x %d frames encoded in %.1f s",
              enc.name, len(clips), len(picks), encode_s)
 
-    keys = {
+    keys: dict[str, list[Hashable]] = {
         "item": [c.item for c in clips],
         "motion": [c.motion for c in clips],
         "item_x_motion": [c.label for c in clips],
