@@ -199,6 +199,8 @@ def build_neardup(folder: Path, size: str = "small", seed: int = 0, allow_partia
                 qrange = (0.0, length * 2)
             elif name == "speed-2x":
                 qrange = (0.0, length / 2)
+            if ops is None:
+                raise ConfigError(f"edit {name!r} has no recipe; the edits are {', '.join(EDITS)}")
             for op in ops:
                 frames, fps = op(frames, fps)
             path = edits.encode_rgb(frames, fps, folder / f"q-{stem}-{name}.mp4")
@@ -310,7 +312,9 @@ def score(bench: Benchmark, per_query: list[tuple[Query, list[Prediction]]], k: 
     relevant = [{q.source} for q, _ in positives]
     aps = [metrics.average_precision(r, g) for r, g in zip(rankings, relevant)]
     pooled_scores, pooled_true = [], []
-    true_scores, false_scores, nomatch_top = [], [], []
+    true_scores: list[float] = []
+    false_scores: list[float] = []
+    nomatch_top: list[float] = []
     for q, preds in per_query:
         for x in preds:
             pooled_scores.append(x.score)
