@@ -9,13 +9,17 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vidsearch.config import CollectionConfig, EncodeConfig
 from vidsearch.errors import ConfigError
 from vidsearch.evaluate.methods import FrameScanMethod, RetrievalMethod, VidsearchMethod
 from vidsearch.store.manifest import atomic_write_text, library_versions
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DEFAULT_METHODS = {
     "small": ["vidsearch-sscd"],
@@ -113,7 +117,7 @@ def check_methods(names: list[str], collection: dict[str, Any] | None = None) ->
 
 
 def run_eval(benchmark: str, out: Path, size: str = "small", methods: list[str] | None = None, seed: int = 0,
-             data_dir: Path | None = None, progress=None,  # type: ignore[no-untyped-def]
+             data_dir: Path | None = None, progress: Callable[[str], None] | None = None,
              collection: dict[str, Any] | None = None, allow_partial: bool = False) -> dict[str, Any]:
     """Run ``methods`` on the benchmark; write ``out/results.json`` (after every method) and ``out/report.html``.
 
@@ -210,7 +214,7 @@ def markdown_tables(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _figure_png(fig) -> str:  # type: ignore[no-untyped-def]
+def _figure_png(fig: Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode()
@@ -251,7 +255,7 @@ def render_html(doc: dict[str, Any]) -> str:
     plt.close(fig)
     for m, v in methods.items():
         fig, ax = plt.subplots(figsize=(6, 3))
-        bins = np.linspace(min(v["scores"]["false"] + v["scores"]["true"] + [0]), 1, 40)
+        bins = np.linspace(min(v["scores"]["false"] + v["scores"]["true"] + [0]), 1, 40).tolist()
         ax.hist(v["scores"]["false"], bins=bins, alpha=0.6, label="false pairs", density=True)
         ax.hist(v["scores"]["true"], bins=bins, alpha=0.6, label="true pairs", density=True)
         for s in v["scores"]["nomatch_top1"]:
