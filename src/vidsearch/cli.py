@@ -20,8 +20,17 @@ import os
 import re
 import sqlite3
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
+
+if TYPE_CHECKING:  # for annotations only: the CLI imports these inside functions, to start fast
+    import logging
+
+    from rich.console import Console
+
+    from vidsearch.collection import Collection, FileReport
+    from vidsearch.config import CollectionConfig
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = """exit codes:
@@ -36,7 +45,10 @@ EXIT_CODES = """exit codes:
 every error is one line on stderr starting with 'error:' (with --json: {"error", "message"} on stdout)"""
 
 
-def _console():  # type: ignore[no-untyped-def]
+_T = TypeVar("_T")
+
+
+def _console() -> Console:
     from rich.console import Console
 
     return Console(stderr=True)
@@ -65,7 +77,7 @@ def _emit(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def _config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _config_from_args(args: argparse.Namespace) -> CollectionConfig | None:
     from vidsearch.config import CollectionConfig, DecodeConfig, EncodeConfig, IndexConfig, SegmentConfig
 
     given = any(v is not None for v in (args.encoder, args.fps, args.window, args.stride, args.keyframes or None,
@@ -74,7 +86,7 @@ def _config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         return None
     base = CollectionConfig()
 
-    def given_or(value, default):  # type: ignore[no-untyped-def]  # 0 is a value, not "not given"
+    def given_or(value: _T | None, default: _T) -> _T:  # 0 is a value, not "not given"
         return default if value is None else value
 
     return CollectionConfig(
@@ -86,7 +98,7 @@ def _config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     )
 
 
-def _progress_adder(coll, paths, quiet: bool):  # type: ignore[no-untyped-def]
+def _progress_adder(coll: Collection, paths: Iterable[str | os.PathLike[str]], quiet: bool) -> list[FileReport]:
     """Run ``coll.add`` with a rich progress bar over the files (on stderr)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -100,7 +112,7 @@ def _progress_adder(coll, paths, quiet: bool):  # type: ignore[no-untyped-def]
                   console=console, transient=False) as progress:
         task = progress.add_task("indexing", total=len(files))
 
-        def on_file(report) -> None:  # type: ignore[no-untyped-def]
+        def on_file(report: FileReport) -> None:
             colour = {"indexed": "green", "skipped": "yellow", "failed": "red"}.get(report.status, "default")
             detail = f"{report.segments} segments" if report.status == "indexed" else _one_line(report.error or "")
             progress.console.print(f"[{colour}]{report.status:8s}[/] {_safe(report.path)}  {_safe(detail)}",
@@ -171,7 +183,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return _calibrate(args, coll)
 
 
-def _calibrate(args: argparse.Namespace, coll) -> int:  # type: ignore[no-untyped-def]
+def _calibrate(args: argparse.Namespace, coll: Collection) -> int:
     from vidsearch.errors import ConfigError
 
     encoder = coll.config.encode.encoder
@@ -194,9 +206,10 @@ def _calibrate(args: argparse.Namespace, coll) -> int:  # type: ignore[no-untype
                               f"'vidsearch eval neardup --methods {name}' or pass --method")
         if not name.startswith("vidsearch-"):
             raise ConfigError(f"{name} is not a vidsearch method; pass --method vidsearch-<encoder>:par")
+        from vidsearch.evaluate.methods import VidsearchMethod
         from vidsearch.evaluate.report import make_method
 
-        method = make_method(name)  # the same parser as 'vidsearch eval'
+        method = cast(VidsearchMethod, make_method(name))  # as 'vidsearch eval' parses it: a vidsearch-* name
         method_encoder = method.config.encode.encoder
         method.close()
         if method_encoder != encoder:
@@ -293,7 +306,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.json:
         console.print("[bold]vidsearch demo[/]: indexing the real sample footage, then querying with transformed copies")
 
-    def on_file(r) -> None:  # type: ignore[no-untyped-def]
+    def on_file(r: FileReport) -> None:
         if not args.json:
             console.print(f"  {r.status:8s} {_safe(Path(r.path).name):40s} {r.segments:4d} segments", highlight=False)
 
@@ -361,7 +374,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- argument types (argparse: exit 2 with the message)
 
 
-def _count(minimum: int):  # type: ignore[no-untyped-def]
+def _count(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -397,7 +410,7 @@ class _Parser(argparse.ArgumentParser):
 
     json_errors = False
 
-    def error(self, message: str):  # type: ignore[no-untyped-def]
+    def error(self, message: str) -> NoReturn:
         if _Parser.json_errors:
             _emit({"error": "UsageError", "message": f"{self.prog}: {message}"})
         super().error(message)  # usage and "PROG: error: MESSAGE" on stderr, exit 2
@@ -522,7 +535,7 @@ class _LogFormatter:
         self.verbose = verbose
         self._plain = logging.Formatter("%(levelname)s %(name)s: %(message)s")
 
-    def format(self, record) -> str:  # type: ignore[no-untyped-def]
+    def format(self, record: logging.LogRecord) -> str:
         if self.verbose:
             return self._plain.format(record)
         line = f"{record.levelname} {record.name}: {_one_line(record.getMessage())}"
@@ -538,7 +551,7 @@ def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR)
     for handler in logging.getLogger().handlers:
         if type(handler) is logging.StreamHandler:  # ours (basicConfig's), not a test runner's capture
-            handler.setFormatter(_LogFormatter(verbose))  # type: ignore[arg-type]
+            handler.setFormatter(_LogFormatter(verbose))  # type: ignore[arg-type]  # duck-typed Formatter: no logging import at start
 
 
 def main(argv: list[str] | None = None) -> int:
