@@ -14,7 +14,7 @@ from vidsearch.config import IndexConfig
 from vidsearch.errors import CollectionError
 from vidsearch.index.flat import FlatIndex
 from vidsearch.index.hits import IndexHits
-from vidsearch.index.ivf import IVFPQConfig, IVFPQIndex, choose_nlist
+from vidsearch.index.ivf import IVFPQConfig, IVFPQIndex, IVFSearchParams, VectorStore, choose_nlist
 from vidsearch.index.persist import is_index_file, read_index_file
 
 
@@ -28,7 +28,7 @@ class VectorIndex(Protocol):
 
     def remove(self, ids: NDArray[np.int64]) -> int: ...
 
-    def search(self, queries: NDArray[np.float32], k: int, params=None) -> IndexHits: ...  # type: ignore[no-untyped-def]
+    def search(self, queries: NDArray[np.float32], k: int, params: IVFSearchParams | None = None) -> IndexHits: ...
 
     def save(self, path: Path) -> None: ...  # atomic
 
@@ -55,7 +55,8 @@ TRAIN_SAMPLE = 200_000  # vectors the compressed index is trained on (k-means, P
 
 
 def build_index(
-    config: IndexConfig, dim: int, ids: NDArray[np.int64], vectors: NDArray[np.float32], store=None  # type: ignore[no-untyped-def]
+    config: IndexConfig, dim: int, ids: NDArray[np.int64], vectors: NDArray[np.float32],
+    store: VectorStore | None = None,
 ) -> VectorIndex:
     """A new index holding ``vectors`` (N, dim) under ``ids``; trains the compressed index when due.
 
@@ -73,12 +74,12 @@ def build_index(
         size = min(len(vectors), max(TRAIN_SAMPLE, 50 * nlist))
         sample = np.sort(rng.choice(len(vectors), size=size, replace=False))
         ivf.train(vectors[sample], seed=config.seed)
-        index = ivf  # type: ignore[assignment]
+        index = ivf
     index.add(ids, vectors)
     return index
 
 
-def load_index(path: Path, store=None) -> VectorIndex:  # type: ignore[no-untyped-def]
+def load_index(path: Path, store: VectorStore | None = None) -> VectorIndex:
     """Load an index file, whichever kind it holds.
 
     Raises:

@@ -17,7 +17,7 @@ from vidsearch.index.persist import REBUILT, field, is_index_file, read_index_fi
 class FlatIndex:
     """Exact search over float32 vectors with int64 ids."""
 
-    def __init__(self, dim: int, index=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, dim: int, index: Any = None) -> None:
         import faiss
 
         self.dim = dim
@@ -49,7 +49,7 @@ class FlatIndex:
             return 0
         return int(self._index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))))
 
-    def search(self, queries: NDArray[np.float32], k: int, params=None) -> IndexHits:  # type: ignore[no-untyped-def]
+    def search(self, queries: NDArray[np.float32], k: int, params: object = None) -> IndexHits:
         """Exact top-k by inner product; ``params`` is accepted for interface symmetry and ignored."""
         q = self._check(queries)
         k = max(1, int(k))

@@ -340,7 +340,7 @@ class IVFPQIndex:
         self._keep = pca  # the C++ chain holds a raw pointer to it
         self._index, self._ivf = index, ivf
 
-    def _learned(self, ivf, x: NDArray[np.float32], seed: int):  # type: ignore[no-untyped-def]
+    def _learned(self, ivf: Any, x: NDArray[np.float32], seed: int) -> Any:
         """IVF centroids by k-means, then a differentiable PQ (with its learned orthogonal projection R)
         trained on the residuals. FAISS then runs the whole index in the projected space:
         ``IndexPreTransform(LinearTransform(R), IVF-PQ)`` with centroids ``R c`` and the learned
@@ -416,7 +416,7 @@ class IVFPQIndex:
     def set_query_arguments(self, params: IVFSearchParams) -> None:
         self.params = params
 
-    def _faiss_params(self, nprobe: int, ef: int):  # type: ignore[no-untyped-def]
+    def _faiss_params(self, nprobe: int, ef: int) -> Any:
         """FAISS search parameters, cached per (nprobe, ef) until the tombstones change (building them
         costs ~6 us, a few % of a 1M-vector query)."""
         import faiss

@@ -35,7 +35,7 @@ def _gather_dot_py(rows: NDArray[np.uint16], ids: NDArray[np.int64], q: NDArray[
 if njit is not None:
 
     @njit(cache=True, fastmath=True, nogil=True)
-    def _half_rows_dot(rows, q):  # type: ignore[no-untyped-def]
+    def _half_rows_dot(rows: NDArray[np.uint16], q: NDArray[np.float32]) -> NDArray[np.float32]:
         """(n, d) uint16 half bits, contiguous, and a float32 query -> (n,) float32 dot products.
 
         A half's exponent and mantissa shifted left by 13 are the float32 bits of its value times
@@ -71,7 +71,7 @@ if njit is not None:
         return out
 
     @njit(cache=True, fastmath=True, nogil=True)
-    def _half_rows_dot_batch(rows, queries, per_query):  # type: ignore[no-untyped-def]
+    def _half_rows_dot_batch(rows: NDArray[np.uint16], queries: NDArray[np.float32], per_query: int) -> NDArray[np.float32]:
         """(Q * R, d) uint16 half bits (query i's candidates at rows i*R .. i*R+R-1), (Q, d) float32
         -> (Q, R) float32 dot products."""
         n_q = queries.shape[0]
@@ -82,7 +82,7 @@ if njit is not None:
 
 
     @njit(cache=True, fastmath=True, nogil=True, parallel=True)
-    def _gather_rows_dot_parallel(rows, ids, queries):  # type: ignore[no-untyped-def]
+    def _gather_rows_dot_parallel(rows: NDArray[np.uint16], ids: NDArray[np.int64], queries: NDArray[np.float32]) -> NDArray[np.float32]:
         """(N, d) uint16 half bits (e.g. a memory map), (Q, R) ids, (Q, d) float32 -> (Q, R): each
         query gathers its own rows into a small block and scores it, queries spread over threads."""
         n_q, per_query = ids.shape
@@ -99,7 +99,7 @@ if njit is not None:
 if njit is not None:
 
     @njit(cache=True, fastmath=True, nogil=True, parallel=True)
-    def _gather_f32_dot_parallel(rows, ids, queries):  # type: ignore[no-untyped-def]
+    def _gather_f32_dot_parallel(rows: NDArray[np.float32], ids: NDArray[np.int64], queries: NDArray[np.float32]) -> NDArray[np.float32]:
         """(N, d) float32 rows (e.g. a memory map), (Q, R) ids, (Q, d) -> (Q, R): each query reads its
         candidate rows in place (no (Q, R, d) gathered copy) and scores them; queries over threads."""
         n_q, per_query = ids.shape

@@ -15,7 +15,7 @@ import json
 import math
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -34,7 +34,7 @@ def write_index_file(path: Path, kind: str, header: dict[str, Any], blob: bytes)
     meta = json.dumps({"kind": kind, **header, "blob_bytes": len(blob),
                        "blob_sha256": hashlib.sha256(blob).hexdigest()}).encode()
 
-    def write(f) -> None:  # type: ignore[no-untyped-def]
+    def write(f: BinaryIO) -> None:
         f.write(HEADER.pack(MAGIC, VERSION, len(meta)))
         f.write(meta)
         f.write(blob)
