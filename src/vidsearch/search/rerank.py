@@ -25,15 +25,10 @@ from vidsearch.search.vote import VideoVote
 # Fetches a video's segment (starts, ends, vectors (m, d)) ordered by time.
 Fetch = Callable[[str], tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float32]]]
 
-# Default PAR thresholds per encoder, used until a collection is calibrated ('vidsearch calibrate').
-# No stored result backs these values: they were read off a small near-duplicate run (seed 0) whose
-# results.json was not kept. The stored full run (bench/results/eval-neardup-full/results.json) has, for
-# vidsearch-sscd:par, a calibrated (half-split best-F1) threshold of 0.428 and a pooled best-F1 threshold
-# of 0.361; no stored run measured sscd-distilled or effnet-lite0 with a re-rank.
 RERANK_MODES = ("none", "exact", "par", "dtw", "bidtw")
 
-DEFAULT_PAR_THRESHOLD = {"sscd": 0.35, "sscd-distilled": 0.35, "effnet-lite0": 0.6}
-
+# The default PAR threshold of each encoder (until a collection is calibrated) is its registry entry's
+# ``par_threshold`` (vidsearch.encode.registry), the one place for it.
 
 def rerank(
     mode: str,
