@@ -18,7 +18,7 @@ Distances are squared L2; for L2-normalised vectors the ranking equals the inner
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -102,7 +102,7 @@ def unpack_codes(pq: Any, codes: NDArray[np.uint8]) -> NDArray[np.int64]:
         return codes.astype(np.int64)
     import faiss
 
-    return faiss.unpack_bitstrings(np.ascontiguousarray(codes), pq.M, pq.nbits).astype(np.int64)  # type: ignore[attr-defined]
+    return faiss.unpack_bitstrings(np.ascontiguousarray(codes), pq.M, pq.nbits).astype(np.int64)
 
 
 def load_codebooks_into_faiss_pq(
@@ -195,6 +195,10 @@ class _FaissCodes:
     codebooks_: NDArray[np.float32] | None
     n_features_in_: int
 
+    if TYPE_CHECKING:  # each quantizer defines its own fit (OPQ, LearnedPQ); fit_transform calls it
+
+        def fit(self, X: Any, y: Any = None) -> Self: ...
+
     def _set_fitted(self, rotation: NDArray[np.float32] | None, codebooks: NDArray[np.float32]) -> None:
         self.rotation_ = None if rotation is None else np.ascontiguousarray(rotation, dtype=np.float32)
         self.codebooks_ = np.ascontiguousarray(codebooks, dtype=np.float32)
@@ -234,7 +238,7 @@ class _FaissCodes:
         return self.decode(codes)
 
     def fit_transform(self, X: Any, y: Any = None) -> NDArray[np.uint8]:
-        return self.fit(X).encode(X)  # type: ignore[attr-defined, no-any-return]
+        return self.fit(X).encode(X)
 
     def reconstruction_error(self, X: Any) -> float:
         """Mean squared L2 error per vector, ``mean(||x - decode(encode(x))||^2)``."""
@@ -249,7 +253,8 @@ class _FaissCodes:
         ``add`` encodes with the same kernels as :meth:`encode`. Distances are approximate.
         """
         check_is_fitted(self, action="to_faiss")
-        return make_adc_index(self.rotation_, self.codebooks_, self.nbits)  # type: ignore[arg-type]
+        codebooks = cast("NDArray[np.float32]", self.codebooks_)  # not None: check_is_fitted passed
+        return make_adc_index(self.rotation_, codebooks, self.nbits)
 
 
 def make_adc_index(rotation: NDArray[np.float32] | None, codebooks: NDArray[np.float32], nbits: int) -> Any:
