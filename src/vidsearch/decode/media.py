@@ -14,11 +14,16 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import ConfigError, DecodeError
+
+if TYPE_CHECKING:  # PyAV is imported when a file is read
+    from av.container import InputContainer
+    from av.video.stream import VideoStream
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +79,7 @@ def _check_file(path: Path) -> None:
         raise DecodeError(f"{path}: the file is empty (0 bytes); expected a video or an image")
 
 
-def _open_container(path: Path):  # type: ignore[no-untyped-def]
+def _open_container(path: Path) -> InputContainer:
     import av
 
     try:
@@ -86,13 +91,13 @@ def _open_container(path: Path):  # type: ignore[no-untyped-def]
         ) from exc
 
 
-def _video_stream(container, path: Path):  # type: ignore[no-untyped-def]
+def _video_stream(container: InputContainer, path: Path) -> VideoStream:
     streams = [s for s in container.streams.video]
     # Cover art is a video stream with one attached picture; prefer real video streams.
     real = [s for s in streams if not (s.disposition & 0x400)] if streams else []  # AV_DISPOSITION_ATTACHED_PIC
     chosen = real or streams
     if not chosen:
-        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        kinds: list[str] = sorted({s.type for s in container.streams}) or ["none"]
         raise DecodeError(f"{path}: no video stream (found stream types: {', '.join(kinds)}); expected a video file")
     # A damaged header can leave a video stream without a codec (PyAV gives no codec context).
     decodable = [s for s in chosen if s.codec_context is not None]
@@ -226,7 +231,8 @@ def iter_frames(
                     t -= origin
                     if t + 1e-6 < next_time:
                         continue
-                    image = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+                    rgb = frame.reformat(width=width, height=height, format="rgb24")
+                    image = cast("NDArray[np.uint8]", rgb.to_ndarray())  # rgb24: uint8
                     produced += 1
                     yield SampledFrame(float(t), image)
                     next_time = max(next_time + period, t + period * 0.5)
