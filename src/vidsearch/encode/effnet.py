@@ -21,7 +21,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +30,9 @@ from vidsearch.encode.frame import FrameEncoder, OnnxFrameEncoder
 from vidsearch.encode.registry import EncoderSpec
 from vidsearch.encode.temporal import l2_normalize
 from vidsearch.errors import EncoderError
+
+if TYPE_CHECKING:  # torch is imported only to export or to run the torch model
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ def _weights_path() -> Path:
     return Path(weights.get_model_file_path())
 
 
-def build_torch_model():  # type: ignore[no-untyped-def]
+def build_torch_model() -> torch.nn.Module:
     """The torch module: uint8 NHWC in, (N, 1280) pooled features out."""
     import contextlib
     import io
@@ -182,7 +185,7 @@ def quantize_int8(source: Path, target: Path, min_cosine: float = 0.85) -> None:
         def __init__(self) -> None:
             self._batches = iter([{"image": images[i : i + 8]} for i in range(0, len(images), 8)])
 
-        def get_next(self):  # type: ignore[no-untyped-def]
+        def get_next(self) -> dict[str, NDArray[np.uint8]] | None:
             return next(self._batches, None)
 
     pre = _atomic_target(target)

@@ -13,7 +13,6 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -103,8 +102,8 @@ def resolve_loader(spec: EncoderSpec) -> Callable[[EncoderSpec, str], FrameEncod
     """Import the encoder's module and return its loader (``spec.loader``, ``"module:function"``); loads no model."""
     module, _, function = spec.loader.partition(":")
     try:
-        loader: Any = getattr(importlib.import_module(module), function)
+        loader: Callable[[EncoderSpec, str], FrameEncoder] = getattr(importlib.import_module(module), function)
     except (ImportError, AttributeError) as exc:
         raise EncoderError(f"encoder {spec.name!r}: its loader {spec.loader!r} cannot be imported ({exc}); "
                            f"fix the registry line in vidsearch/encode/registry.py") from exc
-    return loader  # type: ignore[no-any-return]
+    return loader
