@@ -67,7 +67,7 @@ try:  # numba is a dependency; the fallback keeps the module importable (and cor
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     NUMBA_AVAILABLE = False
 
-    def njit(*args, **kwargs):  # type: ignore[no-redef]
+    def njit(*args, **kwargs):  # type: ignore[no-redef]  # stands in for numba's njit when numba is missing
         if len(args) == 1 and callable(args[0]) and not kwargs:
             return args[0]
         return lambda f: f

@@ -83,7 +83,8 @@ def rerank(
     return out
 
 
-def _align(mode: str, query, q_starts, q_ends, candidates, fetch) -> list[VideoVote]:  # type: ignore[no-untyped-def]
+def _align(mode: str, query: NDArray[np.float32], q_starts: NDArray[np.float64], q_ends: NDArray[np.float64], candidates: list[VideoVote],
+           fetch: Fetch) -> list[VideoVote]:
     from vidsearch.search.align import rerank as align_rerank
 
     fetched = [fetch(c.video_id) for c in candidates]
@@ -96,7 +97,8 @@ def _align(mode: str, query, q_starts, q_ends, candidates, fetch) -> list[VideoV
     return out
 
 
-def _match_from_path(path, query, vectors, q_starts, q_ends, r_starts, r_ends) -> Match | None:  # type: ignore[no-untyped-def]
+def _match_from_path(path: NDArray[np.int64], query: NDArray[np.float32], vectors: NDArray[np.float32], q_starts: NDArray[np.float64], q_ends: NDArray[np.float64],
+                     r_starts: NDArray[np.float64], r_ends: NDArray[np.float64]) -> Match | None:
     """The longest run of the alignment path whose cells are similar enough, as time ranges.
 
     A query made of unrelated footage around an excerpt aligns its unrelated parts too (every query
