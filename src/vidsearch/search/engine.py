@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,6 +41,9 @@ from vidsearch.store.catalog import CatalogSnapshot
 from vidsearch.store.files import path_text
 from vidsearch.store.manifest import index_files, read_manifest, read_search_defaults
 from vidsearch.store.vectors import open_checked
+
+if TYPE_CHECKING:  # imported when a query is encoded (it loads the frame model's runtime)
+    from vidsearch.encode.pipeline import EncodedMedia, MediaEncoder
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ def parse_ref(query: str) -> RefQuery | None:
     return ref
 
 
-def stored_segmenter(config: CollectionConfig, frame_dim: int):  # type: ignore[no-untyped-def]
+def stored_segmenter(config: CollectionConfig, frame_dim: int) -> MediaEncoder:
     """A ``MediaEncoder`` that only cuts and aggregates frames already encoded (stored frame vectors,
     imported vectors): it loads no frame model."""
     from vidsearch.encode.pipeline import MediaEncoder
@@ -81,7 +84,10 @@ def stored_segmenter(config: CollectionConfig, frame_dim: int):  # type: ignore[
         dim = frame_dim
         input_size = (0, 0)
 
-    return MediaEncoder(config, encoder=_NoFrameModel())  # type: ignore[arg-type]
+        def encode(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
+            raise NotImplementedError("stored_segmenter has no frame model: it cuts and aggregates stored frame vectors")
+
+    return MediaEncoder(config, encoder=_NoFrameModel())
 
 
 @dataclass
@@ -138,8 +144,8 @@ class Engine:
         self._db_lock = threading.Lock()
         self._swap_lock = threading.Lock()
         self._build_lock = threading.Lock()
-        self._media_encoder = None
-        self._segmenter = None
+        self._media_encoder: MediaEncoder | None = None
+        self._segmenter: MediaEncoder | None = None
         try:
             self._segment_file = open_checked(self.path / "segments.f32", self.manifest["dims"]["segment"], "float32")
             self._frame_file = open_checked(self.path / "frames.f16", self.manifest["dims"]["frame"], "float16")
@@ -210,7 +216,7 @@ class Engine:
             if snap is not None:
                 return snap
         # the writer kept replacing the index under us: search exactly this time, the next refresh retries
-        return self._try_snapshot(use_index=False)  # type: ignore[return-value]
+        return cast(Snapshot, self._try_snapshot(use_index=False))  # not None: only a vanished index file gives None
 
     def _try_snapshot(self, use_index: bool = True) -> Snapshot | None:
         with self._db_lock:
@@ -296,14 +302,14 @@ class Engine:
                 "calibrated": "par_threshold" in stored, **{k: v for k, v in stored.items() if k != "par_threshold"}}
 
     # ------------------------------------------------------------------ queries
-    def _encoder(self):  # type: ignore[no-untyped-def]
+    def _encoder(self) -> MediaEncoder:
         if self._media_encoder is None:
             from vidsearch.encode.pipeline import MediaEncoder
 
             self._media_encoder = MediaEncoder(self.config)
         return self._media_encoder
 
-    def _stored_segmenter(self):  # type: ignore[no-untyped-def]
+    def _stored_segmenter(self) -> MediaEncoder:
         if self._segmenter is None:
             self._segmenter = stored_segmenter(self.config, self.manifest["dims"]["frame"])
         return self._segmenter
@@ -337,7 +343,8 @@ class Engine:
         row, n = int(snap.catalog.video_frame_row[v]), int(snap.catalog.video_n_frames[v])
         return snap.catalog.frame_times(v).copy(), np.array(snap.frames[row : row + n])
 
-    def encode_query(self, query: str | os.PathLike[str], crops: bool = False, snap: Snapshot | None = None):  # type: ignore[no-untyped-def]
+    def encode_query(self, query: str | os.PathLike[str], crops: bool = False,
+                     snap: Snapshot | None = None) -> EncodedMedia:
         """Decode and encode a query (file, image, or ``VIDEO_ID@START-END`` from the stored frames).
 
         Raises:
