@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -57,6 +57,9 @@ from vidsearch.store.manifest import (
     write_search_defaults,
 )
 from vidsearch.store.vectors import VectorFile, open_checked
+
+if TYPE_CHECKING:  # imported when files are encoded (it loads the frame model's runtime)
+    from vidsearch.encode.pipeline import MediaEncoder
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +137,7 @@ class Collection:
             self._db.close()
             raise
         self._lock = WriterLock(path)
-        self._media_encoder = None
+        self._media_encoder: MediaEncoder | None = None
         self._index: VectorIndex | None = None
         self._index_generation = -1  # the generation self._index reflects
         self._saved_at = 0.0
@@ -309,7 +312,7 @@ class Collection:
             snap = catalog.read_snapshot(self._db)
             self._rebuild(snap, self._live_ids(snap))
 
-    def _encoder(self):  # type: ignore[no-untyped-def]
+    def _encoder(self) -> MediaEncoder:
         if self._media_encoder is None:
             from vidsearch.encode.pipeline import MediaEncoder
 
@@ -446,7 +449,7 @@ class Collection:
             self._publish()
         return [r.video_id for r, _, _ in items]
 
-    def _stored_segmenter(self):  # type: ignore[no-untyped-def]
+    def _stored_segmenter(self) -> MediaEncoder:
         return stored_segmenter(self.config, self._frames.dim)
 
     def _recover(self) -> None:
@@ -457,7 +460,7 @@ class Collection:
         for stale in self.path.glob("index-*.faiss.*.tmp"):  # only a writer saves, and we hold the lock
             stale.unlink(missing_ok=True)
 
-    def _add_one(self, path: Path, encoder) -> FileReport:  # type: ignore[no-untyped-def]
+    def _add_one(self, path: Path, encoder: MediaEncoder) -> FileReport:
         t0 = time.perf_counter()
         shown = str(path)
         try:
