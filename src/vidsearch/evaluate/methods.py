@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from vidsearch.config import CollectionConfig
 from vidsearch.errors import DecodeError, NotFittedError
@@ -118,7 +119,7 @@ class FrameScanMethod:
         self._refs: list[tuple[str, np.ndarray, np.ndarray]] = []
         self._encoder: Any = None
 
-    def _encode(self, path: Path):  # type: ignore[no-untyped-def]
+    def _encode(self, path: Path) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
         from vidsearch.encode.pipeline import MediaEncoder
 
         if self._encoder is None:

@@ -222,7 +222,7 @@ def _perception_tmkl2(frames_per_second: int) -> Any:
     from perception.hashers import TMKL2
     from perception.hashers.image.phash import PHashF
 
-    class BlankSafePHashF(PHashF):  # type: ignore[misc]
+    class BlankSafePHashF(PHashF):
         """PHashF whose uniform frames (all-zero DCT, where PHashF returns None) hash to zeros."""
 
         def _dct_to_hash(self, dct: NDArray[np.float64]) -> NDArray[np.float32]:
