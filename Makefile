@@ -1,6 +1,7 @@
 # Two entry points: `make demo` (install + the main job on the embedded sample footage) and
 # `make test` (install + the fast test suite). Everything comes from PyPI and Debian packages.
-# `make test-all` adds the tests marked slow; `make typecheck` runs mypy over src/ ([tool.mypy]).
+# `make test-all` adds the tests marked slow; `make typecheck` runs mypy over src/ ([tool.mypy]);
+# CI (.ci/run) runs `make test`, then `make typecheck`.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
