@@ -32,6 +32,18 @@ CORE_FILES = {"manifest.json", "catalog.sqlite", "segments.f32", "frames.f16"}
 ALLOWED_EXTRA = {".lock", "catalog.sqlite-wal", "catalog.sqlite-shm"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def encode_each_file_once():
+    """In this process each real video is decoded and encoded once for the module (``MediaEncoder.cache``):
+    it is the query of most checks here, and what is checked is the collection on disk. The killed
+    writers run in their own processes, without the cache."""
+    from vidsearch.encode.pipeline import MediaEncoder
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MediaEncoder, "cache", {})
+        yield
+
+
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory, footage: dict[str, Path]) -> Path:
     """A collection holding one video, so that 'committed before the kill' is never empty."""
@@ -277,7 +289,9 @@ def test_half_written_index_file_is_removed_by_the_next_writer(coll_dir: Path, f
 FUZZ_CHILD = r"""
 import json, sys
 from vidsearch import Collection
+from vidsearch.encode.pipeline import MediaEncoder
 from vidsearch.errors import VidsearchError
+MediaEncoder.cache = {}  # the query and the extra video are encoded once; the loaders are under test
 query, extra = sys.argv[1], sys.argv[2]
 for case in sys.argv[3:]:
     out = {"case": case}
@@ -330,6 +344,23 @@ def _index_path(d: Path) -> Path:
     return p
 
 
+def _index_header_edit(version: int | None = None, **changes):
+    """Rewrite the index container's header (index/persist.py: magic, version, JSON length, JSON), keeping
+    its FAISS blob and the blob's checksum: only the header's own checks can refuse the file."""
+    from vidsearch.index.persist import HEADER
+
+    def mutate(d: Path) -> None:
+        data = _index_path(d).read_bytes()
+        magic, old_version, n = HEADER.unpack_from(data)
+        meta = json.loads(data[HEADER.size : HEADER.size + n])
+        assert all(meta[k] != v for k, v in changes.items()), "the edit must change the header"
+        meta.update(changes)
+        text = json.dumps(meta).encode()
+        _index_path(d).write_bytes(HEADER.pack(magic, old_version if version is None else version, len(text))
+                                   + text + data[HEADER.size + n :])
+    return mutate
+
+
 # case -> (mutation, expected): "error:<file>" a VidsearchError naming that file; "recovers": works as before
 DAMAGE = {
     "manifest-random-0": (lambda d: _randomise(d / "manifest.json", 0, None, 0), "error:manifest.json"),
@@ -351,8 +382,8 @@ DAMAGE = {
                            "error:segments.f32"),
     "index-random": (lambda d: _randomise(_index_path(d), 0, None, 7), "recovers"),
     "index-header-random": (lambda d: _randomise(_index_path(d), 4, 90, 8), "recovers"),
-    "index-dim-field": (lambda d: _index_path(d).write_bytes(  # IndexIDMap2: fourcc, then d (int32)
-        _index_path(d).read_bytes()[:4] + struct.pack("<i", 256) + _index_path(d).read_bytes()[8:]), "recovers"),
+    "index-dim-field": (_index_header_edit(dim=256), "recovers"),  # checksum intact, header and blob disagree
+    "index-newer-format": (_index_header_edit(version=99), "recovers"),
     "index-truncated": (lambda d: os.truncate(_index_path(d), _index_path(d).stat().st_size // 2), "recovers"),
     "index-empty": (lambda d: _index_path(d).write_bytes(b""), "recovers"),
 }
