@@ -62,7 +62,11 @@ class MemmapStore:
             return gather_dot_f16_batch(np.asarray(self.array), ids, queries, threads=threads)
         if len(queries) == 1:  # the latency-bound case: one gather (memcpy per row) and one BLAS matvec
             return (self.array[ids[0]] @ queries[0])[None].astype(np.float32, copy=False)
-        from vidsearch.index.kernels import gather_dot_f32_batch
+        from vidsearch.index.kernels import PARALLEL_MIN_QUERIES, gather_dot_f32_batch
+
+        if len(queries) < PARALLEL_MIN_QUERIES:  # a few queries (one clip's segments): numpy, no numba import/JIT
+            rows = np.asarray(self.array[ids.ravel()], dtype=np.float32).reshape(*ids.shape, -1)
+            return np.einsum("qrd,qd->qr", rows, queries).astype(np.float32, copy=False)
 
         return gather_dot_f32_batch(self.array, ids, queries, threads=threads)
 
