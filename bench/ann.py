@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-os.environ.setdefault("OPENBLAS_CORETYPE", "SkylakeX")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
@@ -227,6 +226,8 @@ def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path, sh
     train = np.ascontiguousarray(xb[pick], dtype=np.float32)
     # re-rank rows: the float32 base itself, memory-mapped, as a collection re-ranks from segments.f32
     # (``MemmapStore`` over a ``VectorFile`` view): the same store and kernel as the product
+    if cache is not None:
+        cache[0].mkdir(parents=True, exist_ok=True)
     shared: dict[str, np.ndarray] = {}  # with share=True: the first IVF's k-means centroids, reused by the others
     for name in names:
         common.log(f"building {name} (n={n}, d={d})")

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OPENBLAS_CORETYPE", "SkylakeX")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402

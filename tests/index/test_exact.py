@@ -72,3 +72,5 @@ def test_float32_rerank_kernel_equals_numpy(threads: int, tmp_path):
     store = MemmapStore(rows)
     np.testing.assert_allclose(store.dot_batch(ids, xq, threads=threads), want, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(store.dot_batch(ids[:1], xq[:1]), want[:1], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(store.dot_batch(ids[:3], xq[:3]), want[:3], rtol=1e-4, atol=1e-3)  # numpy path
+    assert store.dot_batch(ids[:0], xq[:0]).shape == (0, 64)  # no queries: an empty (0, R) block

@@ -65,7 +65,7 @@ class MemmapStore:
         from vidsearch.index.kernels import PARALLEL_MIN_QUERIES, gather_dot_f32_batch
 
         if len(queries) < PARALLEL_MIN_QUERIES:  # a few queries (one clip's segments): numpy, no numba import/JIT
-            rows = np.asarray(self.array[ids.ravel()], dtype=np.float32).reshape(*ids.shape, -1)
+            rows = np.asarray(self.array[ids.ravel()], dtype=np.float32).reshape(*ids.shape, self.array.shape[1])
             return np.einsum("qrd,qd->qr", rows, queries).astype(np.float32, copy=False)
 
         return gather_dot_f32_batch(self.array, ids, queries, threads=threads)
