@@ -144,6 +144,7 @@ class Collection:
         self._dirty = False  # the in-memory index differs from the saved file of its generation
         self._engine: Engine | None = None
         self.last_build_seconds: float | None = None
+        self._segmenter: MediaEncoder | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -450,7 +451,9 @@ class Collection:
         return [r.video_id for r, _, _ in items]
 
     def _stored_segmenter(self) -> MediaEncoder:
-        return stored_segmenter(self.config, self._frames.dim)
+        if self._segmenter is None:  # one per collection: add_vectors cuts every imported video with it
+            self._segmenter = stored_segmenter(self.config, self._frames.dim)
+        return self._segmenter
 
     def _recover(self) -> None:
         """Drop vector rows past the committed counts and half-written index files (left by a crash mid-write)."""

@@ -15,6 +15,7 @@ those of exact search on what the index does not cover; ``index_info()["state"]`
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -113,6 +114,11 @@ class Snapshot:
     @property
     def generation(self) -> int:
         return self.catalog.generation
+
+    @functools.cached_property
+    def position(self) -> dict[str, int]:
+        """Video id -> its position in ``catalog.video_ids`` (built once per snapshot, on first use)."""
+        return {v: i for i, v in enumerate(self.catalog.video_ids)}
 
     def video_segment_ids(self, video: int) -> NDArray[np.int64]:
         """Live segment ids of the video at ``video`` (position in ``catalog.video_ids``), in time order."""
@@ -323,7 +329,7 @@ class Engine:
         snap = snap or self._snap
         ids = snap.catalog.video_ids
         if video in snap.paths:
-            return ids.index(video)
+            return snap.position[video]
         if catalog._ID_PREFIX.fullmatch(video):
             found = [i for i, v in enumerate(ids) if v.startswith(video)]
             if len(found) > 1:
@@ -481,10 +487,8 @@ class Engine:
             if threshold is None and params.rerank == "par":
                 threshold = self.search_defaults()["par_threshold"]
             t = time.perf_counter()
-            position = {v: i for i, v in enumerate(snap.catalog.video_ids)}
-
             def fetch(video_id: str) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float32]]:
-                ids = snap.video_segment_ids(position[video_id])
+                ids = snap.video_segment_ids(snap.position[video_id])
                 return snap.table.start[ids], snap.table.end[ids], np.asarray(snap.segments[ids], np.float32)
 
             votes = rerank(params.rerank, media.segment_vectors, starts, ends, votes[: params.rerank_candidates],
