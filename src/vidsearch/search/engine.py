@@ -226,12 +226,7 @@ class Engine:
 
     def _try_snapshot(self, use_index: bool = True) -> Snapshot | None:
         with self._db_lock:
-            cat = catalog.read_snapshot(self._db)
-        for vf, rows in ((self._segment_file, cat.segment_rows), (self._frame_file, cat.frame_rows)):
-            if vf.rows_on_disk() < rows:
-                raise CollectionError(
-                    f"{vf.path}: the catalogue says {rows} rows are committed, found {vf.rows_on_disk()}; "
-                    "the vector file was truncated, the collection is damaged (restore it or re-index)")
+            cat = catalog.read_snapshot(self._db)  # also checks the vector files hold the rows it counts
         segments = self._segment_file.view(cat.segment_rows)
         frames = self._frame_file.view(cat.frame_rows)
         table = SegmentTable(cat.segment_video, cat.segment_start, cat.segment_end, cat.video_ids)
