@@ -25,13 +25,16 @@ $(STAMP): pyproject.toml Makefile scripts/install-peers.sh
 	$(MAKE) -s samples
 	touch $(STAMP)
 
-# Debian sample footage (opencv-doc) and labelled images (dataset-fashion-mnist); optional.
+# Debian packages: sample footage (opencv-doc), labelled images (dataset-fashion-mnist), and the
+# headless browser of the web-page test (chromium, chromium-driver); optional (their tests skip).
+DEBS := opencv-doc dataset-fashion-mnist chromium chromium-driver
 samples:
-	@if ! dpkg -s opencv-doc >/dev/null 2>&1 || ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc dataset-fashion-mnist >/dev/null) \
-	      || echo "warning: could not install opencv-doc/dataset-fashion-mnist; their samples are skipped"; \
-	  else echo "note: run 'apt-get install opencv-doc dataset-fashion-mnist' as root for the Debian samples"; fi; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "warning: could not install$$missing; the tests that need them are skipped"; \
+	  else echo "note: run 'apt-get install$$missing' as root for the Debian samples and the browser test"; fi; \
 	fi
 
 peers:

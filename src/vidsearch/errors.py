@@ -50,3 +50,11 @@ class AlignmentError(VidsearchError, ValueError):
 
 class ShapeError(VidsearchError, ValueError):
     """Arrays of the wrong shape or dimension for an index, a vector file or a model."""
+
+
+class OverloadedError(VidsearchError, RuntimeError):
+    """The server cannot answer within its latency target now; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
