@@ -18,8 +18,12 @@ Optionally writes a few clips as mp4 (``--write-clips DIR``) for indexing with t
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import _common as C
@@ -51,6 +55,22 @@ def parse_args() -> argparse.Namespace:
     args.unseen = [int(c) for c in args.unseen.split(",") if c.strip()]
     args.items = [int(c) for c in args.items.split(",") if c.strip()] or None
     return args
+
+
+
+def clip_filename(index: int, clip: Any) -> str:
+    """``00012_t-shirt-top_rotate_cw.mp4``: index, item name, motion."""
+    slug = re.sub(r"[^a-z0-9]+", "-", clip.item_name.lower()).strip("-")
+    return f"{index:05d}_{slug}_{clip.motion}.mp4"
+
+
+def write_clips(clips: Sequence[Any], folder: str | os.PathLike[str], fps: int = 8) -> list[Path]:
+    """Write ``MovingClip``s as mp4 into ``folder`` (created), named by :func:`clip_filename`; returns the paths."""
+    from vidsearch.evaluate import fashion
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    return [fashion.write_clip(c, out / clip_filename(i, c), fps) for i, c in enumerate(clips)]
 
 
 def main() -> None:
@@ -92,7 +112,7 @@ def main() -> None:
 
     if args.write_clips:
         clips = fashion.make_moving_fashion(1, frames=args.frames, size=args.size, seed=args.seed, items=args.items)
-        paths = fashion.write_clips(clips, args.write_clips)
+        paths = write_clips(clips, args.write_clips)
         payload["written_clips"] = [str(p) for p in paths]
         C.log(f"wrote {len(paths)} clips to {args.write_clips}")
 

@@ -1,4 +1,4 @@
-"""compress: PCA, OPQ (FAISS) and LearnedPQ on small deterministic synthetic data.
+"""compress: OPQ (FAISS) and LearnedPQ on small deterministic synthetic data.
 
 The data is a fixed-seed Gaussian mixture in a correlated space (like bench/compress.py's
 ``synthetic``, smaller), so every figure below is reproducible. The plain ``ProductQuantizer``
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import vidsearch  # noqa: F401  (sets OPENBLAS_CORETYPE before FAISS loads)
-from vidsearch.compress import OPQ, PCA, LearnedPQ, LearnedPQConfig, load_codebooks_into_faiss_pq
+from vidsearch.compress import OPQ, LearnedPQ, LearnedPQConfig, load_codebooks_into_faiss_pq
 from vidsearch.errors import ConfigError, NotFittedError
 
 
@@ -75,53 +75,10 @@ def adc_recall(quantizer, xb: np.ndarray, xq: np.ndarray, k: int = 10) -> float:
     return knn_recall(found, gt_i, k, found_d, gt_d)
 
 
-# ----------------------------------------------------------------------------- PCA
-
-
-def test_pca_shapes_variance_and_inverse(data):
-    xb, _ = data
-    pca = PCA(8).fit(xb)
-    y = pca.transform(xb)
-    assert y.shape == (len(xb), 8) and y.dtype == np.float32
-    assert pca.components_.shape == (8, 32) and pca.mean_.shape == (32,)
-    np.testing.assert_allclose(pca.components_ @ pca.components_.T, np.eye(8), atol=1e-4)
-    cov = np.cov(xb.astype(np.float64), rowvar=False, bias=True)
-    top = np.sort(np.linalg.eigvalsh(cov))[::-1][:8]
-    np.testing.assert_allclose(pca.explained_variance_, top, rtol=1e-3)
-    np.testing.assert_allclose(y.var(0), top, rtol=1e-3)
-    back = pca.inverse_transform(y)
-    assert back.shape == xb.shape
-    full = PCA(32).fit(xb)
-    np.testing.assert_allclose(full.inverse_transform(full.transform(xb)), xb, atol=1e-4)
-    # fewer components, larger error
-    err = [((xb - p.inverse_transform(p.transform(xb))) ** 2).sum(1).mean() for p in (PCA(4).fit(xb), pca, PCA(16).fit(xb))]
-    assert err[0] > err[1] > err[2]
-
-
-def test_pca_whitening(data):
-    xb, _ = data
-    pca = PCA(8, whiten=True).fit(xb)
-    y = pca.transform(xb)
-    np.testing.assert_allclose(np.cov(y.astype(np.float64), rowvar=False, bias=True), np.eye(8), atol=2e-3)
-    plain = PCA(8).fit(xb)
-    np.testing.assert_allclose(pca.inverse_transform(y), plain.inverse_transform(plain.transform(xb)), atol=1e-4)
-
-
-def test_pca_errors(data):
-    xb, _ = data
-    with pytest.raises(ConfigError, match="n_components"):
-        PCA(33).fit(xb)
-    pca = PCA(4).fit(xb)
-    with pytest.raises(ConfigError, match="32 features"):
-        pca.transform(xb[:, :16])
-    with pytest.raises(ConfigError, match="2-d"):
-        pca.transform(xb[0])
-
-
 # ----------------------------------------------------------------------------- not fitted
 
 
-@pytest.mark.parametrize("make", [lambda: PCA(4), lambda: OPQ(4), lambda: LearnedPQ(4)])
+@pytest.mark.parametrize("make", [lambda: OPQ(4), lambda: LearnedPQ(4)])
 def test_not_fitted(make, data):
     xb, _ = data
     model = make()
@@ -131,10 +88,9 @@ def test_not_fitted(make, data):
             call()
     with pytest.raises(ValueError):  # NotFittedError is also a ValueError
         model.transform(xb)
-    if not isinstance(model, PCA):
-        assert model.rotation_ is None and model.codebooks_ is None
-        with pytest.raises(NotFittedError):
-            model.encode(xb)
+    assert model.rotation_ is None and model.codebooks_ is None
+    with pytest.raises(NotFittedError):
+        model.encode(xb)
 
 
 # ----------------------------------------------------------------------------- OPQ

@@ -261,7 +261,7 @@ def test_write_clip_round_trip(tmp_path):
     from vidsearch.decode import iter_frames
 
     clip = fm.make_moving_fashion(1, motions=("right",), frames=16, size=64, items=(1,))[0]
-    paths = fm.write_clips([clip], tmp_path, fps=8)
+    paths = [fm.write_clip(clip, tmp_path / "00000_trouser_right.mp4", fps=8)]
     assert paths == [tmp_path / "00000_trouser_right.mp4"] and paths[0].stat().st_size > 0
     decoded = [f.image for f in iter_frames(paths[0], (64, 64), fps=8)]
     assert len(decoded) == 16

@@ -1,4 +1,4 @@
-"""compress: PCA/whitening, OPQ and a learned, differentiable PQ, with FAISS inside.
+"""compress: OPQ and a learned, differentiable PQ, with FAISS inside.
 
 scikit-learn style: ``fit`` then ``transform``/``inverse_transform``; learned attributes end in
 ``_``; use before ``fit`` raises :class:`vidsearch.errors.NotFittedError`. Every quantizer
@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vidsearch.compress.pca import PCA
 from vidsearch.compress.pq import OPQ, load_codebooks_into_faiss_pq
 
 if TYPE_CHECKING:
     from vidsearch.compress.learned_pq import LearnedPQ, LearnedPQConfig
 
-__all__ = ["OPQ", "PCA", "LearnedPQ", "LearnedPQConfig", "load_codebooks_into_faiss_pq"]
+__all__ = ["OPQ", "LearnedPQ", "LearnedPQConfig", "load_codebooks_into_faiss_pq"]
 
-_MOVED = {"ProductQuantizer": "bench/_compress_estimators.py (only the benchmarks used it)"}
+_MOVED = {"ProductQuantizer": "bench/_compress_estimators.py (only the benchmarks used it)",
+          "PCA": "nothing: no code used it (the index projects with faiss.PCAMatrix)"}
 
 
 def __getattr__(name: str) -> Any:  # learned_pq's module is light, but keep it off the import path

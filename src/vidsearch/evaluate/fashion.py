@@ -650,16 +650,3 @@ def write_clip(clip: MovingClip | NDArray[np.uint8], path: str | os.PathLike[str
     finally:
         tmp.unlink(missing_ok=True)
     return target
-
-
-def clip_filename(index: int, clip: MovingClip) -> str:
-    """``00012_t-shirt-top_rotate_cw.mp4``: index, item name, motion."""
-    slug = re.sub(r"[^a-z0-9]+", "-", clip.item_name.lower()).strip("-")
-    return f"{index:05d}_{slug}_{clip.motion}.mp4"
-
-
-def write_clips(clips: Sequence[MovingClip], folder: str | os.PathLike[str], fps: int = 8) -> list[Path]:
-    """Write clips as mp4 into ``folder`` (created), named by :func:`clip_filename`; returns the paths."""
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    return [write_clip(c, out / clip_filename(i, c), fps) for i, c in enumerate(clips)]

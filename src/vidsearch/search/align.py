@@ -24,8 +24,8 @@ Reversal. A warping path read backwards is a warping path of the two reversed se
 cells, so with this symmetric step pattern ``DTW(reverse(a), reverse(b)) == DTW(a, b)``: reversing both
 sides tells nothing new. ``bidtw`` therefore reverses ONE side, the query. The same holds for
 subsequence DTW (a cheapest path never starts or ends with a horizontal run, as costs are >= 0), so
-``sub_bidtw_both`` (reverse both) equals ``subsequence_dtw`` and cannot find reversed playback; it is
-kept to show that, while ``sub_bidtw_one_side`` (reverse the query only) is the useful reading.
+"reverse both" equals ``subsequence_dtw`` and cannot find reversed playback (tests/search/test_align.py
+shows it); ``sub_bidtw_one_side`` (reverse the query only) is the useful reading.
 
 Speed. The cost matrices come from BLAS (one product for all candidates in ``rerank``); the dynamic
 programme runs in numba (``@njit(cache=True)``). numba installs from PyPI as a wheel for Python 3.11
@@ -82,7 +82,6 @@ __all__ = [
     "dtw",
     "lower_bound",
     "rerank",
-    "sub_bidtw_both",
     "sub_bidtw_one_side",
     "subsequence_dtw",
 ]
@@ -98,7 +97,6 @@ class AlignMethod(str, enum.Enum):
     BIDTW = "bidtw"  # min(DTW(a, b), DTW(reverse(a), b))
     SUBDTW = "subdtw"  # subsequence DTW: the query is a part of the candidate
     SUB_BIDTW = "sub_bidtw"  # min(subDTW(a, b), subDTW(reverse(a), b)): reversed playback of a part
-    SUB_BIDTW_BOTH = "sub_bidtw_both"  # min(subDTW(a, b), subDTW(reverse(a), reverse(b))) == subDTW(a, b)
 
 
 # (reverse query rows, reverse reference columns) of each variant tried, and whether open-ended.
@@ -107,7 +105,6 @@ _VARIANTS: dict[AlignMethod, tuple[tuple[tuple[bool, bool], ...], bool]] = {
     AlignMethod.BIDTW: (((False, False), (True, False)), False),
     AlignMethod.SUBDTW: (((False, False),), True),
     AlignMethod.SUB_BIDTW: (((False, False), (True, False)), True),
-    AlignMethod.SUB_BIDTW_BOTH: (((False, False), (True, True)), True),
 }
 
 
@@ -128,7 +125,7 @@ class AlignmentResult:
             abandoned, when it is ``(0, 0)``).
         reference_range: half-open ``(start, stop)``: ``b[start:stop]`` is the matched part of the
             reference (``(0, m)`` for full DTW, ``(0, 0)`` when abandoned).
-        reversed: True when the reversed variant (query reversed, or both for ``sub_bidtw_both``) won.
+        reversed: True when the reversed query won.
         method: the alignment that produced this result.
     """
 
@@ -586,16 +583,6 @@ def sub_bidtw_one_side(a: ArrayLike, b: ArrayLike, *, max_cost: float = np.inf) 
     return _align_pair(a, b, AlignMethod.SUB_BIDTW, max_cost)
 
 
-def sub_bidtw_both(a: ArrayLike, b: ArrayLike, *, max_cost: float = np.inf) -> AlignmentResult:
-    """``min(subDTW(a, b), subDTW(reverse(a), reverse(b)))``, the literal "reverse both" reading.
-
-    Both sides reversed give the same cost as neither (a path read backwards), so this never beats
-    ``subsequence_dtw`` and does not detect reversed playback; use ``sub_bidtw_one_side`` for that.
-    Kept for comparison.
-    """
-    return _align_pair(a, b, AlignMethod.SUB_BIDTW_BOTH, max_cost)
-
-
 def lower_bound(a: ArrayLike, b: ArrayLike, method: AlignMethod | str = AlignMethod.DTW, *,
                 normalized: bool = False) -> float:
     """A cheap lower bound of the alignment's ``cost`` (or ``normalized_cost``), from the cost matrix.
@@ -629,7 +616,7 @@ def rerank(query_seq: ArrayLike, candidate_seqs: Sequence[ArrayLike] | NDArray[n
     Args:
         query_seq: (n, d) L2-normalised query vectors.
         candidate_seqs: K arrays (m_k, d), or one (K, m, d) array, of L2-normalised vectors.
-        method: ``dtw``, ``bidtw``, ``subdtw``, ``sub_bidtw`` (query reversed) or ``sub_bidtw_both``.
+        method: ``dtw``, ``bidtw``, ``subdtw`` or ``sub_bidtw`` (query reversed).
         top: keep the best ``top`` only (enables pruning); None keeps every candidate.
         prune: use the lower bound and early abandon when ``top`` is given.
 
