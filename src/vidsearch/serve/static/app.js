@@ -421,6 +421,7 @@ async function runSearch() {
       + ` (decode ${Math.round(t.decode ?? 0)}, encode ${Math.round(t.encode ?? 0)}, search ${Math.round(t.search ?? 0)} ms)`, "done");
   } catch (e) {
     if (seq !== state.searchSeq) return;
+    $("#results").replaceChildren();  // the rows of an earlier query would read as this one's
     setStatus(status, `The search failed: ${e.message}`, "error");
     showError(e, "Search");
   } finally {
