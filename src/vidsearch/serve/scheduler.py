@@ -37,24 +37,34 @@ The rules:
 
 What we took from the systems the issue names (their docs and their users' issues):
 
-* **Triton's dynamic batcher** (``preferred_batch_size``, ``max_queue_delay_microseconds``, queue
-  policy with ``max_queue_size`` / timeouts): a small set of preferred sizes (our ``shapes``, which also
-  keeps ORT's arena bounded) and rejecting at the queue rather than queueing without bound. Not taken:
-  a fixed queue delay. Triton users report p99 spikes equal to ``max_queue_delay`` at low load and
-  batches that never reach the preferred size because the delay expires first or the client's
-  concurrency is lower than the batch size; our delay is zero and the batch size follows the queue.
-* **Ray Serve's** ``@serve.batch`` (``max_batch_size``, ``batch_wait_timeout_s``): a request waits up
-  to the timeout for the batch to fill. Its users report requests stranded or served late when the
-  batch never fills (too few concurrent requests, e.g. capped by ``max_ongoing_requests``) and latency
-  equal to the timeout at low load. Hence rule 3: a lone request on an idle worker is served at once,
-  and no item waits for a timer, only for the worker.
-* **Clipper's adaptive batching** (AIMD: grow the batch size additively while the latency SLO holds,
-  cut it by 10 % when it does not; optional quantile regression of latency on batch size; a delayed
-  batching timeout off by default): the batch size is chosen from the latency objective and from
-  measured costs per size, online. We model the cost per shape directly (there are only six shapes,
-  measured at warm-up and refreshed by every batch) instead of probing with AIMD, which would
-  keep overshooting the SLO to find it; and we add admission control, which Clipper leaves to the
-  frontend.
+* **Triton's dynamic batcher** (``preferred_batch_size``, ``max_queue_delay_microseconds``, a queue
+  policy with ``max_queue_size`` and timeouts that reject): with no delay configured it sends the
+  largest batch the queue holds as soon as an instance is free; with preferred sizes it sends the
+  largest preferred size it can form. We keep both: a small set of sizes (``shapes``; ONNX Runtime,
+  like TensorRT, pays a first-call cost per new input shape: Triton #7776 reports seconds for the first
+  request of each new batch size, hence ``warm_up`` at every shape) and rejection at the queue instead
+  of an unbounded queue. Not taken: a fixed queue delay. Users report batches that stay at 1 or far
+  below the maximum (Triton #3624, #7205, #8094) and latency that rises with the configured delay
+  (#4667); a delay is a latency cost paid at low load for a gain that only exists at high load, where
+  the queue fills batches by itself.
+* **Ray Serve's** ``@serve.batch`` (``max_batch_size``, ``batch_wait_timeout_s``, default 10 ms): a
+  batch runs when it is full or when the timeout since its first request expires; since Ray #36510
+  even a request arriving at an idle replica waits the timeout. Users report batches that never reach
+  ``max_batch_size`` whatever the timeout, because the router caps requests in flight
+  (``max_ongoing_requests``; Ray #43288, #43840). Hence rule 3 (a lone request on an idle worker runs
+  at once; no item waits for a timer, only for the worker) and a batch size that follows the queue
+  rather than a fixed size the traffic must reach. The server's own concurrency limit (threads,
+  uvicorn's limits) must stay above the largest shape, or batches cannot fill: the same trap.
+* **Clipper's adaptive batching** (the paper: AIMD, grow the batch size additively while the latency
+  SLO holds and cut it by 10 % when not; the later code, ucbrise/clipper #451: the earliest deadline
+  in the queue gives a latency budget, decayed for slack, that a regression of p99 service time on
+  batch size turns into a batch size; queries past their deadline dropped): the batch size comes from
+  the deadline of the oldest queued item and from measured service times per size, with a p99 margin.
+  We measure the six shapes directly (warm-up, then every batch) instead of probing with AIMD, which
+  overshoots the SLO to find it, and time ``run`` alone: Clipper #222 found that timing a task
+  including its queue wait under-estimated batch sizes as queues filled. We add admission control,
+  which Clipper leaves to its frontend, so an item that cannot meet the target is refused at once
+  instead of queued and dropped later.
 """
 
 from __future__ import annotations
@@ -216,12 +226,12 @@ class BatchController(Generic[K]):
     Args:
         policy: the :class:`BatchPolicy`.
         alpha: EWMA weight of a new measurement of a shape's service time.
-        coupling: how much of a shape's misprediction (measured / predicted - 1) also scales the other
-            shapes' estimates (a busier machine slows every shape).
+        coupling: when a shape's estimate changes by a factor f, the other shapes' estimates change by
+            ``f ** coupling`` (a busier machine slows every shape; 0: shapes are independent).
         ratio_window: measured / predicted service ratios kept for the admission safety factor.
     """
 
-    def __init__(self, policy: BatchPolicy, *, alpha: float = 0.2, coupling: float = 0.05,
+    def __init__(self, policy: BatchPolicy, *, alpha: float = 0.2, coupling: float = 0.5,
                  ratio_window: int = 256) -> None:
         if not (0 < alpha <= 1) or not (0 <= coupling <= 1) or ratio_window < 1:
             raise ConfigError(f"alpha must be in (0, 1], coupling in [0, 1] and ratio_window >= 1; "
@@ -232,6 +242,8 @@ class BatchController(Generic[K]):
         self.coupling = coupling
         self._service: dict[int, float] = {}  # seconds per shape: measured, then EWMA
         self._ratios: deque[float] = deque(maxlen=ratio_window)
+        self._safety: float | None = None  # cached until the next ratio
+        self._best: int | None = None  # cached until the model changes
         self._queue: deque[_Entry[K]] = deque()
         self._queued_units = 0
         self.busy: Batch[K] | None = None
@@ -247,21 +259,23 @@ class BatchController(Generic[K]):
         if not (0 < seconds < math.inf):
             raise ConfigError(f"service time must be positive and finite, got {seconds!r} s for shape {shape}")
         self._service[shape] = float(seconds)
+        self._best = None
 
     def observe(self, shape: int, seconds: float) -> None:
         """Update the model with a measured service time of one batch at ``shape``."""
         self._check_shape(shape)
         if not (0 < seconds < math.inf):
             return  # a clock that did not advance says nothing
+        self._best = None
         if shape not in self._service:
             self._service[shape] = float(seconds)
             return
-        predicted = self.predict(shape)
-        ratio = seconds / predicted
-        self._ratios.append(ratio)
-        self._service[shape] += self.alpha * (seconds - self._service[shape])
+        old = self._service[shape]
+        self.record_ratio(seconds / old)
+        self._service[shape] = old + self.alpha * (seconds - old)
         if self.coupling:
-            scale = 1.0 + self.coupling * (min(ratio, 4.0) - 1.0)
+            # the other shapes move by the same factor, damped: a busier machine slows every shape
+            scale = (self._service[shape] / old) ** self.coupling
             for other in self._service:
                 if other != shape:
                     self._service[other] *= scale
@@ -270,12 +284,14 @@ class BatchController(Generic[K]):
         """Record a measured / predicted service ratio (warm-up repeats against their median) for :meth:`safety`."""
         if 0 < ratio < math.inf:
             self._ratios.append(ratio)
+            self._safety = self._best = None
 
     def predict(self, shape: int) -> float:
         """Predicted service time (s) of a batch at ``shape``; 0 while nothing is measured.
 
-        Unmeasured shapes are interpolated linearly between measured neighbours (extrapolated in
-        proportion to the shape beyond them).
+        Unmeasured shapes are interpolated linearly between measured neighbours; beyond them the
+        guess is optimistic (no dearer than the largest measured shape; in proportion below the smallest)
+        so that, without a warm-up, larger batches get tried and measured.
         """
         if shape in self._service:
             return self._service[shape]
@@ -288,8 +304,11 @@ class BatchController(Generic[K]):
             a, b = lower[-1], upper[0]
             ta, tb = self._service[a], self._service[b]
             return ta + (tb - ta) * (shape - a) / (b - a)
-        near = lower[-1] if lower else upper[0]
-        return self._service[near] * shape / near
+        # Optimistic outside the measured range (a larger batch costs no more than the largest measured,
+        # a smaller one its share), so an unmeasured shape gets tried, and then measured.
+        if lower:
+            return self._service[lower[-1]]
+        return self._service[upper[0]] * shape / upper[0]
 
     def predict_units(self, units: int) -> float:
         """Predicted service time (s) of ``units`` real units: padded to a shape, or split into
@@ -301,20 +320,39 @@ class BatchController(Generic[K]):
         return full * self.predict(largest) + (self.predict(pad_shape(rest, self.shapes)) if rest else 0.0)
 
     def best_shape(self) -> int:
-        """The shape serving the most units per second (ties within 2 %: the smaller)."""
-        rates = {s: s / self.predict(s) for s in self.shapes if self.predict(s) > 0}
-        if not rates:
-            return self.shapes[-1]
-        top = max(rates.values())
-        return min(s for s, r in rates.items() if r >= 0.98 * top)
+        """The largest batch run: among the shapes whose worst case fits the target, the one serving
+        the most units per second (ties within 2 %: the smaller).
+
+        The worst case of an item under load is arriving just after a batch started: it waits for that
+        batch, then runs in the next, so a shape fits when ``service * (1 + safety) <= target``. When
+        none fits, the smallest shape.
+        """
+        if self._best is None:
+            limit = self.policy.target_s / (1.0 + self.safety())
+            rates = {s: s / self.predict(s) for s in self.shapes if 0 < self.predict(s) <= limit}
+            if not rates:
+                self._best = self.shapes[0] if self._service else self.shapes[-1]
+            else:
+                top = max(rates.values())
+                self._best = min(s for s, r in rates.items() if r >= top / 1.02)
+        return self._best
 
     def safety(self) -> float:
-        """The admission safety factor: recent p99 of measured / predicted service, in [1, 3]."""
-        if len(self._ratios) < 10:
-            return 1.0
-        ordered = sorted(self._ratios)
-        p99 = ordered[min(len(ordered) - 1, int(math.ceil(0.99 * len(ordered))) - 1)]
-        return min(3.0, max(1.0, p99))
+        """The admission safety factor, in [1, 3]: a robust 99th percentile of measured / predicted service.
+
+        Computed as ``exp(2.33 * sigma)`` with sigma the spread of the log ratios estimated from their
+        median absolute deviation (``1.4826 * MAD``), so a burst of large ratios while the model catches
+        up with a step change (the machine got busier) does not hold the factor up for long.
+        """
+        if self._safety is None:
+            if len(self._ratios) < 10:
+                self._safety = 1.0
+            else:
+                logs = [math.log(r) for r in self._ratios]
+                centre = statistics.median(logs)
+                sigma = 1.4826 * statistics.median(abs(x - centre) for x in logs)
+                self._safety = min(3.0, max(1.0, math.exp(centre + 2.326 * sigma)))
+        return self._safety
 
     # -- queue --------------------------------------------------------------------------------------
     @property
@@ -331,20 +369,21 @@ class BatchController(Generic[K]):
         return max(0.0, self.busy.started + self.busy.predicted_s - now)
 
     def predicted_wait(self, now: float, units: int) -> float:
-        """Predicted queue wait + service (s) of an item of ``units`` offered now, behind the queue."""
-        best = self.best_shape()
-        ahead = self._queued_units
-        # The queue ahead drains in throughput-best batches; the item rides in the last, partly
-        # filled one (or is split, when larger than the largest shape).
-        full_ahead = ahead // best
-        rest = ahead - full_ahead * best
-        ahead_s = full_ahead * self.predict(best)
-        if rest + units <= best:
-            own_s = self.predict(pad_shape(rest + units, self.shapes))
-        else:
-            ahead_s += self.predict(pad_shape(rest, self.shapes)) if rest else 0.0
+        """Predicted queue wait + service (s), at worst, of an item of ``units`` offered now.
+
+        The worker finishes its batch, the queue ahead drains in batches of :meth:`best_shape` (what
+        :meth:`next_batch` takes when the queue is long), then the item's own batch runs; it is counted
+        as a full one, since later arrivals may fill it. The service ahead and its own are scaled by
+        :meth:`safety`.
+        """
+        cap = self.best_shape()
+        if units > cap:  # runs alone, after everything ahead
+            batches_ahead = -(-self._queued_units // cap)
             own_s = self.predict_units(units)
-        return self._remaining(now) + ahead_s + own_s * self.safety()
+        else:
+            batches_ahead = (self._queued_units + units - 1) // cap
+            own_s = self.predict(cap)
+        return self._remaining(now) + (batches_ahead * self.predict(cap) + own_s) * self.safety()
 
     def offer(self, now: float, key: K, units: int = 1) -> Admission:
         """Admit (queue) the item ``key`` of ``units`` units if it is predicted to finish within the
@@ -388,23 +427,20 @@ class BatchController(Generic[K]):
             count, units, shape, oversize = 1, head.units, self.shapes[-1], True
             predicted = self.predict_units(units)
         else:
-            deadline = head.arrival + self.policy.target_s
+            cap = max(self.best_shape(), pad_shape(head.units, self.shapes))
             options: dict[int, tuple[int, int, float]] = {}  # shape run -> (items, units, predicted s)
             for limit in self.shapes:
-                if limit >= head.units:
+                if head.units <= limit <= cap:
                     count, units = self._take(limit)
                     shape = pad_shape(units, self.shapes)
                     options[shape] = (count, units, self.predict(shape))
-            in_time = {s: o for s, o in options.items() if now + o[2] <= deadline}
-            # When even the smallest batch is late for the oldest item, drain the queue fastest.
-            pool = in_time or options
 
             def rate(option: tuple[int, int, float]) -> float:
                 return option[1] / option[2] if option[2] > 0 else float(option[1])
 
-            top = max(rate(o) for o in pool.values())
-            shape = min(s for s, o in pool.items() if rate(o) >= top / 1.02)
-            count, units, predicted = pool[shape]
+            top = max(rate(o) for o in options.values())
+            shape = min(s for s, o in options.items() if rate(o) >= top / 1.02)
+            count, units, predicted = options[shape]
             oversize = False
         taken = [self._queue.popleft() for _ in range(count)]
         self._queued_units -= units
