@@ -6,6 +6,7 @@ references it is compared with.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from vidsearch.config import CollectionConfig
 from vidsearch.decode import MediaInfo, Segment, iter_frames, make_segments, probe
 from vidsearch.encode.frame import FrameEncoder, load_encoder
 from vidsearch.encode.temporal import TemporalAggregator, load_aggregator
+from vidsearch.errors import QueryError, ShapeError
 
 
 @dataclass
@@ -44,6 +46,24 @@ class EncodedMedia:
     timings: dict[str, float] = field(default_factory=dict)
     region_segment_vectors: list[NDArray[np.float32]] = field(default_factory=list)
     region_segment_blank: list[NDArray[np.bool_]] = field(default_factory=list)
+
+
+@dataclass
+class DecodedMedia:
+    """One file's sampled frames, decoded and converted to the encoder's input size, not yet encoded
+    (:meth:`MediaEncoder.decode_file`).
+
+    Attributes:
+        info: probe result (duration as the header says; :meth:`MediaEncoder.finish` corrects it).
+        times: (F,) float64 frame times in seconds.
+        images: (F, H, W, 3) uint8 RGB frames at the encoder's ``input_size``.
+        decode_seconds: time spent probing and decoding.
+    """
+
+    info: MediaInfo
+    times: NDArray[np.float64]
+    images: NDArray[np.uint8]
+    decode_seconds: float
 
 
 # A crop is blank when at least this fraction of its pixels lie within BLANK_TOLERANCE (0-255 grey
@@ -165,10 +185,7 @@ class MediaEncoder:
             encode_s += time.perf_counter() - t
         frame_vectors = np.concatenate(chunks)
         times_arr = np.asarray(times, dtype=np.float64)
-        if not info.is_image:
-            frame_period = 1.0 / info.fps if info.fps > 0 else 0.0
-            duration = max(info.duration, float(times_arr[-1]) + frame_period)
-            info = MediaInfo(**{**info.__dict__, "duration": round(duration, 3)})
+        info = _decoded_duration(info, times_arr)
         media = self.encode_frames(info, times_arr, frame_vectors, {"decode": decode_s, "encode": encode_s})
         media.region_segment_vectors = [segment_vectors(np.concatenate(c), media.segments, self.aggregator)
                                         for c in region_chunks]
@@ -178,6 +195,62 @@ class MediaEncoder:
         if key is not None and MediaEncoder.cache is not None:
             MediaEncoder.cache[key] = media
         return media
+
+    def decode_file(self, path: str | Path, max_seconds: float | None = None) -> DecodedMedia:
+        """The decode step of :meth:`encode_file` alone (no crops): probe, then every sampled frame at the
+        encoder's input size, so frames of several files can be encoded in one call (the server's batches).
+
+        ``encode_file(path)`` equals ``finish(decoded, encoder.encode(decoded.images), seconds)``.
+
+        Args:
+            path: a video or image file.
+            max_seconds: refuse a video longer than this (by its header, and by the frames decoded, in
+                case the header lies), so a long file cannot fill memory with frames.
+
+        Raises:
+            DecodeError: the file is not a readable video or image.
+            QueryError: the video is longer than ``max_seconds``.
+        """
+        cfg = self.config
+        t0 = time.perf_counter()
+        info = probe(path)
+        if max_seconds is not None and info.duration > max_seconds:
+            raise QueryError(f"{path}: the video lasts {info.duration:.1f} s, longer than the {max_seconds:g} s "
+                             "allowed for a query; cut a shorter clip")
+        # frames sampled over max_seconds at the configured rate, plus slack for rounding
+        limit = None if max_seconds is None else int(math.ceil(max_seconds * cfg.decode.fps)) + 2
+        images: list[NDArray[np.uint8]] = []
+        times: list[float] = []
+        for frame in iter_frames(path, self.encoder.input_size, fps=cfg.decode.fps,
+                                 keyframes_only=cfg.decode.keyframes_only):
+            if limit is not None and len(images) >= limit:
+                raise QueryError(f"{path}: more than {limit} frames sampled at {cfg.decode.fps:g} fps (longer than "
+                                 f"the {max_seconds:g} s allowed for a query, whatever its header says); cut a "
+                                 "shorter clip")
+            images.append(frame.image)
+            times.append(frame.time)
+        return DecodedMedia(info, np.asarray(times, dtype=np.float64), np.stack(images),
+                            time.perf_counter() - t0)
+
+    def finish(self, decoded: DecodedMedia, frame_vectors: NDArray[np.float32],
+               encode_seconds: float = 0.0) -> EncodedMedia:
+        """The rest of :meth:`encode_file` after its frames were encoded elsewhere: the duration taken from
+        the decoded frames, windows and segment vectors.
+
+        Args:
+            decoded: from :meth:`decode_file`.
+            frame_vectors: (F, D) float32 vectors of ``decoded.images`` from this encoder.
+            encode_seconds: time spent encoding them (reported in ``timings["encode"]``).
+
+        Raises:
+            ShapeError: not one vector of this encoder's width per decoded frame.
+        """
+        if frame_vectors.shape != (len(decoded.times), self.frame_dim):
+            raise ShapeError(f"expected ({len(decoded.times)}, {self.frame_dim}) frame vectors, one per decoded "
+                             f"frame, got {frame_vectors.shape}")
+        info = _decoded_duration(decoded.info, decoded.times)
+        return self.encode_frames(info, decoded.times, frame_vectors,
+                                  {"decode": decoded.decode_seconds, "encode": encode_seconds})
 
     def encode_frames(
         self,
@@ -193,6 +266,15 @@ class MediaEncoder:
         timings = dict(timings or {})
         timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - t
         return EncodedMedia(info, times, frame_vectors, segs, vectors, timings)
+
+
+def _decoded_duration(info: MediaInfo, times: NDArray[np.float64]) -> MediaInfo:
+    """``info`` with a video's duration at least up to its last decoded frame (headers may lie)."""
+    if info.is_image:
+        return info
+    frame_period = 1.0 / info.fps if info.fps > 0 else 0.0
+    duration = max(info.duration, float(times[-1]) + frame_period)
+    return MediaInfo(**{**info.__dict__, "duration": round(duration, 3)})
 
 
 def _crop_all(images: NDArray[np.uint8], region: tuple[float, float, float, float]) -> NDArray[np.uint8]:

@@ -1,0 +1,492 @@
+"""The HTTP API of ``vidsearch serve`` (FastAPI): :func:`create_app` and its routes.
+
+The engine is opened once in the app's lifespan; blocking work (decoding, the index, SQLite) runs off
+the event loop: queries through :class:`~vidsearch.serve.query.QueryService` (thread pool and batch
+schedulers), indexing and removal on the writer thread of :class:`~vidsearch.serve.jobs.IndexJobs`,
+the rest in Starlette's thread pool.
+
+Every error is JSON ``{"error": {"type", "message"}}``: each ``VidsearchError`` class has its status in
+:data:`ERROR_STATUS` (the one place), a bad form field is 400, and :class:`~vidsearch.serve.security.Gate`
+turns anything unexpected into a logged 500. The contract is in the issue's notes (``/work/notes/api.md``)
+and in ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import http
+import logging
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from vidsearch.errors import (
+    AlignmentError,
+    CollectionError,
+    CollectionLockedError,
+    ConfigError,
+    DecodeError,
+    EncoderError,
+    NotFittedError,
+    NotFoundError,
+    OverloadedError,
+    QueryError,
+    ShapeError,
+    VidsearchError,
+)
+from vidsearch.serve.metrics import CONTENT_TYPE, ServeMetrics
+from vidsearch.serve.security import (
+    Gate,
+    HTTPProblem,
+    expand_allowed,
+    remove_quietly,
+    resolve_allowed,
+    spool_query,
+    store_upload,
+)
+from vidsearch.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+ERROR_STATUS: dict[type[VidsearchError], int] = {
+    QueryError: 400,  # a malformed query, ref or parameter
+    ConfigError: 400,
+    ShapeError: 400,
+    AlignmentError: 400,
+    NotFoundError: 404,  # unknown video, job or referenced video
+    CollectionLockedError: 409,  # another process is writing the collection
+    CollectionError: 409,
+    NotFittedError: 409,
+    DecodeError: 422,  # the upload is not a readable video or image
+    EncoderError: 422,
+    OverloadedError: 503,  # with Retry-After
+}
+"""HTTP status of each ``VidsearchError`` class (the nearest class in its MRO wins; unlisted: 400)."""
+
+PLACEHOLDER_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>vidsearch</title></head>
+<body><h1>vidsearch</h1><p>The web page is not installed in this build. The API is described at
+<a href="/docs">/docs</a>.</p></body></html>"""
+
+THUMBNAIL_CACHE = 256
+
+
+def status_of(exc: VidsearchError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
+    return 400
+
+
+class Server:
+    """What the routes share: the engine, the query path, the writer, metrics and a catalogue reader."""
+
+    def __init__(self, collection: Path, settings: ServeSettings, metrics: ServeMetrics) -> None:
+        from vidsearch.search.engine import Engine
+        from vidsearch.serve.jobs import IndexJobs
+        from vidsearch.serve.query import QueryService
+        from vidsearch.store import catalog
+
+        self.collection = collection
+        self.settings = settings
+        self.metrics = metrics
+        self.upload_dir = settings.upload_dir or collection / "uploads"
+        self.engine = Engine.open(collection, refresh_seconds=settings.refresh_seconds)
+        try:
+            self.queries = QueryService(self.engine, settings, metrics)
+            self.jobs = IndexJobs(collection, self.refresh, metrics)
+            self._db = catalog.open_existing(collection / "catalog.sqlite")
+        except BaseException:
+            self.engine.close()
+            raise
+        self._db_lock = threading.Lock()
+        self._videos: tuple[int, list[dict[str, Any]], dict[str, int]] | None = None
+        self._counts: tuple[int, int, int] | None = None
+        self._thumbs: OrderedDict[tuple[str, float, int], bytes] = OrderedDict()
+        self._thumbs_lock = threading.Lock()
+
+    def start(self) -> None:
+        self.queries.start()
+        self.jobs.start()
+        self.refresh()
+
+    def close(self) -> None:
+        self.jobs.close()
+        self.queries.close()
+        with self._db_lock:
+            self._db.close()
+        self.engine.close()
+
+    def refresh(self) -> None:
+        """Adopt the newest committed generation and update the size gauges."""
+        self.engine.refresh()
+        self.health()
+
+    # ------------------------------------------------------------------ reads
+    def health(self) -> dict[str, Any]:
+        snap = self.engine.snapshot
+        if self._counts is None or self._counts[0] != snap.generation:
+            import numpy as np
+
+            self._counts = (snap.generation, len(snap.catalog.video_ids),
+                            int(np.count_nonzero(snap.table.video >= 0)))
+            self.metrics.videos.set(self._counts[1])
+            self.metrics.segments.set(self._counts[2])
+            self.metrics.generation.set(snap.generation)
+        generation, videos, segments = self._counts
+        return {"status": "ok", "videos": videos, "segments": segments, "generation": generation}
+
+    def videos(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """Every video as the API shows it, oldest first, and id -> position; read once per generation."""
+        from vidsearch.store import catalog
+
+        with self._db_lock:
+            generation = catalog.meta(self._db)["generation"]
+            if self._videos is None or self._videos[0] != generation:
+                rows = catalog.list_videos(self._db)
+                listed = [{"video_id": r["id"], "path": r["path"], "name": Path(r["path"]).name,
+                           "duration": r["duration"], "segments": r["segments"], "frames": r["n_frames"],
+                           "width": r["width"], "height": r["height"], "is_image": r["is_image"]} for r in rows]
+                self._videos = (generation, listed, {v["video_id"]: i for i, v in enumerate(listed)})
+            return self._videos[1], self._videos[2]
+
+    def video(self, video: str) -> dict[str, Any]:
+        """One video by full id or unique id prefix.
+
+        Raises:
+            NotFoundError: none, or an ambiguous prefix.
+        """
+        listed, position = self.videos()
+        if video in position:
+            return listed[position[video]]
+        found = [v for v in listed if v["video_id"].startswith(video)] if video and video.isalnum() else []
+        if len(found) > 1:
+            raise NotFoundError(f"video id prefix {video!r} is ambiguous ({len(found)} videos); give more characters")
+        if not found:
+            raise NotFoundError(f"no video {video!r} in this collection; GET /videos lists them")
+        return found[0]
+
+    def video_file(self, video: str) -> tuple[dict[str, Any], Path]:
+        """A video and its file, which must still exist.
+
+        Raises:
+            NotFoundError: no such video, or its file is gone from disk.
+        """
+        row = self.video(video)
+        path = Path(row["path"])
+        if not path.is_file():
+            raise NotFoundError(f"video {row['video_id']}: its file {row['path']} is no longer on disk; re-index "
+                                "it from its new place or remove it")
+        return row, path
+
+    def thumbnail(self, video: str, t: float, width: int) -> bytes:
+        from vidsearch.serve.media import thumbnail_jpeg
+
+        row, path = self.video_file(video)
+        t = min(max(0.0, t), max(0.0, float(row["duration"])))
+        key = (row["video_id"], round(t, 2), width)
+        with self._thumbs_lock:
+            if key in self._thumbs:
+                self._thumbs.move_to_end(key)
+                return self._thumbs[key]
+        jpeg = thumbnail_jpeg(path, t, width, bool(row["is_image"]))
+        with self._thumbs_lock:
+            self._thumbs[key] = jpeg
+            while len(self._thumbs) > THUMBNAIL_CACHE:
+                self._thumbs.popitem(last=False)
+        return jpeg
+
+    # ------------------------------------------------------------------ writes
+    def index_paths(self, raw_paths: list[str]) -> Any:
+        """Check ``raw_paths`` against the allowed roots, expand folders, start a job."""
+        from vidsearch.store.files import MEDIA_EXTENSIONS
+
+        resolved = [resolve_allowed(p, self.settings.allow_roots) for p in raw_paths]
+        files, refused = expand_allowed(resolved, self.settings.allow_roots, MEDIA_EXTENSIONS)
+        if not files and not refused:
+            raise HTTPProblem(400, "BadRequest", "found no video or image file in the paths given (folders are "
+                              "searched for known video and image endings)")
+        reports: list[dict[str, Any]] = [{"path": r.path, "status": "failed", "video_id": None, "segments": 0, "duration": 0.0,
+                    "error": r.reason, "timings_s": {}} for r in refused]
+        return self.jobs.submit(files, reports)
+
+
+def create_app(collection: str | Path, settings: ServeSettings | None = None) -> FastAPI:
+    """The FastAPI app serving one collection.
+
+    Args:
+        collection: the collection directory (opened when the app starts, in its lifespan).
+        settings: how it serves (defaults: loopback, no token, no folders to index by path).
+    """
+    from fastapi_offline import FastAPIOffline
+
+    from vidsearch import __version__
+
+    collection = Path(collection)
+    settings = settings or ServeSettings()
+    metrics = ServeMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        server = await run_in_threadpool(Server, collection, settings, metrics)
+        try:
+            await run_in_threadpool(server.start)
+        except BaseException:
+            await run_in_threadpool(server.close)
+            raise
+        app.state.server = server
+        refresher = asyncio.create_task(_refresh_loop(server))
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            await run_in_threadpool(server.close)
+
+    app = FastAPIOffline(title="vidsearch", version=__version__, lifespan=lifespan,
+                         description="Content-based video retrieval: search a collection with a clip, an image "
+                                     "or a stored range; index files; browse the videos.")
+    _add_error_handlers(app)
+    _add_routes(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+
+    def observe(scope: dict[str, Any], status: int, seconds: float, error_type: str | None) -> None:
+        endpoint = _endpoint(app, scope)
+        metrics.requests.labels(endpoint, scope.get("method", ""), str(status)).inc()
+        metrics.request_seconds.labels(endpoint).observe(seconds)
+        if status >= 400:
+            metrics.errors.labels(endpoint, str(status), error_type or http.HTTPStatus(status).phrase.replace(" ", "")).inc()
+
+    app.add_middleware(Gate, token=settings.token, max_body=settings.max_upload_bytes, observe=observe)
+    return app
+
+
+async def _refresh_loop(server: Server) -> None:
+    """Look for commits of other writers (the CLI) every ``refresh_seconds``."""
+    while True:
+        await asyncio.sleep(server.settings.refresh_seconds)
+        try:
+            await run_in_threadpool(server.refresh)
+        except Exception:  # a damaged or busy catalogue now: keep serving the last snapshot, retry later
+            log.exception("refreshing the engine failed; serving the previous snapshot")
+
+
+def _endpoint(app: FastAPI, scope: dict[str, Any]) -> str:
+    """The route template a request matched (``/videos/{video_id}``), for metric labels of bounded cardinality."""
+    partial = None
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return str(getattr(route, "path", "other"))
+        if match == Match.PARTIAL and partial is None:
+            partial = str(getattr(route, "path", "other"))
+    return partial or "unmatched"
+
+
+def _server(request: Request) -> Server:
+    server: Server = request.app.state.server  # set in the lifespan
+    return server
+
+
+def _problem(request: Request, status: int, kind: str, message: str,
+             headers: Mapping[str, str] | None = None) -> JSONResponse:
+    request.state.error_type = kind
+    return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status,
+                        headers=dict(headers) if headers else None)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(VidsearchError)
+    async def vidsearch_error(request: Request, exc: VidsearchError) -> JSONResponse:
+        status = status_of(exc)
+        headers = None
+        if isinstance(exc, OverloadedError):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+        return _problem(request, status, type(exc).__name__, str(exc), headers)
+
+    @app.exception_handler(HTTPProblem)
+    async def http_problem(request: Request, exc: HTTPProblem) -> JSONResponse:
+        return _problem(request, exc.status, exc.kind, exc.message, dict(exc.headers or {}))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = http.HTTPStatus(exc.status_code).phrase.replace(" ", "")
+        message = str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route {request.method} {request.url.path}; /docs lists the API"
+        elif exc.status_code == 400 and "parsing the body" in message:
+            message = "could not parse the request body (a truncated or malformed multipart form?); send " \
+                      "multipart/form-data as a browser or `curl -F` does"
+        return _problem(request, exc.status_code, kind, message, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+            given = err.get("input")
+            shown = "" if given is None or isinstance(given, (dict, bytes)) else f" (got {str(given)[:80]!r})"
+            parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}{shown}")
+        return _problem(request, 400, "BadRequest", "; ".join(parts) or "invalid request")
+
+
+def _add_routes(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    async def page() -> Response:
+        index = STATIC_DIR / "index.html"
+        if index.is_file():
+            return FileResponse(index, media_type="text/html")
+        return HTMLResponse(PLACEHOLDER_PAGE)
+
+    @app.get("/health", tags=["server"], summary="Liveness and collection size (no token needed)")
+    async def health(request: Request) -> dict[str, Any]:
+        return _server(request).health()
+
+    @app.get("/metrics", tags=["server"], summary="Prometheus metrics", response_class=Response)
+    async def metrics(request: Request) -> Response:
+        server = _server(request)
+        server.health()  # the size gauges follow the snapshot
+        return Response(server.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.post("/search", tags=["search"], summary="Find the videos containing a clip, an image or a stored range",
+              responses={200: {"description": "exactly the JSON of `vidsearch search --json`"}})
+    async def search(
+        request: Request,
+        file: Annotated[UploadFile | None, File(description="a video or image")] = None,
+        ref: Annotated[str | None, Form(description="VIDEO_ID@START-END (seconds) of an indexed video")] = None,
+        k: Annotated[int, Form(description="videos to return, 1..1000")] = 10,
+        rerank: Annotated[str, Form(description="none, exact, par, dtw or bidtw")] = "none",
+        crops: Annotated[bool, Form(description="also search 5 crops of each frame (picture-in-picture)")] = False,
+        min_similarity: Annotated[float, Form(description="segment hits below this cosine do not vote")] = 0.0,
+    ) -> dict[str, Any]:
+        from vidsearch.search.results import SearchParams
+
+        server = _server(request)
+        has_file = file is not None and (file.filename or file.size)
+        if bool(has_file) == bool(ref):
+            raise HTTPProblem(400, "BadRequest", "give exactly one of: a file field 'file' (a video or image) or a "
+                              "form field 'ref' (VIDEO_ID@START-END)")
+        params = SearchParams(rerank=rerank, min_similarity=min_similarity, crops=crops)
+        if ref:
+            return (await server.queries.search_ref(ref.strip(), k, params)).to_dict()
+        assert file is not None  # has_file
+        from vidsearch.serve.query import check_k
+
+        check_k(k)
+        path = await run_in_threadpool(spool_query, file.file, file.filename, None, server.settings.max_upload_bytes)
+        try:
+            result = await server.queries.search_file(path, file.filename or path.name, k, params)
+        finally:
+            await run_in_threadpool(remove_quietly, path)
+        return result.to_dict()
+
+    @app.get("/videos", tags=["videos"], summary="The collection's videos, oldest first")
+    async def list_videos(request: Request, offset: Annotated[int, Query(ge=0)] = 0,
+                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        listed, _ = await run_in_threadpool(_server(request).videos)
+        return {"videos": listed[offset : offset + limit], "total": len(listed)}
+
+    @app.get("/videos/{video_id}", tags=["videos"], summary="One video (full id or unique id prefix)")
+    async def get_video(request: Request, video_id: str) -> dict[str, Any]:
+        return await run_in_threadpool(_server(request).video, video_id)
+
+    @app.delete("/videos/{video_id}", tags=["videos"], summary="Remove a video from the collection")
+    async def delete_video(request: Request, video_id: str) -> dict[str, Any]:
+        server = _server(request)
+        row = await run_in_threadpool(server.video, video_id)  # 404 before queueing behind a job
+        removed = await asyncio.wrap_future(server.jobs.remove(row["video_id"]))
+        return {"removed": removed["video_id"]}
+
+    @app.post("/videos", tags=["videos"], status_code=202,
+              summary="Index files: JSON {\"paths\": [...]} under the allowed roots, or multipart uploads",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": {"type": "object", "required": ["paths"], "properties": {
+                      "paths": {"type": "array", "items": {"type": "string"}}}}},
+                  "multipart/form-data": {"schema": {"type": "object", "properties": {
+                      "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}})
+    async def add_videos(request: Request) -> JSONResponse:
+        server = _server(request)
+        if (request.headers.get("content-type") or "").lower().startswith("application/json"):
+            paths = await _json_paths(request)
+            job = await run_in_threadpool(server.index_paths, paths)
+        else:
+            job = await _upload_job(request, server)
+        return JSONResponse({"job_id": job.job_id}, status_code=202, headers={"Location": f"/jobs/{job.job_id}"})
+
+    @app.get("/jobs", tags=["jobs"], summary="Index jobs, newest first")
+    async def list_jobs(request: Request) -> dict[str, Any]:
+        return {"jobs": _server(request).jobs.list()}
+
+    @app.get("/jobs/{job_id}", tags=["jobs"], summary="An index job: status, progress, per-file reports")
+    async def get_job(request: Request, job_id: str) -> dict[str, Any]:
+        return _server(request).jobs.get(job_id)
+
+    @app.get("/videos/{video_id}/thumbnail", tags=["videos"], response_class=Response,
+             summary="JPEG of the frame nearest t seconds", responses={200: {"content": {"image/jpeg": {}}}})
+    async def thumbnail(request: Request, video_id: str,
+                        t: Annotated[float, Query(ge=0, description="seconds from the start")] = 0.0,
+                        width: Annotated[int, Query(ge=16, le=1920, description="pixels")] = 320,
+                        token: Annotated[str | None, Query(description="the token, for <img src>")] = None) -> Response:
+        if not math.isfinite(t):
+            raise HTTPProblem(400, "BadRequest", f"t must be a finite number of seconds, got {t}")
+        server = _server(request)
+        jpeg = await server.queries.in_pool(server.thumbnail, video_id, t, width)
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/videos/{video_id}/media", tags=["videos"], response_class=FileResponse,
+             summary="The video file (HTTP Range requests answered with 206)")
+    async def media(request: Request, video_id: str,
+                    token: Annotated[str | None, Query(description="the token, for <video src>")] = None) -> Response:
+        from vidsearch.serve.media import check_range, content_type
+
+        row, path = await run_in_threadpool(_server(request).video_file, video_id)
+        size = (await run_in_threadpool(path.stat)).st_size
+        check_range(request.headers.get("range"), size)
+        return FileResponse(path, media_type=content_type(path), content_disposition_type="inline",
+                            filename=path.name)
+
+
+async def _json_paths(request: Request) -> list[str]:
+    import json
+
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPProblem(400, "BadRequest", f"the body is not valid JSON ({exc}); expected {{\"paths\": [...]}}") from exc
+    paths = body.get("paths") if isinstance(body, dict) else None
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+        raise HTTPProblem(400, "BadRequest", 'expected {"paths": ["file or folder", ...]}: a non-empty list of strings')
+    if len(paths) > 10_000:
+        raise HTTPProblem(400, "BadRequest", f"{len(paths)} paths in one request; give at most 10000 (folders count as one)")
+    return paths
+
+
+async def _upload_job(request: Request, server: Server) -> Any:
+    form = await request.form(max_files=1000)
+    try:
+        uploads = [u for u in form.getlist("file") if not isinstance(u, str)]
+        if not uploads or len(uploads) != len(form.getlist("file")):
+            raise HTTPProblem(400, "BadRequest", "expected one or more file fields named 'file' (multipart uploads)")
+        store = functools.partial(store_upload, folder=server.upload_dir, limit=server.settings.max_upload_bytes)
+        saved = [await run_in_threadpool(store, u.file, u.filename) for u in uploads]
+    finally:
+        await form.close()
+    return server.jobs.submit(saved)
+
+
+__all__ = ["ERROR_STATUS", "Server", "create_app", "status_of"]

@@ -1,0 +1,53 @@
+"""Prometheus metrics of one server (a registry per app, never the process-global one, so two apps in
+one process, as in the tests, do not mix their counts).
+
+Per-stage latency histograms (decode, encode, search, rerank), the batch schedulers' batch sizes and
+queue waits, requests and errors by endpoint and status, and the collection's size.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# seconds: 1 ms .. 30 s (a stored-range query takes about a millisecond, a long clip's decode seconds)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class ServeMetrics:
+    """The server's metrics, in their own :class:`CollectorRegistry`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.stage_seconds = Histogram("vidsearch_stage_seconds", "Time per query in each stage",
+                                       ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("vidsearch_batch_size", "Units per batch (frames for encode, queries for search)",
+                                    ["scheduler"], buckets=BATCH_BUCKETS, registry=r)
+        self.batch_seconds = Histogram("vidsearch_batch_seconds", "Service time of one batch", ["scheduler"],
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_wait = Histogram("vidsearch_queue_wait_seconds", "Time an item waited before its batch ran",
+                                    ["scheduler"], buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter("vidsearch_http_requests", "HTTP requests answered",
+                                ["endpoint", "method", "status"], registry=r)
+        self.errors = Counter("vidsearch_http_errors", "HTTP requests answered with an error",
+                              ["endpoint", "status", "type"], registry=r)
+        self.request_seconds = Histogram("vidsearch_http_request_seconds", "Time to answer a request",
+                                         ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.overloaded = Counter("vidsearch_overloaded", "Requests refused with 503 to keep the latency target",
+                                  ["stage"], registry=r)
+        self.videos = Gauge("vidsearch_videos", "Videos in the searched snapshot", registry=r)
+        self.segments = Gauge("vidsearch_segments", "Segments in the searched snapshot", registry=r)
+        self.generation = Gauge("vidsearch_generation", "Catalogue generation of the searched snapshot", registry=r)
+        self.jobs = Gauge("vidsearch_index_jobs", "Index jobs by status", ["status"], registry=r)
+        self.indexed_files = Counter("vidsearch_indexed_files", "Files processed by index jobs", ["status"], registry=r)
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.stage_seconds.labels(stage).observe(max(0.0, seconds))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

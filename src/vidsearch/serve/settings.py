@@ -1,0 +1,80 @@
+"""``ServeSettings``: everything ``vidsearch serve`` is told on its command line, in one frozen dataclass."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vidsearch.errors import ConfigError
+
+MAX_K = 1000
+"""Largest ``k`` a search may ask for; a larger one is refused with 400 (not clamped: the client learns
+the limit instead of silently getting fewer results than it asked for)."""
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How the server runs.
+
+    Attributes:
+        host, port: where uvicorn listens (loopback by default).
+        token: when set, every route but ``/health`` and the page shell needs ``Authorization: Bearer <token>``.
+        allow_roots: folders under which ``POST /videos`` may index files by path (none: indexing by path is
+            refused; uploads still work).
+        max_upload_mb: largest request body (an upload) accepted, in MiB; enforced while it streams in.
+        latency_target_ms: the batch schedulers' latency target per request.
+        memory_budget_mb: memory the encoder's batches may use.
+        max_batch: largest batch (frames for the encoder, queries for the index); 1 turns batching off.
+        max_query_seconds: longest query video accepted (longer: 400), so one query cannot fill memory.
+        decode_workers: threads decoding query files.
+        max_pending_decodes: queries waiting for a decode thread at most; more are refused at once with 503.
+        upload_dir: where files uploaded for indexing are kept (default: ``uploads/`` in the collection).
+        refresh_seconds: how often the server looks for commits made by other writers (the CLI).
+        warm_up: measure the encoder's service times before serving (the schedulers need them to size
+            batches; tests turn it off for speed).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    allow_roots: tuple[Path, ...] = ()
+    max_upload_mb: float = 512.0
+    latency_target_ms: float = 500.0
+    memory_budget_mb: float = 1024.0
+    max_batch: int = 32
+    max_query_seconds: float = 120.0
+    decode_workers: int = 2
+    max_pending_decodes: int = 16
+    upload_dir: Path | None = None
+    refresh_seconds: float = 1.0
+    warm_up: bool = True
+    batch_shapes: tuple[int, ...] = field(default=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {self.port}")
+        if self.token is not None and not self.token.strip():
+            raise ConfigError("the token is empty; give a non-empty --token (or unset VIDSEARCH_TOKEN)")
+        for name in ("max_upload_mb", "latency_target_ms", "memory_budget_mb", "max_query_seconds", "refresh_seconds"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+        for name in ("max_batch", "decode_workers", "max_pending_decodes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        object.__setattr__(self, "allow_roots", tuple(Path(r) for r in self.allow_roots))
+        for root in self.allow_roots:
+            if not root.is_dir():
+                raise ConfigError(f"--allow-root {root}: expected an existing folder, found "
+                                  f"{'a file' if root.exists() else 'nothing'}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def shapes(self) -> tuple[int, ...]:
+        """Batch sizes the encoder runs with (ONNX Runtime's arena keeps one set of buffers per shape):
+        ``batch_shapes`` up to ``max_batch``, and ``max_batch`` itself."""
+        return tuple(sorted({s for s in self.batch_shapes if s <= self.max_batch} | {self.max_batch}))

@@ -1,0 +1,319 @@
+"""The HTTP API over real footage and the real encoder: search (upload, image, stored range) returns what
+the CLI returns, thumbnails show the right frame, media ranges are the file's bytes, jobs index real
+files that then become searchable, metrics fill, the docs page needs no CDN; and the batched query
+path encodes and searches exactly like the one-query path."""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+# ------------------------------------------------------------------------------------------ read-only
+def test_health_and_video_list_match_the_collection(live_server, assert_error, wait_job):
+    from vidsearch import Collection
+
+    with Collection.open(live_server.collection) as coll:
+        info, videos = coll.info(), coll.videos()
+    with live_server.client() as client:
+        health = client.get("/health").json()
+        assert health == {"status": "ok", "videos": info["videos"], "segments": info["segments"],
+                          "generation": info["generation"]}
+        listed = client.get("/videos").json()
+        assert listed["total"] == len(videos) == 5
+        assert [v["video_id"] for v in listed["videos"]] == [v["id"] for v in videos]
+        first = listed["videos"][0]
+        assert {"video_id", "path", "name", "duration", "segments", "frames"} <= set(first)
+        assert first["name"] == Path(first["path"]).name and first["segments"] == videos[0]["segments"]
+        page = client.get("/videos", params={"offset": 1, "limit": 2}).json()
+        assert page["total"] == 5 and [v["video_id"] for v in page["videos"]] == [v["id"] for v in videos[1:3]]
+        assert client.get(f"/videos/{first['video_id'][:6]}").json() == first  # a unique prefix
+        assert_error(client.get("/videos/0000000000ff"), 404, "NotFoundError")
+
+
+def test_search_upload_finds_the_source_first_with_the_cli_shape(live_server, query_clip, footage):
+    from vidsearch.search.engine import Engine
+
+    with live_server.client() as client, open(query_clip, "rb") as f:
+        r = client.post("/search", files={"file": ("bikes clip.mp4", f, "video/mp4")}, data={"k": "3"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"query", "k", "results", "timings_ms"} and body["query"] == "bikes clip.mp4"
+    assert set(body["timings_ms"]) == {"decode", "encode", "search", "total"}
+    assert body["timings_ms"]["decode"] > 0 and body["timings_ms"]["encode"] > 0
+    top = body["results"][0]
+    assert Path(top["path"]) == footage["bikes.mp4"].resolve() and top["score"] > 0.6
+    assert top["score"] > 2 * body["results"][1]["score"], body["results"]
+    m = top["matches"][0]
+    assert abs(m["ref_start"] - 3.0) <= 1.0 and m["query_start"] <= 1.0  # the clip is bikes' seconds 3-7
+    # exactly what the engine (the CLI's path) answers for the same file
+    with Engine.open(live_server.collection) as engine:
+        expected = engine.search(query_clip, k=3).to_dict()
+    assert [(x["video_id"], x["matches"]) for x in body["results"]] == \
+        [(x["video_id"], x["matches"]) for x in expected["results"]]
+    assert [x["score"] for x in body["results"]] == pytest.approx([x["score"] for x in expected["results"]], abs=1e-4)
+
+
+def test_search_image_is_identified_by_content_not_name(live_server, footage, tmp_path):
+    import av
+    from PIL import Image
+
+    with av.open(str(footage["bigbuckbunny.mp4"])) as c:
+        frame = next(f for f in c.decode(video=0) if f.time >= 2.0).to_image()
+    png = io.BytesIO()
+    frame.save(png, format="PNG")
+    with live_server.client() as client:  # a PNG named like a video: decoded as the image it is
+        r = client.post("/search", files={"file": ("frame.mp4", png.getvalue(), "application/octet-stream")},
+                        data={"k": "2"})
+    assert r.status_code == 200, r.text
+    top = r.json()["results"][0]
+    assert Path(top["path"]) == footage["bigbuckbunny.mp4"].resolve()
+    assert abs(top["matches"][0]["ref_start"] - 2.0) <= 1.5
+    assert Image.open(png).format == "PNG"
+
+
+def test_search_stored_range(live_server, assert_error, wait_job):
+    with live_server.client() as client:
+        videos = client.get("/videos").json()["videos"]
+        bikes = next(v for v in videos if v["name"] == "bikes.mp4")
+        r = client.post("/search", data={"ref": f"{bikes['video_id']}@2-6", "k": "2", "rerank": "exact"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["query"] == f"{bikes['video_id']}@2-6" and body["k"] == 2 and len(body["results"]) == 2
+        top = body["results"][0]
+        assert top["video_id"] == bikes["video_id"] and top["score"] > 0.99
+        assert abs(top["matches"][0]["ref_start"] - 2.0) <= 1.0
+
+
+def test_thumbnail_is_a_jpeg_of_the_frame_nearest_t(live_server, footage):
+    from PIL import Image
+
+    from vidsearch.decode import iter_frames
+
+    with live_server.client() as client:
+        bikes = next(v for v in client.get("/videos").json()["videos"] if v["name"] == "bikes.mp4")
+        thumbs = {}
+        for t in (1.0, 5.0, 9.0):
+            r = client.get(f"/videos/{bikes['video_id']}/thumbnail", params={"t": t, "width": 160})
+            assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+            img = Image.open(io.BytesIO(r.content))
+            assert img.format == "JPEG" and img.size == (160, 68)  # 640x272 scaled to 160 wide
+            thumbs[t] = np.asarray(img.convert("RGB"), np.float32)
+    frames = {f.time: np.asarray(f.image, np.float32) for f in iter_frames(footage["bikes.mp4"], (160, 68), fps=1.0)}
+    for t, thumb in thumbs.items():
+        errors = {ft: float(np.abs(thumb - im).mean()) for ft, im in frames.items()}
+        nearest = min(errors, key=errors.get)
+        assert abs(nearest - t) <= 0.5, (t, sorted(errors.items(), key=lambda kv: kv[1])[:3])
+
+
+def test_media_answers_ranges_with_the_files_bytes(live_server, footage, assert_error, wait_job):
+    data = footage["bikes.mp4"].read_bytes()
+    with live_server.client() as client:
+        bikes = next(v for v in client.get("/videos").json()["videos"] if v["name"] == "bikes.mp4")
+        url = f"/videos/{bikes['video_id']}/media"
+        full = client.get(url)
+        assert full.status_code == 200 and full.content == data and full.headers["content-type"] == "video/mp4"
+        assert full.headers["accept-ranges"] == "bytes"
+        part = client.get(url, headers={"Range": "bytes=1000-1999"})
+        assert part.status_code == 206 and part.content == data[1000:2000]
+        assert part.headers["content-range"] == f"bytes 1000-1999/{len(data)}"
+        tail = client.get(url, headers={"Range": "bytes=-500"})
+        assert tail.status_code == 206 and tail.content == data[-500:]
+        open_end = client.get(url, headers={"Range": f"bytes={len(data) - 10}-"})
+        assert open_end.status_code == 206 and open_end.content == data[-10:]
+        assert_error(client.get(url, headers={"Range": f"bytes={len(data) + 5}-"}), 416)
+        assert_error(client.get(url, headers={"Range": "bytes=abc"}), 400)
+
+
+def test_metrics_hold_the_stage_histograms_after_a_search(live_server, query_clip):
+    with live_server.client() as client:
+        with open(query_clip, "rb") as f:
+            assert client.post("/search", files={"file": ("q.mp4", f, "video/mp4")}).status_code == 200
+        assert client.get("/videos/nope").status_code == 404
+        text = client.get("/metrics").text
+    for stage in ("decode", "encode", "search"):
+        assert re.search(rf'vidsearch_stage_seconds_count{{stage="{stage}"}} [1-9]', text), stage
+    for scheduler in ("encode", "search"):
+        assert re.search(rf'vidsearch_batch_size_count{{scheduler="{scheduler}"}} [1-9]', text), scheduler
+        assert re.search(rf'vidsearch_queue_wait_seconds_count{{scheduler="{scheduler}"}} [1-9]', text), scheduler
+    assert re.search(r'vidsearch_http_requests_total{endpoint="/search",method="POST",status="200"} [1-9]', text)
+    assert re.search(r'vidsearch_http_errors_total{endpoint="/videos/{video_id}",status="404",type="NotFoundError"} '
+                     r'[1-9]', text)
+    assert re.search(r"vidsearch_videos 5\.0", text)
+
+
+def test_openapi_and_docs_page_are_local(live_server):
+    with live_server.client() as client:
+        schema = client.get("/openapi.json").json()
+        for path in ("/search", "/videos", "/videos/{video_id}", "/jobs/{job_id}", "/videos/{video_id}/thumbnail",
+                     "/videos/{video_id}/media", "/health", "/metrics"):
+            assert path in schema["paths"], path
+        docs = client.get("/docs")
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()
+        assert not re.search(r"https?://", docs.text), re.findall(r"https?://\S+", docs.text)
+        for asset in re.findall(r'(?:href|src)="(/[^"]+)"', docs.text):
+            assert client.get(asset).status_code == 200, asset
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+
+
+# ------------------------------------------------------------------------------------- writes (api_server)
+def test_index_job_by_path_reports_each_file_and_makes_them_searchable(api, roots, footage, assert_error, wait_job):
+    before = api.get("/health").json()
+    r = api.post("/videos", json={"paths": [str(roots["allowed"] / "clips")]})
+    assert r.status_code == 202, r.text
+    job = wait_job(api, r.json()["job_id"])
+    assert job["status"] == "done" and job["error"] is None and job["done"] == job["total"] == 2
+    assert [Path(f["path"]).name for f in job["files"]] == ["rgb.m4v", "v2.m4v"]
+    assert all(f["status"] == "indexed" and f["segments"] > 0 and len(f["video_id"]) == 12 for f in job["files"])
+    assert job["summary"] == {"indexed": 2, "skipped": 0, "failed": 0}
+    assert set(job["files"][0]) == {"path", "status", "video_id", "segments", "duration", "error", "timings_s"}
+    assert job["created"].endswith("Z") and job["finished"] is not None
+    assert api.get("/jobs").json()["jobs"][0]["job_id"] == job["job_id"]
+    after = api.get("/health").json()
+    assert after["videos"] == before["videos"] + 2 and after["generation"] > before["generation"]
+    # searchable at once, by upload and by stored range
+    v2 = next(f for f in job["files"] if f["path"].endswith("v2.m4v"))
+    with open(footage["v2.m4v"], "rb") as f:
+        found = api.post("/search", files={"file": ("v2.m4v", f)}, data={"k": "1"}).json()
+    assert found["results"][0]["video_id"] == v2["video_id"] and found["results"][0]["score"] > 0.99
+    found = api.post("/search", data={"ref": f"{v2['video_id']}@1-3", "k": "1"}).json()
+    assert found["results"][0]["video_id"] == v2["video_id"]
+    # the same folder again: every file skipped
+    again = wait_job(api, api.post("/videos", json={"paths": [str(roots["allowed"] / "clips")]}).json()["job_id"])
+    assert again["summary"] == {"indexed": 0, "skipped": 2, "failed": 0}
+
+
+def test_upload_job_with_a_unicode_name_then_delete(api, footage, assert_error, wait_job):
+    with open(footage["box.mp4"], "rb") as f:
+        r = api.post("/videos", files=[("file", ("boîte à vidéo 盒子.mp4", f, "video/mp4"))])
+    assert r.status_code == 202, r.text
+    job = wait_job(api, r.json()["job_id"])
+    assert job["status"] == "done" and job["summary"]["indexed"] == 1, job
+    video_id = job["files"][0]["video_id"]
+    row = api.get(f"/videos/{video_id}").json()
+    assert row["name"] == "boîte à vidéo 盒子.mp4" and Path(row["path"]).read_bytes() == footage["box.mp4"].read_bytes()
+    assert api.get(f"/videos/{video_id}/thumbnail", params={"t": 2}).status_code == 200
+    assert api.delete(f"/videos/{video_id}").json() == {"removed": video_id}
+    assert_error(api.get(f"/videos/{video_id}"), 404, "NotFoundError")
+    assert_error(api.delete(f"/videos/{video_id}"), 404, "NotFoundError")
+    with open(footage["box.mp4"], "rb") as f:
+        found = api.post("/search", files={"file": ("box.mp4", f)}, data={"k": "3"}).json()
+    assert video_id not in [x["video_id"] for x in found["results"]]
+
+
+def test_searches_keep_answering_while_a_job_indexes(api, footage, tmp_path):
+    """Searches during an index job all succeed; the new video is found once its job is done."""
+    with open(footage["cup.mp4"], "rb") as f:
+        job_id = api.post("/videos", files={"file": ("cup.mp4", f)}).json()["job_id"]
+    bikes = next(v for v in api.get("/videos").json()["videos"] if v["name"] == "bikes.mp4")
+    statuses = []
+    while True:
+        statuses.append(api.post("/search", data={"ref": f"{bikes['video_id']}@0-3"}).status_code)
+        job = api.get(f"/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed"):
+            break
+    assert job["status"] == "done" and set(statuses) == {200}
+    cup = job["files"][0]["video_id"]
+    found = api.post("/search", data={"ref": f"{cup}@1-4", "k": "1"}).json()
+    assert found["results"][0]["video_id"] == cup
+
+
+def test_a_query_longer_than_the_limit_is_refused(api, footage, assert_error, wait_job):
+    with open(footage["iscc/demo.webm"], "rb") as f:  # 60 s, the limit is 30 s; 1.8 MB fits the upload limit
+        err = assert_error(api.post("/search", files={"file": ("long.webm", f)}), 400, "QueryError")
+    assert "30 s" in err["message"] and "long.webm" in err["message"] and "/tmp" not in err["message"]
+
+
+# ------------------------------------------------------------------------------ the batched query path
+@pytest.fixture(scope="module")
+def service(built_collection):
+    from vidsearch.search.engine import Engine
+    from vidsearch.serve.metrics import ServeMetrics
+    from vidsearch.serve.query import QueryService
+    from vidsearch.serve.settings import ServeSettings
+
+    engine = Engine.open(built_collection)
+    svc = QueryService(engine, ServeSettings(max_batch=16, warm_up=False), ServeMetrics())
+    yield svc
+    svc.close()
+    engine.close()
+
+
+def test_decode_then_encode_equals_encode_file(service, query_clip, footage):
+    """``encode_file`` split into decode_file + (batched) encode + finish gives the same vectors."""
+    media = service.media
+    for path in (query_clip, footage["carphone_pristine.mp4"]):
+        whole = media.encode_file(path)
+        decoded = media.decode_file(path)
+        split = media.finish(decoded, media.encoder.encode(decoded.images), 0.1)
+        assert split.info == whole.info and np.array_equal(split.times, whole.times)
+        assert split.segments == whole.segments
+        np.testing.assert_allclose(split.frame_vectors, whole.frame_vectors, atol=1e-5)
+        np.testing.assert_allclose(split.segment_vectors, whole.segment_vectors, atol=1e-5)
+
+
+def test_encode_batch_pads_and_splits_back(service, query_clip, footage):
+    """Frames of five queries (4, 4, 6, 5 and 4 frames: 23, past the largest shape 16) in one batch come
+    back per query equal to encoding each alone."""
+    decoded = [service.media.decode_file(p) for p in (query_clip, footage["carphone_pristine.mp4"],
+                                                        footage["bigbuckbunny.mp4"], footage["v1.m4v"], query_clip)]
+    from vidsearch.serve.query import EncodeItem
+
+    items = [EncodeItem(d.images) for d in decoded]
+    assert sum(len(d.images) for d in decoded) > service.encoder.shapes[-1]
+    batched = service._encode_batch(items)
+    assert len(batched) == len(items)
+    for d, (vectors, seconds) in zip(decoded, batched):
+        assert vectors.shape == (len(d.images), service.media.frame_dim) and seconds > 0
+        np.testing.assert_allclose(vectors, service.media.encoder.encode(d.images), atol=1e-5)
+
+
+def test_search_batch_equals_one_query_at_a_time(service, built_collection):
+    """A batch mixing k and params answers each query as ``search_encoded`` alone does."""
+    from vidsearch.search.results import SearchParams
+    from vidsearch.serve.query import SearchItem
+
+    engine = service.engine
+    ids = engine.snapshot.catalog.video_ids
+    queries = [(f"{ids[0]}@1-4", 3, SearchParams()), (f"{ids[1]}@0-3", 2, SearchParams()),
+               (f"{ids[2]}@1-3", 3, SearchParams(rerank="exact")), (f"{ids[3]}@0-2", 3, SearchParams())]
+    items = [SearchItem(engine.encode_query(q), q, k, p) for q, k, p in queries]
+    batched = service._search_batch(items)
+    for item, result in zip(items, batched):
+        alone = engine.search_encoded([item.media], [item.name], item.k, item.params)[0]
+        assert result.to_dict()["results"] == alone.to_dict()["results"]
+        assert result.results[0].video_id == item.name.split("@")[0]
+
+
+def test_concurrent_uploads_share_encoder_batches(service, query_clip, footage):
+    """Concurrent queries through the scheduler: every answer is right, and frames of queries that waited
+    for the encoder went together (fewer encoder batches than queries)."""
+    import asyncio
+
+    from vidsearch.search.results import SearchParams
+    from vidsearch.serve.query import EncodeItem
+
+    service.start()
+    paths = [query_clip, footage["carphone_pristine.mp4"], footage["v1.m4v"], query_clip, footage["v1.m4v"],
+             footage["carphone_pristine.mp4"]]
+
+    async def run_all():
+        # keep the encoder busy (32 frames) while the queries decode, so they queue behind it
+        blocker = service.encoder.submit(EncodeItem(np.zeros((32, *service._frame_shape), np.uint8)))
+        before = service.encoder.stats()["batches"]
+        results = await asyncio.gather(*(service.search_file(p, p.name, 1, SearchParams()) for p in paths))
+        await asyncio.wrap_future(blocker)
+        return results, service.encoder.stats()["batches"] - before
+
+    results, ran = asyncio.run(run_all())
+    for path, result in zip(paths, results):
+        expected = "bikes.mp4" if path == query_clip else path.name
+        assert Path(result.results[0].path).name == expected
+        assert result.timings_ms["total"] >= result.timings_ms["decode"]
+    assert 1 <= ran - 1 < len(paths), ran  # the blocker, then the queries in fewer batches than queries
