@@ -98,6 +98,14 @@ _IMAGE_LOADED = """img => img.complete && img.naturalWidth > 0 ? true : img.comp
 })"""
 
 
+# form controls with no label and buttons with no name, over the whole document (every view)
+_UNNAMED = """() => [...document.querySelectorAll('input, select, textarea, button')].filter(el => {
+    if (el.type === 'hidden') return false;
+    const named = (el.labels && el.labels.length) || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
+    return !(named || (el.tagName === 'BUTTON' && el.textContent.trim()));
+}).map(el => el.outerHTML.slice(0, 120))"""
+
+
 def _api(live_server: Any, path: str) -> Any:
     """GET an API route directly (the test's own view of the truth, not through the page)."""
     import httpx
@@ -314,6 +322,7 @@ def test_image_query_and_an_api_error_in_the_page(browser: Any, live_server: Any
         assert error.get_attribute("data-error-type") == bad.json()["error"]["type"]
         assert page.get_by_test_id("result-row").count() == 0
         assert page.get_by_test_id("search-form").is_visible()
+        assert page.evaluate(_UNNAMED) == [], "controls a screen reader cannot name"
         page.screenshot(path=str(artifacts / "error.png"))
 
         assert log.page_errors == [], log.page_errors

@@ -83,7 +83,8 @@ class ApiError extends Error {
 /** Show an error (an ApiError, an Error or a string) at the top of the page until dismissed. */
 function showError(err, context = "") {
   const box = $("#errors");
-  const type = err instanceof ApiError ? err.type : (err && err.name) || "Error";
+  // a plain string is the page's own check of what was typed in
+  const type = err instanceof ApiError ? err.type : typeof err === "string" ? "Check" : (err && err.name) || "Error";
   let message = err instanceof Error ? err.message : String(err);
   if (err instanceof ApiError && err.retryAfter) message += ` (retry after ${err.retryAfter} s)`;
   const item = h("div", {class: "error", role: "alert", "data-testid": "error", "data-error-type": type},
@@ -816,7 +817,10 @@ function route(focus = true) {
     else link.removeAttribute("aria-current");
   }
   document.title = `vidsearch · ${view[0].toUpperCase()}${view.slice(1)}`;
-  if (focus) $(`#${view}-heading`).focus({preventScroll: true});
+  if (focus) {  // the user went to another page: the last one's messages are done with
+    $("#errors").replaceChildren();
+    $(`#${view}-heading`).focus({preventScroll: true});
+  }
   if (view === "videos") showVideos();
   if (view === "indexing") pollJobs(true);
 }
