@@ -371,6 +371,56 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import socket
+    import threading
+
+    import uvicorn
+
+    from vidsearch.serve.app import create_app
+    from vidsearch.serve.settings import ServeSettings
+    from vidsearch.store.manifest import read_manifest
+
+    read_manifest(args.collection)  # a missing or damaged collection: one line now, not a traceback at start-up
+    token = args.token if args.token is not None else (os.environ.get("VIDSEARCH_TOKEN") or None)
+    settings = ServeSettings(
+        host=args.host, port=args.port, token=token, allow_roots=tuple(args.allow_root or ()),
+        max_upload_mb=args.max_upload_mb, latency_target_ms=args.latency_target_ms,
+        memory_budget_mb=args.memory_budget_mb, max_batch=args.max_batch, max_query_seconds=args.max_query_seconds)
+    if args.host not in LOOPBACK_HOSTS and token is None:
+        _console().print(f"[yellow]warning:[/] serving on {_safe(args.host)} without a token: anyone who can reach "
+                         "this port can search, index and delete; pass --token or set VIDSEARCH_TOKEN",
+                         highlight=False, soft_wrap=True)
+    family, kind, proto, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    port = sock.getsockname()[1]
+    shown_host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{shown_host}:{port}"
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(args.collection, settings), log_level="info" if args.verbose else "warning",
+        access_log=bool(args.verbose), lifespan="on", timeout_graceful_shutdown=10))
+
+    def announce() -> None:  # once the engine is open and warm, and the socket accepts connections
+        while not server.started and not server.should_exit:
+            threading.Event().wait(0.05)
+        if not server.started:
+            return
+        if args.json:
+            _emit({"url": url, "collection": str(args.collection), "docs": f"{url}/docs", "pid": os.getpid()})
+        else:
+            _console().print(f"serving {_safe(args.collection)} at {url}/ (API docs at {url}/docs); Ctrl-C stops",
+                             highlight=False, soft_wrap=True)
+
+    threading.Thread(target=announce, name="announce", daemon=True).start()
+    server.run(sockets=[sock])
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- argument types (argparse: exit 2 with the message)
 
 
@@ -494,6 +544,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neardup: run even if some footage or data is missing (results.json is then marked "
                         "\"partial\": true with what is missing); by default a missing source is an error")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("serve", help="serve the collection over HTTP: search API, index jobs, web page",
+                       epilog="Binds 127.0.0.1 unless --host says otherwise. With a token (--token or the "
+                              "VIDSEARCH_TOKEN environment variable) every route but /health and the page shell "
+                              "needs 'Authorization: Bearer TOKEN'.")
+    common(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_count(0), default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $VIDSEARCH_TOKEN, else none)")
+    p.add_argument("--allow-root", action="append", type=Path, metavar="DIR",
+                   help="folder under which POST /videos may index files by path (repeatable; default none)")
+    p.add_argument("--latency-target-ms", type=_positive, default=500.0,
+                   help="batch schedulers' latency target per request (default 500)")
+    p.add_argument("--memory-budget-mb", type=_positive, default=1024.0,
+                   help="memory the encoder's batches may use (default 1024)")
+    p.add_argument("--max-batch", type=_count(1), default=32,
+                   help="largest batch: frames per encoder call, queries per index call (default 32; 1: no batching)")
+    p.add_argument("--max-upload-mb", type=_positive, default=512.0, help="largest upload accepted (default 512)")
+    p.add_argument("--max-query-seconds", type=_positive, default=120.0,
+                   help="longest query video accepted (default 120)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="index the real sample footage and query it with transformed copies")
     common(p, collection=False)
