@@ -384,16 +384,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from vidsearch.serve.settings import ServeSettings
     from vidsearch.store.manifest import read_manifest
 
-    read_manifest(args.collection)  # a missing or damaged collection: one line now, not a traceback at start-up
     token = args.token if args.token is not None else (os.environ.get("VIDSEARCH_TOKEN") or None)
-    settings = ServeSettings(
-        host=args.host, port=args.port, token=token, allow_roots=tuple(args.allow_root or ()),
-        max_upload_mb=args.max_upload_mb, latency_target_ms=args.latency_target_ms,
-        memory_budget_mb=args.memory_budget_mb, max_batch=args.max_batch, max_query_seconds=args.max_query_seconds)
     if args.host not in LOOPBACK_HOSTS and token is None:
         _console().print(f"[yellow]warning:[/] serving on {_safe(args.host)} without a token: anyone who can reach "
                          "this port can search, index and delete; pass --token or set VIDSEARCH_TOKEN",
                          highlight=False, soft_wrap=True)
+    read_manifest(args.collection)  # a missing or damaged collection: one line now, not a traceback at start-up
+    settings = ServeSettings(
+        host=args.host, port=args.port, token=token, allow_roots=tuple(args.allow_root or ()),
+        max_upload_mb=args.max_upload_mb, latency_target_ms=args.latency_target_ms,
+        memory_budget_mb=args.memory_budget_mb, max_batch=args.max_batch, max_query_seconds=args.max_query_seconds)
     family, kind, proto, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
