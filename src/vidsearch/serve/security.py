@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from vidsearch.errors import DecodeError
 
@@ -385,6 +386,8 @@ class Gate:
                 await _send_problem(send_tracked, problem.status, problem.kind, problem.message, dict(problem.headers or {}))
                 return
             await self.app(scope, self._limited(receive), send_tracked)
+        except ClientDisconnect:
+            status = status or 499  # the client left before the answer (nginx's "client closed request")
         except Exception as exc:  # a bug: one logged 500, never a traceback to the client
             logging.getLogger("vidsearch.serve").exception("unexpected error on %s %s", scope.get("method"),
                                                            scope.get("path"))
