@@ -1,0 +1,135 @@
+"""Render the serving section of docs/RESULTS.md from bench/results/serve.json, or check that it matches.
+
+    python bench/results_serve.py            # rewrite the block between the markers (appends the section if absent)
+    python bench/results_serve.py --check    # exit 1 when the block differs from what the JSON says (tests run this)
+
+Without bench/results/serve.json (no full run of bench/serve.py yet) there is nothing to show: ``--check``
+then passes only if docs/RESULTS.md has no serving block either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+RESULT = BENCH / "results" / "serve.json"
+DOC = BENCH.parent / "docs" / "RESULTS.md"
+BEGIN, END = "<!-- serve-table:begin (bench/results_serve.py) -->", "<!-- serve-table:end -->"
+SECTION = """
+## 10. Serving: `vidsearch serve` under load (issue #14)
+`python bench/serve.py --wait-quiet 600 --json` (`bench/results/serve.json`, plot `bench/results/serve.png`; the
+tables below are rendered from the JSON by `python bench/results_serve.py`, and `tests/bench/test_serve_bench.py`
+fails when they disagree). Two servers over the same collection of the real sample footage, in the same run: the
+batch scheduler (default settings) and `--max-batch 1`; open-loop Poisson arrivals on loopback, stepped up past
+saturation; latency from each request's scheduled arrival to its last byte.
+
+"""
+KIND_NAMES = {"image": "image (JPEG/PNG frame)", "clip": "10 s clip (H.264)", "ref": "stored range (`ref`)"}
+
+
+def _f(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def _met(flag: bool | None) -> str:
+    return "-" if flag is None else ("met" if flag else "**missed**")
+
+
+def _batches(metrics: dict[str, Any], mode: str, kind: str, scheduler: str) -> str:
+    h = (((metrics.get(mode) or {}).get(kind) or {}).get("batch_size") or {}).get(scheduler) or {}
+    if not h.get("count"):
+        return "-"
+    return f"{h['mean']:.1f} (p99 <= {float(h['p99_le']):g})" if h.get("p99_le") not in (None, "+Inf") else f"{h['mean']:.1f}"
+
+
+def render(result: Path = RESULT) -> str:
+    """The Markdown block (markers included) for ``result``."""
+    d = json.loads(result.read_text())
+    s, per, cfg = d["summary"], d.get("per_mode") or {}, d["config"]
+    prov, git, coll = d.get("provenance") or {}, d.get("git") or {}, d.get("collection") or {}
+    load = (prov.get("load_start") or {}).get("loadavg_1_5_15") or ["-"]
+    psi = ((prov.get("load_start") or {}).get("cpu_pressure_some") or {}).get("avg10", "-")
+    T = s["latency_target_ms"]
+    lines = [BEGIN, "",
+             f"Run of {prov.get('started_utc', '-')}: commit {str(git.get('commit'))[:8]} (src dirty: {git.get('src_dirty')}), "
+             f"load at start {load[0]} (CPU pressure avg10 {psi} %), {prov.get('duration_s', '-')} s; "
+             f"{coll.get('indexed', '-')} videos ({coll.get('segments', '-')} segments); latency target {T:g} ms "
+             f"(`--latency-target-ms`, both servers); load generator's CPU: {_f((s.get('generator_cpu_share') or 0) * 100)} % "
+             f"of the sweep's wall time.",
+             "",
+             "| query | p99 limit ms | scheduler: req/s at the limit (p99 ms) | `--max-batch 1`: req/s at the limit (p99 ms) "
+             "| scheduler / batch 1 | encode batch, mean frames (scheduler) | at 2x: offered req/s, admitted p99 ms, 503s, 503 p99 ms "
+             "(scheduler) |",
+             "|---|---|---|---|---|---|---|"]
+    for kind in cfg["kinds"]:
+        a, b = (per.get("scheduler") or {}).get(kind) or {}, (per.get("max_batch_1") or {}).get(kind) or {}
+        ratio = a["qps_at_limit"] / b["qps_at_limit"] if a.get("qps_at_limit") and b.get("qps_at_limit") else None
+        over = a.get("overload") or {}
+        share = f"{over['n_503']}/{over['sent']}" if over.get("sent") else "-"
+        lines.append(
+            f"| {KIND_NAMES.get(kind, kind)} | {a.get('limit_ms', '-'):g} | {_f(a.get('qps_at_limit'))} ({_f(a.get('p99_ms_at_limit'))}) | "
+            f"{_f(b.get('qps_at_limit'))} ({_f(b.get('p99_ms_at_limit'))}) | {'-' if ratio is None else f'{ratio:.2f}x'} | "
+            f"{_batches(d.get('metrics') or {}, 'scheduler', kind, 'encode')} | "
+            f"{_f(over.get('offered_rps'))}, {_f(over.get('admitted_p99_ms'))}, {share}, {_f(over.get('p99_503_ms'))} |")
+    t = s.get("targets") or {}
+    curve = s.get("encoder_curve_best_ratio")
+    why = "1.5x" if curve is None or curve >= 1.5 else f"0.9 x the encoder curve's best {curve:.2f}x"
+    ratio_text = "-" if s.get("ratio") is None else f"{s['ratio']:.2f}x"
+    growth_text = "-" if s.get("rss_growth_pct") is None else f"{s['rss_growth_pct']:+.1f} %"
+    lines += ["",
+              "| target | measured | |",
+              "|---|---|---|",
+              f"| image queries: scheduler / `--max-batch 1` throughput at p99 <= {T:g} ms, >= {s['ratio_target']:.2f}x ({why}) | "
+              f"{ratio_text} ({_f(s.get('image_qps_at_target_scheduler'))} / "
+              f"{_f(s.get('image_qps_at_target_max_batch_1'))} req/s) | {_met(t.get('image_ratio'))} |",
+              f"| stored-range queries: >= 1,000 req/s at p99 <= {s.get('ref_p99_limit_ms', 50):g} ms | "
+              f"{_f(s.get('ref_qps_at_50ms_p99'))} req/s | {_met(t.get('ref_1000_rps_at_50ms'))} |",
+              f"| at 2x the sustainable image load ({_f(s.get('overload_offered_rps'))} req/s): admitted p99 <= {T:g} ms | "
+              f"{_f(s.get('admitted_p99_at_2x_ms'))} ms | {_met(t.get('admitted_p99_at_2x_within_target'))} |",
+              f"| at 2x: the excess gets 503 within 20 ms (p99) | {_f(s.get('overload_503_p99_ms'))} ms "
+              f"({s.get('overload_503_count', '-')} 503s) | {_met(t.get('overload_503_within_20ms'))} |",
+              f"| zero 5xx over the sweep | {s.get('five_xx_total', '-')} | {_met(t.get('zero_5xx'))} |",
+              f"| server RSS grows < 10 % over {cfg.get('rss_requests', '-'):,} requests after warm-up | "
+              f"{growth_text} ({_f(s.get('rss_before_mb'), 0)} -> "
+              f"{_f(s.get('rss_after_mb'), 0)} MiB) | {_met(t.get('rss_growth_below_10pct'))} |",
+              "", END]
+    return "\n".join(lines)
+
+
+def updated(doc: str, result: Path = RESULT) -> str:
+    """``doc`` with its serving block rendered from ``result`` (the section appended when it has no block)."""
+    if BEGIN not in doc or END not in doc:
+        return doc.rstrip("\n") + "\n" + SECTION + render(result) + "\n"
+    head, rest = doc.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return head + render(result) + tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args(argv)
+    doc = DOC.read_text()
+    if not RESULT.is_file():
+        if BEGIN in doc:
+            print(f"docs/RESULTS.md has a serving block but {RESULT} is missing; run python bench/serve.py", file=sys.stderr)
+            return 1
+        print(f"no {RESULT.name} yet (run python bench/serve.py); nothing to render", file=sys.stderr)
+        return 0
+    new = updated(doc)
+    if args.check:
+        if new != doc:
+            print("docs/RESULTS.md's serving tables differ from bench/results/serve.json; run python bench/results_serve.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    DOC.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
