@@ -102,13 +102,18 @@ def query_clip(footage: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
     """A real 4 s clip cut from ``bikes.mp4`` (its seconds 3 to 7), re-encoded with H.264 at half size."""
     import av
 
+    from fractions import Fraction
+
+    from vidsearch.decode import probe
+
     out = tmp_path_factory.mktemp("clip") / "bikes-3-7.mp4"
     with av.open(str(footage["bikes.mp4"])) as src, av.open(str(out), "w") as dst:
         stream = src.streams.video[0]
-        rate = stream.average_rate or 25
+        rate = Fraction(stream.average_rate or 25)
         enc = dst.add_stream("libx264", rate=rate)
         enc.width, enc.height, enc.pix_fmt = 320, 136, "yuv420p"
         origin = None
+        kept = 0
         for frame in src.decode(stream):
             origin = frame.time if origin is None else origin
             t = frame.time - origin
@@ -117,11 +122,14 @@ def query_clip(footage: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
             if t >= 7.0:
                 break
             small = frame.reformat(width=320, height=136, format="yuv420p")
-            small.pts = None
+            small.pts, small.time_base = kept, 1 / rate  # frame times 0, 1/rate, ...: a 4 s clip
+            kept += 1
             for packet in enc.encode(small):
                 dst.mux(packet)
         for packet in enc.encode():
             dst.mux(packet)
+    duration = probe(out).duration
+    assert 3.5 <= duration <= 4.5, f"{out} lasts {duration} s, expected 4"
     return out
 
 
