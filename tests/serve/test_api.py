@@ -76,6 +76,15 @@ def test_search_image_is_identified_by_content_not_name(live_server, footage, tm
     assert Path(top["path"]) == footage["bigbuckbunny.mp4"].resolve()
     assert abs(top["matches"][0]["ref_start"] - 2.0) <= 1.5
     assert Image.open(png).format == "PNG"
+    # the frame shown small inside a grey picture (picture-in-picture): found with crops
+    host = Image.new("RGB", (frame.width * 2, frame.height * 2), (90, 90, 90))
+    host.paste(frame, (0, 0))
+    pip = io.BytesIO()
+    host.save(pip, format="JPEG", quality=90)
+    with live_server.client() as client:
+        r = client.post("/search", files={"file": ("pip.jpg", pip.getvalue())}, data={"k": "2", "crops": "true"})
+    assert r.status_code == 200, r.text
+    assert Path(r.json()["results"][0]["path"]) == footage["bigbuckbunny.mp4"].resolve()
 
 
 def test_search_stored_range(live_server, assert_error, wait_job):
