@@ -189,11 +189,11 @@ def test_vectorised_vote_equals_the_plain_loop(seed):
     if rng.random() < 0.3:
         video[rng.integers(0, len(video))] = -1  # a removed row
     table = SegmentTable(video, start, start + 2.0, [f"v{i}" for i in range(len(per))])
-    n_query, k = int(rng.integers(1, 8)), int(rng.integers(1, 10))
+    n_query, k = int(rng.integers(1, 8)), int(rng.integers(1, 16))
     q = np.arange(n_query) * 1.0 + (0.5 if rng.random() < 0.3 else 0.0)
     q_end = q + (0.0 if rng.random() < 0.2 else 2.0)  # 0 s: an image query
     ids = rng.integers(-1, len(video) + 1, (n_query, k))  # padding (-1) and out-of-range ids too
-    scores = np.round(rng.random((n_query, k)), 2).astype(np.float32)  # coarse: many ties
+    scores = np.round(rng.random((n_query, k)), 1).astype(np.float32)  # coarse: many ties
     min_similarity, limit = float(rng.choice([0.0, 0.3])), int(rng.integers(1, 6))
     got = vote(q, q_end, ids, scores, table, 1.0, min_similarity, 3, limit=limit)
     want = reference_vote(q, q_end, ids, scores, table, 1.0, min_similarity, 3, limit=limit)
