@@ -378,6 +378,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import socket
     import threading
 
+    # OpenMP threads that spin while waiting (libgomp's default) made a FAISS call for 2 queries 10-30x slower
+    # than for 1 on this 2-core machine with the encoder and decoder threads busy (1 query 0.7 ms, 2 queries
+    # 9-20 ms; PASSIVE: 1.2-1.8 ms). Read when FAISS loads, so set before the engine is imported; a user's value wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 
     from vidsearch.serve.app import create_app

@@ -155,6 +155,8 @@ def test_metrics_hold_the_stage_histograms_after_a_search(live_server, query_cli
     assert re.search(r'vidsearch_http_errors_total{endpoint="/videos/{video_id}",status="404",type="NotFoundError"} '
                      r'[1-9]', text)
     assert re.search(r"vidsearch_videos 5\.0", text)
+    assert re.search(r'vidsearch_scheduler_service_seconds{scheduler="encode",shape="8"} (0\.0*[1-9]|[1-9])', text)
+    assert re.search(r'vidsearch_scheduler_admitted_total{scheduler="search"} [1-9]', text)
 
 
 def test_openapi_and_docs_page_are_local(live_server):
@@ -232,6 +234,22 @@ def test_searches_keep_answering_while_a_job_indexes(api, footage, tmp_path):
     cup = job["files"][0]["video_id"]
     found = api.post("/search", data={"ref": f"{cup}@1-4", "k": "1"}).json()
     assert found["results"][0]["video_id"] == cup
+
+
+def test_another_writer_holding_the_lock(api, api_server, footage, assert_error, wait_job):
+    """While another process writes the collection (its writer lock held), a job fails with that reason
+    and a delete answers 409; both work once the lock is free."""
+    from vidsearch.store.lock import WriterLock
+
+    victim = next(v for v in api.get("/videos").json()["videos"] if v["name"] == "carphone_pristine.mp4")
+    data = footage["v2s.mov"].read_bytes()
+    with WriterLock(api_server.collection):
+        job = wait_job(api, api.post("/videos", files={"file": ("v2s.mov", data)}).json()["job_id"])
+        assert job["status"] == "failed" and "locked" in job["error"], job
+        assert_error(api.delete(f"/videos/{victim['video_id']}"), 409, "CollectionLockedError")
+    job = wait_job(api, api.post("/videos", files={"file": ("v2s.mov", data)}).json()["job_id"])
+    assert job["status"] == "done" and job["summary"]["indexed"] + job["summary"]["skipped"] == 1, job
+    assert api.delete(f"/videos/{victim['video_id']}").json() == {"removed": victim["video_id"]}
 
 
 def test_a_query_longer_than_the_limit_is_refused(api, footage, assert_error, wait_job):

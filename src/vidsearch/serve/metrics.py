@@ -7,7 +7,11 @@ queue waits, requests and errors by endpoint and status, and the collection's si
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 # seconds: 1 ms .. 30 s (a stored-range query takes about a millisecond, a long clip's decode seconds)
@@ -45,9 +49,40 @@ class ServeMetrics:
         self.jobs = Gauge("vidsearch_index_jobs", "Index jobs by status", ["status"], registry=r)
         self.indexed_files = Counter("vidsearch_indexed_files", "Files processed by index jobs", ["status"], registry=r)
 
+    def watch_schedulers(self, stats: Callable[[], list[dict[str, Any]]]) -> None:
+        """Export the batch schedulers' state at each scrape: ``stats()`` returns their ``stats()`` dicts."""
+        self.registry.register(_SchedulerCollector(stats))
+
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(stage).observe(max(0.0, seconds))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class _SchedulerCollector:
+    """Queue length, predicted service time per batch shape, admissions and refusals of each scheduler."""
+
+    def __init__(self, stats: Callable[[], list[dict[str, Any]]]) -> None:
+        self.stats = stats
+
+    def describe(self) -> list[Metric]:
+        return []  # collected on each scrape only (no fixed series)
+
+    def collect(self) -> Iterator[Metric]:
+        queue = GaugeMetricFamily("vidsearch_scheduler_queue_units", "Units queued in a batch scheduler",
+                                  labels=["scheduler"])
+        service = GaugeMetricFamily("vidsearch_scheduler_service_seconds",
+                                    "Predicted service time of a batch of each shape", labels=["scheduler", "shape"])
+        admitted = CounterMetricFamily("vidsearch_scheduler_admitted", "Items admitted", labels=["scheduler"])
+        rejected = CounterMetricFamily("vidsearch_scheduler_rejected", "Items refused (503) to keep the target",
+                                       labels=["scheduler"])
+        for st in self.stats():
+            name = str(st.get("name", ""))
+            queue.add_metric([name], float(st.get("queue_units", 0)))
+            for shape, ms in (st.get("service_ms") or {}).items():
+                service.add_metric([name, str(shape)], float(ms) / 1000)
+            admitted.add_metric([name], float(st.get("admitted", 0)))
+            rejected.add_metric([name], float(st.get("rejected", 0)))
+        yield from (queue, service, admitted, rejected)

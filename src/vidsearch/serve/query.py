@@ -107,6 +107,7 @@ class QueryService:
                         unit_bytes=SEARCH_UNIT_BYTES),
             on_batch=self._batch_metrics("search"), on_wait=self._wait_metrics("search"))
         self.pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="vidsearch-decode")
+        metrics.watch_schedulers(lambda: [self.encoder.stats(), self.searcher.stats()])
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._decode_s = 0.05  # EWMA of one decode, for Retry-After
