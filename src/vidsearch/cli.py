@@ -386,6 +386,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from vidsearch.serve.app import create_app
     from vidsearch.serve.settings import ServeSettings
+    from vidsearch.store import catalog
     from vidsearch.store.manifest import read_manifest
 
     token = args.token if args.token is not None else (os.environ.get("VIDSEARCH_TOKEN") or None)
@@ -393,7 +394,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _console().print(f"[yellow]warning:[/] serving on {_safe(args.host)} without a token: anyone who can reach "
                          "this port can search, index and delete; pass --token or set VIDSEARCH_TOKEN",
                          highlight=False, soft_wrap=True)
-    read_manifest(args.collection)  # a missing or damaged collection: one line now, not a traceback at start-up
+    # a missing or damaged collection: one line now, not a traceback from the app's start-up
+    read_manifest(args.collection)
+    catalog.open_existing(Path(args.collection) / "catalog.sqlite").close()
     settings = ServeSettings(
         host=args.host, port=args.port, token=token, allow_roots=tuple(args.allow_root or ()),
         max_upload_mb=args.max_upload_mb, latency_target_ms=args.latency_target_ms,
@@ -422,6 +425,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     threading.Thread(target=announce, name="announce", daemon=True).start()
     server.run(sockets=[sock])
+    if not server.started:  # the app failed to start (uvicorn logged why)
+        _fail(args, "StartupError", f"vidsearch serve could not start on {url}; the log above says why")
+        return EXIT_ERROR
     return EXIT_OK
 
 

@@ -165,3 +165,16 @@ def test_loopback_by_default_and_a_warning_elsewhere_without_token(tmp_path):
     assert out.returncode == 2 and "without a token" not in out.stderr
     out = subprocess.run(cmd[:-2], capture_output=True, text=True, env=env, timeout=60)  # loopback: no warning
     assert out.returncode == 2 and "without a token" not in out.stderr
+
+
+def test_serve_refuses_a_damaged_collection_in_one_line(built_collection, tmp_path):
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(built_collection, damaged)
+    (damaged / "catalog.sqlite").write_bytes(os.urandom(8192))
+    out = subprocess.run([sys.executable, "-m", "vidsearch.cli", "serve", "-c", str(damaged), "--port", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "catalog" in lines[0], out.stderr
