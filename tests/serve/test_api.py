@@ -238,18 +238,22 @@ def test_searches_keep_answering_while_a_job_indexes(api, footage, tmp_path):
 
 def test_another_writer_holding_the_lock(api, api_server, footage, assert_error, wait_job):
     """While another process writes the collection (its writer lock held), a job fails with that reason
-    and a delete answers 409; both work once the lock is free."""
+    and a delete answers 409 (the video stays); both work once the lock is free. (The upload is an
+    animated GIF: indexed as a video.)"""
     from vidsearch.store.lock import WriterLock
 
-    victim = next(v for v in api.get("/videos").json()["videos"] if v["name"] == "carphone_pristine.mp4")
-    data = footage["v2s.mov"].read_bytes()
+    bikes = next(v for v in api.get("/videos").json()["videos"] if v["name"] == "bikes.mp4")
+    data = footage["iscc/demo.gif"].read_bytes()
     with WriterLock(api_server.collection):
-        job = wait_job(api, api.post("/videos", files={"file": ("v2s.mov", data)}).json()["job_id"])
+        job = wait_job(api, api.post("/videos", files={"file": ("anim.gif", data)}).json()["job_id"])
         assert job["status"] == "failed" and "locked" in job["error"], job
-        assert_error(api.delete(f"/videos/{victim['video_id']}"), 409, "CollectionLockedError")
-    job = wait_job(api, api.post("/videos", files={"file": ("v2s.mov", data)}).json()["job_id"])
-    assert job["status"] == "done" and job["summary"]["indexed"] + job["summary"]["skipped"] == 1, job
-    assert api.delete(f"/videos/{victim['video_id']}").json() == {"removed": victim["video_id"]}
+        assert_error(api.delete(f"/videos/{bikes['video_id']}"), 409, "CollectionLockedError")
+    assert api.get(f"/videos/{bikes['video_id']}").status_code == 200
+    job = wait_job(api, api.post("/videos", files={"file": ("anim.gif", data)}).json()["job_id"])
+    assert job["status"] == "done" and job["summary"]["indexed"] == 1, job
+    gif = api.get(f"/videos/{job['files'][0]['video_id']}").json()
+    assert gif["name"] == "anim.gif" and not gif["is_image"] and gif["duration"] > 4
+    assert api.delete(f"/videos/{gif['video_id']}").json() == {"removed": gif["video_id"]}
 
 
 def test_a_query_longer_than_the_limit_is_refused(api, footage, assert_error, wait_job):

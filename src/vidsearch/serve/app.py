@@ -85,6 +85,7 @@ PLACEHOLDER_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>vi
 <a href="/docs">/docs</a>.</p></body></html>"""
 
 THUMBNAIL_CACHE = 256
+_HEX = re.compile(r"[0-9a-f]{1,64}")
 
 
 def status_of(exc: VidsearchError) -> int:
@@ -175,7 +176,7 @@ class Server:
         listed, position = self.videos()
         if video in position:
             return listed[position[video]]
-        found = [v for v in listed if v["video_id"].startswith(video)] if video and video.isalnum() else []
+        found = [v for v in listed if v["video_id"].startswith(video)] if _HEX.fullmatch(video) else []
         if len(found) > 1:
             raise NotFoundError(f"video id prefix {video!r} is ambiguous ({len(found)} videos); give more characters")
         if not found:
@@ -222,9 +223,9 @@ class Server:
         if not files and not refused:
             raise HTTPProblem(400, "BadRequest", "found no video or image file in the paths given (folders are "
                               "searched for known video and image endings)")
-        reports: list[dict[str, Any]] = [{"path": r.path, "status": "failed", "video_id": None, "segments": 0, "duration": 0.0,
-                    "error": r.reason, "timings_s": {}} for r in refused]
-        return self.jobs.submit(files, reports)
+        from vidsearch.collection import FileReport
+
+        return self.jobs.submit(files, [FileReport(r.path, "failed", error=r.reason).to_dict() for r in refused])
 
 
 def create_app(collection: str | Path, settings: ServeSettings | None = None) -> FastAPI:
@@ -486,7 +487,7 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get("/jobs", tags=["jobs"], summary="Index jobs, newest first")
     async def list_jobs(request: Request) -> dict[str, Any]:
-        return {"jobs": _server(request).jobs.list()}
+        return {"jobs": _server(request).jobs.list_jobs()}
 
     @app.get("/jobs/{job_id}", tags=["jobs"], summary="An index job: status, progress, per-file reports")
     async def get_job(request: Request, job_id: str) -> dict[str, Any]:

@@ -146,7 +146,7 @@ class IndexJobs:
                                     f"{MAX_JOBS}); GET /jobs lists them")
             return job.to_dict()
 
-    def list(self) -> list[dict[str, Any]]:
+    def list_jobs(self) -> list[dict[str, Any]]:
         """Every job's JSON, newest first."""
         with self._lock:
             return [j.to_dict() for j in reversed(self._jobs.values())]

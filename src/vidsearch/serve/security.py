@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import re
 import shutil
+import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from vidsearch.errors import DecodeError
+
+log = logging.getLogger(__name__)
 
 
 class HTTPProblem(HTTPException):
@@ -365,9 +369,6 @@ class Gate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        import logging
-        import time
-
         t0 = time.perf_counter()
         status = 0
         error_type: str | None = None
@@ -389,8 +390,7 @@ class Gate:
         except ClientDisconnect:
             status = status or 499  # the client left before the answer (nginx's "client closed request")
         except Exception as exc:  # a bug: one logged 500, never a traceback to the client
-            logging.getLogger("vidsearch.serve").exception("unexpected error on %s %s", scope.get("method"),
-                                                           scope.get("path"))
+            log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
             error_type = "InternalError"
             if status == 0:
                 await _send_problem(send_tracked, 500, "InternalError",
