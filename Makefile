@@ -1,4 +1,5 @@
-# Two entry points: `make demo` (install + the main job on the embedded sample footage) and
+# Two entry points: `make demo` (install + the main job on the embedded sample footage, kept in
+# ./demo-collection) and
 # `make test` (install + the fast test suite). Everything comes from PyPI and Debian packages.
 # `make test-all` adds the tests marked slow; `make typecheck` runs mypy over src/ ([tool.mypy]);
 # CI (.ci/run) runs `make test`, then `make typecheck`.
@@ -40,8 +41,9 @@ samples:
 peers:
 	bash scripts/install-peers.sh $(VENV)
 
+# the demo's collection is kept in ./demo-collection (gitignored), for `vidsearch serve` to open
 demo: install
-	$(BIN)/vidsearch demo
+	$(BIN)/vidsearch demo --collection demo-collection
 
 # the fast suite, then the 20 slowest tests (to keep it fast)
 test: install
