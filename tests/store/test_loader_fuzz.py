@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonfuzz import edit_json, key_paths
 
 from vidsearch.store.vectors import HEADER
 
@@ -69,28 +70,7 @@ WRONG: dict[str, Any] = {"string": "x", "null": None, "list": ["x", None], "empt
                          "int": 5, "zero": 0}
 
 
-def _paths(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    out = []
-    for key, value in data.items():
-        out.append((*prefix, key))
-        if isinstance(value, dict):
-            out += _paths(value, (*prefix, key))
-    return out
 
-
-def _edit(data: dict[str, Any], path: tuple[str, ...], action: str, value: Any = None) -> dict[str, Any]:
-    data = json.loads(json.dumps(data))
-    parent = data
-    for key in path[:-1]:
-        parent = parent[key]
-    key = path[-1]
-    if action == "remove":
-        del parent[key]
-    elif action == "rename":
-        parent[key[:-1] + key[-1].swapcase() if key[-1].isalpha() else key + "x"] = parent.pop(key)  # fps -> fpS
-    else:
-        parent[key] = value
-    return data
 
 
 class Cases:
@@ -130,12 +110,12 @@ class Cases:
 
     def json_cases(self, stem: str, loader: str, data: dict[str, Any], filename: str, **extra: Any) -> None:
         """Every key path renamed, removed and set to each wrong value; JSON of other shapes."""
-        for path in _paths(data):
+        for path in key_paths(data):
             label = ".".join(path)
-            self.add(f"{stem}-{label}-removed", loader, json.dumps(_edit(data, path, "remove")).encode(), filename, **extra)
-            self.add(f"{stem}-{label}-renamed", loader, json.dumps(_edit(data, path, "rename")).encode(), filename, **extra)
+            self.add(f"{stem}-{label}-removed", loader, json.dumps(edit_json(data, path, "remove")).encode(), filename, **extra)
+            self.add(f"{stem}-{label}-renamed", loader, json.dumps(edit_json(data, path, "rename")).encode(), filename, **extra)
             for kind, value in WRONG.items():
-                self.add(f"{stem}-{label}-{kind}", loader, json.dumps(_edit(data, path, "set", value)).encode(),
+                self.add(f"{stem}-{label}-{kind}", loader, json.dumps(edit_json(data, path, "set", value)).encode(),
                          filename, **extra)
         for label, raw in (("array", b"[]"), ("string", b'"x"'), ("null", b"null"), ("nested", b"[" * 100_000),
                            ("not-utf8", b"\xff\xfe{}"), ("empty", b"")):
@@ -194,9 +174,9 @@ def test_manifest_and_search_defaults_loaders(built_collection: Path, tmp_path: 
                         (("config", "encode", "encoder"), "no-such-encoder"), (("config", "decode", "fps"), 1e308),
                         (("config", "segment", "stride"), 99.0), (("config", "index", "nlist"), 2**40)):
         cases.add(f"manifest-example-{'.'.join(path)}-{value!r}", "manifest",
-                  json.dumps(_edit(manifest, path, "set", value)).encode(), "manifest.json", "error")
+                  json.dumps(edit_json(manifest, path, "set", value)).encode(), "manifest.json", "error")
     cases.add("manifest-extra-stage", "manifest",
-              json.dumps(_edit(manifest, ("config", "train"), "set", {"epochs": 1})).encode(), "manifest.json", "error")
+              json.dumps(edit_json(manifest, ("config", "train"), "set", {"epochs": 1})).encode(), "manifest.json", "error")
 
     defaults = {"par_threshold": 0.82, "source": "vidsearch calibrate"}
     raw_defaults = json.dumps(defaults).encode()
