@@ -125,10 +125,12 @@ class IndexConfig:
     Attributes:
         kind: :class:`IndexKind` (or its value): ``auto`` (exact search until ``train_min`` segments, then the compressed index),
             ``flat`` (FAISS exact inner product, always) or ``ivfpq`` (the compressed index:
-            HNSW over IVF centroids, 8-bit PQ codes, exact re-rank from the stored vectors).
-        pq_m: PQ sub-quantizers (a code is pq_m bytes); must divide the code dimension (``reduce``).
+            IVF lists, 4-bit PQ codes scanned by FAISS's fast-scan kernels, exact re-rank from the stored vectors).
+        pq_m: bytes of a vector's PQ code, each byte two 4-bit sub-quantizers (``index.base.ivfpq_config``);
+            2 * pq_m must divide the code dimension (``reduce``). Indexes saved with 8-bit codes (one
+            sub-quantizer a byte, before 4-bit became the default) are still read and searched as they are.
         nlist: IVF lists; 0 chooses about 4*sqrt(N) for the N segments indexed, within 6 B/vector
-            of centroids (``index.ivf.choose_nlist``).
+            of centroids and list padding (``index.ivf.choose_nlist``).
         quantizer: :class:`Quantizer` (or its value): ``pq``, ``opq`` or ``learned`` codebooks.
         reduce: dimensions the centroids and codes live in: -1 (auto) projects wider segments by
             PCA onto the top ``max(256, 8 * pq_m)`` components, 0 keeps every dimension (re-rank is exact on

@@ -258,7 +258,7 @@ def test_errors():
 # the PCA prepended to it) and test_recall_against_exact_with_rerank[opq] covers OPQ itself
 @pytest.mark.parametrize("quantizer", ["pq", pytest.param("opq", marks=pytest.mark.slow), "learned"])
 def test_codes_in_a_pca_projection_keep_recall_and_persist(quantizer, tmp_path):
-    """With more input dimensions than max(256, 8 * pq_m) the centroids and codes live in the top PCA
+    """With more input dimensions than max(256, 8 * code bytes) the centroids and codes live in the top PCA
     components (reduce=-1): exact re-rank on the full vectors still finds the true neighbours, and a
     saved file searches identically."""
     import faiss
@@ -267,7 +267,10 @@ def test_codes_in_a_pca_projection_keep_recall_and_persist(quantizer, tmp_path):
     xb, xq = x[:-200], x[-200:]
     store = MemmapStore(xb.astype(np.float16))
     idx = IVFPQIndex(384, IVFPQConfig(pq_m=16, quantizer=quantizer, nlist=64), store, learned=QUICK)
-    assert idx.code_dim == 256 and IVFPQConfig(pq_m=64).code_dim(1280) == 512
+    # 8 dimensions per code byte, at least 256: 32-byte codes (64 x 4 bits, or 32 x 8) in 256, 64-byte ones in 512
+    assert idx.code_dim == 256 and IVFPQConfig(pq_m=64).code_dim(1280) == 256
+    assert IVFPQConfig(pq_m=128).code_dim(1280) == 512 and IVFPQConfig(pq_m=64, nbits=8).code_dim(1280) == 512
+    assert IVFPQConfig(pq_m=32, nbits=8).code_dim(1280) == 256
     assert IVFPQConfig(reduce=0).code_dim(1280) == 1280 and IVFPQConfig(reduce=128).code_dim(1280) == 128
     assert IVFPQConfig(pq_m=20).code_dim(1280) == 1280  # 20 does not divide 256: full width, not an error
     idx.train(xb)
@@ -282,12 +285,13 @@ def test_codes_in_a_pca_projection_keep_recall_and_persist(quantizer, tmp_path):
     np.testing.assert_array_equal(again.search(xq, 10, params).ids, hits.ids)
 
 
-def test_no_precomputed_table_is_held_and_any_is_counted(tmp_path):
-    """FAISS's IVF-PQ precomputed table (nlist * pq_m * 256 floats) is not serialised, so a memory
+@pytest.mark.parametrize("nbits", [4, 8])
+def test_no_precomputed_table_is_held_and_any_is_counted(tmp_path, nbits):
+    """FAISS's IVF-PQ precomputed table (nlist * pq_m * 2**nbits floats) is not serialised, so a memory
     figure from the file alone would miss it: the index never builds it (after train or load), and
     memory_bytes() counts it if one is made."""
     xb = clustered(3_000, seed=4)
-    idx = IVFPQIndex(64, IVFPQConfig(pq_m=16, nlist=64), MemmapStore(xb.astype(np.float16)))
+    idx = IVFPQIndex(64, IVFPQConfig(pq_m=16, nlist=64, nbits=nbits), MemmapStore(xb.astype(np.float16)))
     idx.train(xb)
     idx.add(np.arange(len(xb)), xb)
     assert idx._ivf.precomputed_table.size() == 0
@@ -296,7 +300,7 @@ def test_no_precomputed_table_is_held_and_any_is_counted(tmp_path):
     before = again.memory_bytes()
     again._ivf.use_precomputed_table = 1
     again._ivf.precompute_table()
-    assert again.memory_bytes() - before == 64 * 16 * 256 * 4
+    assert again.memory_bytes() - before == 64 * 16 * 2**nbits * 4
 
 
 def test_faiss_ram_bytes_counts_the_table_faiss_builds_by_default():
@@ -362,6 +366,10 @@ def test_list_count_keeps_the_centroids_within_their_memory_budget():
     # the graph's share decides: 16384 * 4 * 896 B = 58.7 MB fits 60 MB, with 264 B/node (63.0 MB) it does not
     assert choose_nlist(10_000_000, 896) == 8192
     assert choose_nlist(5_000, 64) == 64 and choose_nlist(1_000, 64) == 16
+    # fast-scan lists padded to blocks of 32 codes: a block of 32-byte codes (1 KiB) budgeted per list
+    assert choose_nlist(1_000_000, 256, 1024) == 2048  # 4096 * 2 KiB = 8.4 MB > 6 MB; 2048 * 2 KiB = 4.2 MB
+    assert choose_nlist(100_000, 256, 1024) == 256  # 512 * 2 KiB = 1.05 MB > 600 KB; 256 * 2 KiB = 524 KB
+    assert IVFPQConfig().list_padding_bytes() == 1024 and IVFPQConfig(pq_m=32, nbits=8).list_padding_bytes() == 0
 
 
 def test_the_collection_sizes_lists_for_every_vector_not_for_the_training_sample(monkeypatch):
@@ -377,11 +385,12 @@ def test_the_collection_sizes_lists_for_every_vector_not_for_the_training_sample
     x = clustered(10_000, d=128, seed=6)
     idx = base.build_index(IndexConfig(kind="ivfpq", pq_m=16, train_min=256), 128, np.arange(10_000), x,
                            MemmapStore(x.astype(np.float16)))
-    # 10,000 128-d vectors: 4*sqrt(n) = 400 -> 512 lists, halved to 64 (64 * 512 B = 32.8 KB <= 6 B * n)
-    assert idx._ivf.nlist == 64 and len(idx) == 10_000
-    # trained on a sample that alone would have had fewer lists (3,200 vectors: 32 lists)
+    # 10,000 128-d vectors, 16-byte codes: 4*sqrt(n) = 400 -> 512 lists, halved to 32 (32 * (512 B of
+    # centroid + 512 B of padding) = 32.8 KB <= 6 B * n)
+    assert idx._ivf.nlist == 32 and len(idx) == 10_000
+    # trained on a sample that alone would have had fewer lists (3,200 vectors: 16 lists)
     [n_trained] = trained_on
-    assert n_trained < 10_000 and choose_nlist(n_trained, 128) < 64
+    assert n_trained < 10_000 and choose_nlist(n_trained, 128, 512) < 32
 
 
 def test_an_index_trained_for_a_much_smaller_collection_is_outgrown():
@@ -394,10 +403,62 @@ def test_an_index_trained_for_a_much_smaller_collection_is_outgrown():
     store = MemmapStore(x.astype(np.float16))
     idx = base.build_index(IndexConfig(kind="ivfpq", pq_m=16, train_min=256), 64, np.arange(2_000), x, store)
     trained = idx._ivf.nlist
-    assert trained == 32  # 2,000 64-d vectors: 4*sqrt(n) = 179 -> 128, halved to 32 (8 KB <= 12 KB)
+    # 2,000 64-d vectors, 16-byte codes: 4*sqrt(n) = 179 -> 128, halved to the floor of 16 (16 * (256 B of
+    # centroid + 512 B of padding) = 12.3 KB, over 12 KB, but never fewer than 16 lists)
+    assert trained == 16
     assert not base.outgrown(IndexConfig(), idx, 2_000)
-    # 4 * 32 = 128 lists of 64-d centroids (256 B each) fit the 6 B/vector budget from 32768 / 6 = 5461.3 vectors
-    n = 5_462
+    # 4 * 16 = 64 lists of 768 B fit the 6 B/vector budget from 49152 / 6 = 8192 vectors
+    n = 8_192
     assert base.outgrown(IndexConfig(), idx, n) and not base.outgrown(IndexConfig(), idx, n - 1)  # n: the first size outgrown
     assert not base.outgrown(IndexConfig(nlist=trained), idx, 10 * n)  # a fixed list count is kept
     assert not base.outgrown(IndexConfig(), FlatIndex(64), 10 * n)
+
+
+def test_a_collection_index_holds_32_byte_fast_scan_codes_of_residuals():
+    """The collection's factory turns IndexConfig.pq_m (bytes per code) into 4-bit fast-scan codes: 64
+    sub-quantizers for the default 32 bytes, coding each vector's residual from its list's centroid
+    (FAISS's fast-scan default codes the vector itself)."""
+    import faiss
+
+    from vidsearch.config import IndexConfig
+    from vidsearch.index import base
+
+    cfg = base.ivfpq_config(IndexConfig())
+    assert (cfg.pq_m, cfg.nbits, cfg.code_bytes) == (64, 4, 32)
+    x = clustered(3_000, d=64, seed=8)
+    idx = base.build_index(IndexConfig(kind="ivfpq", pq_m=16, train_min=256), 64, np.arange(3_000), x,
+                           MemmapStore(x.astype(np.float16)))
+    assert isinstance(idx._ivf, faiss.IndexIVFPQFastScan) and idx._ivf.by_residual and idx._ivf.pq.M == 32
+    assert idx._ivf.code_size == 16
+
+
+def test_an_8_bit_index_from_before_fast_scan_still_loads_and_searches(data, tmp_path):
+    """Indexes saved with 8-bit codes (the default before 4-bit fast-scan) load as what their blob holds,
+    also from a header that lacks the code layout (files from before ``nbits`` was recorded), and search
+    as before: recall against exact, identical results after the round trip."""
+    import json
+
+    import faiss
+
+    from vidsearch.index.persist import HEADER
+
+    xb, xq = data
+    idx = IVFPQIndex(64, IVFPQConfig(pq_m=16, nbits=8, nlist=64), MemmapStore(xb.astype(np.float16)))
+    idx.train(xb)
+    idx.add(np.arange(len(xb)), xb)
+    assert isinstance(idx._ivf, faiss.IndexIVFPQ) and not isinstance(idx._ivf, faiss.IndexIVFPQFastScan)
+    params = IVFSearchParams(nprobe=16, rerank=100)
+    hits = idx.search(xq, 10, params)
+    truth = exact(xb, xq)
+    assert knn_recall(hits.ids, truth.ids, 10, -hits.scores, -truth.scores + 1e-2) >= 0.97
+    path = _saved(idx, tmp_path)
+    data_ = path.read_bytes()
+    magic, version, n = HEADER.unpack_from(data_)
+    meta = json.loads(data_[HEADER.size : HEADER.size + n])
+    del meta["config"]["nbits"], meta["config"]["pq_m"]  # today's defaults (64 x 4 bits) would not match the blob
+    new_meta = json.dumps(meta).encode()
+    old = tmp_path / "old.vsi"
+    old.write_bytes(HEADER.pack(magic, version, len(new_meta)) + new_meta + data_[HEADER.size + n :])
+    again = IVFPQIndex.load(old, idx.store)
+    assert (again.config.pq_m, again.config.nbits) == (16, 8)
+    np.testing.assert_array_equal(again.search(xq, 10, params).ids, hits.ids)

@@ -48,7 +48,13 @@ def outgrown(config: IndexConfig, index: "VectorIndex", n_vectors: int) -> bool:
     16x the vectors, each probe scanning 16x the codes); the collection then retrains it."""
     if config.nlist or not isinstance(index, IVFPQIndex) or index._ivf is None:
         return False
-    return choose_nlist(n_vectors, index.code_dim) >= 4 * int(index._ivf.nlist)
+    return choose_nlist(n_vectors, index.code_dim, index.config.list_padding_bytes()) >= 4 * int(index._ivf.nlist)
+
+
+def ivfpq_config(config: IndexConfig) -> IVFPQConfig:
+    """The compressed index a collection's ``config`` asks for: codes of ``config.pq_m`` bytes, each
+    byte two 4-bit sub-quantizers scanned by FAISS's fast-scan kernels (``index/ivf.py`` says why)."""
+    return IVFPQConfig(pq_m=2 * config.pq_m, nbits=4, quantizer=config.quantizer, reduce=config.reduce)
 
 
 TRAIN_SAMPLE = 200_000  # vectors the compressed index is trained on (k-means, PCA, codebooks)
@@ -65,9 +71,9 @@ def build_index(
     if not uses_ivf(config, len(ids)) or len(ids) < 256:
         index: VectorIndex = FlatIndex(dim)
     else:
-        cfg = IVFPQConfig(pq_m=config.pq_m, quantizer=config.quantizer, reduce=config.reduce)
+        cfg = ivfpq_config(config)
         # lists for the vectors the index will hold, not for the training sample drawn from them
-        nlist = config.nlist or choose_nlist(len(ids), cfg.code_dim(dim))
+        nlist = config.nlist or choose_nlist(len(ids), cfg.code_dim(dim), cfg.list_padding_bytes())
         ivf = IVFPQIndex(dim, dataclasses.replace(cfg, nlist=nlist), store)
         rng = np.random.default_rng(config.seed)
         # FAISS's k-means wants >= 39 points per list: past ~5K lists the sample grows with them

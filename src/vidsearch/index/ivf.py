@@ -1,21 +1,31 @@
-"""The compressed index: a navigable graph (HNSW) over IVF centroids, PQ codes in RAM (8-bit
-``IndexIVFPQ`` by default; 4-bit codes scanned with FAISS's SIMD fast-scan kernels with ``nbits=4``),
-and exact re-rank from vectors memory-mapped from disk.
+"""The compressed index: IVF lists (found by a flat scan of the centroids, or an HNSW graph over them
+past 4096 lists), 4-bit PQ codes in RAM scanned with FAISS's SIMD fast-scan kernels
+(``IndexIVFPQFastScan``; 8-bit ``IndexIVFPQ`` with ``nbits=8``), and exact re-rank from vectors
+memory-mapped from disk.
 
 Why this shape (issue #4): an HNSW graph over *every* vector costs >= 8*M bytes per vector for its
 bottom-layer links alone (128 B at M=16), which blows a 48 B/vector budget before any code is
 stored. Putting the graph over the IVF centroids (FAISS's IVF_HNSW) keeps the navigable graph --
 the paper's "hierarchical navigable graph over compressed codes" -- but pays for links per list,
-not per vector. Per vector in RAM: PQ code (M bytes at 8 bits, M/2 at 4) + 8-byte id + its share of
-the centroids and graph. At 1M x 256-d, 4-bit PQ64 codes (32 B) kept the true neighbours in the
-candidates less often than 8-bit PQ32 codes (32 B) did (bench/ann.py), hence the 8-bit default. Candidates from the codes are re-scored exactly from float16 vectors on disk
-(memory-mapped), so the codes only need to get the true neighbours into the top ``rerank``.
-Wider inputs (512-d SSCD, 1280-d EfficientNet) are projected onto their top ``max(256, 8 * pq_m)``
-PCA components before the centroids and codes: full-width centroids cost 8-21 B/vector at 1M, and the
-16- or 40-dim sub-vectors made FAISS's per-list lookup tables slow to compute -- which FAISS hides
-with a precomputed table of nlist * pq_m * 256 floats (134 B/vector at 1M) that it never
-serialises. That table is not kept here (``_no_precomputed_table``); ``memory_bytes`` counts it if
-one is ever built.
+not per vector. Per vector in RAM: PQ code (M/2 bytes at 4 bits, M at 8) + 8-byte id + its share of
+the centroids (and graph) + the fast-scan lists' padding to blocks of 32 codes. Candidates from the
+codes are re-scored exactly from the stored vectors (memory-mapped), so the codes only need to get
+the true neighbours into the top ``rerank``.
+
+Why 4-bit fast-scan codes by default (issue #13): the codes are of residuals (vector minus its
+list's centroid), and the L2 lookup table of a residual depends on the list, so 8-bit IVF-PQ
+computes one table of pq_m * 256 entries per query and list probed -- 0.88 s of 1.2 s per 10K
+queries at 1M -- unless FAISS keeps a precomputed table of nlist * pq_m * 256 floats (134 B/vector
+at 1M, over the budget; ``_no_precomputed_table``). A 4-bit table has 16 entries per sub-quantizer,
+16x cheaper per list, and FAISS scans 4-bit codes with SIMD shuffles. The same 32 bytes as 64 4-bit
+sub-quantizers rank less precisely than 32 8-bit ones, which a deeper re-rank makes up: at 1M
+(bench/engine.py) a batch of 10K queries took about half the CPU time of 8-bit codes at the same
+recall@10 (single thread: 33 us vs 68 us a query), and on the ANN benchmark's Gaussian mixture
+(300K x 256-d) re-ranking 128 candidates instead of 64 reached recall@10 0.999 at 2x the QPS.
+
+Wider inputs (512-d SSCD, 1280-d EfficientNet) are projected onto their top ``max(256, 8 * code bytes)``
+PCA components before the centroids and codes: full-width centroids cost 8-21 B/vector at 1M, and
+wider sub-vectors made the per-list lookup tables slower to compute.
 
 Deletes are tombstones filtered inside FAISS's scan (``IDSelectorNot(IDSelectorBatch)``) and are
 compacted away (``remove_ids``) once they pass ``compact_fraction`` of the index.
@@ -77,36 +87,49 @@ class IVFPQConfig:
 
     Attributes:
         nlist: IVF lists (0: chosen from the training size, about 4*sqrt(N), a power of two).
-        pq_m: PQ sub-quantizers; at 4 bits a code is pq_m/2 bytes.
+        pq_m: PQ sub-quantizers; a code is ``pq_m * nbits / 8`` bytes (the default: 64 x 4 bits = 32 B).
         hnsw_m: links per node of the HNSW graph over the centroids.
         quantizer: ``pq`` (FAISS k-means codebooks), ``opq`` (learned rotation + PQ) or
             ``learned`` (differentiable PQ, codebooks loaded into FAISS).
+        nbits: bits per sub-quantizer code: 4 (``IndexIVFPQFastScan``: 16-entry lookup tables, SIMD
+            scan; lists stored in blocks of 32 codes) or 8 (``IndexIVFPQ``: 256-entry tables).
         coarse: how lists are found: ``hnsw`` (a graph over the centroids), ``flat`` (every centroid
             compared), or ``auto``: flat up to ``FLAT_COARSE_MAX`` lists, where a graph walk computes
             about as many distances as a flat scan and, unlike it, can miss the nearest list.
         reduce: dimensions the centroids and codes live in: ``-1`` (auto) projects by PCA onto the
-            top ``max(256, 8 * pq_m)`` components when the input has more; ``0`` keeps every dimension;
-            another value projects onto that many. Re-rank is exact on the full vectors either way.
+            top ``max(256, 8 * code bytes)`` components when the input has more; ``0`` keeps every
+            dimension; another value projects onto that many. Re-rank is exact on the full vectors either way.
     """
 
     nlist: int = 0
-    pq_m: int = 32
+    pq_m: int = 64
     hnsw_m: int = 32
     quantizer: str = "pq"
     compact_fraction: float = 0.1
-    nbits: int = 8
+    nbits: int = 4
     coarse: str = "auto"
     reduce: int = -1
+
+    @property
+    def code_bytes(self) -> int:
+        """Bytes of one vector's PQ code."""
+        return (self.pq_m * self.nbits + 7) // 8
+
+    def list_padding_bytes(self) -> int:
+        """Code bytes a list may hold beyond its vectors': fast-scan lists are stored in blocks of 32
+        codes (FAISS's ``bbs``), so up to a block is padding (measured at 1M: 0.65-0.75 of a block
+        per list, with the list sizes serialised); 8-bit lists hold exactly their codes."""
+        return 32 * self.code_bytes if self.nbits == 4 else 0
 
     def code_dim(self, dim: int) -> int:
         """The dimension centroids and PQ codes live in for ``dim``-dimensional input."""
         if self.reduce == 0:
             return dim
         if self.reduce == -1:
-            # 256 = 8-dim sub-vectors at the default pq_m=32 (FAISS's fast lookup-table kernel, measured);
-            # smaller codes are not projected further (not measured: on the near-duplicate
-            # benchmark the quantizers are compared on the full vectors, reduce=0)
-            code = min(dim, max(256, 8 * self.pq_m))
+            # 256 for 32-byte codes: 8-dim sub-vectors of 8-bit codes (FAISS's fast lookup-table kernel,
+            # measured), 4-dim ones of 4-bit codes; smaller codes are not projected further (not
+            # measured: on the near-duplicate benchmark the quantizers are compared on the full vectors, reduce=0)
+            code = min(dim, max(256, 8 * self.code_bytes))
             return code if code % self.pq_m == 0 else dim  # a pq_m that does not divide it: full width
         return min(dim, self.reduce)
 
@@ -206,14 +229,19 @@ def connect_graph(quantizer: Any) -> int:
 CENTROID_BUDGET = 6.0
 
 
-def choose_nlist(n: int, dim: int = 0) -> int:
+def choose_nlist(n: int, dim: int = 0, padding: int = 0) -> int:
     """About 4*sqrt(n), a power of two between 16 and 65536; with ``dim`` (the code dimension,
-    ``IVFPQConfig.code_dim``) halved until the float32 centroids (and, past ``FLAT_COARSE_MAX``,
-    their graph: ~264 B per node at M=32) take at most ``CENTROID_BUDGET`` bytes per vector."""
+    ``IVFPQConfig.code_dim``) halved until the float32 centroids, ``padding`` bytes per list (fast-scan
+    blocks, ``IVFPQConfig.list_padding_bytes``) and, past ``FLAT_COARSE_MAX``, the centroids' graph
+    (~264 B per node at M=32) take at most ``CENTROID_BUDGET`` bytes per vector.
+
+    At 1M vectors of 256-d with 32-byte fast-scan codes this gives 2048 lists (4096 would take
+    47.8 B/vector in all, measured, against 44.0); the 4x fewer distances of 2048 centroids also make
+    the coarse search, a third of a batch query's CPU time at 1M, cheaper."""
     target = 4 * np.sqrt(max(n, 1))
     nlist = int(min(65536, max(16, 2 ** int(np.round(np.log2(target))))))
     while dim and nlist > 16:
-        per_list = 4 * dim + (264 if nlist > FLAT_COARSE_MAX else 0)
+        per_list = 4 * dim + padding + (264 if nlist > FLAT_COARSE_MAX else 0)
         if nlist * per_list <= CENTROID_BUDGET * n:
             break
         nlist //= 2
@@ -295,7 +323,7 @@ class IVFPQIndex:
             # (1280^2 floats, 6.5 B/vector at 1M) and its mean offset cancels in every L2 distance
             pca = make_linear_transform(faiss.vector_to_array(fitted.A).reshape(dim, self.dim))
             x = pca.apply(x)
-        nlist = self.config.nlist or choose_nlist(len(x), dim)
+        nlist = self.config.nlist or choose_nlist(len(x), dim, self.config.list_padding_bytes())
         if len(x) < nlist:
             raise ConfigError(f"need at least nlist={nlist} training vectors, got {len(x)}")
         coarse = self.config.coarse
@@ -317,6 +345,10 @@ class IVFPQIndex:
         ivf: Any
         if self.config.nbits == 4:
             ivf = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, self.config.pq_m, 4)
+            # FAISS codes the vectors themselves by default here; codes of residuals (as 8-bit IVF-PQ)
+            # kept more true neighbours among the candidates at 1M (recall@10 0.994 vs 0.987 at
+            # re-rank 48) for a per-list table of only 16 entries per sub-quantizer
+            ivf.by_residual = True
         else:
             ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, self.config.pq_m, 8)
         ivf.cp.seed = seed
@@ -547,12 +579,18 @@ class IVFPQIndex:
             raise CollectionError(f"{path}: expected the tombstones as ids (integers from 0 to 2^63 - 1), found "
                                   f"{bad[0]!r}; damaged ({REBUILT})")
         try:
-            obj = cls(dim, IVFPQConfig(**config), store)
-            obj.params = IVFSearchParams(**params)
-            obj._tombstones = set(tombstones)
             # without FAISS building its precomputed table on read (537 MB at 10M) only to be dropped
             index = faiss.deserialize_index(blob.copy(), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
             ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # the concrete IVF type, as train() leaves it
+            pq = getattr(ivf, "pq", None)
+            if pq is not None:
+                # a header without the code layout (from before a field existed) holds the codes its blob holds,
+                # not today's defaults (8-bit PQ32 until 4-bit fast-scan became the default)
+                config.setdefault("pq_m", int(pq.M))
+                config.setdefault("nbits", int(pq.nbits))
+            obj = cls(dim, IVFPQConfig(**config), store)
+            obj.params = IVFSearchParams(**params)
+            obj._tombstones = set(tombstones)
         except (TypeError, ValueError, RuntimeError, MemoryError, ConfigError) as exc:
             raise CollectionError(f"{path}: damaged index ({type(exc).__name__}: {exc}); "
                                   "it is rebuilt from the vector files") from exc
