@@ -18,10 +18,16 @@ computes one table of pq_m * 256 entries per query and list probed -- 0.88 s of 
 queries at 1M -- unless FAISS keeps a precomputed table of nlist * pq_m * 256 floats (134 B/vector
 at 1M, over the budget; ``_no_precomputed_table``). A 4-bit table has 16 entries per sub-quantizer,
 16x cheaper per list, and FAISS scans 4-bit codes with SIMD shuffles. The same 32 bytes as 64 4-bit
-sub-quantizers rank less precisely than 32 8-bit ones, which a deeper re-rank makes up: at 1M
-(bench/engine.py) a batch of 10K queries took about half the CPU time of 8-bit codes at the same
-recall@10 (single thread: 33 us vs 68 us a query), and on the ANN benchmark's Gaussian mixture
-(300K x 256-d) re-ranking 128 candidates instead of 64 reached recall@10 0.999 at 2x the QPS.
+sub-quantizers rank a little less precisely than 32 8-bit ones, which the exact re-rank makes up.
+Measured at 1M (bench/engine.py's collection, 10K queries in one call, CPU time per query on one
+thread): nprobe 1, re-rank 48: 8-bit (4096 lists) 68 us at recall@10 0.9956, 4-bit (2048 lists)
+33 us at 0.9942; nprobe 2, re-rank 64: 84 us at 0.9996 vs 48 us at 0.9990. On the ANN benchmark's
+Gaussian mixture (300K x 256-d) 4-bit codes re-ranking 128 candidates reached recall@10 0.999 at
+~2x the QPS of 8-bit ones re-ranking 64. Tried and dropped (same data): scanning the same codes by
+inner product (one table per query; 2x faster, but the projected vectors' norms differ, so recall@10
+fell to 0.90 at re-rank 48); 4-bit codes of the vectors themselves (FAISS's fast-scan default, one
+table per query): 0.987 instead of 0.994 at re-rank 48, no faster at nprobe 1; FAISS's own layout
+(512-d codes, inner product, 2048 lists): 0.91 at re-rank 48.
 
 Wider inputs (512-d SSCD, 1280-d EfficientNet) are projected onto their top ``max(256, 8 * code bytes)``
 PCA components before the centroids and codes: full-width centroids cost 8-21 B/vector at 1M, and
@@ -272,8 +278,8 @@ def faiss_ram_bytes(index: Any) -> int:
 
 
 class IVFPQIndex:
-    """IVF lists found through an HNSW graph over the centroids (or a flat scan of few centroids) + PQ
-    codes + exact re-rank from vectors on disk. Approximate:
+    """IVF lists found by a flat scan of the centroids (an HNSW graph over them past ``FLAT_COARSE_MAX``) +
+    PQ codes (4-bit fast-scan by default) + exact re-rank from vectors on disk. Approximate:
     results may miss true neighbours; ``rerank`` and ``nprobe`` trade speed for recall."""
 
     def __init__(self, dim: int, config: IVFPQConfig | None = None, store: VectorStore | None = None,
