@@ -1,0 +1,600 @@
+"""A VSC 2022-style copy-detection data set built from real imagery that ships in packages.
+
+**References** (``R000000.mp4`` ...): windows of the real sample footage (``samples.reference_footage``,
+disjoint windows, so that look-alikes from one scene compete) and videos animated from real
+photographs (Debian wallpaper packages when installed, plus a list of natural photographs in Debian
+``opencv-doc``): each shot is a slow pan and zoom inside one cell of a photograph, a reference has
+1-3 shots (cuts), and several references share a photograph (different cells of it).
+
+**Queries** (``Q000000.mp4`` ...): unrelated footage (a held-out pool of footage windows and
+photographs that no reference uses), into which, for about two thirds of the queries, 1-3 copied
+segments of 2-15 s of distinct references are inserted at random offsets, each through a random
+chain of edits: temporal (speed 0.5-2x, reversal, frame-rate change), per frame (crop and scale,
+flip, rotation, brightness/contrast/gamma, saturation, blur, noise, text and shape overlays), and
+a layout (full frame, picture-in-picture at 25-50 % of the width, side-by-side or vertical stacking
+with the background). Each query is encoded at a random low bitrate.
+
+**Ground truth**: one row per copied segment, ``query_id, ref_id, query_start, query_end,
+ref_start, ref_end`` in seconds (VSC's names; ids ``Q%06d``/``R%06d`` as the reference scorer
+expects). Every video is written at :data:`FPS` frames/s and :data:`WIDTH` x :data:`HEIGHT`, so
+frame ``k`` is shown at ``k / FPS`` s; a reversed copy keeps the time ranges of its source.
+
+Deterministic: the same :class:`VSCDataConfig` (size, seed, edits, the installed photographs)
+gives the same bytes (x264 single-threaded, every random draw from ``numpy``'s generator seeded
+by (seed, kind, index)). The data set is cached under ``$VIDSEARCH_CACHE/vsc/<key>`` (see
+:func:`build_dataset`) and rebuilt only if its manifest differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vidsearch.errors import ConfigError
+from vidsearch.evaluate import edits, samples
+from vidsearch.evaluate.samples import MissingDataError
+from vidsearch.evaluate.vsc_metrics import Match, read_matches, write_matches
+
+FPS = 10
+"""Frame rate of every reference and query."""
+WIDTH, HEIGHT = 320, 180
+"""Frame size of every reference and query."""
+FORMAT_VERSION = 1
+"""Bumped whenever the same config would give different videos."""
+
+WALLPAPER_ROOTS = ("/usr/share/backgrounds", "/usr/share/wallpapers")
+"""Where Debian's wallpaper packages (gnome-, mate-backgrounds, ukui-, plasma-workspace-wallpapers) install."""
+OPENCV_PHOTOS = ("aero1.jpg", "apple.jpg", "baboon.jpg", "basketball1.png", "Blender_Suzanne1.jpg",
+                 "box_in_scene.png", "building.jpg", "butterfly.jpg", "ela_original.jpg", "fruits.jpg",
+                 "graf1.png", "home.jpg", "leuvenA.jpg", "licenseplate_motion.jpg", "messi5.jpg",
+                 "orange.jpg", "pca_test1.jpg", "rubberwhale1.png", "smarties.png", "squirrel_cls.jpg",
+                 "starry_night.jpg", "stuff.jpg", "aloeL.jpg")
+"""Natural photographs in opencv-doc's examples/data: one of each stereo or sequence pair, no synthetic images."""
+EXCLUDED_FOOTAGE = ("carphone_distorted.mp4", "v2s.mov")
+"""Sample videos that are copies of others (a distorted carphone; v2s, a re-encode of v2)."""
+MIN_PHOTO_SIDE = 300
+
+
+class DatasetSize(str, Enum):
+    """How big a data set to build."""
+
+    TINY = "tiny"  # unit tests: seconds
+    SMALL = "small"  # CI: a few minutes
+    FULL = "full"  # the benchmark: >= 500 references
+
+
+@dataclass(frozen=True)
+class SizeSpec:
+    """Counts and durations (seconds) of one size; ``query_seconds`` is the unrelated footage of a query,
+    to which the copied segments are added."""
+
+    references: int
+    queries: int
+    reference_seconds: tuple[float, float]
+    query_seconds: tuple[float, float]
+
+
+SIZES = {
+    DatasetSize.TINY: SizeSpec(references=5, queries=5, reference_seconds=(4.0, 8.0), query_seconds=(6.0, 10.0)),
+    DatasetSize.SMALL: SizeSpec(references=60, queries=45, reference_seconds=(6.0, 20.0),
+                                query_seconds=(10.0, 30.0)),
+    DatasetSize.FULL: SizeSpec(references=520, queries=400, reference_seconds=(6.0, 30.0),
+                               query_seconds=(10.0, 45.0)),
+}
+
+
+@dataclass(frozen=True)
+class VSCDataConfig:
+    """What to build. ``max_edits=0`` inserts plain copies (no edit, full frame), for tests."""
+
+    size: DatasetSize = DatasetSize.SMALL
+    seed: int = 0
+    max_edits: int = 3
+    no_copy_fraction: float = 1 / 3
+    photo_roots: tuple[str, ...] = WALLPAPER_ROOTS
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.size, DatasetSize):
+            raise ConfigError(f"VSCDataConfig.size must be a DatasetSize ({', '.join(s.value for s in DatasetSize)}), "
+                              f"got {self.size!r}; use DatasetSize(value)")
+        if not 0 <= self.max_edits <= 8:
+            raise ConfigError(f"VSCDataConfig.max_edits must be in [0, 8], got {self.max_edits}")
+        if not 0.0 <= self.no_copy_fraction < 1.0:
+            raise ConfigError(f"VSCDataConfig.no_copy_fraction must be in [0, 1), got {self.no_copy_fraction}")
+
+
+@dataclass(frozen=True)
+class CopyInfo:
+    """One copied segment of a query, with the edits it went through (for per-edit breakdowns)."""
+
+    ref_id: str
+    query_start: float
+    query_end: float
+    ref_start: float
+    ref_end: float
+    edits: tuple[str, ...]
+    layout: str
+
+
+@dataclass(frozen=True)
+class VSCDataset:
+    """A built data set: ``root/references/*.mp4``, ``root/queries/*.mp4``, ``root/ground_truth.csv``."""
+
+    root: Path
+    config: VSCDataConfig
+    reference_ids: tuple[str, ...]
+    query_ids: tuple[str, ...]
+    ground_truth: tuple[Match, ...]
+    copies: dict[str, tuple[CopyInfo, ...]] = field(repr=False)
+    sources: dict[str, str] = field(repr=False)  # reference id -> where its imagery comes from
+
+    def reference_path(self, ref_id: str) -> Path:
+        return self.root / "references" / f"{ref_id}.mp4"
+
+    def query_path(self, query_id: str) -> Path:
+        return self.root / "queries" / f"{query_id}.mp4"
+
+
+# --- source material ---------------------------------------------------------------------------
+
+Frames = list[NDArray[np.uint8]]
+
+
+@dataclass(frozen=True)
+class _FootageWindow:
+    path: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class _PhotoShot:
+    path: str
+    cell: tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of the photograph
+    seconds: float
+
+
+def _photo_family(path: Path) -> str:
+    """A key shared by resolution, light/dark and numbered variants of one picture."""
+    if "contents" in path.parts:  # plasma: <name>/contents/images/<WxH>.png
+        return path.parts[path.parts.index("contents") - 1].lower()
+    stem = path.stem.lower()
+    return re.sub(r"([-_ ]?(\d+x\d+|\d+|light|dark|d|l|no-logo))+$", "", stem) or stem
+
+
+def find_photos(roots: tuple[str, ...] = WALLPAPER_ROOTS) -> list[Path]:
+    """Real photographs installed here: the largest file of each picture under ``roots``, plus opencv-doc's.
+
+    Sorted by path, so the list (and the data set) depends only on what is installed.
+    """
+    from PIL import Image
+
+    best: dict[str, tuple[int, Path]] = {}
+    candidates: list[Path] = []
+    for root in roots:
+        if Path(root).is_dir():
+            candidates += [p for p in Path(root).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")]
+    data = samples.OPENCV_DOC / "examples" / "data"
+    candidates += [data / name for name in OPENCV_PHOTOS if (data / name).is_file()]
+    for p in sorted(candidates):
+        try:
+            with Image.open(p) as img:
+                w, h = img.size
+        except (OSError, ValueError):
+            continue
+        if min(w, h) < MIN_PHOTO_SIDE:
+            continue
+        key = _photo_family(p)
+        if key not in best or w * h > best[key][0]:
+            best[key] = (w * h, p)
+    return sorted(p for _, p in best.values())
+
+
+def _footage() -> list[tuple[Path, float]]:
+    """The sample footage with durations, copies of other samples left out."""
+    import av
+
+    out = []
+    for p in samples.reference_footage():
+        if p.name in EXCLUDED_FOOTAGE:
+            continue
+        with av.open(str(p)) as c:
+            s = c.streams.video[0]
+            d = float(s.duration * s.time_base) if s.duration and s.time_base else (c.duration or 0) / 1e6
+        out.append((p, d))
+    return sorted(out, key=lambda x: x[0].name)
+
+
+def _fit(frame: NDArray[np.uint8], width: int = WIDTH, height: int = HEIGHT) -> NDArray[np.uint8]:
+    """Centre-crop to the aspect ratio of (width, height), then resize."""
+    from PIL import Image
+
+    h, w = frame.shape[:2]
+    target = width / height
+    if w / h > target:
+        cw, ch = int(round(h * target)), h
+    else:
+        cw, ch = w, int(round(w / target))
+    x0, y0 = (w - cw) // 2, (h - ch) // 2
+    img = Image.fromarray(frame).resize((width, height), Image.Resampling.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
+    return np.asarray(img)
+
+
+def _render_footage(win: _FootageWindow) -> Frames:
+    frames, fps = edits.decode_rgb(win.path, win.start, win.end, max_width=640, max_fps=FPS)
+    if not frames:
+        raise MissingDataError(f"no frame decoded from {win.path} in [{win.start}, {win.end}) s; reinstall it "
+                               f"({samples.install_hint(Path(win.path).name)})")
+    frames, _ = edits.frame_rate(FPS)(frames, fps)
+    return [_fit(f) for f in frames]
+
+
+_photo_cache: dict[str, object] = {}
+
+
+def _render_photo_shot(shot: _PhotoShot, rng: np.random.Generator) -> Frames:
+    """A pan and zoom inside one cell of a photograph."""
+    from PIL import Image
+
+    img = _photo_cache.get(shot.path)
+    if img is None:
+        with Image.open(shot.path) as src:
+            img = src.convert("RGB")
+            img.thumbnail((1600, 1600))
+        _photo_cache.clear()  # keep one photograph in memory
+        _photo_cache[shot.path] = img
+    assert isinstance(img, Image.Image)
+    x0, y0, x1, y1 = shot.cell
+    cw, ch = (x1 - x0) * img.width, (y1 - y0) * img.height
+    n = max(1, int(round(shot.seconds * FPS)))
+    # Camera window: 16:9, 55-95 % of the cell's limiting side, moving and zooming linearly.
+    aspect = WIDTH / HEIGHT
+    full_w = min(cw, ch * aspect)
+    z0, z1 = rng.uniform(0.55, 0.95, size=2)
+    c0, c1 = rng.uniform(0, 1, size=2), rng.uniform(0, 1, size=2)
+    out = []
+    for i in range(n):
+        a = i / max(1, n - 1)
+        z = z0 + (z1 - z0) * a
+        ww, wh = full_w * z, full_w * z / aspect
+        cx = x0 * img.width + (cw - ww) * (c0[0] + (c1[0] - c0[0]) * a)
+        cy = y0 * img.height + (ch - wh) * (c0[1] + (c1[1] - c0[1]) * a)
+        box = (cx, cy, cx + ww, cy + wh)
+        out.append(np.asarray(img.resize((WIDTH, HEIGHT), Image.Resampling.BILINEAR, box=box)))
+    return out
+
+
+def _cells(path: Path) -> list[tuple[float, float, float, float]]:
+    """Disjoint cells of a photograph (a 2x2 grid below 1600 px wide, 3x3 above)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        k = 3 if img.width >= 1600 else 2
+    return [(i / k, j / k, (i + 1) / k, (j + 1) / k) for j in range(k) for i in range(k)]
+
+
+# --- edits not in edits.py ---------------------------------------------------------------------
+
+
+def _rotate(angle: float) -> edits.Edit:
+    from PIL import Image
+
+    return edits._pil(lambda img: img.rotate(angle, resample=Image.Resampling.BILINEAR))
+
+
+def _saturation(factor: float) -> edits.Edit:
+    from PIL import ImageEnhance
+
+    return edits._pil(lambda img: ImageEnhance.Color(img).enhance(factor))
+
+
+def _shapes(rng: np.random.Generator) -> edits.Edit:
+    """Two to five filled, half-transparent rectangles and ellipses at fixed places."""
+    from PIL import Image, ImageDraw
+
+    n = int(rng.integers(2, 6))
+    specs = [(bool(rng.integers(2)), rng.uniform(0, 0.8, 2), rng.uniform(0.08, 0.3, 2),
+              tuple(int(v) for v in rng.integers(0, 256, 3)) + (int(rng.integers(120, 230)),)) for _ in range(n)]
+
+    def fn(img: Image.Image) -> Image.Image:
+        layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+        draw = ImageDraw.Draw(layer)
+        for ellipse, (fx, fy), (fw, fh), colour in specs:
+            box = (fx * img.width, fy * img.height, (fx + fw) * img.width, (fy + fh) * img.height)
+            (draw.ellipse if ellipse else draw.rectangle)(box, fill=colour)
+        return Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB")
+
+    return edits._pil(fn)
+
+
+def _frame_rate_change(new_fps: float) -> edits.Edit:
+    """Drop (or repeat) frames as a ``new_fps`` re-encode would, then back to the query's rate."""
+    down, up = edits.frame_rate(new_fps), edits.frame_rate(FPS)
+
+    def edit(frames: Frames, fps: float) -> tuple[Frames, float]:
+        return up(*down(frames, fps))
+
+    return edit
+
+
+def _random_chain(rng: np.random.Generator, max_edits: int, seed: int) -> tuple[list[tuple[str, edits.Edit]], str]:
+    """Temporal edits, then per-frame edits; and a layout name."""
+    if max_edits == 0:
+        return [], "full"
+    chain: list[tuple[str, edits.Edit]] = []
+    if rng.random() < 0.3:
+        f = float(np.round(rng.uniform(0.5, 2.0), 2))
+        chain.append((f"speed({f})", edits.speed(f)))
+    if rng.random() < 0.15:
+        chain.append(("reverse", edits.reverse()))
+    if rng.random() < 0.15:
+        new = float(rng.choice([3.0, 5.0, 7.5]))
+        chain.append((f"frame_rate({new})", _frame_rate_change(new)))
+    makers: list[Callable[[], tuple[str, edits.Edit]]] = [
+        lambda: (lambda c, dx, dy: (f"crop({c:.2f})", edits.crop(c, dx, dy)))(
+            rng.uniform(0.55, 0.9), rng.uniform(-1, 1), rng.uniform(-1, 1)),
+        lambda: ("hflip", edits.hflip()),
+        lambda: (lambda a: (f"rotate({a:.0f})", _rotate(a)))(float(rng.choice([-1, 1]) * rng.uniform(5, 25))),
+        lambda: (lambda b, c, g: (f"photometric({b:.2f},{c:.2f},{g:.2f})", edits.photometric(b, c, g)))(
+            rng.uniform(-0.2, 0.2), rng.uniform(0.6, 1.4), rng.uniform(0.6, 1.6)),
+        lambda: (lambda s: (f"saturation({s:.2f})", _saturation(s)))(rng.uniform(0.0, 2.0)),
+        lambda: (lambda r: (f"blur({r:.1f})", edits.blur(r)))(rng.uniform(1.0, 4.0)),
+        lambda: (lambda s: (f"noise({s:.0f})", edits.noise(s, seed)))(rng.uniform(5, 25)),
+        lambda: ("text", edits.text_overlay(f"LIVE {int(rng.integers(1000, 9999))} news", rng.uniform(0.08, 0.15))),
+        lambda: ("shapes", _shapes(rng)),
+    ]
+    k = int(rng.integers(1, max_edits + 1))
+    for i in rng.choice(len(makers), size=min(k, len(makers)), replace=False):
+        chain.append(makers[int(i)]())
+    layout = str(rng.choice(["full", "full", "pip", "hstack", "vstack"]))
+    return chain, layout
+
+
+def _place(copy: Frames, background: Frames, layout: str, rng: np.random.Generator) -> tuple[Frames, str]:
+    """Put the edited copy over ``background`` (same length): full frame, PiP or stacked. Returns frames, layout."""
+    from PIL import Image
+
+    if layout == "full":
+        return [_fit(f) for f in copy], "full"
+    out = []
+    if layout == "pip":
+        scale = float(rng.uniform(0.25, 0.5))
+        w = int(WIDTH * scale)
+        h = min(HEIGHT, int(round(w * copy[0].shape[0] / copy[0].shape[1])))
+        x, y = int(rng.integers(0, WIDTH - w + 1)), int(rng.integers(0, HEIGHT - h + 1))
+        for f, bg in zip(copy, background):
+            canvas = Image.fromarray(bg)
+            canvas.paste(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR), (x, y))
+            out.append(np.asarray(canvas))
+        return out, f"pip({scale:.2f})"
+    first = bool(rng.integers(2))  # copy on the left/top or right/bottom
+    for f, bg in zip(copy, background):
+        if layout == "hstack":
+            a, b = _fit(f, WIDTH // 2, HEIGHT), _fit(bg, WIDTH // 2, HEIGHT)
+            out.append(np.concatenate([a, b] if first else [b, a], axis=1))
+        else:
+            a, b = _fit(f, WIDTH, HEIGHT // 2), _fit(bg, WIDTH, HEIGHT // 2)
+            out.append(np.concatenate([a, b] if first else [b, a], axis=0))
+    return out, layout
+
+
+# --- building ----------------------------------------------------------------------------------
+
+
+def _rng(seed: int, kind: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, kind, index])
+
+
+@dataclass(frozen=True)
+class _Plan:
+    references: list[tuple[str, list[_FootageWindow | _PhotoShot]]]
+    background: list[_FootageWindow | _PhotoShot]
+
+
+def _plan(config: VSCDataConfig, photos: list[Path], footage: list[tuple[Path, float]]) -> _Plan:
+    """Which material each reference uses, and the held-out background pool; no rendering."""
+    spec = SIZES[config.size]
+    rng = _rng(config.seed, 0, 0)
+    lo, hi = spec.reference_seconds
+    windows: list[_FootageWindow] = []
+    for path, duration in footage:
+        t = 0.0
+        while t + lo <= duration - 0.2:
+            n = min(float(rng.uniform(lo, hi)), duration - 0.2 - t)
+            windows.append(_FootageWindow(str(path), round(t, 2), round(t + n, 2)))
+            t += n
+    rng.shuffle(windows)
+    n_bg_windows = max(1, len(windows) // 5)
+    bg_windows, ref_windows = windows[:n_bg_windows], windows[n_bg_windows:]
+    order = list(photos)
+    rng.shuffle(order)
+    n_bg_photos = max(1, len(order) // 6)
+    bg_photos, ref_photos = order[:n_bg_photos], order[n_bg_photos:]
+    slots = [(str(p), c) for p in ref_photos for c in _cells(p)]
+    rng.shuffle(slots)
+
+    n_footage = min(len(ref_windows), max(1, spec.references // 3))
+    items: list[list[_FootageWindow | _PhotoShot]] = [[w] for w in ref_windows[:n_footage]]
+    while len(items) < spec.references:
+        shots = int(rng.integers(1, 4))
+        if len(slots) < shots:
+            raise MissingDataError(
+                f"a {config.size.value} VSC data set needs {spec.references} references, but the installed photographs "
+                f"give only {len(items)} (found {len(photos)} photographs); install Debian's wallpaper packages "
+                "(apt-get install mate-backgrounds ukui-wallpapers plasma-workspace-wallpapers) or use a smaller size")
+        total = float(rng.uniform(lo, hi))
+        items.append([_PhotoShot(*slots.pop(), seconds=round(total / shots, 2)) for _ in range(shots)])
+    order_idx = rng.permutation(len(items))
+    references = [(f"R{i:06d}", items[j]) for i, j in enumerate(order_idx)]
+    background: list[_FootageWindow | _PhotoShot] = list(bg_windows)
+    for p in bg_photos:
+        background += [_PhotoShot(str(p), c, seconds=float(rng.uniform(3.0, 8.0))) for c in _cells(p)]
+    return _Plan(references=references, background=background)
+
+
+def _render_items(items: list[_FootageWindow | _PhotoShot], rng: np.random.Generator) -> Frames:
+    frames: Frames = []
+    for item in items:
+        frames += _render_footage(item) if isinstance(item, _FootageWindow) else _render_photo_shot(item, rng)
+    return frames
+
+
+def _background(plan: _Plan, n: int, rng: np.random.Generator) -> Frames:
+    """``n`` frames of held-out footage and photographs, cut together."""
+    frames: Frames = []
+    while len(frames) < n:
+        item = plan.background[int(rng.integers(len(plan.background)))]
+        frames += _render_items([item], rng)
+    return frames[:n]
+
+
+def _source_name(items: list[_FootageWindow | _PhotoShot]) -> str:
+    return " + ".join(f"{Path(i.path).name}@{i.start}-{i.end}" if isinstance(i, _FootageWindow)
+                      else f"{Path(i.path).name}#{i.cell}" for i in items)
+
+
+def _build_query(plan: _Plan, config: VSCDataConfig, index: int, ref_frames: Callable[[str], Frames],
+                 ref_ids: list[str]) -> tuple[Frames, int, list[CopyInfo]]:
+    spec = SIZES[config.size]
+    rng = _rng(config.seed, 2, index)
+    n_background = int(round(float(rng.uniform(*spec.query_seconds)) * FPS))
+    bitrate = int(rng.integers(150_000, 500_000))
+    frames = _background(plan, n_background, rng)
+    n_copies = 0 if rng.random() < config.no_copy_fraction else int(rng.integers(1, 4))
+    chosen = [ref_ids[int(i)] for i in rng.choice(len(ref_ids), size=min(n_copies, len(ref_ids)), replace=False)]
+    pieces = []
+    for ref_id in chosen:
+        src = ref_frames(ref_id)
+        n = min(len(src), int(round(float(rng.uniform(2.0, 15.0)) * FPS)))
+        start = int(rng.integers(0, len(src) - n + 1))
+        chain, layout = _random_chain(rng, config.max_edits, config.seed * 1000 + index)
+        copy, fps = src[start : start + n], float(FPS)
+        for _, edit in chain:
+            copy, fps = edit(copy, fps)
+        pieces.append((ref_id, start, n, copy, [name for name, _ in chain], layout))
+    # The copies overwrite non-overlapping stretches of a background made longer by their length, so that
+    # ``n_background`` frames of unrelated footage remain around them.
+    room = n_background
+    frames += _background(plan, sum(len(p[3]) for p in pieces), rng)
+    gaps = sorted(int(c) for c in rng.integers(0, room + 1, size=len(pieces)))
+    copies: list[CopyInfo] = []
+    pos, prev = 0, 0
+    for gap, (ref_id, start, n, copy, names, layout) in zip(gaps, pieces):
+        pos += gap - prev
+        prev = gap
+        placed, layout_name = _place(copy, frames[pos : pos + len(copy)], layout, rng)
+        frames[pos : pos + len(placed)] = placed
+        copies.append(CopyInfo(ref_id=ref_id, query_start=pos / FPS, query_end=(pos + len(placed)) / FPS,
+                               ref_start=start / FPS, ref_end=(start + n) / FPS, edits=tuple(names),
+                               layout=layout_name))
+        pos += len(placed)
+    return frames, bitrate, copies
+
+
+def default_root(config: VSCDataConfig) -> Path:
+    """Where :func:`build_dataset` caches ``config``: ``$VIDSEARCH_CACHE/vsc/<size>-seed<seed>-<hash>``."""
+    from vidsearch.encode.effnet import cache_dir
+
+    key = hashlib.sha256(json.dumps(_manifest(config, []), sort_keys=True).encode()).hexdigest()[:10]
+    return cache_dir().parent / "vsc" / f"{config.size.value}-seed{config.seed}-{key}"
+
+
+def _manifest(config: VSCDataConfig, photos: list[Path]) -> dict[str, object]:
+    return {"format": "vidsearch-vsc-dataset", "format_version": FORMAT_VERSION,
+            "config": {**asdict(config), "size": config.size.value, "photo_roots": list(config.photo_roots)},
+            "fps": FPS, "width": WIDTH, "height": HEIGHT, "photos": [str(p) for p in photos]}
+
+
+def build_dataset(config: VSCDataConfig = VSCDataConfig(), root: str | os.PathLike[str] | None = None,
+                  progress: Callable[[str], None] | None = None) -> VSCDataset:
+    """Build the data set ``config`` describes into ``root`` (default :func:`default_root`), or load it if cached.
+
+    The folder is written beside ``root`` and moved into place when complete, so an interrupted build
+    leaves nothing that looks finished. A folder at ``root`` built from another config (or other
+    installed photographs) is replaced.
+
+    Raises:
+        MissingDataError: the sample footage or too few photographs are installed for ``config.size``.
+    """
+    photos = find_photos(config.photo_roots)
+    target = Path(root) if root is not None else default_root(config)
+    manifest = _manifest(config, photos)
+    if (target / "manifest.json").is_file():
+        if json.loads((target / "manifest.json").read_text()) == manifest:
+            return load_dataset(target)
+    elif target.exists() and any(target.iterdir()):
+        raise ConfigError(f"{target} exists and is not a VSC data set (no manifest.json); pass an empty or new folder")
+    footage = _footage()
+    if not footage:
+        raise MissingDataError(f"no sample footage installed; {samples.install_hint('')}")
+    plan = _plan(config, photos, footage)
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "references").mkdir(parents=True)
+    (tmp / "queries").mkdir()
+    sources = {}
+    for i, (ref_id, items) in enumerate(plan.references):
+        frames = _render_items(items, _rng(config.seed, 1, i))
+        edits.encode_rgb(frames, FPS, tmp / "references" / f"{ref_id}.mp4", bitrate=500_000)
+        sources[ref_id] = _source_name(items)
+        if progress:
+            progress(f"reference {i + 1}/{len(plan.references)}")
+    ref_ids = [r for r, _ in plan.references]
+
+    def ref_frames(ref_id: str) -> Frames:
+        frames, _ = edits.decode_rgb(tmp / "references" / f"{ref_id}.mp4", max_width=WIDTH, max_fps=FPS)
+        return frames
+
+    truth: list[Match] = []
+    copies: dict[str, list[dict[str, object]]] = {}
+    for qi in range(SIZES[config.size].queries):
+        query_id = f"Q{qi:06d}"
+        frames, bitrate, infos = _build_query(plan, config, qi, ref_frames, ref_ids)
+        edits.encode_rgb(frames, FPS, tmp / "queries" / f"{query_id}.mp4", bitrate=bitrate)
+        copies[query_id] = [asdict(c) for c in infos]
+        truth += [Match(query_id, c.ref_id, c.query_start, c.query_end, c.ref_start, c.ref_end) for c in infos]
+        if progress:
+            progress(f"query {qi + 1}/{SIZES[config.size].queries}")
+    write_matches(tmp / "ground_truth.csv", truth, with_score=False)
+    (tmp / "copies.json").write_text(json.dumps(copies, indent=1, sort_keys=True))
+    (tmp / "sources.json").write_text(json.dumps(sources, indent=1, sort_keys=True))
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, target)
+    return load_dataset(target)
+
+
+def load_dataset(root: str | os.PathLike[str]) -> VSCDataset:
+    """Open a data set :func:`build_dataset` wrote.
+
+    Raises:
+        MissingDataError: ``root`` has no manifest (not built, or interrupted).
+    """
+    root = Path(root)
+    if not (root / "manifest.json").is_file():
+        raise MissingDataError(f"{root} holds no VSC data set (no manifest.json); build it with build_dataset")
+    manifest = json.loads((root / "manifest.json").read_text())
+    cfg = dict(manifest["config"])
+    config = VSCDataConfig(size=DatasetSize(cfg["size"]), seed=int(cfg["seed"]), max_edits=int(cfg["max_edits"]),
+                           no_copy_fraction=float(cfg["no_copy_fraction"]), photo_roots=tuple(cfg["photo_roots"]))
+    raw = json.loads((root / "copies.json").read_text())
+    copies = {q: tuple(CopyInfo(**{**c, "edits": tuple(c["edits"])}) for c in rows) for q, rows in raw.items()}
+    return VSCDataset(
+        root=root, config=config,
+        reference_ids=tuple(sorted(p.stem for p in (root / "references").glob("R*.mp4"))),
+        query_ids=tuple(sorted(p.stem for p in (root / "queries").glob("Q*.mp4"))),
+        ground_truth=tuple(read_matches(root / "ground_truth.csv", ground_truth=True)),
+        copies=copies, sources=json.loads((root / "sources.json").read_text()),
+    )

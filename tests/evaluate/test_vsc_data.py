@@ -1,0 +1,159 @@
+"""The VSC-style data set builder on its tiny size: determinism, cache, ground truth consistent with
+the written videos (plain copies compared pixel by pixel with their references), no-copy queries."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidsearch.errors import ConfigError
+from vidsearch.evaluate import edits
+from vidsearch.evaluate.samples import MissingDataError
+from vidsearch.evaluate.vsc_data import (
+    FPS,
+    HEIGHT,
+    WIDTH,
+    DatasetSize,
+    VSCDataConfig,
+    VSCDataset,
+    _photo_family,
+    build_dataset,
+    load_dataset,
+)
+from vidsearch.evaluate.vsc_metrics import GROUND_TRUTH_COLUMNS
+
+# Seed 3 of the tiny size has no-copy queries, and copies with speed changes, reversal, PiP and stacking.
+SEED = 3
+
+
+@pytest.fixture(scope="session")
+def edited(tmp_path_factory: pytest.TempPathFactory) -> VSCDataset:
+    return build_dataset(VSCDataConfig(size=DatasetSize.TINY, seed=SEED), tmp_path_factory.mktemp("vsc") / "edited")
+
+
+@pytest.fixture(scope="session")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> VSCDataset:
+    """Copies inserted without any edit (full frame), so their pixels can be compared with the references'."""
+    return build_dataset(VSCDataConfig(size=DatasetSize.TINY, seed=SEED, max_edits=0),
+                         tmp_path_factory.mktemp("vsc") / "plain")
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    frames, fps = edits.decode_rgb(path, max_width=WIDTH, max_fps=FPS)
+    assert fps == FPS
+    return frames
+
+
+def test_same_seed_gives_the_same_bytes(edited: VSCDataset, tmp_path: Path) -> None:
+    again = build_dataset(edited.config, tmp_path / "again")
+    first, second = _digest(edited.root), _digest(again.root)
+    assert len(first) == 5 + 5 + 4  # videos + ground_truth.csv, copies.json, sources.json, manifest.json
+    assert first == second
+    assert again.ground_truth == edited.ground_truth
+
+
+def test_a_built_data_set_is_loaded_not_rebuilt(edited: VSCDataset) -> None:
+    before = {p: p.stat().st_mtime_ns for p in edited.root.rglob("*.mp4")}
+    again = build_dataset(edited.config, edited.root)
+    assert {p: p.stat().st_mtime_ns for p in edited.root.rglob("*.mp4")} == before
+    assert again == load_dataset(edited.root)
+
+
+def test_layout_and_ids(edited: VSCDataset) -> None:
+    assert edited.reference_ids == tuple(f"R{i:06d}" for i in range(5))
+    assert edited.query_ids == tuple(f"Q{i:06d}" for i in range(5))
+    header = (edited.root / "ground_truth.csv").read_text().splitlines()[0]
+    assert header == ",".join(GROUND_TRUTH_COLUMNS)
+    first = _frames(edited.query_path("Q000000"))[0]
+    assert first.shape == (HEIGHT, WIDTH, 3)
+
+
+def test_ground_truth_is_consistent_with_the_files(edited: VSCDataset) -> None:
+    rows_by_query: dict[str, list] = {q: [] for q in edited.query_ids}
+    for row in edited.ground_truth:
+        rows_by_query[row.query_id].append(row)
+    no_copy = [q for q, rows in rows_by_query.items() if not rows]
+    assert no_copy and len(no_copy) < len(edited.query_ids)  # both kinds occur
+    for q in edited.query_ids:
+        infos = edited.copies[q]
+        rows = rows_by_query[q]
+        # copies.json and ground_truth.csv agree, row for row; no-copy queries have no rows.
+        assert [(c.ref_id, c.query_start, c.query_end, c.ref_start, c.ref_end) for c in infos] == \
+            [(r.ref_id, r.query_start, r.query_end, r.ref_start, r.ref_end) for r in rows]
+        q_seconds = len(_frames(edited.query_path(q))) / FPS
+        spans = sorted((r.query_start, r.query_end) for r in rows)
+        for (s0, e0), (s1, _) in zip(spans, spans[1:]):
+            assert e0 <= s1  # copies do not overlap in the query
+        unrelated = q_seconds - sum(e - s for s, e in spans)
+        assert unrelated >= 6.0  # at least the tiny size's minimum of unrelated footage
+        for info in infos:
+            assert 0 <= info.query_start < info.query_end <= q_seconds + 1e-9
+            r_seconds = len(_frames(edited.reference_path(info.ref_id))) / FPS
+            assert 0 <= info.ref_start < info.ref_end <= r_seconds + 1e-9
+            assert 2.0 - 1e-9 <= info.ref_end - info.ref_start <= min(15.0, r_seconds) + 1e-9
+            speed = [float(e[6:-1]) for e in info.edits if e.startswith("speed(")]
+            expected = (info.ref_end - info.ref_start) / (speed[0] if speed else 1.0)
+            assert info.query_end - info.query_start == pytest.approx(expected, abs=0.25)
+    layouts = {c.layout.split("(")[0] for cs in edited.copies.values() for c in cs}
+    assert {"full", "pip"} <= layouts and layouts & {"hstack", "vstack"}
+
+
+def _mad(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16))))
+
+
+def test_plain_copies_show_the_reference_frames_at_the_ground_truth_times(plain: VSCDataset) -> None:
+    assert plain.ground_truth, "the plain tiny data set should contain copies"
+    aligned, shifted, outside = [], [], []
+    for row in plain.ground_truth:
+        query = _frames(plain.query_path(row.query_id))
+        ref = _frames(plain.reference_path(row.ref_id))
+        q0, q1 = round(row.query_start * FPS), round(row.query_end * FPS)
+        r0 = round(row.ref_start * FPS)
+        assert q1 - q0 == round((row.ref_end - row.ref_start) * FPS)
+        # Frame-exact: one frame later in the reference fits worse than the ground-truth frame.
+        exact = np.mean([_mad(query[q0 + k], ref[r0 + k]) for k in range(q1 - q0 - 1)])
+        one_off = np.mean([_mad(query[q0 + k], ref[r0 + k + 1]) for k in range(q1 - q0 - 1)])
+        assert exact < one_off, (row, exact, one_off)
+        for k in range(0, q1 - q0, 3):
+            aligned.append(_mad(query[q0 + k], ref[r0 + k]))
+            other = r0 + k + 10 if r0 + k + 10 < len(ref) else r0 + k - 10  # the reference 1 s off
+            shifted.append(_mad(query[q0 + k], ref[other]))
+        if q0 > 0:
+            outside.append(_mad(query[q0 - 1], ref[r0]))  # the unrelated frame just before the copy
+        if q1 < len(query):
+            outside.append(_mad(query[q1], ref[min(r0 + q1 - q0, len(ref) - 1)]))
+    assert max(aligned) < 4.0, aligned  # the same picture, through two lossy encodes (measured <= 2.1)
+    assert float(np.median(shifted)) > 2 * float(np.median(aligned))
+    assert outside and min(outside) > 2 * float(np.median(aligned))
+
+
+def test_config_is_checked_and_missing_photographs_are_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="DatasetSize"):
+        VSCDataConfig(size="tiny")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="max_edits"):
+        VSCDataConfig(max_edits=-1)
+    with pytest.raises(MissingDataError, match="wallpaper"):  # opencv-doc's photographs alone cannot give 520
+        build_dataset(VSCDataConfig(size=DatasetSize.FULL, photo_roots=()), tmp_path / "full")
+    assert not (tmp_path / "full").exists()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("not a data set")
+    with pytest.raises(ConfigError, match="not a VSC data set"):
+        build_dataset(VSCDataConfig(size=DatasetSize.TINY), tmp_path / "other")
+    assert (tmp_path / "other" / "keep.txt").exists()
+
+
+def test_photo_families_group_variants_of_one_picture() -> None:
+    assert _photo_family(Path("/b/mate/Elephants_3840x2160.jpg")) == _photo_family(Path("/b/mate/Elephants.jpg"))
+    assert _photo_family(Path("/b/gnome/adwaita-d.webp")) == _photo_family(Path("/b/gnome/adwaita-l.webp"))
+    assert _photo_family(Path("/w/Autumn/contents/images/1920x1080.jpg")) == \
+        _photo_family(Path("/w/Autumn/contents/images/5120x2880.jpg")) == "autumn"
+    assert _photo_family(Path("/b/mate/Dune.jpg")) != _photo_family(Path("/b/mate/Storm.jpg"))
