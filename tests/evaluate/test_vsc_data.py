@@ -19,7 +19,10 @@ from vidsearch.evaluate.vsc_data import (
     DatasetSize,
     VSCDataConfig,
     VSCDataset,
+    _frame_rate_change,
     _photo_family,
+    _place,
+    _random_chain,
     build_dataset,
     load_dataset,
 )
@@ -52,6 +55,7 @@ def _frames(path: Path) -> list[np.ndarray]:
     return frames
 
 
+@pytest.mark.slow  # a third build of the tiny set: ~13 s unloaded, ~40 s on a busy machine
 def test_same_seed_gives_the_same_bytes(edited: VSCDataset, tmp_path: Path) -> None:
     again = build_dataset(edited.config, tmp_path / "again")
     first, second = _digest(edited.root), _digest(again.root)
@@ -103,7 +107,41 @@ def test_ground_truth_is_consistent_with_the_files(edited: VSCDataset) -> None:
             expected = (info.ref_end - info.ref_start) / (speed[0] if speed else 1.0)
             assert info.query_end - info.query_start == pytest.approx(expected, abs=0.25)
     layouts = {c.layout.split("(")[0] for cs in edited.copies.values() for c in cs}
-    assert {"full", "pip"} <= layouts and layouts & {"hstack", "vstack"}
+    assert layouts <= {"full", "pip", "hstack", "vstack"} and len(layouts) >= 2
+
+
+def test_edit_chains_cover_every_edit_and_layouts_fill_the_frame() -> None:
+    rng = np.random.default_rng(0)
+    names: set[str] = set()
+    layouts: set[str] = set()
+    for _ in range(300):
+        chain, layout = _random_chain(rng, 3, 0)
+        assert 1 <= len([n for n, _ in chain if not n.startswith(("speed", "reverse", "frame_rate"))]) <= 3
+        names |= {n.split("(")[0] for n, _ in chain}
+        layouts.add(layout)
+    assert names == {"speed", "reverse", "frame_rate", "crop", "hflip", "rotate", "photometric", "saturation", "blur",
+                     "noise", "text", "shapes"}
+    assert layouts == {"full", "pip", "hstack", "vstack"}
+    assert _random_chain(rng, 0, 0) == ([], "full")
+    copy = [np.full((120, 160, 3), 255, np.uint8)] * 4  # white copy over a black background
+    background = [np.zeros((HEIGHT, WIDTH, 3), np.uint8)] * 4
+    for layout in ("full", "pip", "hstack", "vstack"):
+        placed, name = _place(copy, background, layout, np.random.default_rng(1))
+        assert len(placed) == 4 and all(f.shape == (HEIGHT, WIDTH, 3) for f in placed)
+        white = float(np.mean(placed[0] > 128))
+        if layout == "full":
+            assert white == 1.0
+        elif layout == "pip":
+            scale = float(name[4:-1])
+            assert 0.25 <= scale <= 0.5
+            assert white == pytest.approx(scale * WIDTH * round(scale * WIDTH * 120 / 160) / (WIDTH * HEIGHT), rel=0.05)
+        else:
+            assert white == pytest.approx(0.5, abs=0.01)
+    # Speed and reversal change the frames as their names say.
+    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(20)]
+    assert len(edits.speed(2.0)(frames, FPS)[0]) == 10
+    assert [int(f[0, 0, 0]) for f in edits.reverse()(frames, FPS)[0]] == list(range(19, -1, -1))
+    assert len(_frame_rate_change(5.0)(frames, FPS)[0]) == 20
 
 
 def _mad(a: np.ndarray, b: np.ndarray) -> float:

@@ -3,8 +3,8 @@
 **References** (``R000000.mp4`` ...): windows of the real sample footage (``samples.reference_footage``,
 disjoint windows, so that look-alikes from one scene compete) and videos animated from real
 photographs (Debian wallpaper packages when installed, plus a list of natural photographs in Debian
-``opencv-doc``): each shot is a slow pan and zoom inside one cell of a photograph, a reference has
-1-3 shots (cuts), and several references share a photograph (different cells of it).
+``opencv-doc``): each shot is a slow pan and zoom inside one cell of a photograph (cells without detail are
+left out), a reference has 1 or 2 shots (a cut), and several references share a photograph (different cells of it).
 
 **Queries** (``Q000000.mp4`` ...): unrelated footage (a held-out pool of footage windows and
 photographs that no reference uses), into which, for about two thirds of the queries, 1-3 copied
@@ -274,13 +274,30 @@ def _render_photo_shot(shot: _PhotoShot, rng: np.random.Generator) -> Frames:
     return out
 
 
+MIN_CELL_DETAIL = 4.0
+"""Least mean absolute gradient (grey levels per pixel, on a 64 x 64 thumbnail) of a usable photograph cell."""
+
+
 def _cells(path: Path) -> list[tuple[float, float, float, float]]:
-    """Disjoint cells of a photograph (a 2x2 grid below 1600 px wide, 3x3 above)."""
+    """Disjoint cells of a photograph (k x k, k = short side / 300 px, from 2 to 6) that
+    have detail: flat gradients and sky, which look alike from one wallpaper to the next, are left out."""
     from PIL import Image
 
     with Image.open(path) as img:
-        k = 3 if img.width >= 1600 else 2
-    return [(i / k, j / k, (i + 1) / k, (j + 1) / k) for j in range(k) for i in range(k)]
+        w, h = img.size
+        img.draft("L", (512, 512))
+        grey = img.convert("L")
+    k = max(2, min(6, min(w, h) // 300))
+    out = []
+    for j in range(k):
+        for i in range(k):
+            cell = (i / k, j / k, (i + 1) / k, (j + 1) / k)
+            box = (cell[0] * grey.width, cell[1] * grey.height, cell[2] * grey.width, cell[3] * grey.height)
+            g = np.asarray(grey.resize((64, 64), Image.Resampling.BILINEAR, box=box), dtype=np.float32)
+            detail = float(np.mean(np.abs(np.diff(g, axis=0))) + np.mean(np.abs(np.diff(g, axis=1))))
+            if detail >= MIN_CELL_DETAIL:
+                out.append(cell)
+    return out
 
 
 # --- edits not in edits.py ---------------------------------------------------------------------
@@ -418,7 +435,7 @@ def _plan(config: VSCDataConfig, photos: list[Path], footage: list[tuple[Path, f
     bg_windows, ref_windows = windows[:n_bg_windows], windows[n_bg_windows:]
     order = list(photos)
     rng.shuffle(order)
-    n_bg_photos = max(1, len(order) // 6)
+    n_bg_photos = max(1, len(order) // 8)
     bg_photos, ref_photos = order[:n_bg_photos], order[n_bg_photos:]
     slots = [(str(p), c) for p in ref_photos for c in _cells(p)]
     rng.shuffle(slots)
@@ -426,7 +443,7 @@ def _plan(config: VSCDataConfig, photos: list[Path], footage: list[tuple[Path, f
     n_footage = min(len(ref_windows), max(1, spec.references // 3))
     items: list[list[_FootageWindow | _PhotoShot]] = [[w] for w in ref_windows[:n_footage]]
     while len(items) < spec.references:
-        shots = int(rng.integers(1, 4))
+        shots = int(rng.choice([1, 1, 1, 2]))
         if len(slots) < shots:
             raise MissingDataError(
                 f"a {config.size.value} VSC data set needs {spec.references} references, but the installed photographs "
