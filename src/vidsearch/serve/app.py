@@ -21,10 +21,12 @@ import logging
 import math
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -50,10 +52,12 @@ from vidsearch.errors import (
     VidsearchError,
 )
 from vidsearch.serve.metrics import CONTENT_TYPE, ServeMetrics
+from vidsearch.serve.schemas import SearchResponse
 from vidsearch.serve.security import (
     Gate,
     HTTPProblem,
     expand_allowed,
+    media_type,
     remove_quietly,
     resolve_allowed,
     spool_query,
@@ -268,10 +272,20 @@ def create_app(collection: str | Path, settings: ServeSettings | None = None) ->
     _add_routes(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
 
+    counters: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # the labelled children, looked up once
+
     def observe(scope: dict[str, Any], status: int, seconds: float, error_type: str | None) -> None:
-        endpoint = _endpoint(app, scope)
-        metrics.requests.labels(endpoint, scope.get("method", ""), str(status)).inc()
-        metrics.request_seconds.labels(endpoint).observe(seconds)
+        route = scope.get("route")  # set by the router on the scope it was given (the same dict)
+        endpoint = str(getattr(route, "path", "")) or _endpoint(app, scope)
+        key = (endpoint, scope.get("method", ""), status)
+        children = counters.get(key)
+        if children is None:
+            children = (metrics.requests.labels(endpoint, key[1], str(status)),
+                        metrics.request_seconds.labels(endpoint))
+            if len(counters) < 10_000:
+                counters[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
         if status >= 400:
             metrics.errors.labels(endpoint, str(status), error_type or http.HTTPStatus(status).phrase.replace(" ", "")).inc()
 
@@ -357,6 +371,57 @@ def _boolean(form: Any, name: str, default: bool) -> bool:
     raise HTTPProblem(400, "BadRequest", f"{name} must be true or false, got {text[:40]!r}")
 
 
+def _params(form: Any) -> Any:
+    from vidsearch.search.results import SearchParams
+
+    return SearchParams(rerank=_text(form, "rerank", "none"), crops=_boolean(form, "crops", False),
+                        min_similarity=_number(form, "min_similarity", 0.0))
+
+
+async def _search_ref(server: Server, form: Any, started: float) -> Any:
+    """A stored-range search from the form's fields (``ref``, ``k``, ``rerank``, ``min_similarity``)."""
+    ref = _text(form, "ref", "").strip()
+    if not ref:
+        raise HTTPProblem(400, "BadRequest", "give exactly one of: a file field 'file' (a video or image) or "
+                          "a form field 'ref' (VIDEO_ID@START-END)")
+    return await server.queries.search_ref(ref, _whole_number(form, "k", 10), _params(form), started)
+
+
+def _urlencoded(body: bytes) -> dict[str, str]:
+    """The fields of an ``application/x-www-form-urlencoded`` body (the last value of a repeated name)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HTTPProblem(400, "BadRequest", f"the form body is not UTF-8 ({exc}); send the fields URL-encoded "
+                          "in UTF-8, as curl -d and browsers do") from exc
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=16)
+    except ValueError as exc:
+        raise HTTPProblem(400, "BadRequest", f"could not parse the form body ({exc}); expected at most 16 "
+                          "fields name=value joined by &") from exc
+    return dict(pairs)
+
+
+def _spool_and_probe(queries: Any, source: Any, name: str | None, limit: int) -> tuple[Path, tuple[int, bool] | None]:
+    """Store a query upload (its ending from its content) and count the frames it will sample, in one trip
+    to a thread. An upload the probe cannot read gets None: decoding it reports the error (422)."""
+    from vidsearch.errors import DecodeError
+
+    from vidsearch.errors import QueryError
+
+    path = spool_query(source, name, None, limit)
+    try:
+        return path, queries.frames_of(path)
+    except DecodeError:
+        return path, None
+    except QueryError as exc:  # name the client's file, not the server's temporary copy
+        remove_quietly(path)
+        raise QueryError(str(exc).replace(str(path), name or path.name)) from None
+    except BaseException:
+        remove_quietly(path)
+        raise
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VidsearchError)
     async def vidsearch_error(request: Request, exc: VidsearchError) -> JSONResponse:
@@ -411,16 +476,24 @@ def _add_routes(app: FastAPI) -> None:
         return Response(server.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.post("/search", tags=["search"], summary="Find the videos containing a clip, an image or a stored range",
-              responses={200: {"description": "exactly the JSON of `vidsearch search --json`"}},
+              response_class=Response,
+              responses={200: {"model": SearchResponse, "content": {"application/json": {}},
+                               "description": "exactly the JSON of `vidsearch search --json`"}},
               openapi_extra={"requestBody": {"required": True, "content": {
                   "multipart/form-data": {"schema": SEARCH_FORM},
                   "application/x-www-form-urlencoded": {"schema": SEARCH_FORM}}}})
     async def search(request: Request) -> Response:
         # The form is read and checked here rather than by FastAPI's per-field validation, which cost about
-        # a third of a stored-range query's time on the event loop (the fields are in SEARCH_FORM for /docs).
-        from vidsearch.search.results import SearchParams
-
+        # a third of a stored-range query's time on the event loop (the fields are in SEARCH_FORM for /docs),
+        # and the answer is the JSON the search worker serialised (no jsonable_encoder on the loop).
+        started = time.perf_counter()
         server = _server(request)
+        if media_type(request.headers.get("content-type")) == "application/x-www-form-urlencoded":
+            fields = _urlencoded(await request.body())
+            if "file" in fields:
+                raise HTTPProblem(400, "BadRequest", "file must be a file upload (multipart/form-data), not text")
+            answer = await _search_ref(server, fields, started)
+            return Response(answer.body, media_type="application/json")
         form = await request.form(max_files=1, max_fields=16)
         try:
             file, ref = form.get("file"), form.get("ref")
@@ -429,28 +502,29 @@ def _add_routes(app: FastAPI) -> None:
             if isinstance(file, str):
                 raise HTTPProblem(400, "BadRequest", "file must be a file upload (multipart/form-data), not text")
             has_file = file is not None and bool(file.filename or file.size)
-            if has_file == bool(ref):
+            if has_file and ref:
                 raise HTTPProblem(400, "BadRequest", "give exactly one of: a file field 'file' (a video or image) or "
                                   "a form field 'ref' (VIDEO_ID@START-END)")
-            k = _whole_number(form, "k", 10)
-            params = SearchParams(rerank=_text(form, "rerank", "none"), crops=_boolean(form, "crops", False),
-                                  min_similarity=_number(form, "min_similarity", 0.0))
-            if ref:
-                result = await server.queries.search_ref(ref.strip(), k, params)
+            if not has_file:
+                answer = await _search_ref(server, form, started)
             else:
                 assert file is not None  # has_file
                 from vidsearch.serve.query import check_k
 
-                check_k(k)
-                path = await run_in_threadpool(spool_query, file.file, file.filename, None,
-                                               server.settings.max_upload_bytes)
+                k = check_k(_whole_number(form, "k", 10))
+                params = _params(form)
+                queries = server.queries
+                queries.precheck()  # a 503 now when even one frame cannot make it, before storing the upload
+                path, frames = await run_in_threadpool(_spool_and_probe, queries, file.file, file.filename,
+                                                       server.settings.max_upload_bytes)
                 try:
-                    result = await server.queries.search_file(path, file.filename or path.name, k, params)
+                    answer = await queries.search_file(path, file.filename or path.name, k, params, started,
+                                                       frames)
                 finally:
                     await run_in_threadpool(remove_quietly, path)
         finally:
             await form.close()
-        return JSONResponse(result.to_dict())
+        return Response(answer.body, media_type="application/json")
 
     @app.get("/videos", tags=["videos"], summary="The collection's videos, oldest first")
     async def list_videos(request: Request, offset: Annotated[int, Query(ge=0)] = 0,

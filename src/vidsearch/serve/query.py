@@ -3,20 +3,27 @@ frames of concurrent queries, their segment vectors searched in batches in one i
 
 ::
 
-    upload ─► decode pool (bounded) ─► encode scheduler ─► segments ─► search scheduler ─► result
-                                        (frames of several        (segment vectors of several
-                                         queries, one ORT call)    queries, one index call)
-    VIDEO_ID@START-END (stored frames) ──────────────────────────► search scheduler
+    upload ─► admission ─► decode pool (bounded) ─► encode scheduler ─► search scheduler ─► JSON bytes
+              (frames from a probe,                  (frames of several   (several queries: stored ranges
+               decode + encode + search predicted)    queries, one call)   read, one index call, answers
+    VIDEO_ID@START-END ─────────────────────────────────────────────────►  serialised in the worker)
 
-A query with ``crops`` (six encodings per frame) is decoded and encoded whole in the pool, then searched
-in a batch like the others. Every stage refuses work it cannot finish within the latency target at
-once (:class:`~vidsearch.errors.OverloadedError`, a 503 with ``Retry-After``) instead of queueing it.
+A file query is admitted before it is decoded: its frame count comes from a probe (1 for an image), its
+decode time from the measured decode rate and the decode pool's backlog, and the encode scheduler says
+whether its batch would finish within the latency target (:meth:`BatchScheduler.reserve`); if not, the
+answer is a 503 with ``Retry-After`` at once, not after a decode. A stored-range query is read from the
+stored frames, searched and serialised by the search scheduler's worker: one hand-off to the worker and
+one back per request. A query with ``crops`` (six encodings per frame) is decoded and encoded whole in
+the pool, then searched in a batch like the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from vidsearch.errors import DecodeError, OverloadedError, QueryError
+from vidsearch.errors import DecodeError, OverloadedError, QueryError, VidsearchError
 from vidsearch.search.engine import Engine, parse_ref
 from vidsearch.search.results import SearchParams, SearchResult
 from vidsearch.serve.metrics import ServeMetrics
@@ -56,12 +63,33 @@ class EncodeItem:
 
 @dataclass
 class SearchItem:
-    """One encoded query for the search scheduler."""
+    """One query for the search scheduler: encoded ``media`` (an upload), or a stored range ``ref`` that
+    the worker reads from the stored frames.
 
-    media: Any  # EncodedMedia
+    Attributes:
+        name: the query's name in the answer (the upload's file name, or the ref).
+        started: ``time.perf_counter()`` when the request arrived (``timings_ms.total`` counts from it).
+    """
+
     name: str
     k: int
     params: SearchParams
+    started: float
+    media: Any = None  # EncodedMedia
+    ref: str | None = None
+
+
+@dataclass
+class SearchAnswer:
+    """A search's result and its JSON (``SearchResult.to_dict()``, serialised by the search worker)."""
+
+    result: SearchResult
+    body: bytes
+
+
+def dump_json(content: Any) -> bytes:
+    """JSON bytes exactly as Starlette's ``JSONResponse`` renders them."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
 
 
 def check_k(k: int) -> int:
@@ -94,16 +122,19 @@ class QueryService:
         self.media = MediaEncoder(engine.config)  # the frame model is loaded once per process (load_encoder)
         width, height = self.media.encoder.input_size
         self._frame_shape = (height, width, 3)
+        self._fps = float(engine.config.decode.fps)
         shapes = settings.shapes()
+        self._sessions = self._encoder_sessions(settings.encode_workers)
+        self._idle_sessions = list(self._sessions)  # list.pop/append are atomic: a free session per worker
         self.encoder: BatchScheduler[EncodeItem, tuple[NDArray[np.float32], float]] = BatchScheduler(
             "encode", self._encode_batch,
             BatchPolicy(settings.latency_target_ms, settings.memory_budget_mb, settings.max_batch, shapes,
                         unit_bytes=width * height * 3 * 4),  # the float32 tensor the graph makes of the frames
-            units=lambda item: max(1, len(item.images)),
+            units=lambda item: max(1, len(item.images)), workers=len(self._sessions),
             on_batch=self._batch_metrics("encode"), on_wait=self._wait_metrics("encode"))
-        self.searcher: BatchScheduler[SearchItem, SearchResult] = BatchScheduler(
+        self.searcher: BatchScheduler[SearchItem, SearchAnswer | BaseException] = BatchScheduler(
             "search", self._search_batch,
-            BatchPolicy(settings.latency_target_ms, settings.memory_budget_mb, settings.max_batch, shapes,
+            BatchPolicy(settings.search_target_ms, settings.memory_budget_mb, settings.max_batch, shapes,
                         unit_bytes=SEARCH_UNIT_BYTES),
             on_batch=self._batch_metrics("search"), on_wait=self._wait_metrics("search"))
         self.pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="vidsearch-decode")
@@ -111,17 +142,39 @@ class QueryService:
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._decode_s = 0.05  # EWMA of one decode, for Retry-After
+        # Measured decode cost (EWMA) for admission: seconds per image, and per sampled frame of a video
+        # (first guesses from this machine: a 480p JPEG in 26 ms, a 10 s clip at 1 fps in ~0.25 s).
+        self._decode_image_s = 0.03
+        self._decode_frame_s = 0.03
+        self._decoding_s = 0.0  # predicted decode seconds of the admitted queries not decoded yet
+
+    def _encoder_sessions(self, workers: int) -> list[Any]:
+        """The frame encoders the encode workers use: the process's loaded one alone, or ``workers`` ONNX
+        Runtime sessions of the same model with ``cores / workers`` threads each."""
+        from vidsearch.encode.frame import OnnxFrameEncoder
+
+        base = self.media.encoder
+        if workers <= 1 or not isinstance(base, OnnxFrameEncoder):
+            return [base]
+        from vidsearch.encode.registry import get
+
+        spec = get(base.name)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        return [OnnxFrameEncoder(spec, base.model_path, threads=threads) for _ in range(workers)]
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Start the schedulers' workers; with ``settings.warm_up``, measure their service times first."""
+        """Start the schedulers' workers; with ``settings.warm_up``, measure their service times first (the
+        encoder only at the shapes the latency target and the memory budget allow)."""
         if self.settings.warm_up:
-            self.encoder.warm_up(lambda n: EncodeItem(np.zeros((n, *self._frame_shape), np.uint8)), repeats=2)
+            self.encoder.warm_up(lambda n: EncodeItem(np.zeros((n, *self._frame_shape), np.uint8)), repeats=2,
+                                 memory_probe=process_memory)
             sample = self._sample_query()
             if sample is not None:
                 self.searcher.warm_up(lambda n: sample, repeats=2)
         else:  # at least run the model once, so the first query does not pay ONNX Runtime's set-up
-            self.media.encoder.encode(np.zeros((1, *self._frame_shape), np.uint8))
+            for session in self._sessions:
+                session.encode(np.zeros((1, *self._frame_shape), np.uint8))
         self.encoder.start()
         self.searcher.start()
 
@@ -140,10 +193,10 @@ class QueryService:
         end = float(times[-1]) + 1.0 if len(times) else 1.0
         text = f"{video}@0-{min(end, 10.0):.3f}"
         try:
-            media = self.engine.encode_query(text, snap=snap)
+            self.engine.encode_query(text, snap=snap)
         except (QueryError, KeyError, ValueError):
             return None
-        return SearchItem(media, text, 10, SearchParams())
+        return SearchItem(text, 10, SearchParams(), time.perf_counter(), ref=text)
 
     # ------------------------------------------------------------------ metrics hooks
     def _batch_metrics(self, name: str) -> Callable[[int, float], None]:
@@ -165,12 +218,16 @@ class QueryService:
         shapes = self.encoder.shapes
         largest = shapes[-1]
         parts = []
-        for start in range(0, len(frames), largest):  # more than the largest shape: one item, run in chunks
-            chunk = frames[start : start + largest]
-            shape = pad_shape(len(chunk), shapes)
-            if shape > len(chunk):
-                chunk = np.concatenate([chunk, np.zeros((shape - len(chunk), *chunk.shape[1:]), np.uint8)])
-            parts.append(self.media.encoder.encode(chunk)[: min(largest, len(frames) - start)])
+        session = self._idle_sessions.pop()  # one per worker: never two batches on one session
+        try:
+            for start in range(0, len(frames), largest):  # more than the largest shape: one item, in chunks
+                chunk = frames[start : start + largest]
+                shape = pad_shape(len(chunk), shapes)
+                if shape > len(chunk):
+                    chunk = np.concatenate([chunk, np.zeros((shape - len(chunk), *chunk.shape[1:]), np.uint8)])
+                parts.append(session.encode(chunk)[: min(largest, len(frames) - start)])
+        finally:
+            self._idle_sessions.append(session)
         vectors = parts[0] if len(parts) == 1 else np.concatenate(parts)
         seconds = time.perf_counter() - t0
         out, offset = [], 0
@@ -179,19 +236,38 @@ class QueryService:
             offset += len(it.images)
         return out
 
-    def _search_batch(self, items: list[SearchItem]) -> list[SearchResult]:
-        """One ``search_encoded`` call (one index call) per distinct (k, params) in the batch, on one snapshot."""
+    def _search_batch(self, items: list[SearchItem]) -> list[SearchAnswer | BaseException]:
+        """The batch's stored ranges read, then one ``search_encoded`` call (one index call) per distinct
+        (k, params), on one snapshot; each answer serialised here, off the event loop.
+
+        An item that cannot be searched (a bad or unknown ref) gets its exception as its result.
+        """
         snap = self.engine.snapshot
+        out: list[SearchAnswer | BaseException | None] = [None] * len(items)
         groups: dict[tuple[int, SearchParams], list[int]] = {}
+        media: list[Any] = [None] * len(items)
         for i, it in enumerate(items):
+            if it.ref is not None:
+                try:
+                    media[i] = self.engine.encode_query(it.ref, snap=snap)
+                except (VidsearchError, ValueError, KeyError) as exc:
+                    out[i] = exc
+                    continue
+            else:
+                media[i] = it.media
             groups.setdefault((it.k, it.params), []).append(i)
-        results: list[SearchResult | None] = [None] * len(items)
+        observe = self.metrics.observe_stage
         for (k, params), members in groups.items():
-            found = self.engine.search_encoded([items[i].media for i in members], [items[i].name for i in members],
+            found = self.engine.search_encoded([media[i] for i in members], [items[i].name for i in members],
                                                k, params, snap)
             for i, result in zip(members, found):
-                results[i] = result
-        return [r for r in results if r is not None]
+                rerank_s = result.rerank_ms / 1000
+                observe("search", result.timings_ms.get("search", 0.0) / 1000 - rerank_s)
+                if params.rerank != "none":
+                    observe("rerank", rerank_s)
+                result.timings_ms["total"] = (time.perf_counter() - items[i].started) * 1000  # with the waits
+                out[i] = SearchAnswer(result, dump_json(result.to_dict()))
+        return [o if o is not None else RuntimeError("not searched") for o in out]
 
     # ------------------------------------------------------------------ the decode pool
     async def in_pool(self, fn: Callable[..., _R], *args: Any) -> _R:
@@ -211,43 +287,109 @@ class QueryService:
                 self._pending -= 1
                 self._decode_s += 0.2 * ((time.perf_counter() - t0) - self._decode_s)
 
-    async def _submit(self, scheduler: BatchScheduler[Any, _R], item: Any) -> _R:
+    async def _submit(self, scheduler: BatchScheduler[Any, _R], item: Any, reserved: int = 0) -> _R:
         try:
-            return await scheduler.asubmit(item)
+            return await scheduler.asubmit(item, reserved=reserved)
         except OverloadedError:
             self.metrics.overloaded.labels(scheduler.name).inc()
             raise
 
+    # ------------------------------------------------------------------ admission of file queries
+    def predicted_decode(self, frames: int, is_image: bool) -> float:
+        """Predicted seconds until a query of ``frames`` sampled frames is decoded: the pool's backlog
+        shared by its threads, then its own decode."""
+        own = self._decode_image_s if is_image else self._decode_frame_s * max(1, frames)
+        backlog = max(0.0, self._decoding_s) / self.settings.decode_workers
+        return backlog + own
+
+    def precheck(self) -> None:
+        """Refuse (503) at once, before an upload is even stored, when not one frame could be decoded,
+        encoded and searched within the target now."""
+        try:
+            self.encoder.check(1, arrive_after=self.predicted_decode(1, True),
+                               extra_s=self.searcher.controller.predict(1))
+        except OverloadedError:
+            self.metrics.overloaded.labels("encode").inc()
+            raise
+
+    def _admit(self, frames: int, is_image: bool) -> float:
+        """Admission of a file query of ``frames`` frames before decoding; returns its predicted decode seconds.
+
+        Raises:
+            OverloadedError: predicted past the latency target (counted in ``vidsearch_overloaded``).
+        """
+        decode_s = self.predicted_decode(frames, is_image)
+        try:
+            self.encoder.reserve(frames, arrive_after=decode_s, extra_s=self.searcher.controller.predict(1))
+        except OverloadedError:
+            self.metrics.overloaded.labels("encode").inc()
+            raise
+        return decode_s
+
+    def frames_of(self, path: Path) -> tuple[int, bool]:
+        """(frames the query will sample, is it an image) from a probe of its headers (blocking: a thread)."""
+        from vidsearch.decode import probe
+
+        info = probe(path)
+        if info.is_image:
+            return 1, True
+        if info.duration > self.settings.max_query_seconds:
+            raise QueryError(f"{path}: the video lasts {info.duration:.1f} s, longer than the "
+                             f"{self.settings.max_query_seconds:g} s allowed for a query; cut a shorter clip")
+        return max(1, math.ceil(info.duration * self._fps)), False
+
     # ------------------------------------------------------------------ queries
-    async def search_file(self, path: Path, name: str, k: int, params: SearchParams) -> SearchResult:
+    async def search_file(self, path: Path, name: str, k: int, params: SearchParams,
+                          started: float | None = None, frames: tuple[int, bool] | None = None) -> SearchAnswer:
         """Search with an uploaded video or image (already on disk, its ending chosen from its content).
+
+        Args:
+            frames: ``frames_of(path)`` when the caller probed it already.
 
         Raises:
             DecodeError: not a readable video or image.
             QueryError: longer than ``max_query_seconds``; bad ``k``.
-            OverloadedError: a stage cannot take it within the latency target now.
+            OverloadedError: it cannot be served within the latency target now.
         """
         check_k(k)
-        started = time.perf_counter()
+        started = time.perf_counter() if started is None else started
         try:
-            media = await self._encode_file(path, params.crops)
+            if frames is None:
+                frames = await asyncio.get_running_loop().run_in_executor(None, self.frames_of, path)
+            media = await self._encode_file(path, params.crops, *frames)
         except (DecodeError, QueryError) as exc:  # name the client's file, not the server's temporary copy
             raise type(exc)(str(exc).replace(str(path), name)) from None
-        return await self._search(media, name, k, params, started)
+        return await self._search(SearchItem(name, k, params, started, media=media))
 
-    async def _encode_file(self, path: Path, crops: bool) -> EncodedMedia:
+    async def _encode_file(self, path: Path, crops: bool, frames: int, is_image: bool) -> EncodedMedia:
         if crops:
             media = await self.in_pool(self._encode_with_crops, path)
             self.metrics.observe_stage("decode", media.timings.get("decode", 0.0))
             self.metrics.observe_stage("encode", media.timings.get("encode", 0.0))
-        else:
+            return media
+        decode_s = self._admit(frames, is_image)
+        reserved = frames
+        self._decoding_s += decode_s
+        try:
             decoded = await self.in_pool(self.media.decode_file, path, self.settings.max_query_seconds)
+            self._learn_decode(decoded.decode_seconds, len(decoded.images), is_image)
             self.metrics.observe_stage("decode", decoded.decode_seconds)
-            vectors, encode_s = await self._submit(self.encoder, EncodeItem(decoded.images))
-            media = self.media.finish(decoded, vectors, encode_s)
-            del decoded
-            self.metrics.observe_stage("encode", media.timings["encode"])
+            reserved = 0
+            vectors, encode_s = await self._submit(self.encoder, EncodeItem(decoded.images), reserved=frames)
+        finally:
+            self._decoding_s -= decode_s
+            if reserved:
+                self.encoder.release(reserved)
+        media = self.media.finish(decoded, vectors, encode_s)
+        del decoded
+        self.metrics.observe_stage("encode", media.timings["encode"])
         return media
+
+    def _learn_decode(self, seconds: float, frames: int, is_image: bool) -> None:
+        if is_image:
+            self._decode_image_s += 0.2 * (seconds - self._decode_image_s)
+        else:
+            self._decode_frame_s += 0.2 * (seconds / max(1, frames) - self._decode_frame_s)
 
     def _encode_with_crops(self, path: Path) -> EncodedMedia:
         from vidsearch.decode import probe
@@ -258,27 +400,33 @@ class QueryService:
                              f"{self.settings.max_query_seconds:g} s allowed for a query; cut a shorter clip")
         return self.media.encode_file(path, crops=True)
 
-    async def search_ref(self, text: str, k: int, params: SearchParams) -> SearchResult:
-        """Search with ``VIDEO_ID@START-END`` of an indexed video (its stored frame vectors: no decode or encode).
+    async def search_ref(self, text: str, k: int, params: SearchParams, started: float | None = None) -> SearchAnswer:
+        """Search with ``VIDEO_ID@START-END`` of an indexed video (its stored frame vectors: no decode or encode;
+        read by the search worker).
 
         Raises:
             QueryError: not of that form, END not after START, no frame in the range; bad ``k``.
             NotFoundError: no such video.
+            OverloadedError: it cannot be served within the search target now.
         """
         check_k(k)
-        started = time.perf_counter()
         if parse_ref(text) is None:
             raise QueryError(f"ref {text[:200]!r}: expected VIDEO_ID@START-END, a video id (hex) and seconds, "
                              "e.g. 3fa9c2d41b07@10-20")
-        media = self.engine.encode_query(text, snap=self.engine.snapshot)
-        return await self._search(media, text, k, params, started)
+        return await self._search(SearchItem(text, k, params, time.perf_counter() if started is None else started,
+                                             ref=text))
 
-    async def _search(self, media: EncodedMedia, name: str, k: int, params: SearchParams,
-                      started: float) -> SearchResult:
-        result = await self._submit(self.searcher, SearchItem(media, name, k, params))
-        rerank_s = result.rerank_ms / 1000
-        self.metrics.observe_stage("search", result.timings_ms.get("search", 0.0) / 1000 - rerank_s)
-        if params.rerank != "none":
-            self.metrics.observe_stage("rerank", rerank_s)
-        result.timings_ms["total"] = (time.perf_counter() - started) * 1000  # with the queue waits
-        return result
+    async def _search(self, item: SearchItem) -> SearchAnswer:
+        answer = await self._submit(self.searcher, item)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+def process_memory() -> int:
+    """Resident memory of this process in bytes (Linux ``/proc/self/statm``; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -243,15 +243,17 @@ class BatchController(Generic[K]):
         coupling: when a shape's estimate changes by a factor f, the other shapes' estimates change by
             ``f ** coupling`` (a busier machine slows every shape; 0: shapes are independent).
         ratio_window: measured / predicted service ratios kept for the admission safety factor.
+        workers: batches run at once (each worker takes the next batch when it is free).
     """
 
     def __init__(self, policy: BatchPolicy, *, alpha: float = 0.2, coupling: float = 0.5,
-                 ratio_window: int = 256) -> None:
-        if not (0 < alpha <= 1) or not (0 <= coupling <= 1) or ratio_window < 1:
-            raise ConfigError(f"alpha must be in (0, 1], coupling in [0, 1] and ratio_window >= 1; "
-                              f"got {alpha}, {coupling}, {ratio_window}")
+                 ratio_window: int = 256, workers: int = 1) -> None:
+        if not (0 < alpha <= 1) or not (0 <= coupling <= 1) or ratio_window < 1 or workers < 1:
+            raise ConfigError(f"alpha must be in (0, 1], coupling in [0, 1], ratio_window >= 1 and workers >= 1; "
+                              f"got {alpha}, {coupling}, {ratio_window}, {workers}")
         self.policy = policy
         self.shapes = policy.allowed_shapes
+        self.workers = workers
         self.alpha = alpha
         self.coupling = coupling
         self._service: dict[int, float] = {}  # seconds per shape: measured, then EWMA
@@ -260,7 +262,8 @@ class BatchController(Generic[K]):
         self._best: int | None = None  # cached until the model changes
         self._queue: deque[_Entry[K]] = deque()
         self._queued_units = 0
-        self.busy: Batch[K] | None = None
+        self._reserved_units = 0  # admitted items not queued yet (being decoded)
+        self.running: list[Batch[K]] = []
         self.batches = 0
         self.batch_units = 0
         self.admitted = 0
@@ -293,6 +296,15 @@ class BatchController(Generic[K]):
             for other in self._service:
                 if other != shape:
                     self._service[other] *= scale
+
+    def limit_shapes(self, largest: int) -> None:
+        """Run no shape above ``largest`` from now on (the warm-up stopped there: a shape ONNX Runtime has
+        not seen would grow its arena past the memory budget, or could not meet the target anyway)."""
+        kept = tuple(s for s in self.shapes if s <= largest)
+        if not kept:
+            raise ConfigError(f"no shape <= {largest} among {self.shapes}")
+        self.shapes = kept
+        self._best = None
 
     def record_ratio(self, ratio: float) -> None:
         """Record a measured / predicted service ratio (warm-up repeats against their median) for :meth:`safety`."""
@@ -377,43 +389,133 @@ class BatchController(Generic[K]):
     def queue_units(self) -> int:
         return self._queued_units
 
-    def _remaining(self, now: float) -> float:
-        if self.busy is None:
-            return 0.0
-        return max(0.0, self.busy.started + self.busy.predicted_s - now)
+    @property
+    def reserved_units(self) -> int:
+        return self._reserved_units
 
-    def predicted_wait(self, now: float, units: int) -> float:
-        """Predicted queue wait + service (s), at worst, of an item of ``units`` offered now.
+    @property
+    def busy(self) -> Batch[K] | None:
+        """The oldest running batch (None when every worker is idle)."""
+        return self.running[0] if self.running else None
 
-        The worker finishes its batch, the queue ahead drains in batches of :meth:`best_shape` (what
-        :meth:`next_batch` takes when the queue is long), then the item's own batch runs; it is counted
-        as a full one, since later arrivals may fill it. The service ahead and its own are scaled by
-        :meth:`safety`.
+    def _free_at(self, now: float) -> list[float]:
+        """Seconds from ``now`` until each worker is predicted free, soonest first."""
+        free = [max(0.0, b.started + b.predicted_s - now) for b in self.running]
+        return sorted(free + [0.0] * (self.workers - len(free)))
+
+    def predicted_wait(self, now: float, units: int, arrive_after: float = 0.0) -> float:
+        """Predicted queue wait + service (s), at worst, of an item of ``units`` offered now (or reaching the
+        queue ``arrive_after`` seconds from now, after decoding).
+
+        The workers finish their batches, the units ahead (queued, and admitted but still decoding) drain
+        in batches of :meth:`best_shape` (what :meth:`next_batch` takes when the queue is long), then the
+        item's own batch runs: the units left over ahead of it plus its own, padded to a shape, or a batch
+        of its own when they do not fit the cap. Services are scaled by :meth:`safety`. (A first version
+        counted the own batch as a full one, in case later arrivals filled it, times the safety factor: at
+        light load on a busy machine that refused 25-30 % of lone images with nothing queued. A later
+        arrival that would delay the items of a batch past their deadline is refused instead, see
+        :meth:`offer`.)
         """
-        cap = self.best_shape()
-        if units > cap:  # runs alone, after everything ahead
-            batches_ahead = -(-self._queued_units // cap)
-            own_s = self.predict_units(units)
-        else:
-            batches_ahead = (self._queued_units + units - 1) // cap
-            own_s = self.predict(cap)
-        return self._remaining(now) + (batches_ahead * self.predict(cap) + own_s) * self.safety()
+        return self._plan(now, units, arrive_after)[0]
 
-    def offer(self, now: float, key: K, units: int = 1) -> Admission:
+    def _plan(self, now: float, units: int, arrive_after: float) -> tuple[float, int]:
+        """(predicted completion of the item, s from now; units queued ahead of it in its own batch)."""
+        cap = self.best_shape()
+        safety = self.safety()
+        ahead = self._queued_units + self._reserved_units
+        full, rest = divmod(ahead, cap)
+        batches = [cap] * full
+        joined = 0
+        if units > cap:  # runs alone, after everything ahead
+            if rest:
+                batches.append(rest)
+            own = self.predict_units(units)
+        elif rest and rest + units <= cap:
+            joined = rest
+            own = self.predict(pad_shape(rest + units, self.shapes))
+        else:
+            if rest:
+                batches.append(rest)
+            own = self.predict(pad_shape(units, self.shapes))
+        free = self._free_at(now)
+        if self.workers == 1:
+            start = free[0] + safety * sum(self.predict(pad_shape(b, self.shapes)) for b in batches)
+        else:
+            import heapq
+
+            heapq.heapify(free)
+            for b in batches:
+                heapq.heappush(free, heapq.heappop(free) + safety * self.predict(pad_shape(b, self.shapes)))
+            start = free[0]
+        return max(start, arrive_after) + own * safety, joined
+
+    def _deadline_of_joined(self, joined: int) -> float:
+        """Arrival of the oldest queued item among the last ``joined`` queued units (the batch an item joins)."""
+        arrival, count = math.inf, 0
+        for entry in reversed(self._queue):
+            if count >= joined:
+                break
+            arrival = entry.arrival
+            count += entry.units
+        return arrival
+
+    def offer(self, now: float, key: K, units: int = 1, *, reserved: int = 0) -> Admission:
         """Admit (queue) the item ``key`` of ``units`` units if it is predicted to finish within the
-        target; otherwise leave the queue as it is and say when to retry."""
+        target; otherwise leave the queue as it is and say when to retry.
+
+        With ``reserved`` (units) the item was admitted earlier by :meth:`reserve` (before it was decoded,
+        when its frame count was an estimate): it is queued without a second check, in place of its
+        reservation.
+        """
         if isinstance(units, bool) or not isinstance(units, int) or units < 1:
             raise ConfigError(f"an item must have a positive integer number of units, got {units!r}")
-        predicted = self.predicted_wait(now, units)
+        if reserved:
+            self._reserved_units = max(0, self._reserved_units - reserved)
+            self._enqueue(now, key, units)
+            return Admission(True, 0.0)
+        decision = self.check(now, units)
+        if decision.admitted:
+            self._enqueue(now, key, units)
+            self.admitted += 1
+        return decision
+
+    def reserve(self, now: float, units: int, arrive_after: float = 0.0, extra_s: float = 0.0) -> Admission:
+        """Admit an item before it exists (``units`` frames still to be decoded, in ``arrive_after`` s),
+        counting ``extra_s`` more seconds after its batch (the search); on success the units count as
+        queued ahead of later items until :meth:`offer` (``reserved=units``) or :meth:`release`."""
+        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+            raise ConfigError(f"an item must have a positive integer number of units, got {units!r}")
+        decision = self.check(now, units, arrive_after, extra_s)
+        if decision.admitted:
+            self._reserved_units += units
+            self.admitted += 1
+        return decision
+
+    def release(self, units: int) -> None:
+        """Give back a reservation whose item never came (its decode failed)."""
+        self._reserved_units = max(0, self._reserved_units - units)
+
+    def check(self, now: float, units: int, arrive_after: float = 0.0, extra_s: float = 0.0) -> Admission:
+        """Whether an item of ``units`` would be admitted now (counts a refusal; queues nothing).
+
+        Refused when its predicted completion is past the target, or when the batch it would join would
+        make the oldest item in it finish past that item's deadline. A lone item (nothing running, queued
+        or reserved) is always admitted: refusing it could not make it faster.
+        """
+        predicted, joined = self._plan(now, units, arrive_after)
+        predicted += extra_s
         target = self.policy.target_s
-        # A lone item always runs: refusing it could not make it faster.
-        if predicted > target and (self._queue or self.busy is not None):
+        late = predicted - target
+        if joined:
+            late = max(late, now + predicted - (self._deadline_of_joined(joined) + target))
+        if late > 0 and (self._queue or self.running or self._reserved_units):
             self.rejected += 1
-            return Admission(False, predicted, retry_after_s=max(0.001, predicted - target))
+            return Admission(False, predicted, retry_after_s=max(0.001, late))
+        return Admission(True, predicted)
+
+    def _enqueue(self, now: float, key: K, units: int) -> None:
         self._queue.append(_Entry(key, units, now))
         self._queued_units += units
-        self.admitted += 1
-        return Admission(True, predicted)
 
     def drop(self, keys: Sequence[K] | None = None) -> list[K]:
         """Remove queued items (``keys``, or all when None: the scheduler closing); returns the keys removed."""
@@ -430,11 +532,11 @@ class BatchController(Generic[K]):
         return removed
 
     def next_batch(self, now: float) -> Batch[K] | None:
-        """The batch to run now, taken off the queue (None when the queue is empty or the worker busy).
+        """The batch to run now, taken off the queue (None when the queue is empty or every worker busy).
 
-        Marks the worker busy until :meth:`finish`.
+        Marks a worker busy until :meth:`finish`.
         """
-        if self.busy is not None or not self._queue:
+        if len(self.running) >= self.workers or not self._queue:
             return None
         head = self._queue[0]
         if head.units > self.shapes[-1]:  # an oversize item runs alone
@@ -460,7 +562,7 @@ class BatchController(Generic[K]):
         self._queued_units -= units
         batch = Batch(tuple(e.key for e in taken), tuple(e.arrival for e in taken), units, shape, now,
                       predicted, oversize)
-        self.busy = batch
+        self.running.append(batch)
         return batch
 
     def _take(self, shape: int) -> tuple[int, int]:
@@ -475,8 +577,7 @@ class BatchController(Generic[K]):
 
     def finish(self, batch: Batch[K], service_s: float | None) -> None:
         """The worker finished ``batch`` after ``service_s`` seconds (None: do not learn from it)."""
-        if self.busy is batch:
-            self.busy = None
+        self.running = [b for b in self.running if b is not batch]
         self.batches += 1
         self.batch_units += batch.units
         if service_s is not None and not batch.oversize:
@@ -491,7 +592,10 @@ class BatchController(Generic[K]):
         return {
             "queue_items": len(self._queue),
             "queue_units": self._queued_units,
-            "busy": self.busy is not None,
+            "busy": bool(self.running),
+            "running_batches": len(self.running),
+            "workers": self.workers,
+            "reserved_units": self._reserved_units,
             "service_ms": {s: round(self.predict(s) * 1000, 3) for s in self.shapes},
             "measured_shapes": sorted(s for s in self._service if s in self.shapes),
             "best_shape": self.best_shape(),
@@ -504,34 +608,57 @@ class BatchController(Generic[K]):
 
 
 class _Item(Generic[T, R]):
-    __slots__ = ("item", "future", "units")
+    """A submitted item and where its result goes: a ``concurrent.futures.Future`` (threads) or an asyncio
+    future of ``loop`` (handlers; resolved on the loop, once per batch for all its items)."""
 
-    def __init__(self, item: T, units: int) -> None:
+    __slots__ = ("item", "units", "future", "loop")
+
+    def __init__(self, item: T, units: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.item = item
         self.units = units
-        self.future: concurrent.futures.Future[R] = concurrent.futures.Future()
+        self.loop = loop
+        self.future: concurrent.futures.Future[R] | asyncio.Future[R] = (
+            concurrent.futures.Future() if loop is None else loop.create_future())
+
+    def start(self) -> bool:
+        """False when the caller gave up (cancelled) before its batch ran."""
+        if isinstance(self.future, concurrent.futures.Future):
+            return self.future.set_running_or_notify_cancel()
+        return not self.future.cancelled()
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], BaseException | None, Any]]) -> None:
+    """Resolve asyncio futures on their loop (callers that were cancelled meanwhile are skipped)."""
+    for future, error, result in outcomes:
+        if not future.done():
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
 
 
 class BatchScheduler(Generic[T, R]):
-    """Batches items submitted from many threads into calls of ``run`` on one worker thread.
+    """Batches items submitted from many threads (or asyncio handlers) into calls of ``run`` on worker threads.
 
     Args:
         name: for logs, errors and metrics (``"encode"``, ``"search"``).
         run: takes a list of items whose units sum to at most the chosen shape (or one item larger
             than the largest shape) and returns one result per item, in order. Padding the batch up
-            to ``pad_shape(units, scheduler.shapes)`` is its job.
+            to ``pad_shape(units, scheduler.shapes)`` is its job. With several workers it is called
+            from several threads at once.
         policy: the :class:`BatchPolicy`.
         units: units of one item (frames it holds); 1 by default.
         clock: seconds, monotonic.
         on_batch: called after each batch with (units in it, service seconds), for metrics.
         on_wait: called with each item's queue wait in seconds, for metrics.
+        workers: worker threads, each running one batch at a time.
         controller_options: passed to :class:`BatchController` (``alpha``, ``coupling``, ...).
     """
 
     def __init__(self, name: str, run: Callable[[list[T]], list[R]], policy: BatchPolicy, *,
                  units: Callable[[T], int] = lambda item: 1, clock: Callable[[], float] = time.monotonic,
                  on_batch: Callable[[int, float], None] | None = None,
-                 on_wait: Callable[[float], None] | None = None,
+                 on_wait: Callable[[float], None] | None = None, workers: int = 1,
                  controller_options: dict[str, Any] | None = None) -> None:
         self.name = name
         self.policy = policy
@@ -540,41 +667,46 @@ class BatchScheduler(Generic[T, R]):
         self._clock = clock
         self._on_batch = on_batch
         self._on_wait = on_wait
-        self.controller: BatchController[_Item[T, R]] = BatchController(policy, **(controller_options or {}))
+        self.workers = workers
+        self.controller: BatchController[_Item[T, R]] = BatchController(
+            policy, workers=workers, **(controller_options or {}))
         self._cond = threading.Condition()
-        self._run_lock = threading.Lock()  # warm-up and the worker never run at once
-        self._thread: threading.Thread | None = None
+        self._slots = threading.BoundedSemaphore(workers)  # warm-up takes them all: never beside a worker
+        self._threads: list[threading.Thread] = []
         self._closed = False
         self.failed_batches = 0
         self.failed_items = 0
+        self.warmed_shapes: tuple[int, ...] = ()
+        self.warm_up_memory: dict[int, float] = {}  # shape -> MiB grown since before the warm-up
 
     @property
     def shapes(self) -> tuple[int, ...]:
-        """The shapes batches run at (the policy's, within ``max_batch`` and the memory budget)."""
+        """The shapes batches run at (the policy's, within ``max_batch``, the memory budget and the warm-up)."""
         return self.controller.shapes
 
     def start(self) -> None:
-        """Start the worker thread (once)."""
+        """Start the worker threads (once)."""
         with self._cond:
             if self._closed:
                 raise OverloadedError(f"scheduler {self.name!r} is closed; create a new one", retry_after=1.0)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name=f"vidsearch-batch-{self.name}", daemon=True)
-                self._thread.start()
+            if not self._threads:
+                for i in range(self.workers):
+                    thread = threading.Thread(target=self._work, name=f"vidsearch-batch-{self.name}-{i}", daemon=True)
+                    thread.start()
+                    self._threads.append(thread)
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """Stop the worker after its current batch; queued items fail with OverloadedError."""
+        """Stop the workers after their current batches; queued items fail with OverloadedError."""
         with self._cond:
             self._closed = True
             pending = self.controller.drop()
             self._cond.notify_all()
-        for entry in pending:
-            if entry.future.set_running_or_notify_cancel():
-                entry.future.set_exception(OverloadedError(
-                    f"scheduler {self.name!r} is shutting down; retry on the restarted server", retry_after=1.0))
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        error = OverloadedError(f"scheduler {self.name!r} is shutting down; retry on the restarted server",
+                                retry_after=1.0)
+        self._resolve([(entry, error, None) for entry in pending])
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
 
     def __enter__(self) -> BatchScheduler[T, R]:
         self.start()
@@ -583,47 +715,121 @@ class BatchScheduler(Generic[T, R]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def submit(self, item: T) -> concurrent.futures.Future[R]:
+    def _admit(self, item: T, loop: asyncio.AbstractEventLoop | None, reserved: int) -> _Item[T, R]:
+        units = self._units(item)
+        entry: _Item[T, R] = _Item(item, units, loop)
+        with self._cond:
+            if self._closed:
+                if reserved:
+                    self.controller.release(reserved)
+                raise OverloadedError(f"scheduler {self.name!r} is closed; retry on the restarted server",
+                                      retry_after=1.0)
+            decision = self.controller.offer(self._clock(), entry, units, reserved=reserved)
+            if not decision.admitted:
+                raise self._refusal(decision)
+            self._cond.notify()
+        return entry
+
+    def _refusal(self, decision: Admission) -> OverloadedError:
+        return OverloadedError(
+            f"{self.name}: predicted {decision.predicted_s * 1000:.0f} ms for this request, over the "
+            f"{self.policy.latency_target_ms:g} ms target ({self.controller.queue_units} units queued, "
+            f"{self.controller.reserved_units} being decoded); retry after {decision.retry_after_s:.2f} s",
+            retry_after=decision.retry_after_s)
+
+    def submit(self, item: T, *, reserved: int = 0) -> concurrent.futures.Future[R]:
         """Queue ``item``; the future resolves with ``run``'s result for it (or the exception ``run``
         raised for it alone).
+
+        Args:
+            reserved: the units :meth:`reserve` admitted it with (it is queued without a second check).
 
         Raises:
             OverloadedError: at once, when the item is predicted to miss the latency target (or the
                 scheduler is closed); ``retry_after`` says when to try again.
         """
-        units = self._units(item)
-        entry: _Item[T, R] = _Item(item, units)
+        future = self._admit(item, None, reserved).future
+        assert isinstance(future, concurrent.futures.Future)
+        return future
+
+    async def asubmit(self, item: T, *, reserved: int = 0) -> R:
+        """``submit`` for asyncio handlers: awaits the result on the running loop (one asyncio future per item,
+        resolved by one callback per batch; cancelling the await skips a queued item)."""
+        future = self._admit(item, asyncio.get_running_loop(), reserved).future
+        assert isinstance(future, asyncio.Future)
+        return await future
+
+    def reserve(self, units: int, arrive_after: float = 0.0, extra_s: float = 0.0) -> float:
+        """Admit, before it is decoded, an item of about ``units`` that will be submitted (``reserved=units``) in
+        about ``arrive_after`` seconds; ``extra_s`` is what the request still costs after its batch. Returns
+        the predicted seconds until its batch is done (+ ``extra_s``).
+
+        Raises:
+            OverloadedError: at once, when it is predicted to miss the latency target.
+        """
         with self._cond:
             if self._closed:
                 raise OverloadedError(f"scheduler {self.name!r} is closed; retry on the restarted server",
                                       retry_after=1.0)
-            decision = self.controller.offer(self._clock(), entry, units)
+            decision = self.controller.reserve(self._clock(), units, arrive_after, extra_s)
             if not decision.admitted:
-                raise OverloadedError(
-                    f"{self.name}: predicted {decision.predicted_s * 1000:.0f} ms for this request, over the "
-                    f"{self.policy.latency_target_ms:g} ms target ({self.controller.queue_units} units queued); "
-                    f"retry after {decision.retry_after_s:.2f} s", retry_after=decision.retry_after_s)
-            self._cond.notify()
-        return entry.future
+                raise self._refusal(decision)
+            return decision.predicted_s
 
-    async def asubmit(self, item: T) -> R:
-        """``submit`` for asyncio handlers: awaits the result (cancelling the await drops a queued item)."""
-        future = self.submit(item)
-        try:
-            return await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
+    def check(self, units: int, arrive_after: float = 0.0, extra_s: float = 0.0) -> float:
+        """:meth:`reserve` without the reservation: raises OverloadedError when an item of ``units`` would be
+        refused now; returns its predicted seconds."""
+        with self._cond:
+            decision = self.controller.check(self._clock(), units, arrive_after, extra_s)
+            if not decision.admitted:
+                raise self._refusal(decision)
+            return decision.predicted_s
 
-    def warm_up(self, make_item: Callable[[int], T], repeats: int = 3) -> None:
-        """Time ``run`` at every shape (one untimed call, then the median of ``repeats``) and set the model.
+    def release(self, units: int) -> None:
+        """Give back a reservation whose item will not come (its decode failed)."""
+        with self._cond:
+            self.controller.release(units)
+
+    def warm_up(self, make_item: Callable[[int], T], repeats: int = 3, *,
+                memory_probe: Callable[[], int] | None = None, memory_budget_mb: float | None = None) -> None:
+        """Time ``run`` at each shape, smallest first (one untimed call, then the median of ``repeats``),
+        set the model, and from then on run only the shapes warmed.
+
+        The warm-up stops before a shape that cannot serve within the target (its service, extrapolated
+        from the two largest measured shapes, over half the target: the batch cap needs ``service * (1 +
+        safety)`` within it, see :meth:`BatchController.best_shape`), and, with ``memory_probe`` (bytes the
+        process holds, e.g. its RSS), before a shape whose predicted growth (bytes per unit measured on the
+        shapes before it) would take the growth since the warm-up began past ``memory_budget_mb``: ONNX
+        Runtime's CPU arena keeps the largest buffers a shape needed, so the shapes run bound its memory.
 
         Args:
             make_item: ``make_item(n)`` returns an item of at most ``n`` units (one unit is fine: it is
                 called until the units reach the shape).
             repeats: timed calls per shape.
+            memory_probe: returns the process's memory in bytes (None: memory is not measured).
+            memory_budget_mb: growth allowed over the warm-up, MiB (None: the policy's ``memory_budget_mb``).
         """
+        budget = (memory_budget_mb if memory_budget_mb is not None else self.policy.memory_budget_mb) * _MIB
+        base = memory_probe() if memory_probe is not None else 0
+        target = self.policy.target_s
+        measured: list[tuple[int, float]] = []
+        grown: list[tuple[int, int]] = []
+        warmed: list[int] = []
         for shape in self.shapes:
+            if len(measured) >= 2:  # extrapolate a + b * shape from the two largest measured shapes
+                (s1, t1), (s2, t2) = measured[-2], measured[-1]
+                slope = max(0.0, (t2 - t1) / (s2 - s1))
+                if t2 + slope * (shape - s2) > target / 2:
+                    log.info("%s: warm-up stops before shape %d (predicted over half the %g ms target)",
+                             self.name, shape, self.policy.latency_target_ms)
+                    break
+            if memory_probe is not None and grown:
+                last_shape, last_grown = grown[-1]
+                per_unit = max(g / s for s, g in grown)
+                if last_grown + per_unit * (shape - last_shape) > budget:
+                    log.info("%s: warm-up stops before shape %d (predicted memory over the %g MiB budget)",
+                             self.name, shape, budget / _MIB)
+                    break
             items: list[T] = []
             total = 0
             while total < shape:
@@ -631,7 +837,9 @@ class BatchScheduler(Generic[T, R]):
                 items.append(item)
                 total += max(1, self._units(item))
             times = []
-            with self._run_lock:
+            for _ in range(self.workers):
+                self._slots.acquire()
+            try:
                 for i in range(repeats + 1):
                     t0 = self._clock()
                     out = self._run(items)
@@ -641,14 +849,27 @@ class BatchScheduler(Generic[T, R]):
                                           f"it must return one result per item")
                     if i:
                         times.append(elapsed)
+            finally:
+                for _ in range(self.workers):
+                    self._slots.release()
+            median = statistics.median(times) if times else 0.0
             with self._cond:
-                median = statistics.median(times) if times else 0.0
                 if median > 0:
                     self.controller.set_service(shape, median)
                 for t in times:
                     if median > 0 and t > 0:
                         self.controller.record_ratio(t / median)
-        log.info("%s: warm-up service ms per shape %s", self.name, self.controller.stats()["service_ms"])
+            measured.append((shape, median))
+            warmed.append(shape)
+            if memory_probe is not None:
+                grown.append((shape, max(0, memory_probe() - base)))
+                self.warm_up_memory[shape] = round(grown[-1][1] / _MIB, 1)
+        if warmed:
+            with self._cond:
+                self.controller.limit_shapes(warmed[-1])
+        self.warmed_shapes = tuple(warmed)
+        log.info("%s: warm-up service ms per shape %s, memory grown MiB %s", self.name,
+                 self.controller.stats()["service_ms"], self.warm_up_memory)
 
     def stats(self) -> dict[str, Any]:
         """Queue length, service-time model per shape (ms), batches run, mean units, admitted, rejected."""
@@ -656,10 +877,11 @@ class BatchScheduler(Generic[T, R]):
             out = self.controller.stats()
         out.update(name=self.name, shapes=list(self.shapes), policy=asdict(self.policy),
                    failed_batches=self.failed_batches, failed_items=self.failed_items,
-                   running=self._thread is not None and self._thread.is_alive() and not self._closed)
+                   warmed_shapes=list(self.warmed_shapes), warm_up_memory_mb=dict(self.warm_up_memory),
+                   running=not self._closed and any(t.is_alive() for t in self._threads))
         return out
 
-    # -- worker -------------------------------------------------------------------------------------
+    # -- workers ------------------------------------------------------------------------------------
     def _work(self) -> None:
         while True:
             with self._cond:
@@ -669,27 +891,52 @@ class BatchScheduler(Generic[T, R]):
                     batch = self.controller.next_batch(self._clock())
                 if batch is None:
                     return
+                if self.controller.queue_len:  # another idle worker can take the rest
+                    self._cond.notify()
             try:
                 self._run_batch(batch)
-            except BaseException:  # never leave the worker marked busy
+            except BaseException:  # never leave a worker marked busy
                 log.exception("%s: batch failed unexpectedly", self.name)
                 with self._cond:
                     self.controller.finish(batch, None)
-                for entry in batch.keys:
-                    if not entry.future.done():
-                        entry.future.set_exception(OverloadedError(f"{self.name}: internal error", retry_after=1.0))
+                    self._cond.notify()
+                error = OverloadedError(f"{self.name}: internal error", retry_after=1.0)
+                self._resolve([(entry, error, None) for entry in batch.keys if not entry.future.done()])
+
+    def _resolve(self, outcomes: list[tuple[_Item[T, R], BaseException | None, Any]]) -> None:
+        """Hand results and errors to their callers: thread futures at once, asyncio futures with one
+        ``call_soon_threadsafe`` per loop (one wake-up of the loop per batch, not per item)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], BaseException | None, Any]]] = {}
+        for entry, error, result in outcomes:
+            future = entry.future
+            if isinstance(future, concurrent.futures.Future):
+                if future.done():
+                    continue
+                if error is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(error)
+            else:
+                assert entry.loop is not None
+                by_loop.setdefault(entry.loop, []).append((future, error, result))
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, settled)
+            except RuntimeError:  # the loop is closed: nobody waits for these any more
+                pass
 
     def _run_batch(self, batch: Batch[_Item[T, R]]) -> None:
-        live = [e for e in batch.keys if e.future.set_running_or_notify_cancel()]
+        live = [e for e in batch.keys if e.start()]
         if self._on_wait is not None:
             for arrival in batch.arrivals:
                 self._on_wait(max(0.0, batch.started - arrival))
         if not live:
             with self._cond:
                 self.controller.finish(batch, None)
+                self._cond.notify()
             return
         learn = len(live) == len(batch.keys)  # a batch with cancelled items ran smaller: do not learn
-        with self._run_lock:
+        with self._slots:
             t0 = self._clock()
             error: Exception | None = None
             try:
@@ -706,26 +953,23 @@ class BatchScheduler(Generic[T, R]):
         if error is None:
             with self._cond:
                 self.controller.finish(batch, service if learn else None)
-            for entry, result in zip(live, results):
-                entry.future.set_result(result)
+                self._cond.notify()
+            self._resolve([(entry, None, result) for entry, result in zip(live, results)])
             return
         self.failed_batches += 1
         if len(live) == 1:
-            outcomes: list[tuple[_Item[T, R], Exception | None, Any]] = [(live[0], error, None)]
+            outcomes: list[tuple[_Item[T, R], BaseException | None, Any]] = [(live[0], error, None)]
         else:  # one bad item must not fail the others: retry each alone
             outcomes = [self._run_alone(entry) for entry in live]
         with self._cond:
             self.controller.finish(batch, None)
-        for entry, failure, result in outcomes:
-            if failure is None:
-                entry.future.set_result(result)
-            else:
-                self.failed_items += 1
-                entry.future.set_exception(failure)
+            self._cond.notify()
+        self.failed_items += sum(1 for _, failure, _ in outcomes if failure is not None)
+        self._resolve(outcomes)
 
-    def _run_alone(self, entry: _Item[T, R]) -> tuple[_Item[T, R], Exception | None, Any]:
+    def _run_alone(self, entry: _Item[T, R]) -> tuple[_Item[T, R], BaseException | None, Any]:
         try:
-            with self._run_lock:
+            with self._slots:
                 out = self._run([entry.item])
             if out is None or len(out) != 1:
                 raise RuntimeError(f"{self.name}: run returned {'None' if out is None else len(out)} results "

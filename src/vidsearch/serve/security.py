@@ -403,9 +403,17 @@ class Gate:
     def _check(self, scope: dict[str, Any]) -> None:
         path = scope.get("path", "")
         method = scope.get("method", "GET")
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        authorization = content_type = length = None
+        for name, value in scope.get("headers", ()):  # only the three headers the gate reads are decoded
+            name = name.lower()
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value.decode("latin-1")
         if self.token is not None and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
-            given = bearer_token(headers.get("authorization"))
+            given = bearer_token(authorization)
             if given is None and method == "GET" and QUERY_TOKEN_PATHS.match(path):
                 from urllib.parse import parse_qs
 
@@ -413,11 +421,10 @@ class Gate:
                 given = values[-1] if values else None
             check_token(self.token, given)
         if method == "POST" and path in BODY_TYPES:
-            kind = media_type(headers.get("content-type"))
+            kind = media_type(content_type)
             if kind not in BODY_TYPES[path]:
                 raise HTTPProblem(415, "UnsupportedMediaType", f"POST {path} takes a body of type "
                                   f"{' or '.join(BODY_TYPES[path])}, got {kind or 'none'!r}")
-        length = headers.get("content-length")
         if length is not None:
             if not length.strip().isdigit():
                 raise HTTPProblem(400, "BadRequest", f"malformed Content-Length {length[:40]!r}")

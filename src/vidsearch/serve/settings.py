@@ -33,6 +33,10 @@ class ServeSettings:
         refresh_seconds: how often the server looks for commits made by other writers (the CLI).
         warm_up: measure the encoder's service times before serving (the schedulers need them to size
             batches; tests turn it off for speed).
+        ref_latency_target_ms: the search scheduler's latency target (stored-range queries are only a
+            search: the issue's 50 ms); the search stage of a file query is held to it too.
+        encode_workers: encode batches run at once, each on its own ONNX Runtime session with
+            ``cores / encode_workers`` threads (see ``QueryService``).
     """
 
     host: str = "127.0.0.1"
@@ -50,17 +54,19 @@ class ServeSettings:
     refresh_seconds: float = 1.0
     warm_up: bool = True
     batch_shapes: tuple[int, ...] = field(default=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+    ref_latency_target_ms: float = 50.0
+    encode_workers: int = 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
         if self.token is not None and not self.token.strip():
             raise ConfigError("the token is empty; give a non-empty --token (or unset VIDSEARCH_TOKEN)")
-        for name in ("max_upload_mb", "latency_target_ms", "memory_budget_mb", "max_query_seconds", "refresh_seconds"):
+        for name in ("max_upload_mb", "latency_target_ms", "ref_latency_target_ms", "memory_budget_mb", "max_query_seconds", "refresh_seconds"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
-        for name in ("max_batch", "decode_workers", "max_pending_decodes"):
+        for name in ("max_batch", "decode_workers", "max_pending_decodes", "encode_workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
@@ -69,6 +75,11 @@ class ServeSettings:
             if not root.is_dir():
                 raise ConfigError(f"--allow-root {root}: expected an existing folder, found "
                                   f"{'a file' if root.exists() else 'nothing'}")
+
+    @property
+    def search_target_ms(self) -> float:
+        """The search scheduler's target: the stored-range target, within the overall one."""
+        return min(self.latency_target_ms, self.ref_latency_target_ms)
 
     @property
     def max_upload_bytes(self) -> int:
