@@ -6,8 +6,8 @@ photographs (Debian wallpaper packages when installed, plus a list of natural ph
 ``opencv-doc``): each shot is a slow pan and zoom inside one cell of a photograph (cells without detail are
 left out), a reference has 1 or 2 shots (a cut), and several references share a photograph (different cells of it).
 
-**Queries** (``Q000000.mp4`` ...): unrelated footage (a held-out pool of footage windows and
-photographs that no reference uses), into which, for about two thirds of the queries, 1-3 copied
+**Queries** (``Q000000.mp4`` ...): unrelated footage (held-out sample videos and photographs that
+no reference uses), into which, for about two thirds of the queries, 1-3 copied
 segments of 2-15 s of distinct references are inserted at random offsets, each through a random
 chain of edits: temporal (speed 0.5-2x, reversal, frame-rate change), per frame (crop and scale,
 flip, rotation, brightness/contrast/gamma, saturation, blur, noise, text and shape overlays), and
@@ -27,6 +27,7 @@ by (seed, kind, index)). The data set is cached under ``$VIDSEARCH_CACHE/vsc/<ke
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -36,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,6 +46,9 @@ from vidsearch.errors import ConfigError
 from vidsearch.evaluate import edits, samples
 from vidsearch.evaluate.samples import MissingDataError
 from vidsearch.evaluate.vsc_metrics import Match, read_matches, write_matches
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 FPS = 10
 """Frame rate of every reference and query."""
@@ -60,8 +65,8 @@ OPENCV_PHOTOS = ("aero1.jpg", "apple.jpg", "baboon.jpg", "basketball1.png", "Ble
                  "orange.jpg", "pca_test1.jpg", "rubberwhale1.png", "smarties.png", "squirrel_cls.jpg",
                  "starry_night.jpg", "stuff.jpg", "aloeL.jpg")
 """Natural photographs in opencv-doc's examples/data: one of each stereo or sequence pair, no synthetic images."""
-EXCLUDED_FOOTAGE = ("carphone_distorted.mp4", "v2s.mov")
-"""Sample videos that are copies of others (a distorted carphone; v2s, a re-encode of v2)."""
+EXCLUDED_FOOTAGE = ("carphone_distorted.mp4", "v2.m4v", "v2s.mov")
+"""Sample videos that show what another shows (a distorted carphone; v2 and v2s, the skyline of v1 moments later)."""
 MIN_PHOTO_SIDE = 300
 
 
@@ -239,21 +244,23 @@ def _render_footage(win: _FootageWindow) -> Frames:
     return [_fit(f) for f in frames]
 
 
-_photo_cache: dict[str, object] = {}
+@functools.lru_cache(maxsize=32)
+def _load_photo(path: str) -> PILImage:
+    """A photograph as RGB, at most 1600 px wide or high (a few MB; the last 32 kept)."""
+    from PIL import Image
+
+    with Image.open(path) as src:
+        src.draft("RGB", (1600, 1600))  # JPEG: decode at a reduced scale
+        img = src.convert("RGB")
+    img.thumbnail((1600, 1600))
+    return img
 
 
 def _render_photo_shot(shot: _PhotoShot, rng: np.random.Generator) -> Frames:
     """A pan and zoom inside one cell of a photograph."""
     from PIL import Image
 
-    img = _photo_cache.get(shot.path)
-    if img is None:
-        with Image.open(shot.path) as src:
-            img = src.convert("RGB")
-            img.thumbnail((1600, 1600))
-        _photo_cache.clear()  # keep one photograph in memory
-        _photo_cache[shot.path] = img
-    assert isinstance(img, Image.Image)
+    img = _load_photo(shot.path)
     x0, y0, x1, y1 = shot.cell
     cw, ch = (x1 - x0) * img.width, (y1 - y0) * img.height
     n = max(1, int(round(shot.seconds * FPS)))
@@ -423,16 +430,27 @@ def _plan(config: VSCDataConfig, photos: list[Path], footage: list[tuple[Path, f
     spec = SIZES[config.size]
     rng = _rng(config.seed, 0, 0)
     lo, hi = spec.reference_seconds
+    # Whole videos are held out for the queries' unrelated footage (windows of one video look alike: a
+    # static camera), the others are cut into disjoint reference windows.
+    videos = list(footage)
+    rng.shuffle(videos)
+    n_bg_videos = max(1, len(videos) // 5)
     windows: list[_FootageWindow] = []
-    for path, duration in footage:
+    bg_windows: list[_FootageWindow] = []
+    for v, (path, duration) in enumerate(videos):
         t = 0.0
+        if v < n_bg_videos:  # background: pieces of up to 8 s, the last one shorter
+            while t + 1.0 <= duration - 0.2:
+                n = min(8.0, duration - 0.2 - t)
+                bg_windows.append(_FootageWindow(str(path), round(t, 2), round(t + n, 2)))
+                t += n
+            continue
         while t + lo <= duration - 0.2:
             n = min(float(rng.uniform(lo, hi)), duration - 0.2 - t)
             windows.append(_FootageWindow(str(path), round(t, 2), round(t + n, 2)))
             t += n
     rng.shuffle(windows)
-    n_bg_windows = max(1, len(windows) // 5)
-    bg_windows, ref_windows = windows[:n_bg_windows], windows[n_bg_windows:]
+    ref_windows = windows
     order = list(photos)
     rng.shuffle(order)
     n_bg_photos = max(1, len(order) // 8)
@@ -456,6 +474,9 @@ def _plan(config: VSCDataConfig, photos: list[Path], footage: list[tuple[Path, f
     background: list[_FootageWindow | _PhotoShot] = list(bg_windows)
     for p in bg_photos:
         background += [_PhotoShot(str(p), c, seconds=float(rng.uniform(3.0, 8.0))) for c in _cells(p)]
+    if not background:
+        raise MissingDataError("no footage or photograph is left for the queries' unrelated footage; install more "
+                               "sample videos ('make install', 'make samples') or Debian's wallpaper packages")
     return _Plan(references=references, background=background)
 
 
