@@ -402,13 +402,16 @@ def _place(copy: Frames, background: Frames, layout: str, rng: np.random.Generat
             out.append(np.asarray(canvas))
         return out, f"pip({scale:.2f})"
     first = bool(rng.integers(2))  # copy on the left/top or right/bottom
+    hw, hh = (WIDTH // 2, HEIGHT) if layout == "hstack" else (WIDTH, HEIGHT // 2)
+    # The whole copy, scaled to fit its half (not cropped, black bars), the other footage in the other half.
+    scale = min(hw / copy[0].shape[1], hh / copy[0].shape[0])
+    w, h = max(2, int(copy[0].shape[1] * scale)), max(2, int(copy[0].shape[0] * scale))
+    axis = 1 if layout == "hstack" else 0
     for f, bg in zip(copy, background):
-        if layout == "hstack":
-            a, b = _fit(f, WIDTH // 2, HEIGHT), _fit(bg, WIDTH // 2, HEIGHT)
-            out.append(np.concatenate([a, b] if first else [b, a], axis=1))
-        else:
-            a, b = _fit(f, WIDTH, HEIGHT // 2), _fit(bg, WIDTH, HEIGHT // 2)
-            out.append(np.concatenate([a, b] if first else [b, a], axis=0))
+        half = Image.new("RGB", (hw, hh))
+        half.paste(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR), ((hw - w) // 2, (hh - h) // 2))
+        a, b = np.asarray(half), _fit(bg, hw, hh)
+        out.append(np.concatenate([a, b] if first else [b, a], axis=axis))
     return out, layout
 
 
