@@ -67,13 +67,28 @@ def vote(
         min_similarity: hits below this do not vote.
         max_matches: matched ranges reported per video at most.
     """
-    n_query = len(query_starts)
     ids = np.asarray(hit_ids, np.int64)
-    if ids.size == 0 or n_query == 0:
+    if ids.size == 0 or len(query_starts) == 0:
         return []
-    # Vectorised over every hit (a query of ~10 segments x 100 hits): the per-hit Python loop this
-    # replaces took ~5 ms a query, 4/5 of a stored-range search. Ties break as that loop did: the first
-    # hit (row-major) of a query segment in a cell wins, then the lower offset of the merge (o-1, o, o+1).
+    vote_hits = _vote_loop if ids.size <= SMALL_HITS else _vote_arrays
+    return vote_hits(query_starts, query_ends, ids, hit_scores, table, bin_seconds, min_similarity, max_matches, limit)
+
+
+# Two implementations of one vote, equal in every output (tests/search/test_vote.py checks them against
+# each other): numpy over the hits for many (a query of ~10 segments x 100 hits: 1.7 ms against the loop's
+# 4.3 ms, where voting was 4/5 of a stored-range search), a plain loop for few (a single segment's 10 hits:
+# ~0.1 ms against numpy's ~0.2 ms of fixed cost, which doubled the engine's overhead over its index).
+SMALL_HITS = 64
+
+
+def _vote_arrays(
+    query_starts: NDArray[np.float64], query_ends: NDArray[np.float64], ids: NDArray[np.int64],
+    hit_scores: NDArray[np.float32], table: SegmentTable, bin_seconds: float, min_similarity: float,
+    max_matches: int, limit: int | None,
+) -> list[VideoVote]:
+    """``vote`` vectorised. Ties break as in the loop: the first hit (row-major) of a query segment in a
+    cell wins, then the lower offset of the merge (o-1, o, o+1)."""
+    n_query = len(query_starts)
     n_rows = len(table.video)
     scores = np.asarray(hit_scores, np.float64).ravel()
     sid = ids.ravel()
@@ -92,27 +107,29 @@ def vote(
     # offset o counts for the bins o+1, o, o-1 that exist (first choice: the bin's own o-1 side).
     lo = int(off.min()) - 1
     span = int(off.max()) - lo + 2
-    bin_key = v * span + (off - lo)
-    bins = np.unique(bin_key)
-    parts = []
-    for shift, priority in ((1, 0), (0, 1), (-1, 2)):
-        target = bin_key + shift
-        there = np.isin(target, bins, assume_unique=False)
-        parts.append((target[there], qi[there], scores[there], sid[there], np.full(int(there.sum()), priority)))
-    key, mqi, ms, msid, prio = (np.concatenate(x) for x in zip(*parts))
-    mv, moff = key // span, key % span + lo
-    mv, moff, mqi, ms, msid = _best_per_group(mv, moff, mqi, ms, msid, prio)
+    bin_key = v * span + (off - lo)  # ascending: the cells are sorted by (video, offset, query segment)
+    bins = bin_key[_starts(bin_key)]
+    n = len(bin_key)
+    target = np.concatenate((bin_key + 1, bin_key, bin_key - 1))
+    at = np.minimum(np.searchsorted(bins, target), len(bins) - 1)
+    there = bins[at] == target
+    src = np.flatnonzero(there)
+    priority, src = np.divmod(src, n)
+    key = target[there]
+    mv, moff, mqi, ms, msid = _best_per_group(key // span, key % span + lo, qi[src], scores[src], sid[src], priority)
     # one score per bin: the mean over all query segments of its merged best similarities
-    bin_start = np.flatnonzero(np.r_[True, (mv[1:] != mv[:-1]) | (moff[1:] != moff[:-1])])
-    bin_end = np.r_[bin_start[1:], len(mv)]
+    bin_start = np.flatnonzero(_starts(mv * span + moff))
+    bin_end = np.append(bin_start[1:], len(mv))
     bin_score = np.add.reduceat(ms, bin_start) / max(n_query, 1)
     bv, boff = mv[bin_start], moff[bin_start]
     # candidates of a video: best score first, then the lower offset; videos: best first, then id
     order = np.lexsort((boff, -bin_score, bv))
-    first = order[np.r_[True, bv[order][1:] != bv[order][:-1]]]
+    video_sorted = bv[order]  # each video's bins are one slice of ``order``
+    bounds = np.flatnonzero(_starts(video_sorted))
+    first = order[bounds]
+    slice_of = dict(zip(video_sorted[bounds].tolist(), zip(bounds.tolist(), np.append(bounds[1:], len(order)).tolist())))
     ranked = sorted(((float(bin_score[i]), table.video_ids[int(bv[i])], int(bv[i])) for i in first),
                     key=lambda r: (-r[0], r[1]))
-    video_sorted = bv[order]  # each video's bins are one slice of ``order``
     # the matched ranges of the shown videos, over plain lists (small; numpy per element is slower)
     q0, q1 = np.asarray(query_starts, np.float64), np.asarray(query_ends, np.float64)
     r0, r1, q_len = table.start[msid], table.end[msid], (q1 - q0)[mqi]
@@ -123,11 +140,67 @@ def vote(
     votes: list[VideoVote] = []
     for best_score, video_id, video in ranked[:limit]:
         matches: list[Match] = []
-        lo_pos, hi_pos = np.searchsorted(video_sorted, [video, video + 1])
+        lo_pos, hi_pos = slice_of[video]
         for b in order[lo_pos:hi_pos].tolist():
             if score_of[b] < 0.75 * best_score or len(matches) >= max_matches:
                 break
             for m in _runs(cell, first_row[b], end_row[b], q_times):
+                if len(matches) < max_matches and not any(_overlaps(m, other) for other in matches):
+                    matches.append(m)
+        votes.append(VideoVote(video_id, best_score, matches))
+    return votes
+
+
+def _vote_loop(
+    query_starts: NDArray[np.float64], query_ends: NDArray[np.float64], ids: NDArray[np.int64],
+    hit_scores: NDArray[np.float32], table: SegmentTable, bin_seconds: float, min_similarity: float,
+    max_matches: int, limit: int | None,
+) -> list[VideoVote]:
+    """``vote`` as a loop over the hits (dicts of cells), for few hits."""
+    n_query = len(query_starts)
+    video_of, start_of, end_of = table.video, table.start, table.end
+    # (video, offset bin) -> {query segment: (score, ref segment id)} keeping the best per query segment
+    bins: dict[tuple[int, int], dict[int, tuple[float, int]]] = {}
+    n_rows = len(video_of)
+    for qi, (row_ids, row_scores) in enumerate(zip(ids.tolist(), np.asarray(hit_scores).tolist())):
+        q_start = float(query_starts[qi])
+        for sid, score in zip(row_ids, row_scores):
+            if sid < 0 or score < min_similarity or sid >= n_rows:
+                continue
+            v = int(video_of[sid])
+            if v < 0:
+                continue
+            offset = int(round((float(start_of[sid]) - q_start) / bin_seconds))
+            cell = bins.setdefault((v, offset), {})
+            if qi not in cell or score > cell[qi][0]:
+                cell[qi] = (float(score), int(sid))
+    # merge each bin with its neighbours (+-1), as _vote_arrays
+    per_video: dict[int, list[tuple[float, int, dict[int, tuple[float, int]]]]] = {}
+    for (v, off), cell in bins.items():
+        merged: dict[int, tuple[float, int]] = {}
+        for o in (off - 1, off, off + 1):
+            for qi, hit in bins.get((v, o), {}).items():
+                if qi not in merged or hit[0] > merged[qi][0]:
+                    merged[qi] = hit
+        score = sum(merged[qi][0] for qi in sorted(merged)) / max(n_query, 1)
+        per_video.setdefault(v, []).append((score, off, merged))
+    ranked = []
+    for v, candidates in per_video.items():
+        candidates.sort(key=lambda c: (-c[0], c[1]))
+        ranked.append((candidates[0][0], table.video_ids[v], candidates))
+    ranked.sort(key=lambda r: (-r[0], r[1]))
+    q_times = (np.asarray(query_starts, np.float64).tolist(), np.asarray(query_ends, np.float64).tolist())
+    votes: list[VideoVote] = []
+    for best_score, video_id, candidates in ranked[:limit]:
+        matches: list[Match] = []
+        for score, _off, merged in candidates:
+            if score < 0.75 * best_score or len(matches) >= max_matches:
+                break
+            qis = sorted(merged)
+            sids = [merged[qi][1] for qi in qis]
+            r0 = [float(start_of[s]) for s in sids]
+            r1 = [_mapped_end(r, float(end_of[s]), q_times[1][qi] - q_times[0][qi]) for r, s, qi in zip(r0, sids, qis)]
+            for m in _runs((qis, [merged[qi][0] for qi in qis], r0, r1), 0, len(qis), q_times):
                 if len(matches) < max_matches and not any(_overlaps(m, other) for other in matches):
                     matches.append(m)
         votes.append(VideoVote(video_id, best_score, matches))
@@ -141,8 +214,16 @@ def _best_per_group(
     """One row per (video, offset, query segment), sorted by them: the highest score, ties to the lowest ``tie``."""
     order = np.lexsort((tie, -scores, qi, off, v))
     v, off, qi = v[order], off[order], qi[order]
-    first = np.r_[True, (v[1:] != v[:-1]) | (off[1:] != off[:-1]) | (qi[1:] != qi[:-1])]
+    first = np.ones(len(v), bool)
+    first[1:] = (v[1:] != v[:-1]) | (off[1:] != off[:-1]) | (qi[1:] != qi[:-1])
     return v[first], off[first], qi[first], scores[order][first], sid[order][first]
+
+
+def _starts(sorted_keys: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """True where a run of equal keys begins."""
+    first = np.ones(len(sorted_keys), bool)
+    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    return first
 
 
 # A query segment belongs to a matched range only if its similarity at the range's offset is at
