@@ -286,7 +286,8 @@ class Engine:
         kind = "ivfpq" if isinstance(index, IVFPQIndex) else "flat"
         info.update(kind=kind, vectors=len(index), memory_bytes=int(index.memory_bytes()))
         if isinstance(index, IVFPQIndex) and index._ivf is not None:
-            wanted = IVFPQConfig(pq_m=index.config.pq_m, reduce=self.config.index.reduce).code_dim(index.dim)
+            wanted = IVFPQConfig(pq_m=index.config.pq_m, nbits=index.config.nbits,
+                                 reduce=self.config.index.reduce).code_dim(index.dim)
             info.update(lists=int(index._ivf.nlist), dim=index.dim, code_dim=index.code_dim,
                         quantizer=index.config.quantizer, pq_bytes=index.config.pq_m * index.config.nbits // 8,
                         memory_bytes_per_vector=round(info["memory_bytes"] / max(len(index), 1), 1), advice=None)
