@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from jsonfuzz import edit_json, key_paths
 
 from vidsearch.index import FlatIndex, IVFPQConfig, IVFPQIndex, IVFSearchParams, MemmapStore
 from vidsearch.index.persist import HEADER, MAGIC
@@ -87,31 +88,6 @@ def _with_header(src: str, data: bytes, meta: dict[str, Any], version: int = 1) 
     return [_lit(HEADER.pack(MAGIC, version, len(raw)) + raw), ["src", src, blob_at, len(data)]]
 
 
-def _paths(meta: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Every key path of the JSON header, nested objects included."""
-    out = []
-    for key, value in meta.items():
-        out.append((*prefix, key))
-        if isinstance(value, dict):
-            out += _paths(value, (*prefix, key))
-    return out
-
-
-def _edit(meta: dict[str, Any], path: tuple[str, ...], action: str, value: Any = None) -> dict[str, Any]:
-    meta = json.loads(json.dumps(meta))
-    parent = meta
-    for key in path[:-1]:
-        parent = parent[key]
-    key = path[-1]
-    if action == "remove":
-        del parent[key]
-    elif action == "rename":
-        parent[key[:-1] + key[-1].swapcase() if key[-1].isalpha() else key + "x"] = parent.pop(key)  # dim -> diM
-    else:
-        parent[key] = value
-    return meta
-
-
 def _cases(sources: dict[str, bytes]) -> dict[str, tuple[list[list[Any]], str]]:
     """name -> (pieces, expected): "error" (must raise) or "either" (raise, or load and answer as before)."""
     rng = random.Random(13)
@@ -150,12 +126,12 @@ def _cases(sources: dict[str, bytes]) -> dict[str, tuple[list[list[Any]], str]]:
             flipped = bytes([data[i] ^ 0x10])
             cases[f"{stem}-blob-flip-{i}"] = ([["src", name, 0, i], _lit(flipped), ["src", name, i + 1, len(data)]],
                                               "error")
-        for path in _paths(meta):
+        for path in key_paths(meta):
             label = ".".join(path)
-            cases[f"{stem}-{label}-removed"] = (_with_header(name, data, _edit(meta, path, "remove")), "either")
-            cases[f"{stem}-{label}-renamed"] = (_with_header(name, data, _edit(meta, path, "rename")), "either")
+            cases[f"{stem}-{label}-removed"] = (_with_header(name, data, edit_json(meta, path, "remove")), "either")
+            cases[f"{stem}-{label}-renamed"] = (_with_header(name, data, edit_json(meta, path, "rename")), "either")
             for kind, value in WRONG.items():
-                cases[f"{stem}-{label}-{kind}"] = (_with_header(name, data, _edit(meta, path, "set", value)), "either")
+                cases[f"{stem}-{label}-{kind}"] = (_with_header(name, data, edit_json(meta, path, "set", value)), "either")
         for version in (0, 2, 2**32 - 1):
             cases[f"{stem}-version-{version}"] = (_with_header(name, data, meta, version), "error")
         for other in ("flat.src", "ivf.src", "ivf-32d.src", "bare.src"):  # a valid checksum over another blob
