@@ -221,7 +221,8 @@ def build_methods(names: list[str], xb: np.ndarray, seed: int, workdir: Path, sh
     from vidsearch.index.ivf import IVFPQConfig, choose_nlist
 
     n, d = xb.shape
-    nlist = nlist or choose_nlist(n, IVFPQConfig().code_dim(d))  # the collection default's choice
+    default = IVFPQConfig()
+    nlist = nlist or choose_nlist(n, default.code_dim(d), default.list_padding_bytes())  # the collection default's choice
     pick = np.sort(np.random.default_rng(seed).permutation(n)[: min(n, max(50 * nlist, 100_000))])
     train = np.ascontiguousarray(xb[pick], dtype=np.float32)
     # re-rank rows: the float32 base itself, memory-mapped, as a collection re-ranks from segments.f32
@@ -326,8 +327,9 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
         m.name, m.settings, m.ram_bytes = name, [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512], path.stat().st_size
     elif name.startswith("vidsearch"):
         # (quantizer, PQ sub-quantizers, bits per code): "vidsearch" is the collection default
-        variant = {"vidsearch": ("pq", 32, 8), "vidsearch_fs64": ("pq", 64, 4), "vidsearch_opq": ("opq", 32, 8),
-                   "vidsearch_learned": ("learned", 32, 8)}[name]
+        # (32 B codes: 64 x 4-bit fast-scan since issue #13; "vidsearch_pq8" is the 8-bit PQ32 before it)
+        variant = {"vidsearch": ("pq", 64, 4), "vidsearch_pq8": ("pq", 32, 8), "vidsearch_opq": ("opq", 64, 4),
+                   "vidsearch_learned": ("learned", 64, 4)}[name]
         store = MemmapStore(xb)  # float32 rows, as a collection's segments.f32
         cached = None if cache is None else cache[0] / f"{cache[1]}-{name}-nlist{nlist}-{_index_code_tag()}.vsi"
         reused = cached is not None and cached.exists()
@@ -488,7 +490,7 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=1000, help="single-query latency samples")
     ap.add_argument("--data", choices=["synthetic", "sscd", "effnet"], default="synthetic")
     ap.add_argument("--methods", default="faiss_flat,faiss_hnswflat,hnswlib,faiss_ivfpq_refine,faiss_hnswpq,"
-                    "faiss_hnswpq_refine,vidsearch,vidsearch_opq,vidsearch_fs64")
+                    "faiss_hnswpq_refine,vidsearch,vidsearch_opq,vidsearch_pq8")
     ap.add_argument("--scaling", action="store_true", help="also latency vs collection size (1K..n), exact beside")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
