@@ -366,3 +366,35 @@ def test_concurrent_uploads_share_encoder_batches(service, query_clip, footage):
         assert Path(result.results[0].path).name == expected
         assert result.timings_ms["total"] >= result.timings_ms["decode"]
     assert 1 <= ran - 1 < len(paths), ran  # the blocker, then the queries in fewer batches than queries
+
+
+def test_an_overloaded_upload_is_refused_before_it_is_decoded(built_collection, query_clip):
+    """The encode queue cannot take a 4 s clip within the target: 503 at once, from the probe's frame count,
+    without a decode (the decode pool is never used)."""
+    import asyncio
+    import time
+
+    from vidsearch.errors import OverloadedError
+    from vidsearch.search.engine import Engine
+    from vidsearch.search.results import SearchParams
+    from vidsearch.serve.metrics import ServeMetrics
+    from vidsearch.serve.query import QueryService
+    from vidsearch.serve.settings import ServeSettings
+
+    with Engine.open(built_collection) as engine:
+        svc = QueryService(engine, ServeSettings(max_batch=4, warm_up=False, latency_target_ms=200), ServeMetrics())
+        try:
+            for shape in svc.encoder.shapes:
+                svc.encoder.controller.set_service(shape, 0.020 * shape)
+            svc.encoder.reserve(8)  # other queries' 8 frames being decoded: 160 ms of encoding ahead
+            frames = svc.frames_of(query_clip)
+            assert frames[0] >= 4 and frames[1] is False
+            t0 = time.perf_counter()
+            with pytest.raises(OverloadedError, match="target") as info:
+                asyncio.run(asyncio.wait_for(svc.search_file(query_clip, "q.mp4", 3, SearchParams(), frames=frames), 5))
+            assert time.perf_counter() - t0 < 0.02 and info.value.retry_after > 0
+            assert svc.pool._work_queue.qsize() == 0 and not svc.pool._threads  # nothing went to decoding
+            assert svc.encoder.controller.reserved_units == 8  # the refused query holds no reservation
+            svc.precheck()  # one frame would still fit
+        finally:
+            svc.close()

@@ -562,3 +562,119 @@ def test_real_encoder_warm_up_measures_every_shape(encoder_and_frames: tuple[obj
     stats = scheduler.stats()
     assert stats["measured_shapes"] == [1, 2]
     assert 0 < stats["service_ms"][1] and 0 < stats["service_ms"][2]
+
+
+# -- admission at light load, reservations, several workers, the warm-up's limits ------------------------
+
+def test_light_load_on_a_noisy_machine_never_refuses() -> None:
+    # A busy machine: service times spread (safety > 1) and a lone request's batch far from full. Counting
+    # the own batch as a full one of the cap, times the safety factor, refused 25-30 % of lone images here.
+    policy = BatchPolicy(latency_target_ms=200)
+    r = simulate(policy, affine_cost, poisson_arrivals(5, 1000, seed=11), noise=0.3, seed=12)
+    assert r.rejected == 0 and r.p99 <= 0.200
+    controller = warmed(policy)
+    for i in range(200):
+        controller.record_ratio(1.0 + 0.4 * (i % 2))  # a wide spread: safety well above 1
+    assert controller.safety() > 1.3
+    controller.offer(0.0, 0)
+    running = controller.next_batch(0.0)
+    assert running is not None
+    assert controller.offer(0.001, 1).admitted  # worker busy, nothing queued: admitted
+    assert controller.predicted_wait(0.001, 1) < 0.1
+
+
+def test_a_joiner_may_not_push_its_batch_past_the_oldest_deadline() -> None:
+    controller = warmed(BatchPolicy(latency_target_ms=100))  # 20 ms + 3 ms per unit: batches of up to 8
+    assert controller.best_shape() == 8
+    controller.offer(0.0, 0)
+    assert controller.next_batch(0.0) is not None  # runs 0 - 23 ms
+    assert controller.offer(0.0, 1).admitted  # queued behind it
+    assert controller.offer(0.060, 2).admitted  # joins item 1: a batch of 2 (26 ms) ends at 86 ms
+    decision = controller.offer(0.070, 3)  # would make it 4 (32 ms), ending at 102 ms: item 1 would be late
+    assert not decision.admitted and decision.retry_after_s == pytest.approx(0.002)
+    assert decision.predicted_s == pytest.approx(affine_cost(4))  # its own prediction alone was fine
+
+
+def test_reservations_count_ahead_and_are_given_back() -> None:
+    controller = warmed(BatchPolicy(latency_target_ms=200, max_batch=1), lambda s: 0.050 * s)
+    first = controller.reserve(0.0, 1, arrive_after=0.030)  # decoding for 30 ms; nothing else: admitted
+    assert first.admitted and first.predicted_s == pytest.approx(0.080)
+    assert controller.reserved_units == 1
+    # a second query decoding as long is predicted behind the first one's encode: 50 + 50 ms
+    assert controller.predicted_wait(0.0, 1, arrive_after=0.030) == pytest.approx(0.100)
+    # a decode outlasting the backlog: the backlog does not count on top of it
+    assert controller.predicted_wait(0.0, 1, arrive_after=0.150) == pytest.approx(0.200)
+    for _ in range(3):  # 100, 150 and 200 ms
+        assert controller.reserve(0.0, 1, arrive_after=0.030).admitted
+    refused = controller.reserve(0.0, 1, arrive_after=0.030)
+    assert not refused.admitted and refused.predicted_s == pytest.approx(0.250)
+    assert controller.reserved_units == 4 and controller.stats()["rejected"] == 1
+    assert controller.offer(0.03, 100, 1, reserved=1).admitted  # queued in place of its reservation
+    assert controller.reserved_units == 3 and controller.queue_units == 1
+    for _ in range(3):
+        controller.release(1)  # their decodes failed
+    assert controller.reserved_units == 0 and controller.admitted == 4
+
+
+def test_two_workers_run_two_batches_at_once_and_admission_knows() -> None:
+    policy = BatchPolicy(latency_target_ms=100, max_batch=1)
+    one = warmed(policy, lambda s: 0.040 * s)
+    two: BatchController[int] = BatchController(policy, workers=2)
+    two.set_service(1, 0.040)
+    for c in (one, two):
+        c.offer(0.0, 0)
+        c.offer(0.0, 1)
+    assert one.next_batch(0.0) is not None and one.next_batch(0.0) is None
+    assert two.next_batch(0.0) is not None and two.next_batch(0.0) is not None and two.next_batch(0.0) is None
+    # one worker: a third item waits 40 ms + 40 ms of the queued one, then runs 40 ms; two: 40 + 40
+    assert one.predicted_wait(0.0, 1) == pytest.approx(0.120)
+    assert two.predicted_wait(0.0, 1) == pytest.approx(0.080)
+    assert not one.offer(0.0, 2).admitted and two.offer(0.0, 2).admitted
+
+
+def test_threaded_scheduler_with_two_workers_overlaps_batches() -> None:
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    def run(items: list[int]) -> list[int]:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.02)
+        with lock:
+            active[0] -= 1
+        return [2 * x for x in items]
+
+    scheduler: BatchScheduler[int, int] = BatchScheduler("fake", run, BatchPolicy(latency_target_ms=5000, max_batch=1),
+                                                         workers=2)
+
+    async def many() -> list[int]:
+        return list(await asyncio.gather(*(scheduler.asubmit(x) for x in range(10))))
+
+    with scheduler:
+        t0 = time.monotonic()
+        assert asyncio.run(many()) == [2 * x for x in range(10)]
+        elapsed = time.monotonic() - t0
+    assert peak[0] == 2 and elapsed < 0.19  # 10 x 20 ms on one worker would take 200 ms
+
+
+def test_warm_up_stops_at_the_target_and_the_memory_budget() -> None:
+    memory = [0]
+
+    def run(items: list[int]) -> list[int]:
+        units = pad_shape(sum(items), SHAPES)
+        memory[0] = max(memory[0], units * 10 * 2**20)  # an arena keeping 10 MiB per unit of the largest batch
+        time.sleep(0.002 * units)
+        return items
+
+    slow: BatchScheduler[int, int] = BatchScheduler("fake", run, BatchPolicy(latency_target_ms=40))
+    slow.warm_up(lambda n: 1, repeats=1)
+    # 2 ms per unit: shape 8 (16 ms) fits half the 40 ms target, shape 16 (32 ms) does not
+    assert slow.warmed_shapes == (1, 2, 4, 8) and slow.shapes == (1, 2, 4, 8)
+    memory[0] = 0
+    tight: BatchScheduler[int, int] = BatchScheduler("fake", run, BatchPolicy(latency_target_ms=10_000,
+                                                                              memory_budget_mb=50))
+    tight.warm_up(lambda n: 1, repeats=1, memory_probe=lambda: memory[0])
+    # 10 MiB per unit: 4 units grow 40 MiB; 8 would be 80 MiB, past the 50 MiB budget
+    assert tight.warmed_shapes == (1, 2, 4) and max(tight.warm_up_memory.values()) <= 50
+    assert tight.stats()["shapes"] == [1, 2, 4]

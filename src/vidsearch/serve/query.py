@@ -298,9 +298,12 @@ class QueryService:
     def predicted_decode(self, frames: int, is_image: bool) -> float:
         """Predicted seconds until a query of ``frames`` sampled frames is decoded: the pool's backlog
         shared by its threads, then its own decode."""
-        own = self._decode_image_s if is_image else self._decode_frame_s * max(1, frames)
         backlog = max(0.0, self._decoding_s) / self.settings.decode_workers
-        return backlog + own
+        return backlog + self.own_decode(frames, is_image)
+
+    def own_decode(self, frames: int, is_image: bool) -> float:
+        """Predicted seconds to decode one query of ``frames`` sampled frames (measured, EWMA)."""
+        return self._decode_image_s if is_image else self._decode_frame_s * max(1, frames)
 
     def precheck(self) -> None:
         """Refuse (503) at once, before an upload is even stored, when not one frame could be decoded,
@@ -367,19 +370,19 @@ class QueryService:
             self.metrics.observe_stage("decode", media.timings.get("decode", 0.0))
             self.metrics.observe_stage("encode", media.timings.get("encode", 0.0))
             return media
-        decode_s = self._admit(frames, is_image)
-        reserved = frames
-        self._decoding_s += decode_s
+        self._admit(frames, is_image)
+        own_s = self.own_decode(frames, is_image)
+        self._decoding_s += own_s
         try:
             decoded = await self.in_pool(self.media.decode_file, path, self.settings.max_query_seconds)
-            self._learn_decode(decoded.decode_seconds, len(decoded.images), is_image)
-            self.metrics.observe_stage("decode", decoded.decode_seconds)
-            reserved = 0
-            vectors, encode_s = await self._submit(self.encoder, EncodeItem(decoded.images), reserved=frames)
+        except BaseException:
+            self.encoder.release(frames)
+            raise
         finally:
-            self._decoding_s -= decode_s
-            if reserved:
-                self.encoder.release(reserved)
+            self._decoding_s -= own_s
+        self._learn_decode(decoded.decode_seconds, len(decoded.images), is_image)
+        self.metrics.observe_stage("decode", decoded.decode_seconds)
+        vectors, encode_s = await self._submit(self.encoder, EncodeItem(decoded.images), reserved=frames)
         media = self.media.finish(decoded, vectors, encode_s)
         del decoded
         self.metrics.observe_stage("encode", media.timings["encode"])
