@@ -124,7 +124,8 @@ class QueryService:
         self._frame_shape = (height, width, 3)
         self._fps = float(engine.config.decode.fps)
         shapes = settings.shapes()
-        self._sessions = self._encoder_sessions(settings.encode_workers)
+        # --max-batch 1 stays the honest baseline: one image per call of the one session, as the CLI encodes
+        self._sessions = self._encoder_sessions(settings.encode_workers if settings.max_batch > 1 else 1)
         self._idle_sessions = list(self._sessions)  # list.pop/append are atomic: a free session per worker
         self.encoder: BatchScheduler[EncodeItem, tuple[NDArray[np.float32], float]] = BatchScheduler(
             "encode", self._encode_batch,
@@ -150,7 +151,16 @@ class QueryService:
 
     def _encoder_sessions(self, workers: int) -> list[Any]:
         """The frame encoders the encode workers use: the process's loaded one alone, or ``workers`` ONNX
-        Runtime sessions of the same model with ``cores / workers`` threads each."""
+        Runtime sessions of the same model with ``cores / workers`` threads each.
+
+        Two single-threaded sessions encoding two batches at once can beat one two-threaded session on
+        2 cores (intra-op parallelism of small convolutions is poor). Measured here (SSCD, 2 cores shared
+        with other work, load 3-5): standalone, 2 x 1 thread against 1 x 2 threads gave 0.71-1.76x images/s
+        (median about 1.2x) at batches 1-4; through the server (closed loop of 6 image queries, same run)
+        5.6-6.4 images/s either way, the decode threads and other processes already taking the cores. Not
+        a gain we could show, so one worker is the default (``ServeSettings.encode_workers``); each extra
+        session costs ~65 MB.
+        """
         from vidsearch.encode.frame import OnnxFrameEncoder
 
         base = self.media.encoder

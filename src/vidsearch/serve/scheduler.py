@@ -36,13 +36,28 @@ The rules:
    throughput, older heads, smaller batches: p99 267 ms for a 200 ms target at 225 requests/s), so
    deadlines are kept by the cap and by admission instead.
 6. **Admission.** An item is admitted only if its predicted completion is within the target: the
-   worker's remaining time, then the queued units ahead in batches of the cap, then its own batch
-   counted as full (later arrivals may fill it), the service scaled by a safety factor (a robust p99
-   of measured / predicted service times). Otherwise ``submit`` raises
+   workers' remaining time, then the units ahead (queued, and admitted but still being decoded:
+   :meth:`BatchController.reserve`) in batches of the cap, then its own batch at its real size (the
+   units left over ahead of it plus its own, padded), the service scaled by a safety factor (a robust
+   p99 of measured / predicted service times). A first version counted the own batch as a full one of
+   the cap (later arrivals may fill it) times that factor: on a busy machine it refused 25-30 % of lone
+   images at 2 per second with nothing queued. Instead, an item that would join a batch is refused if
+   the larger batch would make that batch's oldest item miss its deadline. A file query is admitted
+   before it is decoded (its frame count from a probe, its decode time from the measured rate and the
+   decode pool's backlog: the decode overlaps the encode backlog, so the later of the two counts), so
+   a refusal costs a probe, not a decode. Otherwise ``submit`` (or ``reserve``) raises
    :class:`~vidsearch.errors.OverloadedError` at once, with a Retry-After of the predicted excess. The
    queue never grows past what the target allows, so at twice the sustainable load the admitted
-   requests keep their latency and the rest get an immediate 503. A lone item on an idle worker is
-   always admitted (refusing could not make it faster).
+   requests keep their latency and the rest get an immediate 503. A lone item (nothing running, queued
+   or being decoded) is always admitted (refusing it could not make it faster).
+7. **Warm-up at the shapes that can be used.** Shapes are warmed smallest first and the warm-up stops
+   before a shape predicted to take over half the target (it could never be the cap) or to grow the
+   process's memory past ``memory_budget_mb`` (bytes per unit measured on the smaller shapes); only the
+   warmed shapes run afterwards. ONNX Runtime's CPU arena keeps the buffers of the largest shape it ran
+   (warming the SSCD encoder up to 32 held the server at ~520 MB idle against ~190 MB for batch 1).
+8. **Workers.** ``workers`` threads each run one batch at a time (the encoder: one ONNX Runtime session
+   each, see ``QueryService._encoder_sessions`` for what two single-threaded sessions measured); results
+   go back to asyncio callers with one ``call_soon_threadsafe`` per batch.
 
 What we took from the systems the issue names (their docs and their users' issues):
 
