@@ -400,7 +400,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         host=args.host, port=args.port, token=token, allow_roots=tuple(args.allow_root or ()),
         max_upload_mb=args.max_upload_mb, latency_target_ms=args.latency_target_ms,
-        memory_budget_mb=args.memory_budget_mb, max_batch=args.max_batch, max_query_seconds=args.max_query_seconds)
+        memory_budget_mb=args.memory_budget_mb, max_batch=args.max_batch, max_query_seconds=args.max_query_seconds,
+        ref_latency_target_ms=args.ref_latency_target_ms, encode_workers=args.encode_workers)
     family, kind, proto, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -571,6 +572,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory the encoder's batches may use (default 1024)")
     p.add_argument("--max-batch", type=_count(1), default=32,
                    help="largest batch: frames per encoder call, queries per index call (default 32; 1: no batching)")
+    p.add_argument("--ref-latency-target-ms", type=_positive, default=50.0,
+                   help="latency target of stored-range (ref) queries, which only search (default 50)")
+    p.add_argument("--encode-workers", type=_count(1), default=1,
+                   help="encoder batches run at once, each on its own ONNX Runtime session (default 1)")
     p.add_argument("--max-upload-mb", type=_positive, default=512.0, help="largest upload accepted (default 512)")
     p.add_argument("--max-query-seconds", type=_positive, default=120.0,
                    help="longest query video accepted (default 120)")

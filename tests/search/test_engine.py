@@ -67,6 +67,19 @@ def test_search_batch_equals_single_searches(built_collection: Path, small_refs:
         assert [r.to_dict()["results"] for r in batch] == [r.to_dict()["results"] for r in single]
 
 
+def test_encode_ref_cuts_the_stored_frames_like_encode_query(built_collection: Path):
+    with Engine.open(built_collection) as engine:
+        video = engine.snapshot.catalog.video_ids[0]
+        ref, query = engine.encode_ref(f"{video}@1-4"), engine.encode_query(f"{video}@1-4")
+        assert len(ref.segment_vectors) >= 2
+        np.testing.assert_array_equal(ref.segment_vectors, query.segment_vectors)
+        assert [(s.start, s.end) for s in ref.segments] == [(s.start, s.end) for s in query.segments]
+        with pytest.raises(QueryError, match="not VIDEO_ID@START-END"):
+            engine.encode_ref("clip.mp4")
+        with pytest.raises(NotFoundError, match="no video"):
+            engine.encode_ref("abcdef@1-2")
+
+
 def test_bad_queries_are_errors_of_the_project(built_collection: Path, tmp_path: Path):
     with Engine.open(built_collection) as engine:
         with pytest.raises(QueryError, match="neither an existing file"):

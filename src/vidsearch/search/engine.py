@@ -362,22 +362,37 @@ class Engine:
                              "or VIDEO_ID@START-END") from exc
         ref = None if exists else parse_ref(text)
         if ref is not None:
-            snap = snap or self._snap
-            t0 = time.perf_counter()
-            times, vectors = self.frame_vectors(ref.video, snap)
-            keep = (times >= ref.start - 1e-6) & (times < ref.end - 1e-6)
-            if not keep.any():
-                raise QueryError(f"query {text!r}: video {ref.video} has no frame between {ref.start}s and {ref.end}s")
-            info = MediaInfo(text, ref.end - ref.start, 0.0, 0, 0, "stored", "stored", False)
-            media = self._stored_segmenter().encode_frames(info, times[keep] - ref.start, vectors[keep].astype(np.float32))
-            media.timings["decode"] = media.timings.get("decode", 0.0) + time.perf_counter() - t0 - media.timings["encode"]
-            return media
+            return self._encode_ref(text, ref, snap or self._snap)
         if not exists:
             raise QueryError(f"query {text!r} is neither an existing file nor VIDEO_ID@START-END of an indexed video "
                              "(e.g. 3fa9c2d41b07@10-20)")
         if Path(text).is_dir():
             raise QueryError(f"query {text!r} is a folder; give a video or image file")
         return self._encoder().encode_file(text, crops=crops)
+
+    def encode_ref(self, query: str, snap: Snapshot | None = None) -> EncodedMedia:
+        """Cut ``VIDEO_ID@START-END`` from the stored frames (what the server's ``ref`` field asks for:
+        never a file, so no file-system lookup).
+
+        Raises:
+            QueryError: not ``VIDEO_ID@START-END``, or no stored frame in the range.
+            NotFoundError: the video is not in the collection.
+        """
+        ref = parse_ref(query)
+        if ref is None:
+            raise QueryError(f"ref {query[:200]!r} is not VIDEO_ID@START-END of an indexed video (e.g. 3fa9c2d41b07@10-20)")
+        return self._encode_ref(query, ref, snap or self._snap)
+
+    def _encode_ref(self, text: str, ref: RefQuery, snap: Snapshot) -> EncodedMedia:
+        t0 = time.perf_counter()
+        times, vectors = self.frame_vectors(ref.video, snap)
+        keep = (times >= ref.start - 1e-6) & (times < ref.end - 1e-6)
+        if not keep.any():
+            raise QueryError(f"query {text!r}: video {ref.video} has no frame between {ref.start}s and {ref.end}s")
+        info = MediaInfo(text, ref.end - ref.start, 0.0, 0, 0, "stored", "stored", False)
+        media = self._stored_segmenter().encode_frames(info, times[keep] - ref.start, vectors[keep].astype(np.float32))
+        media.timings["decode"] = media.timings.get("decode", 0.0) + time.perf_counter() - t0 - media.timings["encode"]
+        return media
 
     def search_segments(self, vectors: NDArray[np.float32], k: int, params: SearchParams | None = None,
                         snap: Snapshot | None = None) -> IndexHits:

@@ -203,7 +203,7 @@ class QueryService:
         end = float(times[-1]) + 1.0 if len(times) else 1.0
         text = f"{video}@0-{min(end, 10.0):.3f}"
         try:
-            self.engine.encode_query(text, snap=snap)
+            self.engine.encode_ref(text, snap=snap)
         except (QueryError, KeyError, ValueError):
             return None
         return SearchItem(text, 10, SearchParams(), time.perf_counter(), ref=text)
@@ -259,7 +259,7 @@ class QueryService:
         for i, it in enumerate(items):
             if it.ref is not None:
                 try:
-                    media[i] = self.engine.encode_query(it.ref, snap=snap)
+                    media[i] = self.engine.encode_ref(it.ref, snap=snap)
                 except (VidsearchError, ValueError, KeyError) as exc:
                     out[i] = exc
                     continue
