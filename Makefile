@@ -41,6 +41,18 @@ samples:
 peers:
 	bash scripts/install-peers.sh $(VENV)
 
+# Debian wallpaper packages: the photographs of the full VSC-style benchmark (`vidsearch eval vsc --size full`,
+# docs/VSC.md; ~195 MB of downloads). Not part of `install`: the tiny and small sizes do not use them.
+.PHONY: vsc-data
+VSC_DEBS := mate-backgrounds ukui-wallpapers plasma-workspace-wallpapers gnome-backgrounds
+vsc-data:
+	@missing=""; for p in $(VSC_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then echo "vsc-data: $(VSC_DEBS) already installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) \
+	    || { echo "error: could not install$$missing; run 'apt-get install$$missing' as root"; exit 1; }; \
+	else echo "error: run 'apt-get install$$missing' as root (the full VSC benchmark needs them)"; exit 1; fi
+
 # the demo's collection is kept in ./demo-collection (gitignored), for `vidsearch serve` to open
 demo: install
 	$(BIN)/vidsearch demo --collection demo-collection

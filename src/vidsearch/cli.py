@@ -344,6 +344,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    if args.benchmark == "vsc":
+        return _eval_vsc(args, methods, progress)
+    if args.size == "tiny":
+        from vidsearch.errors import ConfigError
+
+        raise ConfigError(f"--size tiny is for 'eval vsc' only; {args.benchmark} has the sizes small and full")
     if args.benchmark == "fashion":
         from vidsearch.evaluate import fashion_eval
 
@@ -368,6 +374,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if doc.get("partial"):
             progress(f"PARTIAL: footage or data missing, figures not comparable to a complete run: {doc['missing']}")
         progress(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'}")
+    return EXIT_OK
+
+
+def _eval_vsc(args: argparse.Namespace, methods: list[str] | None, progress: Callable[[str], None]) -> int:
+    """``vidsearch eval vsc``: the VSC-style copy-detection benchmark (evaluate/vsc_run.py)."""
+    from vidsearch.evaluate.vsc_run import markdown_tables, run_vsc, summary
+
+    if args.allow_partial:
+        from vidsearch.errors import ConfigError
+
+        raise ConfigError("--allow-partial is for 'eval neardup'; 'eval vsc' always runs the methods that can run "
+                          "and says which could not (\"partial\": true)")
+    doc = run_vsc(Path(args.out), size=args.size, methods=methods, seed=args.seed,
+                  data_root=Path(args.data) if args.data else None,
+                  collection={"fps": args.fps, "window": args.window, "stride": args.stride}, progress=progress)
+    if args.json:
+        _emit(summary(doc))
+    else:
+        from rich.console import Console
+
+        Console(width=max(Console().width, 160)).print(markdown_tables(doc), markup=False, highlight=False)
+    if doc["partial"]:
+        progress("PARTIAL: these methods did not run: " + "; ".join(f"{k} ({v})" for k, v in doc["unavailable"].items()))
+    progress(f"wrote {Path(args.out) / 'ground_truth.csv'}, predictions/, results.json and report.html")
     return EXIT_OK
 
 
@@ -540,17 +570,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="run a benchmark for several methods; write results.json and report.html")
     common(p, collection=False)
-    p.add_argument("benchmark", choices=["neardup", "fashion"],
-                   help="neardup: transformed copies of real footage, with peers; fashion: Fashion-MNIST labels")
+    p.add_argument("benchmark", choices=["neardup", "fashion", "vsc"],
+                   help="neardup: transformed copies of real footage, with peers; fashion: Fashion-MNIST labels; "
+                        "vsc: copies hidden in other footage, VSC 2022 segment and pair micro-AP, with peers")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--size", choices=["small", "full"], default="small")
+    p.add_argument("--size", choices=["tiny", "small", "full"], default="small",
+                   help="small (default) or full; vsc also tiny (tests)")
     p.add_argument("--methods", help="neardup, comma-separated: vidsearch-<encoder>[@<pq|opq|learned><M>[/adc]]"
-                   "[:<rerank>], exact-frame-scan-<encoder>, peers, or a peer name; fashion: encoder names")
+                   "[:<rerank>], exact-frame-scan-<encoder>, peers, or a peer name; fashion: encoder names; "
+                   "vsc: vidsearch (today's defaults), exact-frame-scan, peers and the neardup names "
+                   "(default vidsearch,exact-frame-scan,peers)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", help="folder for the rendered benchmark videos (default: OUT/data-SIZE-seedN)")
-    p.add_argument("--fps", type=_positive, help="neardup: frames per second of every vidsearch collection (default 1)")
-    p.add_argument("--window", type=_positive, help="neardup: segment window in seconds (default 2)")
-    p.add_argument("--stride", type=_positive, help="neardup: segment stride in seconds (default 1)")
+    p.add_argument("--data", help="folder for the rendered benchmark videos (default: OUT/data-SIZE-seedN; "
+                                  "vsc: the cache, ~/.cache/vidsearch/vsc/...)")
+    p.add_argument("--fps", type=_positive, help="neardup, vsc: frames per second of every vidsearch collection (default 1)")
+    p.add_argument("--window", type=_positive, help="neardup, vsc: segment window in seconds (default 2)")
+    p.add_argument("--stride", type=_positive, help="neardup, vsc: segment stride in seconds (default 1)")
     p.add_argument("--allow-partial", action="store_true",
                    help="neardup: run even if some footage or data is missing (results.json is then marked "
                         "\"partial\": true with what is missing); by default a missing source is an error")

@@ -1,0 +1,172 @@
+"""The methods of ``vidsearch eval vsc`` as VSC predictors: a query in, matched time ranges with scores out.
+
+The retrieval methods of the near-duplicate benchmark (``methods.py``, ``peers.py``) are reused as
+they are; this module only turns what each returns into VSC matches (``vsc_metrics.Match``):
+
+- ``vidsearch`` (and any ``vidsearch-...`` name ``report.make_method`` knows): a collection of the
+  references searched through the :class:`~vidsearch.search.engine.Engine`, as every entry point
+  searches. Every matched time range the engine returns becomes one prediction (several per pair
+  when it returns several), scored with that range's own score (the mean similarity of its
+  segments, ``results.Match.score``); the video's score (``VideoHit.score``, the mean over *all*
+  query segments, by which the engine ranks) is kept beside it for a pair figure of its own.
+- ``exact-frame-scan``: ``FrameScanMethod`` (the mean over query frames of the best cosine with
+  any reference frame; an exact scan of every frame vector). It names a reference range but no
+  query range: its predictions span the whole query.
+- peers (TMK via perception and tmkpy, videohash): one score per pair, no range at all: their
+  predictions span the whole query and the whole reference.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
+
+from vidsearch.config import CollectionConfig, DecodeConfig, SegmentConfig
+from vidsearch.errors import ConfigError, NotFittedError
+from vidsearch.evaluate.methods import FrameScanMethod, Reference, RetrievalMethod, VidsearchMethod
+from vidsearch.evaluate.vsc_metrics import Match
+from vidsearch.search.results import SearchParams
+
+DEFAULT_METHOD = "vidsearch"
+"""Today's default configuration: the default collection and the default search parameters."""
+FRAME_SCAN = "exact-frame-scan"
+"""The exact scan over every frame vector with the default encoder."""
+DEFAULT_METHODS = (DEFAULT_METHOD, FRAME_SCAN, "peers")
+"""What ``vidsearch eval vsc`` runs when ``--methods`` is not given ('peers': every peer)."""
+
+
+class Localization(str, Enum):
+    """What time ranges a method's predictions carry."""
+
+    BOTH = "query and reference ranges"
+    REFERENCE = "reference range; the whole query"
+    NONE = "none: the whole query and the whole reference (pair scores only)"
+
+
+@dataclass(frozen=True)
+class QueryPrediction:
+    """What a method predicted for one query.
+
+    Attributes:
+        matches: VSC matches (query and reference seconds, score), any number per reference.
+        video_scores: reference id -> the score the method ranks the reference by, where it differs
+            from its matches' scores (vidsearch: the video score); empty otherwise.
+    """
+
+    matches: list[Match]
+    video_scores: dict[str, float] = field(default_factory=dict)
+
+
+class VSCPredictor(Protocol):
+    """Index the references once, then predict matches for each query."""
+
+    name: str
+    localization: Localization
+
+    def index(self, references: list[Reference]) -> None: ...
+
+    def predict(self, query_id: str, path: Path, k: int) -> QueryPrediction: ...
+
+    def close(self) -> None: ...
+
+
+@functools.lru_cache(maxsize=4096)
+def duration(path: str) -> float:
+    """Seconds of the video at ``path`` (as probed; cached per path)."""
+    from vidsearch.decode import probe
+
+    return float(probe(path).duration)
+
+
+class VidsearchRanges(VidsearchMethod):
+    """A :class:`VidsearchMethod` whose predictions are every matched range the engine returns."""
+
+    localization = Localization.BOTH
+
+    def __init__(self, name: str, config: CollectionConfig | None = None, params: SearchParams | None = None) -> None:
+        super().__init__(name, config, params)
+        self.timings_ms: list[dict[str, float]] = []  # the engine's decode / encode / search / total, per query
+
+    def predict(self, query_id: str, path: Path, k: int) -> QueryPrediction:
+        """Search ``path`` through the engine; one match per (video, matched range) of the top ``k`` videos."""
+        if self._engine is None:
+            raise NotFittedError(f"{self.name}: call index() before predict()")
+        result = self._engine.search(path, k=k, params=self.params)
+        self.rerank_ms.append(result.rerank_ms)
+        self.timings_ms.append(dict(result.timings_ms))
+        matches, video_scores = [], {}
+        for hit in result.results:
+            ref_id = self._ref_of_video[hit.video_id]
+            video_scores[ref_id] = float(hit.score)
+            for m in hit.matches:
+                matches.append(Match(query_id, ref_id, float(m.query_start), float(m.query_end),
+                                     float(m.ref_start), float(m.ref_end), float(m.score)))
+        return QueryPrediction(matches, video_scores)
+
+
+class WholeSpan:
+    """A method that scores pairs (and at most names a reference range) as a VSC predictor: a missing
+    range is the whole query, or the whole reference."""
+
+    def __init__(self, method: RetrievalMethod) -> None:
+        self.method = method
+        self.name = method.name
+        self.localization = Localization.REFERENCE if isinstance(method, FrameScanMethod) else Localization.NONE
+        self._ref_paths: dict[str, Path] = {}
+
+    def index(self, references: list[Reference]) -> None:
+        self._ref_paths = {r.ref_id: r.path for r in references}
+        self.method.index(references)
+
+    def predict(self, query_id: str, path: Path, k: int) -> QueryPrediction:
+        """The method's top ``k`` references, each one match (missing ranges: the whole video)."""
+        q_seconds = duration(str(path))
+        out = []
+        for p in self.method.query(path, k):
+            r_seconds = duration(str(self._ref_paths[p.ref_id]))
+            q0, q1 = p.query_range or (0.0, q_seconds)
+            r0, r1 = p.ref_range or (0.0, r_seconds)
+            # a frame scan's range ends one frame interval after its last frame: clip to the video
+            out.append(Match(query_id, p.ref_id, max(0.0, q0), min(q1, q_seconds), max(0.0, r0), min(r1, r_seconds),
+                             float(p.score)))
+        return QueryPrediction(out)
+
+    def close(self) -> None:
+        self.method.close()
+
+
+def is_peer(name: str) -> bool:
+    """Whether ``name`` is a peer (a library other than vidsearch) rather than one of ours."""
+    from vidsearch.evaluate import peers
+
+    return name in peers.PEERS
+
+
+def make_predictor(name: str, collection: dict[str, Any] | None = None) -> VSCPredictor:
+    """A predictor by name: ``vidsearch`` (today's defaults), ``exact-frame-scan``, any name
+    ``report.make_method`` accepts (``vidsearch-sscd:dtw``, ``exact-frame-scan-effnet-lite0``, a peer).
+
+    ``collection``: ``fps`` / ``window`` / ``stride`` overriding every vidsearch collection's defaults.
+
+    Raises:
+        ConfigError: an unknown name.
+        PeerError: a peer whose library is not installed.
+    """
+    from vidsearch.evaluate.report import make_method
+
+    over = {k: v for k, v in (collection or {}).items() if v}
+    if name == DEFAULT_METHOD:
+        config = CollectionConfig(decode=DecodeConfig(**({"fps": over["fps"]} if "fps" in over else {})),
+                                  segment=SegmentConfig(**{k: over[k] for k in ("window", "stride") if k in over}))
+        return VidsearchRanges(name, config, SearchParams())
+    if name == FRAME_SCAN:
+        return WholeSpan(FrameScanMethod(name, encoder=CollectionConfig().encode.encoder))
+    if name == "peers":
+        raise ConfigError("'peers' stands for every peer; expand it first (vsc_run.expand)")
+    method = make_method(name, over)
+    if isinstance(method, VidsearchMethod):
+        return VidsearchRanges(method.name, method.config, method.params)
+    return WholeSpan(method)
