@@ -103,12 +103,41 @@ def test_vectorised_vote_equals_the_loop(seed):
     np.testing.assert_allclose([v.score for v in got], [v.score for v in want], rtol=1e-12)
 
 
+@settings(derandomize=True, deadline=None, max_examples=300)
+@given(st.integers(0, 2**32 - 1))
+def test_single_segment_vote_equals_the_loop(seed):
+    # one query segment (an image, a short range): _vote_single against the general loop, with padding,
+    # out-of-range ids, removed rows, coarse scores (ties), half-stride offsets, images (0 s) and many hits
+    rng = np.random.default_rng(seed)
+    per = rng.integers(1, 15, int(rng.integers(1, 6)))
+    video = np.concatenate([np.full(p, i, np.int32) for i, p in enumerate(per)])
+    start = np.concatenate([np.arange(p) * 1.0 for p in per])
+    if rng.random() < 0.3:
+        video[rng.integers(0, len(video))] = -1
+    table = SegmentTable(video, start, start + 2.0, [f"v{i}" for i in range(len(per))])
+    k = int(rng.integers(1, 120))
+    q = np.array([0.5 if rng.random() < 0.3 else float(rng.integers(0, 3))])
+    q_end = q + float(rng.choice([0.0, 0.7, 2.0]))
+    ids = rng.integers(-1, len(video) + 1, (1, k))
+    scores = np.round(rng.random((1, k)), 1).astype(np.float32)
+    min_similarity, limit = float(rng.choice([0.0, 0.3])), int(rng.integers(1, 6))
+    max_matches = int(rng.integers(1, 4))
+    got = vote_module._vote_single(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit)
+    want = vote_module._vote_loop(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit)
+    assert [v.video_id for v in got] == [v.video_id for v in want]
+    assert [v.matches for v in got] == [v.matches for v in want]
+    assert [v.score for v in got] == [v.score for v in want]
+
+
 def test_vote_takes_the_loop_for_few_hits_and_arrays_for_many(monkeypatch):
     calls = []
-    for name in ("_vote_loop", "_vote_arrays"):
+    for name in ("_vote_single", "_vote_loop", "_vote_arrays"):
         real = getattr(vote_module, name)
         monkeypatch.setattr(vote_module, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
     q = np.array([0.0])
     vote(q, q + 1, np.zeros((1, vote_module.SMALL_HITS), np.int64), np.ones((1, vote_module.SMALL_HITS), np.float32), _table(), 1.0)
     vote(q, q + 1, np.zeros((1, vote_module.SMALL_HITS + 1), np.int64), np.ones((1, vote_module.SMALL_HITS + 1), np.float32), _table(), 1.0)
-    assert calls == ["_vote_loop", "_vote_arrays"]
+    q = np.array([0.0, 1.0])
+    vote(q, q + 1, np.zeros((2, 4), np.int64), np.ones((2, 4), np.float32), _table(), 1.0)
+    vote(q, q + 1, np.zeros((2, vote_module.SMALL_HITS), np.int64), np.ones((2, vote_module.SMALL_HITS), np.float32), _table(), 1.0)
+    assert calls == ["_vote_single", "_vote_single", "_vote_loop", "_vote_arrays"]

@@ -12,6 +12,7 @@ does exactly this; DTW-based alignment for speed changes and reversals comes as 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,8 +36,9 @@ class SegmentTable:
     video_ids: list[str]
 
 
-@dataclass(frozen=True)
-class VideoVote:
+class VideoVote(NamedTuple):
+    """One voted video: its score and matched ranges (a NamedTuple: cheap to make, see ``results.Match``)."""
+
     video_id: str
     score: float
     matches: list[Match]
@@ -70,15 +72,78 @@ def vote(
     ids = np.asarray(hit_ids, np.int64)
     if ids.size == 0 or len(query_starts) == 0:
         return []
-    vote_hits = _vote_loop if ids.size <= SMALL_HITS else _vote_arrays
+    if ids.shape[0] == 1:
+        vote_hits = _vote_single
+    else:
+        vote_hits = _vote_loop if ids.size <= SMALL_HITS else _vote_arrays
     return vote_hits(query_starts, query_ends, ids, hit_scores, table, bin_seconds, min_similarity, max_matches, limit)
 
 
-# Two implementations of one vote, equal in every output (tests/search/test_vote.py checks them against
+# Three implementations of one vote, equal in every output (tests/search/test_vote.py checks them against
 # each other): numpy over the hits for many (a query of ~10 segments x 100 hits: 1.7 ms against the loop's
 # 4.3 ms, where voting was 4/5 of a stored-range search), a plain loop for few (a single segment's 10 hits:
-# ~0.1 ms against numpy's ~0.2 ms of fixed cost, which doubled the engine's overhead over its index).
+# ~0.1 ms against numpy's ~0.2 ms of fixed cost, which doubled the engine's overhead over its index), and
+# for one query segment (an image, a short range: the most common query) a loop with no per-query-segment
+# bookkeeping at all, a third of the general loop's cost (one-off timings on a loaded machine).
 SMALL_HITS = 64
+
+
+def _vote_single(
+    query_starts: NDArray[np.float64], query_ends: NDArray[np.float64], ids: NDArray[np.int64],
+    hit_scores: NDArray[np.float32], table: SegmentTable, bin_seconds: float, min_similarity: float,
+    max_matches: int, limit: int | None,
+) -> list[VideoVote]:
+    """``vote`` for one query segment: a bin's score is its best hit (of the bin and its +-1 neighbours),
+    and every matched range spans the whole query segment."""
+    row_ids, row_scores = ids[0].tolist(), np.asarray(hit_scores[0], np.float64).tolist()
+    n_rows = len(table.video)
+    kept = [(sid, score) for sid, score in zip(row_ids, row_scores) if 0 <= sid < n_rows and not score < min_similarity]
+    if not kept:
+        return []
+    sids = [sid for sid, _ in kept]
+    scores = [score for _, score in kept]
+    videos = table.video[sids].tolist()
+    r_starts = table.start[sids].tolist()
+    r_ends = table.end[sids].tolist()
+    q0, q1 = float(query_starts[0]), float(query_ends[0])
+    # (video, offset bin) -> its best hit (the first of equal scores, as the loop)
+    cells: dict[tuple[int, int], int] = {}
+    for i, (v, r0) in enumerate(zip(videos, r_starts)):
+        if v < 0:
+            continue
+        key = (v, int(round((r0 - q0) / bin_seconds)))
+        best = cells.get(key)
+        if best is None or scores[i] > scores[best]:
+            cells[key] = i
+    # merge each bin with its neighbours (+-1): the best hit of the three, ties to the lower offset
+    per_video: dict[int, list[tuple[float, int, int]]] = {}
+    for v, off in cells:
+        merged = -1
+        for o in (off - 1, off, off + 1):
+            i = cells.get((v, o), -1)
+            if i >= 0 and (merged < 0 or scores[i] > scores[merged]):
+                merged = i
+        per_video.setdefault(v, []).append((scores[merged], off, merged))
+    ranked = []
+    for v, candidates in per_video.items():
+        candidates.sort(key=lambda c: (-c[0], c[1]))
+        ranked.append((candidates[0][0], table.video_ids[v], candidates))
+    ranked.sort(key=lambda r: (-r[0], r[1]))
+    q_len = q1 - q0
+    spans_time = q1 > q0  # an image query (0 s) overlaps nothing, so all its ranges are kept
+    votes: list[VideoVote] = []
+    for best_score, video_id, candidates in ranked[:limit]:
+        matches: list[Match] = []
+        for score, _off, i in candidates:
+            if score < 0.75 * best_score or len(matches) >= max_matches:
+                break
+            r0 = r_starts[i]
+            r1 = _mapped_end(r0, r_ends[i], q_len)
+            # every range spans the same query time: two overlap (``_overlaps``) exactly where their reference times do
+            if not (spans_time and any(r0 < m.ref_end and m.ref_start < r1 for m in matches)):
+                matches.append(Match(q0, q1, r0, r1, score))
+        votes.append(VideoVote(video_id, best_score, matches))
+    return votes
 
 
 def _vote_arrays(
