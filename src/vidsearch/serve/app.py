@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -54,10 +54,12 @@ from vidsearch.errors import (
 from vidsearch.serve.metrics import CONTENT_TYPE, ServeMetrics
 from vidsearch.serve.schemas import SearchResponse
 from vidsearch.serve.security import (
+    DirectReply,
     Gate,
     HTTPProblem,
     expand_allowed,
     media_type,
+    problem_body,
     remove_quietly,
     resolve_allowed,
     spool_query,
@@ -289,7 +291,9 @@ def create_app(collection: str | Path, settings: ServeSettings | None = None) ->
         if status >= 400:
             metrics.errors.labels(endpoint, str(status), error_type or http.HTTPStatus(status).phrase.replace(" ", "")).inc()
 
-    app.add_middleware(Gate, token=settings.token, max_body=settings.max_upload_bytes, observe=observe)
+    search_route = next(r for r in app.router.routes if getattr(r, "path", None) == "/search")
+    app.add_middleware(Gate, token=settings.token, max_body=settings.max_upload_bytes, observe=observe,
+                       direct={("POST", "/search"): functools.partial(_direct_search, app, search_route)})
     return app
 
 
@@ -400,6 +404,54 @@ def _urlencoded(body: bytes) -> dict[str, str]:
         raise HTTPProblem(400, "BadRequest", f"could not parse the form body ({exc}); expected at most 16 "
                           "fields name=value joined by &") from exc
     return dict(pairs)
+
+
+_JSON = b"application/json"
+
+
+def _error_reply(exc: Exception) -> DirectReply:
+    """The JSON error of a refused direct request, as the app's exception handlers render it."""
+    if isinstance(exc, HTTPProblem):
+        headers = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items())
+        return DirectReply(exc.status, problem_body(exc.kind, exc.message), headers, _JSON, exc.kind)
+    assert isinstance(exc, VidsearchError)
+    headers = ()
+    if isinstance(exc, OverloadedError):
+        headers = ((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()),)
+    kind = type(exc).__name__
+    return DirectReply(status_of(exc), problem_body(kind, str(exc)), headers, _JSON, kind)
+
+
+async def _direct_search(app: FastAPI, route: Any, scope: dict[str, Any], content_type: str | None,
+                         body: bytes) -> DirectReply | None:
+    """``POST /search`` with a stored range (``ref``), answered by :class:`Gate` without FastAPI's request,
+    routing and response objects: the same fields, checks, errors and JSON as the route. None (the route
+    answers) for anything else: a file part, or a form the multipart parser refuses (the route says why)."""
+    from starlette.datastructures import Headers
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    started = time.perf_counter()
+    scope["route"] = route  # the metrics' endpoint label, as the router would set it
+    try:
+        if media_type(content_type) == "application/x-www-form-urlencoded":
+            fields: Mapping[str, Any] = _urlencoded(body)
+            if "file" in fields:
+                raise HTTPProblem(400, "BadRequest", "file must be a file upload (multipart/form-data), not text")
+        else:  # multipart/form-data (the gate lets no other type through)
+            async def stream() -> AsyncGenerator[bytes, None]:
+                yield body
+
+            try:  # no file allowed: a file part is the route's to handle
+                fields = await MultiPartParser(Headers({"content-type": content_type or ""}), stream(),
+                                               max_files=0, max_fields=16).parse()
+            except MultiPartException:
+                return None
+            if "file" in fields:
+                raise HTTPProblem(400, "BadRequest", "file must be a file upload (multipart/form-data), not text")
+        answer = await _search_ref(app.state.server, fields, started)
+    except (HTTPProblem, VidsearchError) as exc:
+        return _error_reply(exc)
+    return DirectReply(200, answer.body)
 
 
 def _spool_and_probe(queries: Any, source: Any, name: str | None, limit: int) -> tuple[Path, tuple[int, bool] | None]:

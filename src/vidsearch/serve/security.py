@@ -15,7 +15,7 @@ import re
 import shutil
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -346,24 +346,55 @@ def problem_body(kind: str, message: str) -> bytes:
     return json.dumps({"error": {"type": kind, "message": message}}, ensure_ascii=False).encode("utf-8")
 
 
+@dataclass(frozen=True)
+class DirectReply:
+    """The whole answer of a direct route (see :class:`Gate`): status, body and extra headers.
+
+    Attributes:
+        error_type: the error's type name for the metrics (None for a 2xx).
+    """
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    content_type: bytes = b"application/json"
+    error_type: str | None = None
+
+
+DirectRoute = Callable[[dict[str, Any], str | None, bytes], Awaitable[DirectReply | None]]
+"""``route(scope, content_type, body)``: the answer, or None to hand the request to the app unchanged."""
+
+DIRECT_MAX_BODY = 64 * 1024
+"""Largest body (Content-Length) a direct route reads; anything larger (an upload) goes through the app."""
+
+
 class Gate:
     """ASGI middleware in front of the app: checks the token, the body's content type and size before the
     app reads a byte of the body, counts the body while it streams in (413 past the limit), turns anything
     unexpected into a logged JSON 500, and records every request in the metrics.
+
+    Direct routes: for a ``(method, path)`` in ``direct`` with a small body (a Content-Length of at most
+    :data:`DIRECT_MAX_BODY`), the gate reads the body and calls the route itself, without the framework's
+    request objects, routing and response classes (a stored-range search costs about 0.2 ms of the event
+    loop's time this way against 0.5-0.8 ms through FastAPI). A direct route returns None for what it does
+    not handle (a file upload); the app then gets the request with the body replayed.
 
     Args:
         app: the inner ASGI app.
         token: the bearer token (None: no auth).
         max_body: largest request body in bytes.
         observe: ``observe(scope, status, seconds, error_type)`` after each response (metrics).
+        direct: ``{(method, path): route}`` answered by the gate (after the token and body checks).
     """
 
     def __init__(self, app: Any, token: str | None, max_body: int,
-                 observe: Callable[[dict[str, Any], int, float, str | None], None]) -> None:
+                 observe: Callable[[dict[str, Any], int, float, str | None], None],
+                 direct: Mapping[tuple[str, str], DirectRoute] | None = None) -> None:
         self.app = app
         self.token = token
         self.max_body = max_body
         self.observe = observe
+        self.direct = dict(direct or {})
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -381,14 +412,31 @@ class Gate:
 
         try:
             try:
-                self._check(scope)
+                content_type, length = self._check(scope)
             except HTTPProblem as problem:
                 error_type = problem.kind
                 await _send_problem(send_tracked, problem.status, problem.kind, problem.message, dict(problem.headers or {}))
                 return
+            route = self.direct.get((scope.get("method", "GET"), scope.get("path", ""))) if self.direct else None
+            if route is not None and length is not None and int(length) <= DIRECT_MAX_BODY:
+                body = await _read_body(receive, self.max_body)
+                reply = await route(scope, content_type, body)
+                if reply is not None:
+                    status, error_type = reply.status, reply.error_type
+                    headers = [(b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode()),
+                               *reply.headers]
+                    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+                    await send({"type": "http.response.body", "body": reply.body})
+                    return
+                receive = _replay(body, receive)
             await self.app(scope, self._limited(receive), send_tracked)
         except ClientDisconnect:
             status = status or 499  # the client left before the answer (nginx's "client closed request")
+        except HTTPProblem as problem:  # from reading a direct route's body (over the limit)
+            error_type = problem.kind
+            if status == 0:
+                await _send_problem(send_tracked, problem.status, problem.kind, problem.message,
+                                    dict(problem.headers or {}))
         except Exception as exc:  # a bug: one logged 500, never a traceback to the client
             log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
             error_type = "InternalError"
@@ -400,7 +448,8 @@ class Gate:
             self.observe(scope, status or 500, time.perf_counter() - t0,
                          error_type or (state.get("error_type") if isinstance(state, dict) else None))
 
-    def _check(self, scope: dict[str, Any]) -> None:
+    def _check(self, scope: dict[str, Any]) -> tuple[str | None, str | None]:
+        """Token, body type and declared size; returns (Content-Type, Content-Length) as sent."""
         path = scope.get("path", "")
         method = scope.get("method", "GET")
         authorization = content_type = length = None
@@ -430,6 +479,7 @@ class Gate:
                 raise HTTPProblem(400, "BadRequest", f"malformed Content-Length {length[:40]!r}")
             if int(length) > self.max_body:
                 raise too_large(self.max_body)
+        return content_type, length
 
     def _limited(self, receive: Any) -> Any:
         received = 0
@@ -444,6 +494,41 @@ class Gate:
                     raise too_large(limit)
             return message
         return counted
+
+
+async def _read_body(receive: Any, limit: int) -> bytes:
+    """The whole request body (a direct route's; small by its Content-Length).
+
+    Raises:
+        ClientDisconnect: the client left.
+        HTTPProblem: 413, more than ``limit`` bytes.
+    """
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A ``receive`` that gives ``body`` (read already) first, then whatever ``receive`` gives."""
+    given = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
 
 
 async def _send_problem(send: Any, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
