@@ -5,6 +5,8 @@ from hypothesis import strategies as st
 from vidsearch.search import vote as vote_module
 from vidsearch.search.vote import SegmentTable, vote
 
+from vote_reference import vote_loop
+
 
 def _table():
     # video A: segments 0..9 at 0..9 s (1 s windows); video B: segments 10..14 at 0..4 s
@@ -77,12 +79,13 @@ def test_short_and_image_queries_map_to_their_own_length():
 
 
 # ------------------------------------------------------------------ the two implementations agree
-# vote() runs a plain loop over few hits and numpy over many (vote.SMALL_HITS); every output must be the same.
+# vote() runs _vote_single for one query segment and the compiled _vote_arrays for several; both must equal
+# the plain loop that states the vote (vote_reference.py) in every output.
 
 
 @settings(derandomize=True, deadline=None, max_examples=300)
 @given(st.integers(0, 2**32 - 1))
-def test_vectorised_vote_equals_the_loop(seed):
+def test_compiled_vote_equals_the_loop(seed):
     rng = np.random.default_rng(seed)
     per = rng.integers(1, 15, int(rng.integers(1, 6)))
     video = np.concatenate([np.full(p, i, np.int32) for i, p in enumerate(per)])
@@ -90,14 +93,15 @@ def test_vectorised_vote_equals_the_loop(seed):
     if rng.random() < 0.3:
         video[rng.integers(0, len(video))] = -1  # a removed row
     table = SegmentTable(video, start, start + 2.0, [f"v{i}" for i in range(len(per))])
-    n_query, k = int(rng.integers(1, 8)), int(rng.integers(1, 16))
+    n_query, k = int(rng.integers(1, 8)), int(rng.integers(1, 16 if rng.random() < 0.7 else 120))
     q = np.arange(n_query) * 1.0 + (0.5 if rng.random() < 0.3 else 0.0)
     q_end = q + (0.0 if rng.random() < 0.2 else 2.0)  # 0 s: an image query
     ids = rng.integers(-1, len(video) + 1, (n_query, k))  # padding (-1) and out-of-range ids too
     scores = np.round(rng.random((n_query, k)), 1).astype(np.float32)  # coarse: many ties
     min_similarity, limit = float(rng.choice([0.0, 0.3])), int(rng.integers(1, 6))
-    got = vote_module._vote_arrays(q, q_end, ids, scores, table, 1.0, min_similarity, 3, limit)
-    want = vote_module._vote_loop(q, q_end, ids, scores, table, 1.0, min_similarity, 3, limit)
+    max_matches = int(rng.integers(1, 4))
+    got = vote_module._vote_arrays(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit)
+    want = vote_loop(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit)
     assert [v.video_id for v in got] == [v.video_id for v in want]
     assert [v.matches for v in got] == [v.matches for v in want]
     np.testing.assert_allclose([v.score for v in got], [v.score for v in want], rtol=1e-12)
@@ -123,21 +127,18 @@ def test_single_segment_vote_equals_the_loop(seed):
     min_similarity, limit = float(rng.choice([0.0, 0.3])), int(rng.integers(1, 6))
     max_matches = int(rng.integers(1, 4))
     got = vote_module._vote_single(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit)
-    want = vote_module._vote_loop(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit)
+    want = vote_loop(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit)
     assert [v.video_id for v in got] == [v.video_id for v in want]
     assert [v.matches for v in got] == [v.matches for v in want]
     assert [v.score for v in got] == [v.score for v in want]
 
 
-def test_vote_takes_the_loop_for_few_hits_and_arrays_for_many(monkeypatch):
+def test_vote_takes_the_single_loop_for_one_segment_and_compiled_code_for_several(monkeypatch):
     calls = []
-    for name in ("_vote_single", "_vote_loop", "_vote_arrays"):
+    for name in ("_vote_single", "_vote_arrays"):
         real = getattr(vote_module, name)
         monkeypatch.setattr(vote_module, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
-    q = np.array([0.0])
-    vote(q, q + 1, np.zeros((1, vote_module.SMALL_HITS), np.int64), np.ones((1, vote_module.SMALL_HITS), np.float32), _table(), 1.0)
-    vote(q, q + 1, np.zeros((1, vote_module.SMALL_HITS + 1), np.int64), np.ones((1, vote_module.SMALL_HITS + 1), np.float32), _table(), 1.0)
-    q = np.array([0.0, 1.0])
-    vote(q, q + 1, np.zeros((2, 4), np.int64), np.ones((2, 4), np.float32), _table(), 1.0)
-    vote(q, q + 1, np.zeros((2, vote_module.SMALL_HITS), np.int64), np.ones((2, vote_module.SMALL_HITS), np.float32), _table(), 1.0)
-    assert calls == ["_vote_single", "_vote_single", "_vote_loop", "_vote_arrays"]
+    for n_query, k in ((1, 4), (1, 200), (2, 1), (9, 100)):
+        q = np.arange(float(n_query))
+        vote(q, q + 1, np.zeros((n_query, k), np.int64), np.ones((n_query, k), np.float32), _table(), 1.0)
+    assert calls == ["_vote_single", "_vote_single", "_vote_arrays", "_vote_arrays"]

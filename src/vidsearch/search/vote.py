@@ -5,17 +5,24 @@ offset = reference start - query start. A copy of a reference part shows up as m
 segments agreeing on one offset; the video's score is the mean, over all query segments, of the
 best similarity found at that offset (so a 3-segment query matching 3 of 3 segments at 0.9
 scores 0.9, matching 1 of 3 scores 0.3). Consecutive query segments along an offset become one
-matched time range. Written here because it is a few lines of numpy over the hits and no library
-does exactly this; DTW-based alignment for speed changes and reversals comes as a re-ranker.
+matched time range. Written here because no library does exactly this (tests/search/vote_reference.py
+states it as a plain loop); DTW-based alignment for speed changes and reversals comes as a re-ranker.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
+
+try:  # numba is a dependency; without it the kernel runs as plain Python (correct, much slower)
+    from numba import njit
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    def njit(*args, **kwargs):  # type: ignore[no-redef]  # stands in for numba's njit when numba is missing
+        return lambda f: f
 
 from vidsearch.search.results import Match
 
@@ -34,6 +41,13 @@ class SegmentTable:
     start: NDArray[np.float64]
     end: NDArray[np.float64]
     video_ids: list[str]
+
+    @functools.cached_property
+    def id_rank(self) -> NDArray[np.int64]:
+        """(V,) each video's position in the sorted ids (equal scores rank by id), computed once per table."""
+        rank = np.empty(len(self.video_ids), np.int64)
+        rank[np.argsort(np.array(self.video_ids, dtype=str), kind="stable")] = np.arange(len(self.video_ids))
+        return rank
 
 
 class VideoVote(NamedTuple):
@@ -72,20 +86,18 @@ def vote(
     ids = np.asarray(hit_ids, np.int64)
     if ids.size == 0 or len(query_starts) == 0:
         return []
-    if ids.shape[0] == 1:
-        vote_hits = _vote_single
-    else:
-        vote_hits = _vote_loop if ids.size <= SMALL_HITS else _vote_arrays
+    vote_hits = _vote_single if ids.shape[0] == 1 else _vote_arrays
     return vote_hits(query_starts, query_ends, ids, hit_scores, table, bin_seconds, min_similarity, max_matches, limit)
 
 
-# Three implementations of one vote, equal in every output (tests/search/test_vote.py checks them against
-# each other): numpy over the hits for many (a query of ~10 segments x 100 hits: 1.7 ms against the loop's
-# 4.3 ms, where voting was 4/5 of a stored-range search), a plain loop for few (a single segment's 10 hits:
-# ~0.1 ms against numpy's ~0.2 ms of fixed cost, which doubled the engine's overhead over its index), and
-# for one query segment (an image, a short range: the most common query) a loop with no per-query-segment
-# bookkeeping at all, a third of the general loop's cost (one-off timings on a loaded machine).
-SMALL_HITS = 64
+# Two implementations of one vote, equal in every output to the plain loop that states it
+# (tests/search/vote_reference.py; tests/search/test_vote.py checks both against it on seeded cases):
+# - one query segment (an image, a short range: the most common query): a loop without per-segment
+#   bookkeeping, in plain Python, so a one-shot CLI search never loads compiled code (~0.7 s from numba's
+#   cache under load) for a ~30 us vote;
+# - several: compiled (numba). One-off timings under load on the 1M-segment bench collection: 10 s ranges
+#   (9 segments x 100 hits) 0.20 ms against numpy's 1.1 ms and the loop's 2.2 ms; already at 2 x 10 hits
+#   0.04 ms against the loop's 0.23 ms, most of it finding the matched ranges of the shown videos.
 
 
 def _vote_single(
@@ -151,144 +163,278 @@ def _vote_arrays(
     hit_scores: NDArray[np.float32], table: SegmentTable, bin_seconds: float, min_similarity: float,
     max_matches: int, limit: int | None,
 ) -> list[VideoVote]:
-    """``vote`` vectorised. Ties break as in the loop: the first hit (row-major) of a query segment in a
-    cell wins, then the lower offset of the merge (o-1, o, o+1)."""
-    n_query = len(query_starts)
-    n_rows = len(table.video)
-    scores = np.asarray(hit_scores, np.float64).ravel()
-    sid = ids.ravel()
-    qi = np.repeat(np.arange(ids.shape[0], dtype=np.int64), ids.shape[1])
-    keep = (sid >= 0) & (sid < n_rows) & ~(scores < min_similarity)
-    sid, scores, qi = sid[keep], scores[keep], qi[keep]
-    v = table.video[sid].astype(np.int64)
-    keep = v >= 0
-    if not keep.any():
+    """``vote`` compiled: the cells, their merge and the ranking (:func:`_vote_kernel`), then the matched
+    ranges of the shown videos (:func:`_match_kernel`). Ties break as in the
+    loop: the first hit (row-major) of a query segment in a cell wins, then the lower offset of the
+    merge (o-1, o, o+1)."""
+    q0 = np.ascontiguousarray(query_starts, np.float64)
+    q1 = np.ascontiguousarray(query_ends, np.float64)
+    (bin_video, bin_off, bin_score, bin_first, cell_qi, cell_score, cell_sid, order, video_first,
+     ranked) = _vote_kernel(np.ascontiguousarray(ids, np.int64).reshape(ids.shape[0], -1),
+                            np.ascontiguousarray(hit_scores, np.float64).reshape(ids.shape[0], -1),
+                            table.video, table.start, q0, float(bin_seconds), float(min_similarity),
+                            table.id_rank)
+    if len(ranked) == 0:
         return []
-    sid, scores, qi, v = sid[keep], scores[keep], qi[keep], v[keep]
-    off = np.rint((table.start[sid] - np.asarray(query_starts, np.float64)[qi]) / bin_seconds).astype(np.int64)
-    # (video, offset bin, query segment) cells: the best hit of each
-    v, off, qi, scores, sid = _best_per_group(v, off, qi, scores, sid, np.arange(len(sid)))
-    # Merge each bin with its neighbours (+-1) so a half-stride misalignment still agrees: a cell at
-    # offset o counts for the bins o+1, o, o-1 that exist (first choice: the bin's own o-1 side).
-    lo = int(off.min()) - 1
-    span = int(off.max()) - lo + 2
-    bin_key = v * span + (off - lo)  # ascending: the cells are sorted by (video, offset, query segment)
-    bins = bin_key[_starts(bin_key)]
-    n = len(bin_key)
-    target = np.concatenate((bin_key + 1, bin_key, bin_key - 1))
-    at = np.minimum(np.searchsorted(bins, target), len(bins) - 1)
-    there = bins[at] == target
-    src = np.flatnonzero(there)
-    priority, src = np.divmod(src, n)
-    key = target[there]
-    mv, moff, mqi, ms, msid = _best_per_group(key // span, key % span + lo, qi[src], scores[src], sid[src], priority)
-    # one score per bin: the mean over all query segments of its merged best similarities
-    bin_start = np.flatnonzero(_starts(mv * span + moff))
-    bin_end = np.append(bin_start[1:], len(mv))
-    bin_score = np.add.reduceat(ms, bin_start) / max(n_query, 1)
-    bv, boff = mv[bin_start], moff[bin_start]
-    # candidates of a video: best score first, then the lower offset; videos: best first, then id
-    order = np.lexsort((boff, -bin_score, bv))
-    video_sorted = bv[order]  # each video's bins are one slice of ``order``
-    bounds = np.flatnonzero(_starts(video_sorted))
-    first = order[bounds]
-    slice_of = dict(zip(video_sorted[bounds].tolist(), zip(bounds.tolist(), np.append(bounds[1:], len(order)).tolist())))
-    ranked = sorted(((float(bin_score[i]), table.video_ids[int(bv[i])], int(bv[i])) for i in first),
-                    key=lambda r: (-r[0], r[1]))
-    # the matched ranges of the shown videos, over plain lists (small; numpy per element is slower)
-    q0, q1 = np.asarray(query_starts, np.float64), np.asarray(query_ends, np.float64)
-    r0, r1, q_len = table.start[msid], table.end[msid], (q1 - q0)[mqi]
-    mapped_end = np.where(q_len <= 0, r1, np.minimum(r1, r0 + q_len))  # see _mapped_end
-    cell = (mqi.tolist(), ms.tolist(), r0.tolist(), mapped_end.tolist())
-    q_times = (q0.tolist(), q1.tolist())
-    first_row, end_row, score_of = bin_start.tolist(), bin_end.tolist(), bin_score.tolist()
+    shown = ranked[:limit] if limit is not None else ranked
+    cell_r0 = table.start[cell_sid]
+    cell_r1 = table.end[cell_sid]
+    counts, mq0, mq1, mr0, mr1, ms = _match_kernel(
+        shown, order, video_first, bin_score, bin_first, cell_qi, cell_score, cell_r0, cell_r1, q0, q1,
+        int(max_matches))
+    # plain lists: a few dozen values, where numpy per element is slower
+    rows = zip(mq0.tolist(), mq1.tolist(), mr0.tolist(), mr1.tolist(), ms.tolist())
+    matches = [Match(*row) for row in rows]
     votes: list[VideoVote] = []
-    for best_score, video_id, video in ranked[:limit]:
-        matches: list[Match] = []
-        lo_pos, hi_pos = slice_of[video]
-        for b in order[lo_pos:hi_pos].tolist():
-            if score_of[b] < 0.75 * best_score or len(matches) >= max_matches:
-                break
-            for m in _runs(cell, first_row[b], end_row[b], q_times):
-                if len(matches) < max_matches and not any(_overlaps(m, other) for other in matches):
-                    matches.append(m)
-        votes.append(VideoVote(video_id, best_score, matches))
+    at = 0
+    for g, n in zip(shown.tolist(), counts.tolist()):
+        top = order[video_first[g]]
+        votes.append(VideoVote(table.video_ids[int(bin_video[top])], float(bin_score[top]), matches[at : at + n]))
+        at += n
     return votes
 
 
-def _vote_loop(
-    query_starts: NDArray[np.float64], query_ends: NDArray[np.float64], ids: NDArray[np.int64],
-    hit_scores: NDArray[np.float32], table: SegmentTable, bin_seconds: float, min_similarity: float,
-    max_matches: int, limit: int | None,
-) -> list[VideoVote]:
-    """``vote`` as a loop over the hits (dicts of cells), for few hits."""
-    n_query = len(query_starts)
-    video_of, start_of, end_of = table.video, table.start, table.end
-    # (video, offset bin) -> {query segment: (score, ref segment id)} keeping the best per query segment
-    bins: dict[tuple[int, int], dict[int, tuple[float, int]]] = {}
-    n_rows = len(video_of)
-    for qi, (row_ids, row_scores) in enumerate(zip(ids.tolist(), np.asarray(hit_scores).tolist())):
-        q_start = float(query_starts[qi])
-        for sid, score in zip(row_ids, row_scores):
-            if sid < 0 or score < min_similarity or sid >= n_rows:
+@njit(cache=True, nogil=True)
+def _match_kernel(shown, order, video_first, bin_score, bin_first, cell_qi, cell_score, cell_r0, cell_r1,
+                  q0, q1, max_matches):  # pragma: no cover - numba
+    """The matched ranges of the ``shown`` video groups (``_vote_kernel``'s output), as the loop makes them:
+    each video's bins best first while within 0.75 of its best score, each bin's runs (consecutive strong query segments, gaps of one allowed; see
+    ``RUN_RELATIVE_MIN``) longest
+    first, a range kept unless it overlaps one already kept, at most ``max_matches`` per video.
+
+    Returns (counts per shown video, then query start, query end, reference start, reference end, score
+    of the kept ranges, video after video)."""
+    n_shown = shown.shape[0]
+    counts = np.zeros(n_shown, np.int64)
+    cap = n_shown * max_matches
+    out = np.empty((cap, 5), np.float64)
+    n_out = 0
+    n_cells = cell_qi.shape[0]
+    run_a = np.empty(n_cells + 1, np.int64)  # a run's cells: strong[run_a[r]:run_a[r + 1]]
+    strong = np.empty(n_cells, np.int64)
+    run_val = np.empty((n_cells, 5), np.float64)
+    run_order = np.empty(n_cells, np.int64)
+    for gi in range(n_shown):
+        g = shown[gi]
+        first_out = n_out
+        best = bin_score[order[video_first[g]]]
+        for t in range(video_first[g], video_first[g + 1]):
+            b = order[t]
+            if bin_score[b] < 0.75 * best or n_out - first_out >= max_matches:
+                break
+            lo, hi = bin_first[b], bin_first[b + 1]
+            n_runs = 0
+            if hi - lo == 1:
+                qi = cell_qi[lo]
+                run_val[0, 0] = q0[qi]
+                run_val[0, 1] = q1[qi]
+                run_val[0, 2] = cell_r0[lo]
+                run_val[0, 3] = min(cell_r1[lo], cell_r0[lo] + (q1[qi] - q0[qi])) if q1[qi] - q0[qi] > 0 else cell_r1[lo]
+                run_val[0, 4] = cell_score[lo]
+                n_runs = 1
+            else:
+                peak = cell_score[lo]
+                for r in range(lo + 1, hi):
+                    if cell_score[r] > peak:
+                        peak = cell_score[r]
+                n_strong = 0
+                for r in range(lo, hi):
+                    if cell_score[r] >= RUN_RELATIVE_MIN * peak:
+                        strong[n_strong] = r
+                        n_strong += 1
+                for i in range(n_strong):
+                    if i == 0 or cell_qi[strong[i]] - cell_qi[strong[i - 1]] > 2:
+                        run_a[n_runs] = i
+                        n_runs += 1
+                run_a[n_runs] = n_strong
+                for rr in range(n_runs):
+                    f, e = run_a[rr], run_a[rr + 1]
+                    r_first, r_last = strong[f], strong[e - 1]
+                    run_val[rr, 0] = q0[cell_qi[r_first]]
+                    run_val[rr, 1] = q1[cell_qi[r_last]]
+                    lo_r, hi_r, total = np.inf, -np.inf, 0.0
+                    for i in range(f, e):
+                        r = strong[i]
+                        ql = q1[cell_qi[r]] - q0[cell_qi[r]]
+                        mapped = min(cell_r1[r], cell_r0[r] + ql) if ql > 0 else cell_r1[r]
+                        lo_r = min(lo_r, cell_r0[r])
+                        hi_r = max(hi_r, mapped)
+                        total += cell_score[r]
+                    run_val[rr, 2] = lo_r
+                    run_val[rr, 3] = hi_r
+                    run_val[rr, 4] = total / (e - f)
+            # longest first, then the higher score (a stable insertion sort, as Python's sort)
+            for rr in range(n_runs):
+                run_order[rr] = rr
+            for i in range(1, n_runs):
+                x = run_order[i]
+                j = i - 1
+                while j >= 0:
+                    y = run_order[j]
+                    lx = -(run_val[x, 1] - run_val[x, 0])
+                    ly = -(run_val[y, 1] - run_val[y, 0])
+                    if lx < ly or (lx == ly and -run_val[x, 4] < -run_val[y, 4]):
+                        run_order[j + 1] = y
+                        j -= 1
+                    else:
+                        break
+                run_order[j + 1] = x
+            for i in range(n_runs):
+                if n_out - first_out >= max_matches:
+                    break
+                x = run_order[i]
+                overlaps = False
+                for o in range(first_out, n_out):
+                    if (run_val[x, 2] < out[o, 3] and out[o, 2] < run_val[x, 3]
+                            and run_val[x, 0] < out[o, 1] and out[o, 0] < run_val[x, 1]):
+                        overlaps = True
+                        break
+                if not overlaps:
+                    out[n_out, :] = run_val[x, :]
+                    n_out += 1
+        counts[gi] = n_out - first_out
+    return counts, out[:n_out, 0].copy(), out[:n_out, 1].copy(), out[:n_out, 2].copy(), out[:n_out, 3].copy(), out[:n_out, 4].copy()
+
+
+@njit(cache=True, nogil=True)
+def _vote_kernel(ids, scores, video_of, start_of, q_starts, bin_seconds, min_similarity, id_rank):  # pragma: no cover - numba
+    """The counting part of the vote, compiled (numpy over ~900 hits took ~1.7 ms in ~40 array calls;
+    this does the same work in one pass and two small sorts).
+
+    Returns, over the voted bins (video, offset) sorted by (video, offset):
+        bin_video, bin_off, bin_score: each bin's video, offset and score (mean over all query segments
+            of their best merged similarity);
+        bin_first: (bins + 1,) each bin's merged cells are ``cell_*[bin_first[b]:bin_first[b + 1]]``,
+            one per query segment in ascending order (``cell_qi``, ``cell_score``, ``cell_sid``);
+        order: bin numbers grouped by video, each video's bins best first (then lower offset);
+        video_first: (videos + 1,) video g's bins are ``order[video_first[g]:video_first[g + 1]]``;
+        ranked: video groups g best first (then by id, ``id_rank``).
+    """
+    n_query, k = ids.shape
+    n_rows = video_of.shape[0]
+    n = n_query * k
+    # the hits that vote, row-major
+    hv = np.empty(n, np.int64)
+    hoff = np.empty(n, np.int64)
+    hq = np.empty(n, np.int64)
+    hs = np.empty(n, np.float64)
+    hsid = np.empty(n, np.int64)
+    m = 0
+    for q in range(n_query):
+        for j in range(k):
+            sid = ids[q, j]
+            sc = scores[q, j]
+            if sid < 0 or sid >= n_rows or sc < min_similarity:
                 continue
-            v = int(video_of[sid])
+            v = video_of[sid]
             if v < 0:
                 continue
-            offset = int(round((float(start_of[sid]) - q_start) / bin_seconds))
-            cell = bins.setdefault((v, offset), {})
-            if qi not in cell or score > cell[qi][0]:
-                cell[qi] = (float(score), int(sid))
-    # merge each bin with its neighbours (+-1), as _vote_arrays
-    per_video: dict[int, list[tuple[float, int, dict[int, tuple[float, int]]]]] = {}
-    for (v, off), cell in bins.items():
-        merged: dict[int, tuple[float, int]] = {}
-        for o in (off - 1, off, off + 1):
-            for qi, hit in bins.get((v, o), {}).items():
-                if qi not in merged or hit[0] > merged[qi][0]:
-                    merged[qi] = hit
-        score = sum(merged[qi][0] for qi in sorted(merged)) / max(n_query, 1)
-        per_video.setdefault(v, []).append((score, off, merged))
-    ranked = []
-    for v, candidates in per_video.items():
-        candidates.sort(key=lambda c: (-c[0], c[1]))
-        ranked.append((candidates[0][0], table.video_ids[v], candidates))
-    ranked.sort(key=lambda r: (-r[0], r[1]))
-    q_times = (np.asarray(query_starts, np.float64).tolist(), np.asarray(query_ends, np.float64).tolist())
-    votes: list[VideoVote] = []
-    for best_score, video_id, candidates in ranked[:limit]:
-        matches: list[Match] = []
-        for score, _off, merged in candidates:
-            if score < 0.75 * best_score or len(matches) >= max_matches:
-                break
-            qis = sorted(merged)
-            sids = [merged[qi][1] for qi in qis]
-            r0 = [float(start_of[s]) for s in sids]
-            r1 = [_mapped_end(r, float(end_of[s]), q_times[1][qi] - q_times[0][qi]) for r, s, qi in zip(r0, sids, qis)]
-            for m in _runs((qis, [merged[qi][0] for qi in qis], r0, r1), 0, len(qis), q_times):
-                if len(matches) < max_matches and not any(_overlaps(m, other) for other in matches):
-                    matches.append(m)
-        votes.append(VideoVote(video_id, best_score, matches))
-    return votes
-
-
-def _best_per_group(
-    v: NDArray[np.int64], off: NDArray[np.int64], qi: NDArray[np.int64], scores: NDArray[np.float64],
-    sid: NDArray[np.int64], tie: NDArray[np.int64],
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.int64]]:
-    """One row per (video, offset, query segment), sorted by them: the highest score, ties to the lowest ``tie``."""
-    order = np.lexsort((tie, -scores, qi, off, v))
-    v, off, qi = v[order], off[order], qi[order]
-    first = np.ones(len(v), bool)
-    first[1:] = (v[1:] != v[:-1]) | (off[1:] != off[:-1]) | (qi[1:] != qi[:-1])
-    return v[first], off[first], qi[first], scores[order][first], sid[order][first]
-
-
-def _starts(sorted_keys: NDArray[np.int64]) -> NDArray[np.bool_]:
-    """True where a run of equal keys begins."""
-    first = np.ones(len(sorted_keys), bool)
-    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    return first
+            hv[m] = v
+            hoff[m] = np.int64(np.rint((start_of[sid] - q_starts[q]) / bin_seconds))
+            hq[m] = q
+            hs[m] = sc
+            hsid[m] = sid
+            m += 1
+    if m == 0:
+        e_i = np.empty(0, np.int64)
+        e_f = np.empty(0, np.float64)
+        return e_i, e_i, e_f, np.zeros(1, np.int64), e_i, e_f, e_i, e_i, np.zeros(1, np.int64), e_i
+    hv, hoff, hq, hs, hsid = hv[:m], hoff[:m], hq[:m], hs[:m], hsid[:m]
+    lo = hoff.min() - 1
+    span = hoff.max() - lo + 2  # offsets sit at 1 .. span-2: a bin's +-1 neighbours never cross videos
+    bin_key = hv * span + (hoff - lo)
+    # cells (video, offset, query segment): sorted by key, the best score first, then the first hit
+    by_score = np.argsort(-hs, kind="mergesort")
+    key = bin_key[by_score] * n_query + hq[by_score]
+    srt = by_score[np.argsort(key, kind="mergesort")]
+    cells = np.empty(m, np.int64)  # hit of each cell
+    c = 0
+    last = -1
+    for t in range(m):
+        h = srt[t]
+        kk = bin_key[h] * n_query + hq[h]
+        if kk != last:
+            cells[c] = h
+            c += 1
+            last = kk
+    cells = cells[:c]
+    cbin = bin_key[cells]
+    # bins: runs of cells with one bin key
+    starts = np.empty(c + 1, np.int64)
+    nb = 0
+    for t in range(c):
+        if t == 0 or cbin[t] != cbin[t - 1]:
+            starts[nb] = t
+            nb += 1
+    starts[nb] = c
+    starts = starts[: nb + 1]
+    # merge each bin with its neighbours: per query segment the best of the bins o-1, o, o+1 (ties: in that order)
+    best_s = np.empty(n_query, np.float64)
+    best_h = np.full(n_query, -1, np.int64)
+    seen = np.empty(n_query, np.int64)
+    bin_video = np.empty(nb, np.int64)
+    bin_off = np.empty(nb, np.int64)
+    bin_score = np.empty(nb, np.float64)
+    bin_first = np.empty(nb + 1, np.int64)
+    out_q = np.empty(3 * c, np.int64)
+    out_s = np.empty(3 * c, np.float64)
+    out_sid = np.empty(3 * c, np.int64)
+    w = 0
+    for b in range(nb):
+        kb = cbin[starts[b]]
+        n_seen = 0
+        for nbk in range(3):
+            src = b - 1 + nbk
+            if src < 0 or src >= nb or cbin[starts[src]] != kb - 1 + nbk:
+                continue
+            for t in range(starts[src], starts[src + 1]):
+                h = cells[t]
+                q = hq[h]
+                if best_h[q] < 0:
+                    best_h[q] = h
+                    best_s[q] = hs[h]
+                    seen[n_seen] = q
+                    n_seen += 1
+                elif hs[h] > best_s[q]:
+                    best_h[q] = h
+                    best_s[q] = hs[h]
+        qs = np.sort(seen[:n_seen])
+        bin_first[b] = w
+        total = 0.0
+        for q in qs:
+            h = best_h[q]
+            total += best_s[q]
+            out_q[w] = q
+            out_s[w] = best_s[q]
+            out_sid[w] = hsid[h]
+            w += 1
+            best_h[q] = -1
+        h0 = cells[starts[b]]
+        bin_video[b] = hv[h0]
+        bin_off[b] = hoff[h0]
+        bin_score[b] = total / max(n_query, 1)
+    bin_first[nb] = w
+    # each video's bins best first, then the lower offset (bins are sorted by (video, offset) already)
+    by_bin_score = np.argsort(-bin_score, kind="mergesort")
+    order = by_bin_score[np.argsort(bin_video[by_bin_score], kind="mergesort")]
+    video_first = np.empty(nb + 1, np.int64)
+    g = 0
+    for t in range(nb):
+        if t == 0 or bin_video[order[t]] != bin_video[order[t - 1]]:
+            video_first[g] = t
+            g += 1
+    video_first[g] = nb
+    video_first = video_first[: g + 1]
+    # videos best first, then by id
+    best = np.empty(g, np.float64)
+    rank = np.empty(g, np.int64)
+    for t in range(g):
+        bb = order[video_first[t]]
+        best[t] = bin_score[bb]
+        rank[t] = id_rank[bin_video[bb]]
+    by_id = np.argsort(rank, kind="mergesort")
+    ranked = by_id[np.argsort(-best[by_id], kind="mergesort")]
+    return (bin_video, bin_off, bin_score, bin_first, out_q[:w], out_s[:w], out_sid[:w], order, video_first, ranked)
 
 
 # A query segment belongs to a matched range only if its similarity at the range's offset is at
@@ -297,53 +443,7 @@ def _starts(sorted_keys: NDArray[np.int64]) -> NDArray[np.bool_]:
 RUN_RELATIVE_MIN = 0.6
 
 
-def _runs(
-    cell: tuple[list[int], list[float], list[float], list[float]],
-    first: int,
-    end: int,
-    q_times: tuple[list[float], list[float]],
-) -> list[Match]:
-    """Consecutive strong query segments (gaps of one allowed) -> matched time ranges, longest first.
-
-    ``cell[0..3][first:end]`` are one bin's query segments (ascending), similarities, and the
-    start and mapped end (:func:`_mapped_end`) of the reference segment each matched. The reference range ends where the last
-    query segment's window ends when laid on the reference (a query shorter than a window, or its
-    clipped last window, maps to that many seconds of the reference, not to the reference's whole
-    window; an image maps to its window).
-    """
-    qis, scores, r_start, r_end = cell
-    starts, ends = q_times
-    if end - first == 1:  # one query segment at this offset (every hit of a one-segment query): one range
-        qi = qis[first]
-        return [Match(starts[qi], ends[qi], r_start[first], r_end[first], scores[first])]
-    peak = max(scores[first:end])
-    strong = [r for r in range(first, end) if scores[r] >= RUN_RELATIVE_MIN * peak]
-    runs: list[list[int]] = []
-    for r in strong:
-        if runs and qis[r] - qis[runs[-1][-1]] <= 2:
-            runs[-1].append(r)
-        else:
-            runs.append([r])
-    out = []
-    for run in runs:
-        out.append(
-            Match(
-                query_start=starts[qis[run[0]]],
-                query_end=ends[qis[run[-1]]],
-                ref_start=min([r_start[r] for r in run]),
-                ref_end=max([r_end[r] for r in run]),
-                score=sum([scores[r] for r in run]) / len(run),
-            )
-        )
-    out.sort(key=lambda m: (-(m.query_end - m.query_start), -m.score))
-    return out
-
-
 def _mapped_end(ref_start: float, ref_end: float, query_length: float) -> float:
     """End of a reference window matched by a query window of ``query_length`` seconds: as long as
     the query window (a clipped last window, a short clip), or the whole window for an image (0 s)."""
     return ref_end if query_length <= 0 else min(ref_end, ref_start + query_length)
-
-
-def _overlaps(a: Match, b: Match) -> bool:
-    return a.ref_start < b.ref_end and b.ref_start < a.ref_end and a.query_start < b.query_end and b.query_start < a.query_end
