@@ -182,9 +182,14 @@ class QueryService:
             sample = self._sample_query()
             if sample is not None:
                 self.searcher.warm_up(lambda n: sample, repeats=2)
-        else:  # at least run the model once, so the first query does not pay ONNX Runtime's set-up
+        else:  # at least run the model and one search once, so the first query does not pay ONNX Runtime's
+            # set-up or the search kernels' first call (numba loads or compiles them then: seconds, while
+            # concurrent queries queue up behind it and get 503s)
             for session in self._sessions:
                 session.encode(np.zeros((1, *self._frame_shape), np.uint8))
+            sample = self._sample_query()
+            if sample is not None:
+                self._search_batch([sample])
         self.encoder.start()
         self.searcher.start()
 
