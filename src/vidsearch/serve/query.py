@@ -187,9 +187,9 @@ class QueryService:
             # concurrent queries queue up behind it and get 503s)
             for session in self._sessions:
                 session.encode(np.zeros((1, *self._frame_shape), np.uint8))
-            sample = self._sample_query()
-            if sample is not None:
-                self._search_batch([sample])
+            first = self._sample_query()
+            if first is not None:
+                self._search_batch([first])
         self.encoder.start()
         self.searcher.start()
 
