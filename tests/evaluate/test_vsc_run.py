@@ -85,6 +85,23 @@ def test_operating_point_is_calibrated_on_even_queries_and_checked_on_odd_ones()
     assert out["precision_at_threshold"] == 0.0
 
 
+def test_look_alike_references_are_counted_false_and_diagnosed_apart() -> None:
+    ds = _dataset({"Q000000": [_copy("R000000", 0, 4, 0, 4)], "Q000001": []}, refs=4)
+    ds = VSCDataset(ds.root, ds.config, ds.reference_ids, ds.query_ids, ds.ground_truth, ds.copies, sources={
+        "R000000": "vtest.avi@0.0-18.0", "R000001": "vtest.avi@18.0-24.47",
+        "R000002": "aloeL.jpg#(0.0, 0.0, 0.5, 0.5) + vtest.avi@30.0-32.0", "R000003": "aloeL.jpg#(0.5, 0.0, 1.0, 0.5)"})
+    pairs = {("Q000000", r) for r in ds.reference_ids} | {("Q000001", "R000001")}
+    # another window of the true reference's video, and a two-shot reference with a shot of it; not the
+    # true pair itself, not an unrelated photograph, not a query without copies
+    assert vsc_run.sibling_pairs(ds, pairs) == {("Q000000", "R000001"), ("Q000000", "R000002")}
+    preds = {"Q000000": QueryPrediction([Match("Q000000", "R000001", 0, 4, 0, 4, 0.9),
+                                         Match("Q000000", "R000000", 0, 4, 0, 4, 0.8)]),
+             "Q000001": QueryPrediction([])}
+    out = vsc_run.score(ds, preds)
+    assert out["pair_micro_ap"] == pytest.approx(0.5) and out["segment_micro_ap"] == pytest.approx(0.5)
+    assert out["pair_micro_ap_siblings_ignored"] == pytest.approx(1.0) and out["sibling_false_pairs"] == 1
+
+
 def test_score_of_perfect_and_of_misplaced_predictions() -> None:
     ds = _dataset({"Q000000": [_copy("R000000", 2, 6, 10, 14, layout="pip(0.4)")],
                    "Q000001": [],
@@ -255,3 +272,55 @@ def test_eval_vsc_tiny_end_to_end(tiny_data: Path, tmp_path: Path, monkeypatch, 
     assert html.count("<img src='data:image/png;base64,") == 2 + 3 + len(names)  # PR x2, bars x3, histograms
     assert "PARTIAL run" in html and "videohash" in html and "commit " + prov["git_commit"] in html
     assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched
+
+
+def test_a_failing_method_is_reported_and_the_others_written(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """run_vsc with stand-in methods (no encoder): an oracle that predicts the ground truth, and one whose
+    index fails; the run goes on, says partial, and its files score as results.json says."""
+    from vidsearch.evaluate.peers import PeerError
+
+    class Oracle:
+        name, localization = "vidsearch-oracle", Localization.BOTH
+
+        def index(self, references: list[Reference]) -> None:
+            self.truth = read_matches(tiny_data / "ground_truth.csv", ground_truth=True)
+
+        def predict(self, query_id: str, path: Path, k: int) -> QueryPrediction:
+            assert path == tiny_data / "queries" / f"{query_id}.mp4" and path.is_file()
+            return QueryPrediction([m for m in self.truth if m.query_id == query_id])
+
+        def close(self) -> None:
+            pass
+
+    class Broken(Oracle):
+        name = "broken-peer"
+
+        def index(self, references: list[Reference]) -> None:
+            raise PeerError("broken-peer: could not hash R000000.mp4")
+
+    made = {"vidsearch-oracle": Oracle, "broken-peer": Broken}
+    monkeypatch.setattr(vsc_methods, "make_predictor", lambda name, collection=None: made[name]())
+    monkeypatch.setattr(vsc_run, "expand", lambda names: (list(names), {}))
+    doc = vsc_run.run_vsc(tmp_path / "out", "tiny", ["vidsearch-oracle", "broken-peer"], seed=SEED,
+                          data_root=tiny_data)
+    assert list(doc["methods"]) == ["vidsearch-oracle"] and doc["partial"] is True
+    assert "could not hash" in doc["unavailable"]["broken-peer"]
+    oracle = doc["methods"]["vidsearch-oracle"]
+    assert oracle["segment_micro_ap"] == pytest.approx(1.0) and oracle["pair_micro_ap"] == pytest.approx(1.0)
+    assert oracle["true_pair_recall"] == 1.0 and oracle["scores"]["false"] == []
+    assert not (tmp_path / "out" / "predictions" / "broken-peer.csv").exists()
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["partial"] is True
+    assert "PARTIAL run" in (tmp_path / "out" / "report.html").read_text()
+    summary = vsc_run.summary(doc)
+    assert summary["methods"]["vidsearch-oracle"]["per_layout_segment_micro_ap"]
+    assert "broken-peer" not in summary["methods"] and "broken-peer" in summary["unavailable"]
+
+
+def test_report_of_a_run_where_nothing_ran() -> None:
+    from vidsearch.evaluate.vsc_report import render_html
+
+    doc = {"size": "tiny", "seed": 0, "methods": {}, "partial": True, "unavailable": {"tmkpy": "not installed"},
+           "dataset": {"references": 5, "queries": 5, "nomatch_queries": 1, "copies": 7, "root": "/x", "cached": True,
+                       "build_s": 0.1}, "machine": {"cpu": "cpu", "cores": 2}, "provenance": {}}
+    html = render_html(doc)
+    assert "PARTIAL run" in html and "tmkpy: not installed" in html and "<img" not in html

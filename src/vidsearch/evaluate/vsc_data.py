@@ -469,7 +469,8 @@ def _plan(config: VSCDataConfig, photos: list[Path], footage: list[tuple[Path, f
             raise MissingDataError(
                 f"a {config.size.value} VSC data set needs {spec.references} references, but the installed photographs "
                 f"give only {len(items)} (found {len(photos)} photographs); install Debian's wallpaper packages "
-                "(apt-get install mate-backgrounds ukui-wallpapers plasma-workspace-wallpapers) or use a smaller size")
+                "('make vsc-data' as root, or apt-get install mate-backgrounds ukui-wallpapers "
+                "plasma-workspace-wallpapers gnome-backgrounds) or use a smaller size")
         total = float(rng.uniform(lo, hi))
         items.append([_PhotoShot(*slots.pop(), seconds=round(total / shots, 2)) for _ in range(shots)])
     order_idx = rng.permutation(len(items))

@@ -45,7 +45,8 @@ def render_html(doc: dict[str, Any]) -> str:
 
     methods = doc["methods"]
     images: list[tuple[str, str]] = []
-    for kind, title in (("segment", "Segment micro-AP: precision-recall"), ("pair", "Pair micro-AP: precision-recall")):
+    curves = (("segment", "Segment micro-AP: precision-recall"), ("pair", "Pair micro-AP: precision-recall"))
+    for kind, title in curves if methods else ():
         fig, ax = plt.subplots(figsize=(6, 4))
         for m, v in methods.items():
             curve = v["pr_curves"][kind]
@@ -56,17 +57,18 @@ def render_html(doc: dict[str, Any]) -> str:
         plt.close(fig)
     if methods:
         images.append(("Per layout", _bars(methods, "per_layout", "Segment micro-AP per layout", LAYOUT_NAMES)))
-        images.append(("Per edit", _bars(methods, "per_edit", "Segment micro-AP per edit (a copy counts in each of its edits)")))
+        images.append(("Per edit", _bars(methods, "per_edit",
+                                          "Segment micro-AP per edit (a copy counts in each of its edits)")))
         images.append(("Per copy length", _bars(methods, "per_copy_length", "Segment micro-AP per copied length")))
     for m, v in methods.items():
         fig, ax = plt.subplots(figsize=(6, 3))
         values = v["scores"]["true"] + v["scores"]["false"]
         lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
         bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 40).tolist()
-        ax.hist(v["scores"]["false"], bins=bins, alpha=0.6, label=f"false pairs ({len(v['scores']['false'])})",
-                density=True)
-        ax.hist(v["scores"]["true"], bins=bins, alpha=0.6, label=f"true pairs ({len(v['scores']['true'])})",
-                density=True)
+        for kind in ("false", "true"):
+            if v["scores"][kind]:  # density of an empty list: 0 / 0
+                ax.hist(v["scores"][kind], bins=bins, alpha=0.6, label=f"{kind} pairs ({len(v['scores'][kind])})",
+                        density=True)
         for s in v["scores"]["nomatch_top"]:
             ax.axvline(s, color="k", lw=0.6, ls=":")
         if v.get("calibrated_threshold") is not None:
@@ -89,8 +91,10 @@ def render_html(doc: dict[str, Any]) -> str:
                f"the comparison is incomplete.</p><ul>{unavailable}</ul>") if doc.get("partial") else ""
     ds = doc["dataset"]
     prov = doc.get("provenance", {})
-    prov_line = (f"<p>commit {html.escape(str(prov.get('git_commit')))}{' (src/ dirty)' if prov.get('src_dirty') else ''}, "
-                 f"{html.escape(str(prov.get('started_utc')))} to {html.escape(str(prov.get('finished_utc')))} UTC, load "
+    dirty = " (src/ dirty)" if prov.get("src_dirty") else ""
+    prov_line = (f"<p>commit {html.escape(str(prov.get('git_commit')))}{dirty}, "
+                 f"{html.escape(str(prov.get('started_utc')))} to {html.escape(str(prov.get('finished_utc')))} UTC, "
+                 "load "
                  f"{(prov.get('load_start') or {}).get('loadavg_1_5_15')} at start, "
                  f"{(prov.get('load_end') or {}).get('loadavg_1_5_15')} at end</p>") if prov else ""
     figs = "".join(f"<h2>{html.escape(t)}</h2><img src='data:image/png;base64,{b}'/>" for t, b in images)
@@ -106,7 +110,9 @@ def render_html(doc: dict[str, Any]) -> str:
         "<p>Segment micro-AP: VSC 2022 matching track; pair micro-AP: its descriptor track (vsc_metrics). "
         "Per-class figures score that class's copies against every false prediction. The threshold is the best-F1 "
         "pair score on the even-numbered queries; the no-copy false-positive rate and the recall at it are measured "
-        "on the odd-numbered ones.</p>"
+        "on the odd-numbered ones. The *_siblings_ignored figures leave out the predictions of references that share "
+        "their imagery (a sample video, a photograph) with a true reference of the query: a diagnosis of how much "
+        "look-alikes cost, not the benchmark's figure.</p>"
         "<p>Time ranges of the predictions: " + "; ".join(spans) + ". A method without ranges gets a prediction "
         "spanning the whole query and the whole reference: its segment micro-AP counts the unrelated footage of a "
         "query as predicted copy.</p>"
