@@ -235,6 +235,42 @@ def test_model_learns_from_batches() -> None:
     assert controller.safety() > 1.0
 
 
+def test_a_shape_measured_too_dear_is_run_again_and_learned() -> None:
+    from vidsearch.serve.scheduler import EXPLORE_EVERY
+
+    # a warm-up call of shape 2 was slow (3x): batching looks useless, so shape 2 would never run again
+    controller = warmed(BatchPolicy(latency_target_ms=200, max_batch=2, shapes=(1, 2)))
+    controller.set_service(2, 3 * affine_cost(2))
+    assert controller.best_shape() == 1
+    now, shapes = 0.0, []
+    for i in range(2 * EXPLORE_EVERY):
+        controller.offer(now, 2 * i)
+        controller.offer(now, 2 * i + 1)  # two queued: a batch of 2 can be filled
+        batch = controller.next_batch(now)
+        assert batch is not None
+        shapes.append(batch.shape)
+        now += affine_cost(batch.shape)
+        controller.finish(batch, affine_cost(batch.shape))
+        while (rest := controller.next_batch(now)) is not None:
+            now += affine_cost(rest.shape)
+            controller.finish(rest, affine_cost(rest.shape))
+            shapes.append(rest.shape)
+    first = shapes.index(2)
+    assert first >= EXPLORE_EVERY - 1, "not before EXPLORE_EVERY batches"
+    assert controller.predict(2) < 2 * affine_cost(2), "the new measurement moved the estimate toward the truth"
+    assert controller.explored >= 1 and shapes[-1] == 2 and controller.best_shape() == 2
+
+
+def test_no_exploration_at_the_cost_of_a_deadline() -> None:
+    controller = warmed(BatchPolicy(latency_target_ms=200, max_batch=2, shapes=(1, 2)))
+    controller.set_service(2, 3 * affine_cost(2))
+    controller.batches = 10_000  # long since shape 2 was measured
+    controller.offer(0.0, 0)
+    controller.offer(0.0, 1)
+    late = controller.next_batch(0.150)  # the oldest has waited 150 ms: 2 x 78 ms more would miss 200 ms
+    assert late is not None and late.shape == 1 and controller.explored == 0
+
+
 def test_unmeasured_shapes_are_interpolated() -> None:
     controller: BatchController[int] = BatchController(BatchPolicy())
     assert controller.predict(8) == 0.0

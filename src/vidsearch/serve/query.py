@@ -180,8 +180,9 @@ class QueryService:
             self.encoder.warm_up(lambda n: EncodeItem(np.zeros((n, *self._frame_shape), np.uint8)), repeats=2,
                                  memory_probe=process_memory)
             sample = self._sample_query()
-            if sample is not None:
-                self.searcher.warm_up(lambda n: sample, repeats=2)
+            if sample is not None:  # a search costs milliseconds: more repeats, so one slow call does not
+                # make a shape look too dear (the model would then never batch, nor run that shape again to learn)
+                self.searcher.warm_up(lambda n: sample, repeats=7)
         else:  # at least run the model and one search once, so the first query does not pay ONNX Runtime's
             # set-up or the search kernels' first call (numba loads or compiles them then: seconds, while
             # concurrent queries queue up behind it and get 503s)

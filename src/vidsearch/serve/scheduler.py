@@ -19,7 +19,11 @@ The rules:
    ``max_batch`` or above what ``memory_budget_mb`` holds (``units * unit_bytes``) are never used.
 2. **Measured service times.** ``warm_up`` times ``run`` at every shape (median of a few repeats), then
    every batch updates its shape's estimate (EWMA); a misprediction also nudges the other shapes (a
-   machine that got busier slows every shape, not only the one run last).
+   machine that got busier slows every shape, not only the one run last). A shape above the cap that
+   has not run for ``EXPLORE_EVERY`` batches runs once more when the queue fills it and the oldest item's
+   deadline allows, its new measurement weighed 0.5: one slow warm-up call had made the search
+   scheduler's model say 13.6 ms for 2 stored ranges against 3.7 ms for one, so it never batched them,
+   never ran 2 again, and never learned otherwise.
 3. **Never wait to fill a batch.** When the worker is free and anything is queued, a batch starts at
    once with what is there. Batches grow by themselves under load: items arriving while the worker
    runs wait for it anyway, and are taken together next time.
@@ -123,6 +127,10 @@ _MIB = 1 << 20
 TIE = 1.05
 # Ratios recorded between two computations of the safety factor (see BatchController.record_ratio).
 SAFETY_EVERY = 16
+# Batches after which a shape above the cap that was not run since is run once more when the queue can fill
+# it (see BatchController.next_batch): a shape measured too slow once (one noisy warm-up) is otherwise never
+# run again, and the model keeps it wrong.
+EXPLORE_EVERY = 64
 
 
 def pad_shape(units: int, shapes: tuple[int, ...]) -> int:
@@ -274,6 +282,8 @@ class BatchController(Generic[K]):
         self.alpha = alpha
         self.coupling = coupling
         self._service: dict[int, float] = {}  # seconds per shape: measured, then EWMA
+        self._measured_at: dict[int, int] = {}  # shape -> batches run when it was last measured
+        self.explored = 0  # batches run at a shape above the cap, to measure it again
         self._ratios: deque[float] = deque(maxlen=ratio_window)
         self._safety: float | None = None  # cached until SAFETY_EVERY new ratios
         self._centre = 1.0  # the typical measured / predicted ratio (with _safety)
@@ -295,6 +305,7 @@ class BatchController(Generic[K]):
         if not (0 < seconds < math.inf):
             raise ConfigError(f"service time must be positive and finite, got {seconds!r} s for shape {shape}")
         self._service[shape] = float(seconds)
+        self._measured_at[shape] = self.batches
         self._best = None
 
     def observe(self, shape: int, seconds: float) -> None:
@@ -303,12 +314,15 @@ class BatchController(Generic[K]):
         if not (0 < seconds < math.inf):
             return  # a clock that did not advance says nothing
         self._best = None
+        stale = self.batches - self._measured_at.get(shape, self.batches) >= EXPLORE_EVERY
+        self._measured_at[shape] = self.batches
         if shape not in self._service:
             self._service[shape] = float(seconds)
             return
         old = self._service[shape]
         self.record_ratio(seconds / old)
-        self._service[shape] = old + self.alpha * (seconds - old)
+        # a shape not run for EXPLORE_EVERY batches (explored again): its estimate is old, weigh the new one more
+        self._service[shape] = old + (max(self.alpha, 0.5) if stale else self.alpha) * (seconds - old)
         if self.coupling:
             # the other shapes move by the same factor, damped: a busier machine slows every shape
             scale = (self._service[shape] / old) ** self.coupling
@@ -584,9 +598,10 @@ class BatchController(Generic[K]):
             predicted = self.predict_units(units)
         else:
             cap = max(self.best_shape(), pad_shape(head.units, self.shapes))
+            explore = self._stale_shape_above(cap, now - head.arrival)
             options: dict[int, tuple[int, int, float]] = {}  # shape run -> (items, units, predicted s)
             for limit in self.shapes:
-                if head.units <= limit <= cap:
+                if head.units <= limit <= (explore or cap):
                     count, units = self._take(limit)
                     shape = pad_shape(units, self.shapes)
                     options[shape] = (count, units, self.predict(shape))
@@ -594,8 +609,13 @@ class BatchController(Generic[K]):
             def rate(option: tuple[int, int, float]) -> float:
                 return option[1] / option[2] if option[2] > 0 else float(option[1])
 
-            top = max(rate(o) for o in options.values())
-            shape = min(s for s, o in options.items() if rate(o) >= top / TIE)
+            if explore is not None and explore in options:  # the queue fills it: measure it again
+                shape = explore
+                self.explored += 1
+            else:
+                options = {s: o for s, o in options.items() if s <= cap}
+                top = max(rate(o) for o in options.values())
+                shape = min(s for s, o in options.items() if rate(o) >= top / TIE)
             count, units, predicted = options[shape]
             oversize = False
         taken = [self._queue.popleft() for _ in range(count)]
@@ -604,6 +624,19 @@ class BatchController(Generic[K]):
                       predicted, oversize)
         self.running.append(batch)
         return batch
+
+    def _stale_shape_above(self, cap: int, waited: float) -> int | None:
+        """The shape just above ``cap`` when it was not measured for :data:`EXPLORE_EVERY` batches and its
+        predicted service fits the target as the cap's must, also after the ``waited`` seconds of the
+        oldest queued item (else None: never at the cost of a deadline). Run once when the queue fills it,
+        its measurement corrects a model that a noisy warm-up made too pessimistic; if it was right, the
+        cap stays where it was, at the cost of one batch in EXPLORE_EVERY."""
+        above = [s for s in self.shapes if s > cap]
+        if not above or self.batches - self._measured_at.get(above[0], -EXPLORE_EVERY) < EXPLORE_EVERY:
+            return None
+        if waited + self.predict(above[0]) * (1.0 + self.safety()) > self.policy.target_s:
+            return None
+        return above[0]
 
     def _take(self, shape: int) -> tuple[int, int]:
         """How many queued items, in arrival order, fit ``shape`` units; and their units."""
@@ -644,6 +677,7 @@ class BatchController(Generic[K]):
             "mean_units": self.batch_units / self.batches if self.batches else 0.0,
             "admitted": self.admitted,
             "rejected": self.rejected,
+            "explored": self.explored,
         }
 
 
