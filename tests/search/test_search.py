@@ -107,6 +107,33 @@ def test_min_similarity_can_leave_no_result(coll, tmp_path: Path):
     assert coll.search(src, k=5).results  # without a threshold it still ranks something
 
 
+@pytest.fixture(scope="module")
+def pip_query(tmp_path_factory) -> Path:
+    """demo.mp4 20-30 s at 45 % in the top-left corner of footage that is not in the collection."""
+    from vidsearch.evaluate import edits
+
+    src = next(p for p in samples.iscc_videos() if p.name == "demo.mp4")
+    hosts = [p for p in samples.opencv_videos() if p.name == "vtest.avi"]  # not in the collection
+    hosts += [p for p in samples.reference_footage() if p.name == "extra_channel_attached_pic.mp4"]
+    if not hosts:
+        pytest.skip("no host footage outside the collection")
+    frames, fps = edits.decode_rgb(src, 20, 30, max_fps=5)
+    background, _ = edits.decode_rgb(hosts[0], 0, 10, max_fps=5)
+    pip, fps = edits.picture_in_picture(background)(frames, fps)
+    return edits.encode_rgb(pip, fps, tmp_path_factory.mktemp("pip") / "pip.mp4")
+
+
+def test_insets_find_picture_in_picture(coll, pip_query: Path):
+    plain = coll.search(pip_query, k=2)
+    found = coll.search(pip_query, k=2, params=SearchParams(insets=True))
+    demo = _vid(coll, "demo.mp4")
+    assert found.results[0].video_id == demo
+    plain_score = next((r.score for r in plain.results if r.video_id == demo), 0.0)
+    assert found.results[0].score > plain_score + 0.2
+    m = found.results[0].matches[0]
+    assert abs(m.ref_start - 20) <= 1.5 and abs(m.ref_end - 30) <= 1.5
+
+
 def test_crops_find_picture_in_picture(coll, tmp_path: Path):
     from vidsearch.evaluate import edits
 
@@ -143,3 +170,19 @@ def test_blank_crops_are_detected():
     half = black.copy()
     half[:, 32:] = 255
     assert blank_images(np.stack([black, small_object, textured, half])).tolist() == [True, True, False, False]
+
+
+def test_normalized_scores_subtract_each_rows_rank_th_similarity():
+    from vidsearch.search.engine import normalized_scores
+
+    inf = np.inf
+    s = np.array([[0.9, 0.5, 0.4, -inf], [0.7, -inf, -inf, -inf], [-inf, -inf, -inf, -inf]], np.float32)
+    out = normalized_scores(s, rank=3, beta=1.0)
+    np.testing.assert_allclose(out[0, :3], [0.5, 0.1, 0.0], atol=1e-6)
+    np.testing.assert_allclose(out[1, 0], 0.0, atol=1e-6)  # fewer hits than the rank: the last real one
+    assert np.isneginf(out[0, 3]) and np.isneginf(out[1, 1:]).all() and np.isneginf(out[2]).all()
+    np.testing.assert_allclose(normalized_scores(s, rank=2, beta=0.5)[0, 0], 0.9 - 0.25, atol=1e-6)
+    with pytest.raises(QueryError):
+        SearchParams(segment_k=5, norm_rank=6)
+    with pytest.raises(QueryError):
+        SearchParams(norm_beta=-0.1)

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from vidsearch.config import CollectionConfig
 from vidsearch.decode import MediaInfo, Segment, iter_frames, make_segments, probe
 from vidsearch.encode.frame import FrameEncoder, load_encoder
+from vidsearch.encode.layout import MAX_INSETS, detect_insets
 from vidsearch.encode.temporal import TemporalAggregator, load_aggregator
 from vidsearch.errors import QueryError, ShapeError
 
@@ -33,7 +34,8 @@ class EncodedMedia:
         segment_vectors: (S, D) float32 L2-normalised segment vectors.
         timings: seconds spent in ``decode`` and ``encode``.
         region_segment_vectors: with ``encode_file(crops=True)``, (S, D) segment vectors of each
-            crop region (:data:`CROP_REGIONS`), same windows; empty otherwise.
+            crop region (:data:`CROP_REGIONS`), same windows; with ``insets=True`` also of each inset
+            slot (``layout.MAX_INSETS``); empty otherwise.
         region_segment_blank: (S,) bool per region: every frame of the window is blank in that
             region (:func:`blank_images`).
     """
@@ -122,13 +124,17 @@ class MediaEncoder:
     def segment_dim(self) -> int:
         return self.aggregator.output_dim(self.encoder.dim)
 
-    def encode_file(self, path: str | Path, crops: bool = False) -> EncodedMedia:
+    def encode_file(self, path: str | Path, crops: bool = False, insets: bool = False) -> EncodedMedia:
         """Decode, encode and segment one file.
 
         Args:
             path: a video or image file.
             crops: also encode the :data:`CROP_REGIONS` of every sampled frame (queries only:
                 6x the encoding work); their segment vectors go to ``region_segment_vectors``.
+            insets: also encode the insets :func:`~vidsearch.encode.layout.detect_insets` finds in each
+                sampled frame (picture-in-picture, split screens; queries only): ``MAX_INSETS`` more
+                regions after the crops, blank where a frame has none, so only frames with an inset
+                cost more encoding.
 
         Raises:
             DecodeError: the file is not a readable video or image.
@@ -138,7 +144,7 @@ class MediaEncoder:
         if MediaEncoder.cache is not None:
             st = Path(path).stat()
             key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, self.encoder.name, repr(cfg.decode),
-                   repr(cfg.segment), repr(cfg.encode), crops)
+                   repr(cfg.segment), repr(cfg.encode), crops, insets)
             hit = MediaEncoder.cache.get(key)
             if hit is not None:
                 return hit
@@ -149,24 +155,31 @@ class MediaEncoder:
         batch: list[NDArray[np.uint8]] = []
         times: list[float] = []
         chunks: list[NDArray[np.float32]] = []
-        region_chunks: list[list[NDArray[np.float32]]] = [[] for _ in CROP_REGIONS] if crops else []
-        region_blank: list[list[NDArray[np.bool_]]] = [[] for _ in CROP_REGIONS] if crops else []
+        n_regions = (len(CROP_REGIONS) if crops else 0) + (MAX_INSETS if insets else 0)
+        region_chunks: list[list[NDArray[np.float32]]] = [[] for _ in range(n_regions)]
+        region_blank: list[list[NDArray[np.bool_]]] = [[] for _ in range(n_regions)]
         w, h = self.encoder.input_size
-        # crops are cut from frames decoded at twice the model size, so each is about model size
-        size = (2 * w, 2 * h) if crops else (w, h)
+        # crops and insets are cut from frames decoded at twice the model size, so each is about model size
+        size = (2 * w, 2 * h) if crops or insets else (w, h)
         frames = iter_frames(path, size, fps=cfg.decode.fps, keyframes_only=cfg.decode.keyframes_only)
         t = time.perf_counter()
 
         def flush() -> None:
             images = np.stack(batch)
-            if not crops:
+            if not crops and not insets:
                 chunks.append(self.encoder.encode(images))
                 return
             chunks.append(self.encoder.encode(_resize_all(images, (w, h))))
-            for r, region in enumerate(CROP_REGIONS):
-                cut = _resize_all(_crop_all(images, region), (w, h))
-                region_chunks[r].append(self.encoder.encode(cut))
-                region_blank[r].append(blank_images(cut))
+            if crops:
+                for r, region in enumerate(CROP_REGIONS):
+                    cut = _resize_all(_crop_all(images, region), (w, h))
+                    region_chunks[r].append(self.encoder.encode(cut))
+                    region_blank[r].append(blank_images(cut))
+            if insets:
+                first = len(CROP_REGIONS) if crops else 0
+                for slot, (vectors, blank) in enumerate(self._encode_insets(images, (w, h))):
+                    region_chunks[first + slot].append(vectors)
+                    region_blank[first + slot].append(blank)
 
         for frame in frames:
             batch.append(frame.image)
@@ -195,6 +208,24 @@ class MediaEncoder:
         if key is not None and MediaEncoder.cache is not None:
             MediaEncoder.cache[key] = media
         return media
+
+    def _encode_insets(self, images: NDArray[np.uint8], size: tuple[int, int]) -> list[tuple[NDArray[np.float32], NDArray[np.bool_]]]:
+        """Per inset slot: (N, D) vectors of each frame's inset in that slot (zeros where it has none) and
+        (N,) True where a frame has none (or a blank one). One encoder call for all insets found."""
+        found = [detect_insets(image) for image in images]
+        cuts, where = [], []
+        for i, boxes in enumerate(found):
+            for slot, box in enumerate(boxes):
+                cuts.append(_resize_all(_crop_all(images[i : i + 1], box.region), size)[0])
+                where.append((i, slot))
+        out = [(np.zeros((len(images), self.encoder.dim), np.float32), np.ones(len(images), bool)) for _ in range(MAX_INSETS)]
+        if cuts:
+            stacked = np.stack(cuts)
+            vectors, blank = self.encoder.encode(stacked), blank_images(stacked)
+            for (i, slot), v, b in zip(where, vectors, blank):
+                out[slot][0][i] = v
+                out[slot][1][i] = b
+        return out
 
     def decode_file(self, path: str | Path, max_seconds: float | None = None) -> DecodedMedia:
         """The decode step of :meth:`encode_file` alone (no crops): probe, then every sampled frame at the

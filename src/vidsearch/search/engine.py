@@ -132,6 +132,24 @@ class Snapshot:
         return order[bounds[video] : bounds[video + 1]]
 
 
+def normalized_scores(scores: NDArray[np.float32], rank: int, beta: float) -> NDArray[np.float32]:
+    """(Q, K) hit similarities, sorted best first per row, minus ``beta`` times each row's background: its
+    ``rank``-th similarity (the last real one when a row has fewer hits; padding is -inf and stays so).
+
+    The query side of CSLS (as VSC 2022's SSCD baseline, which takes the background from a separate
+    set of unrelated videos): a query segment that resembles everything (dark, blurred, a plain
+    colour) loses what it resembles everything by; the rank-th neighbour stands for "unrelated"
+    because a copy matches only a few segments of its source.
+    """
+    finite = np.isfinite(scores)
+    n_real = finite.sum(axis=1)
+    if scores.shape[1] == 0:
+        return scores
+    col = np.clip(np.minimum(rank, n_real) - 1, 0, scores.shape[1] - 1)
+    background = np.where(n_real > 0, scores[np.arange(len(scores)), col], 0.0)
+    return np.where(finite, scores - np.float32(beta) * background[:, None].astype(np.float32), scores).astype(np.float32)
+
+
 class Engine:
     """Searches one collection directory; thread-safe; never writes to it.
 
@@ -346,7 +364,7 @@ class Engine:
         return snap.catalog.frame_times(v).copy(), np.array(snap.frames[row : row + n])
 
     def encode_query(self, query: str | os.PathLike[str], crops: bool = False,
-                     snap: Snapshot | None = None) -> EncodedMedia:
+                     snap: Snapshot | None = None, insets: bool = False) -> EncodedMedia:
         """Decode and encode a query (file, image, or ``VIDEO_ID@START-END`` from the stored frames).
 
         Raises:
@@ -368,7 +386,7 @@ class Engine:
                              "(e.g. 3fa9c2d41b07@10-20)")
         if Path(text).is_dir():
             raise QueryError(f"query {text!r} is a folder; give a video or image file")
-        return self._encoder().encode_file(text, crops=crops)
+        return self._encoder().encode_file(text, crops=crops, insets=insets)
 
     def encode_ref(self, query: str, snap: Snapshot | None = None) -> EncodedMedia:
         """Cut ``VIDEO_ID@START-END`` from the stored frames (what the server's ``ref`` field asks for:
@@ -445,7 +463,7 @@ class Engine:
         params = params or SearchParams()
         snap = self._maybe_refresh()
         t0 = time.perf_counter()
-        media = [self.encode_query(q, crops=params.crops, snap=snap) for q in queries]
+        media = [self.encode_query(q, crops=params.crops, snap=snap, insets=params.insets) for q in queries]
         return self.search_encoded(media, [str(q) for q in queries], k, params, snap, started=t0)
 
     def search_encoded(self, media: list[Any], names: list[str], k: int, params: SearchParams,
@@ -482,6 +500,8 @@ class Engine:
         starts = np.array([s.start for s in media.segments], np.float64)
         ends = np.array([s.end for s in media.segments], np.float64)
         n_seg = len(starts)
+        if params.norm_beta > 0:  # each row (query segment, or one crop of it) against its own background
+            hits = IndexHits(hits.ids, normalized_scores(hits.scores, params.norm_rank, params.norm_beta))
         if media.region_segment_vectors:  # crops: each region's hits vote for its query segment
             parts = range(1 + len(media.region_segment_vectors))
             scores = [hits.scores[i * n_seg : (i + 1) * n_seg].copy() for i in parts]
