@@ -513,13 +513,13 @@ class BatchController(Generic[K]):
             count += entry.units
         return arrival
 
-    def offer(self, now: float, key: K, units: int = 1, *, reserved: int = 0) -> Admission:
+    def offer(self, now: float, key: K, units: int = 1, *, reserved: int = 0, extra_s: float = 0.0) -> Admission:
         """Admit (queue) the item ``key`` of ``units`` units if it is predicted to finish within the
         target; otherwise leave the queue as it is and say when to retry.
 
         With ``reserved`` (units) the item was admitted earlier by :meth:`reserve` (before it was decoded,
         when its frame count was an estimate): it is queued without a second check, in place of its
-        reservation.
+        reservation. ``extra_s``: what the request still costs outside the scheduler (counted against the target).
         """
         if isinstance(units, bool) or not isinstance(units, int) or units < 1:
             raise ConfigError(f"an item must have a positive integer number of units, got {units!r}")
@@ -527,7 +527,7 @@ class BatchController(Generic[K]):
             self._reserved_units = max(0, self._reserved_units - reserved)
             self._enqueue(now, key, units)
             return Admission(True, 0.0)
-        decision = self.check(now, units)
+        decision = self.check(now, units, extra_s=extra_s)
         if decision.admitted:
             self._enqueue(now, key, units)
             self.admitted += 1
@@ -789,7 +789,8 @@ class BatchScheduler(Generic[T, R]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _admit(self, item: T, loop: asyncio.AbstractEventLoop | None, reserved: int) -> _Item[T, R]:
+    def _admit(self, item: T, loop: asyncio.AbstractEventLoop | None, reserved: int,
+               extra_s: float = 0.0) -> _Item[T, R]:
         units = self._units(item)
         entry: _Item[T, R] = _Item(item, units, loop)
         with self._cond:
@@ -798,7 +799,7 @@ class BatchScheduler(Generic[T, R]):
                     self.controller.release(reserved)
                 raise OverloadedError(f"scheduler {self.name!r} is closed; retry on the restarted server",
                                       retry_after=1.0)
-            decision = self.controller.offer(self._clock(), entry, units, reserved=reserved)
+            decision = self.controller.offer(self._clock(), entry, units, reserved=reserved, extra_s=extra_s)
             if not decision.admitted:
                 raise self._refusal(decision)
             self._cond.notify()
@@ -811,25 +812,27 @@ class BatchScheduler(Generic[T, R]):
             f"{self.controller.reserved_units} being decoded); retry after {decision.retry_after_s:.2f} s",
             retry_after=decision.retry_after_s)
 
-    def submit(self, item: T, *, reserved: int = 0) -> concurrent.futures.Future[R]:
+    def submit(self, item: T, *, reserved: int = 0, extra_s: float = 0.0) -> concurrent.futures.Future[R]:
         """Queue ``item``; the future resolves with ``run``'s result for it (or the exception ``run``
         raised for it alone).
 
         Args:
             reserved: the units :meth:`reserve` admitted it with (it is queued without a second check).
+            extra_s: seconds the request still costs outside the scheduler (the event loop's delays before
+                and after), counted against the target.
 
         Raises:
             OverloadedError: at once, when the item is predicted to miss the latency target (or the
                 scheduler is closed); ``retry_after`` says when to try again.
         """
-        future = self._admit(item, None, reserved).future
+        future = self._admit(item, None, reserved, extra_s).future
         assert isinstance(future, concurrent.futures.Future)
         return future
 
-    async def asubmit(self, item: T, *, reserved: int = 0) -> R:
+    async def asubmit(self, item: T, *, reserved: int = 0, extra_s: float = 0.0) -> R:
         """``submit`` for asyncio handlers: awaits the result on the running loop (one asyncio future per item,
         resolved by one callback per batch; cancelling the await skips a queued item)."""
-        future = self._admit(item, asyncio.get_running_loop(), reserved).future
+        future = self._admit(item, asyncio.get_running_loop(), reserved, extra_s).future
         assert isinstance(future, asyncio.Future)
         return await future
 
