@@ -714,3 +714,26 @@ def test_warm_up_stops_at_the_target_and_the_memory_budget() -> None:
     # 10 MiB per unit: 4 units grow 40 MiB; 8 would be 80 MiB, past the 50 MiB budget
     assert tight.warmed_shapes == (1, 2, 4) and max(tight.warm_up_memory.values()) <= 50
     assert tight.stats()["shapes"] == [1, 2, 4]
+
+
+def test_time_outside_the_scheduler_counts_against_the_target() -> None:
+    controller = warmed(BatchPolicy(latency_target_ms=100))
+    controller.offer(0.0, 0)
+    assert controller.next_batch(0.0) is not None  # busy until 23 ms; an item now would end at 46 ms
+    assert controller.offer(0.0, 1, extra_s=0.050).admitted  # 96 ms with the 50 ms outside: fits
+    decision = controller.offer(0.0, 2, extra_s=0.080)  # joins item 1 (a batch of 2: 26 ms): 129 ms
+    assert not decision.admitted and decision.predicted_s == pytest.approx(0.023 + 0.026 + 0.080)
+
+
+def test_tail_estimate_is_a_high_quantile_of_the_recent_window() -> None:
+    from vidsearch.serve.query import TailEstimate
+
+    tail = TailEstimate(quantile=0.99, window=100, every=10)
+    for i in range(9):
+        tail.add(1.0)
+    assert tail.value == 0.0  # not computed before `every` values
+    tail.add(1.0)
+    assert tail.value == 1.0
+    for i in range(100):
+        tail.add(0.001 * i)  # the old values leave the window
+    assert tail.value == pytest.approx(0.099)
