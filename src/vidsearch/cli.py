@@ -379,7 +379,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_vsc(args: argparse.Namespace, methods: list[str] | None, progress: Callable[[str], None]) -> int:
     """``vidsearch eval vsc``: the VSC-style copy-detection benchmark (evaluate/vsc_run.py)."""
-    from vidsearch.evaluate.vsc_run import markdown_tables, run_vsc, summary
+    from vidsearch.evaluate.vsc_report import markdown_tables
+    from vidsearch.evaluate.vsc_run import run_vsc, summary
 
     if args.allow_partial:
         from vidsearch.errors import ConfigError

@@ -311,6 +311,11 @@ def test_a_failing_method_is_reported_and_the_others_written(tiny_data: Path, tm
     assert not (tmp_path / "out" / "predictions" / "broken-peer.csv").exists()
     assert json.loads((tmp_path / "out" / "results.json").read_text())["partial"] is True
     assert "PARTIAL run" in (tmp_path / "out" / "report.html").read_text()
+    from vidsearch.evaluate.vsc_report import markdown_tables
+
+    table = markdown_tables(doc)
+    assert "| vidsearch-oracle | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 |" in table and "broken-peer" not in table
+    assert "| picture-in-picture |" in table or "| full frame |" in table
     summary = vsc_run.summary(doc)
     assert summary["methods"]["vidsearch-oracle"]["per_layout_segment_micro_ap"]
     assert "broken-peer" not in summary["methods"] and "broken-peer" in summary["unavailable"]

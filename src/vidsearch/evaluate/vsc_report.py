@@ -1,7 +1,8 @@
 """``report.html`` of ``vidsearch eval vsc``: one self-contained page (inline CSS, figures as PNG data
 URIs; nothing fetched), as ``report.render_html`` draws the near-duplicate benchmark's.
 
-Figures: segment and pair precision-recall curves, segment micro-AP per layout, per edit and per copy
+Tables (:func:`markdown_tables`, also what the CLI prints): the main figures per method, then segment and pair
+micro-AP per layout, edit and copy length. Figures: segment and pair precision-recall curves, segment micro-AP per layout, per edit and per copy
 length, and per method the pair-score histograms of true and false pairs (no-copy queries' top
 scores dotted, the calibrated threshold in red).
 """
@@ -12,7 +13,32 @@ import html
 from typing import Any
 
 from vidsearch.evaluate.report import _figure_png
-from vidsearch.evaluate.vsc_run import LAYOUT_NAMES, markdown_tables
+
+LAYOUT_NAMES = {"full": "full frame", "pip": "picture-in-picture", "hstack": "side by side", "vstack": "stacked"}
+
+
+def markdown_tables(doc: dict[str, Any]) -> str:
+    """The main figures per method, then segment micro-AP per layout, edit and copy length (Markdown)."""
+    methods = list(doc["methods"])
+    keys = ["segment_micro_ap", "pair_micro_ap", "segment_micro_ap_siblings_ignored", "pair_micro_ap_siblings_ignored",
+            "true_pair_recall", "nomatch_fp_rate", "true_pair_recall_at_threshold", "query_ms_p50", "index_s"]
+
+    def fmt(x: Any) -> str:
+        return f"{x:.3f}" if isinstance(x, float) else "-" if x is None else str(x)
+
+    lines = ["| method | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for m in methods:
+        lines.append(f"| {m} | " + " | ".join(fmt(doc["methods"][m].get(k)) for k in keys) + " |")
+    for key, title in (("per_layout", "layout"), ("per_edit", "edit"), ("per_copy_length", "copy length")):
+        classes = sorted({c for v in doc["methods"].values() for c in v[key]})
+        lines += ["", f"| segment / pair micro-AP by {title} | copies | " + " | ".join(methods) + " |",
+                  "|---" * (len(methods) + 2) + "|"]
+        for c in classes:
+            copies = next((v[key][c]["copies"] for v in doc["methods"].values() if c in v[key]), 0)
+            cells = [f"{v[key][c]['segment_micro_ap']:.3f} / {v[key][c]['pair_micro_ap']:.3f}" if c in v[key] else "-"
+                     for v in (doc["methods"][m] for m in methods)]
+            lines.append(f"| {LAYOUT_NAMES.get(c, c)} | {copies} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _bars(methods: dict[str, Any], key: str, title: str, names: dict[str, str] | None = None) -> str:

@@ -46,7 +46,6 @@ K = 20
 SIZES = tuple(s.value for s in DatasetSize)
 LENGTH_BINS = ((0.0, 4.0, "2-4 s"), (4.0, 8.0, "4-8 s"), (8.0, math.inf, "8-15 s"))
 """Copy-length classes, by the seconds of the reference copied."""
-LAYOUT_NAMES = {"full": "full frame", "pip": "picture-in-picture", "hstack": "side by side", "vstack": "stacked"}
 SUMMARY_KEYS = ("segment_micro_ap", "pair_micro_ap", "segment_micro_ap_siblings_ignored",
                 "pair_micro_ap_siblings_ignored", "true_pair_recall", "calibrated_threshold", "nomatch_fp_rate",
                 "true_pair_recall_at_threshold", "query_ms_p50", "query_ms_mean", "index_s", "localization")
@@ -439,27 +438,3 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
     return {"benchmark": "vsc", "size": doc["size"], "seed": doc["seed"],
             "references": doc["dataset"]["references"], "queries": doc["dataset"]["queries"],
             "partial": doc["partial"], "unavailable": doc["unavailable"], "methods": methods}
-
-
-def markdown_tables(doc: dict[str, Any]) -> str:
-    """The main figures per method, then segment micro-AP per layout, edit and copy length (Markdown)."""
-    methods = list(doc["methods"])
-    keys = ["segment_micro_ap", "pair_micro_ap", "segment_micro_ap_siblings_ignored", "pair_micro_ap_siblings_ignored",
-            "true_pair_recall", "nomatch_fp_rate", "true_pair_recall_at_threshold", "query_ms_p50", "index_s"]
-
-    def fmt(x: Any) -> str:
-        return f"{x:.3f}" if isinstance(x, float) else "-" if x is None else str(x)
-
-    lines = ["| method | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for m in methods:
-        lines.append(f"| {m} | " + " | ".join(fmt(doc["methods"][m].get(k)) for k in keys) + " |")
-    for key, title in (("per_layout", "layout"), ("per_edit", "edit"), ("per_copy_length", "copy length")):
-        classes = sorted({c for v in doc["methods"].values() for c in v[key]})
-        lines += ["", f"| segment / pair micro-AP by {title} | copies | " + " | ".join(methods) + " |",
-                  "|---" * (len(methods) + 2) + "|"]
-        for c in classes:
-            copies = next((v[key][c]["copies"] for v in doc["methods"].values() if c in v[key]), 0)
-            cells = [f"{v[key][c]['segment_micro_ap']:.3f} / {v[key][c]['pair_micro_ap']:.3f}" if c in v[key] else "-"
-                     for v in (doc["methods"][m] for m in methods)]
-            lines.append(f"| {LAYOUT_NAMES.get(c, c)} | {copies} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
