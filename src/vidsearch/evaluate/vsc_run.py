@@ -351,6 +351,10 @@ def run_vsc(out: Path, size: str = "small", methods: list[str] | None = None, se
 
     record = provenance.start()
     config = dataset_config(size, seed)
+    try:  # the report's plots: checked before an hour of work, not after
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"the report needs matplotlib ({exc}); pip install 'vidsearch[eval]'") from exc
     if k < 1:
         raise ConfigError(f"k must be >= 1, got {k}")
     names, unavailable = expand(list(methods or DEFAULT_METHODS))
