@@ -127,7 +127,8 @@ def render_html(doc: dict[str, Any]) -> str:
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>vidsearch eval vsc</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td,th{padding:2px 8px;"
-        "border-bottom:1px solid #ddd;text-align:left}table{margin:1em 0}.bad{color:#b00}</style></head><body>"
+        "border-bottom:1px solid #ddd;text-align:left}th{max-width:9em;overflow-wrap:anywhere}table{margin:1em 0}"
+        ".bad{color:#b00}</style></head><body>"
         f"<h1>VSC-style copy detection ({html.escape(doc['size'])}, seed {doc['seed']})</h1>{partial}"
         f"<p>{ds['references']} references, {ds['queries']} queries ({ds['nomatch_queries']} without a copy), "
         f"{ds['copies']} copied segments; data set {html.escape(ds['root'])} "
