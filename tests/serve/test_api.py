@@ -166,7 +166,9 @@ def test_media_answers_ranges_with_the_files_bytes(live_server, footage, assert_
 def test_metrics_hold_the_stage_histograms_after_a_search(live_server, query_clip):
     with live_server.client() as client:
         with open(query_clip, "rb") as f:
-            assert client.post("/search", files={"file": ("q.mp4", f, "video/mp4")}).status_code == 200
+            # insets off: through the encode scheduler (with insets, the default, a file is encoded whole)
+            assert client.post("/search", files={"file": ("q.mp4", f, "video/mp4")},
+                               data={"insets": "false"}).status_code == 200
         assert client.get("/videos/nope").status_code == 404
         text = client.get("/metrics").text
     for stage in ("decode", "encode", "search"):
@@ -378,7 +380,9 @@ def test_concurrent_uploads_share_encoder_batches(service, query_clip, footage):
         # keep the encoder busy (32 frames) while the queries decode, so they queue behind it
         blocker = service.encoder.submit(EncodeItem(np.zeros((32, *service._frame_shape), np.uint8)))
         before = service.encoder.stats()["batches"]
-        results = await asyncio.gather(*(service.search_file(p, p.name, 1, SearchParams()) for p in paths))
+        # insets=False: the batched path (a query with insets, the default, is encoded whole in the pool)
+        results = await asyncio.gather(*(service.search_file(p, p.name, 1, SearchParams(insets=False))
+                                         for p in paths))
         await asyncio.wrap_future(blocker)
         return results, service.encoder.stats()["batches"] - before
 
@@ -414,7 +418,8 @@ def test_an_overloaded_upload_is_refused_before_it_is_decoded(built_collection, 
             assert frames[0] >= 4 and frames[1] is False
             t0 = time.perf_counter()
             with pytest.raises(OverloadedError, match="target") as info:
-                asyncio.run(asyncio.wait_for(svc.search_file(query_clip, "q.mp4", 3, SearchParams(), frames=frames), 5))
+                asyncio.run(asyncio.wait_for(svc.search_file(query_clip, "q.mp4", 3, SearchParams(insets=False),
+                                                             frames=frames), 5))
             assert time.perf_counter() - t0 < 0.02 and info.value.retry_after > 0
             assert svc.pool._work_queue.qsize() == 0 and not svc.pool._threads  # nothing went to decoding
             assert svc.encoder.controller.reserved_units == 8  # the refused query holds no reservation

@@ -369,6 +369,9 @@ SEARCH_FORM = {"type": "object", "properties": {
     "rerank": {"type": "string", "enum": ["none", "exact", "par", "dtw", "bidtw"], "default": "none"},
     "crops": {"type": "boolean", "default": False,
               "description": "also search 5 crops of each frame (picture-in-picture; 6x the encoding)"},
+    "insets": {"type": "boolean", "default": True,
+               "description": "also search the insets found in each frame (picture-in-picture, split screens; "
+                              "file queries)"},
     "min_similarity": {"type": "number", "minimum": -1, "maximum": 1, "default": 0.0,
                        "description": "segment hits below this cosine do not vote"}}}
 _INTEGER = re.compile(r"^\s*[+-]?\d{1,40}\s*$")
@@ -407,18 +410,20 @@ def _boolean(form: Any, name: str, default: bool) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _search_params(rerank: str, crops: bool, min_similarity: float) -> Any:
+def _search_params(rerank: str, crops: bool, min_similarity: float, insets: bool) -> Any:
     """One ``SearchParams`` per distinct combination (frozen, so shared; making and checking one per
     request was ~3 % of a stored-range query's event-loop time). Raises QueryError as SearchParams does
     (an exception is not cached)."""
     from vidsearch.search.results import SearchParams
 
-    return SearchParams(rerank=rerank, crops=crops, min_similarity=min_similarity)
+    return SearchParams(rerank=rerank, crops=crops, min_similarity=min_similarity, insets=insets)
 
 
 def _params(form: Any) -> Any:
+    from vidsearch.search.results import SearchParams
+
     return _search_params(_text(form, "rerank", "none"), _boolean(form, "crops", False),
-                          _number(form, "min_similarity", 0.0))
+                          _number(form, "min_similarity", 0.0), _boolean(form, "insets", SearchParams.insets))
 
 
 async def _search_ref(server: Server, form: Any, started: float) -> Any:

@@ -13,7 +13,8 @@ decode time from the measured decode rate and the decode pool's backlog, and the
 whether its batch would finish within the latency target (:meth:`BatchScheduler.reserve`); if not, the
 answer is a 503 with ``Retry-After`` at once, not after a decode. A stored-range query is read from the
 stored frames, searched and serialised by the search scheduler's worker: one hand-off to the worker and
-one back per request. A query with ``crops`` (six encodings per frame) is decoded and encoded whole in
+one back per request. A query with ``crops`` (six encodings per frame) or ``insets`` (the default: the
+insets found in each frame encoded too) is decoded and encoded whole in
 the pool, then searched in a batch like the others.
 """
 
@@ -402,14 +403,15 @@ class QueryService:
         try:
             if frames is None:
                 frames = await asyncio.get_running_loop().run_in_executor(None, self.frames_of, path)
-            media = await self._encode_file(path, params.crops, *frames)
+            media = await self._encode_file(path, params, *frames)
         except (DecodeError, QueryError) as exc:  # name the client's file, not the server's temporary copy
             raise type(exc)(str(exc).replace(str(path), name)) from None
         return await self._search(SearchItem(name, k, params, started, media=media))
 
-    async def _encode_file(self, path: Path, crops: bool, frames: int, is_image: bool) -> EncodedMedia:
-        if crops:
-            media = await self.in_pool(self._encode_with_crops, path)
+    async def _encode_file(self, path: Path, params: SearchParams, frames: int, is_image: bool) -> EncodedMedia:
+        if params.crops or params.insets:  # more regions per frame: decoded and encoded whole in the pool, as
+            # the CLI does (MediaEncoder.decode_file/finish, the batched path, have no crops or insets yet)
+            media = await self.in_pool(self._encode_whole, path, params.crops, params.insets)
             self.metrics.observe_stage("decode", media.timings.get("decode", 0.0))
             self.metrics.observe_stage("encode", media.timings.get("encode", 0.0))
             return media
@@ -437,14 +439,14 @@ class QueryService:
         else:
             self._decode_frame_s += 0.2 * (seconds / max(1, frames) - self._decode_frame_s)
 
-    def _encode_with_crops(self, path: Path) -> EncodedMedia:
+    def _encode_whole(self, path: Path, crops: bool, insets: bool) -> EncodedMedia:
         from vidsearch.decode import probe
 
         info = probe(path)
         if info.duration > self.settings.max_query_seconds:
             raise QueryError(f"{path}: the video lasts {info.duration:.1f} s, longer than the "
                              f"{self.settings.max_query_seconds:g} s allowed for a query; cut a shorter clip")
-        return self.media.encode_file(path, crops=True)
+        return self.media.encode_file(path, crops=crops, insets=insets)
 
     async def search_ref(self, text: str, k: int, params: SearchParams, started: float | None = None) -> SearchAnswer:
         """Search with ``VIDEO_ID@START-END`` of an indexed video (its stored frame vectors: no decode or encode;
