@@ -144,6 +144,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="body of stored-range queries: form (x-www-form-urlencoded, as curl -d; default) or "
                         "multipart (as curl -F); the server parses a multipart form in Python: 0.32 vs 0.24 ms of its CPU "
                         "a request with the engine stubbed")
+    p.add_argument("--insets", choices=("default", "on", "off"), default="default",
+                   help="the insets field of image and clip queries: the server's default (on: each query decoded and "
+                        "encoded whole in its decode pool), on, or off (frames batched through the encode scheduler)")
     p.add_argument("--scheduler-args", default="", metavar="ARGS",
                    help="more `vidsearch serve` flags for the scheduler's server only, e.g. \"--encode-workers 2\" "
                         "(--max-batch 1 keeps one encoder session whatever they say: the baseline stays the same)")
@@ -250,13 +253,18 @@ class Query:
 BOUNDARY = "vidsearch-bench-7d1c9e4a0b"
 
 
-def multipart(name: str, value: bytes | str, filename: str | None = None, mime: str | None = None) -> tuple[bytes, str]:
-    """A multipart/form-data body of one field (a file when ``filename`` is given), as a browser sends it."""
+def multipart(name: str, value: bytes | str, filename: str | None = None, mime: str | None = None,
+              fields: dict[str, str] | None = None) -> tuple[bytes, str]:
+    """A multipart/form-data body of one field (a file when ``filename`` is given), then the text ``fields``,
+    as a browser sends it."""
     head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"'
     if filename is not None:
         head += f'; filename="{filename}"\r\nContent-Type: {mime or "application/octet-stream"}'
     data = value.encode() if isinstance(value, str) else value
-    body = head.encode() + b"\r\n\r\n" + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+    body = head.encode() + b"\r\n\r\n" + data
+    for key, text in (fields or {}).items():
+        body += f'\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{text}'.encode()
+    body += f"\r\n--{BOUNDARY}--\r\n".encode()
     return body, f"multipart/form-data; boundary={BOUNDARY}"
 
 
@@ -278,7 +286,12 @@ def frame_at(path: Path, fraction: float) -> Any:
         return last.to_image()
 
 
-def make_images(files: list[Path], count: int, out: Path) -> list[Query]:
+def file_fields(args: argparse.Namespace) -> dict[str, str]:
+    """Text fields sent with every image and clip query (``--insets``)."""
+    return {} if args.insets == "default" else {"insets": "true" if args.insets == "on" else "false"}
+
+
+def make_images(files: list[Path], count: int, out: Path, fields: dict[str, str] | None = None) -> list[Query]:
     """``count`` frames of different videos (at 40 % of each): JPEG quality 90, every third one PNG."""
     out.mkdir(parents=True, exist_ok=True)
     queries = []
@@ -295,7 +308,7 @@ def make_images(files: list[Path], count: int, out: Path) -> list[Query]:
 
         with Image.open(target) as im:
             size = im.size
-        body, ctype = multipart("file", data, target.name, "image/png" if png else "image/jpeg")
+        body, ctype = multipart("file", data, target.name, "image/png" if png else "image/jpeg", fields)
         queries.append(Query("image", target.name, body, ctype, {"bytes": len(data), "size": list(size)}))
     return queries
 
@@ -343,7 +356,8 @@ def cut_clip(src: Path, start: float, seconds: float, out: Path, max_width: int 
     os.replace(tmp, out)
 
 
-def make_clips(files: list[Path], quick: bool, out: Path, seconds: float = 10.0) -> list[Query]:
+def make_clips(files: list[Path], quick: bool, out: Path, seconds: float = 10.0,
+               fields: dict[str, str] | None = None) -> list[Query]:
     """10-second clips of the footage (``CLIP_CUTS``; with ``--quick`` one clip of bikes.mp4)."""
     from vidsearch.decode import probe
 
@@ -357,7 +371,7 @@ def make_clips(files: list[Path], quick: bool, out: Path, seconds: float = 10.0)
             cut_clip(by_name[name], start, seconds, target)
         info = probe(target)
         data = target.read_bytes()
-        body, ctype = multipart("file", data, target.name, "video/mp4")
+        body, ctype = multipart("file", data, target.name, "video/mp4", fields)
         queries.append(Query("clip", target.name, body, ctype,
                              {"bytes": len(data), "duration_s": round(info.duration, 2), "size": [info.width, info.height]}))
     return queries
@@ -1286,9 +1300,9 @@ def main(argv: list[str] | None = None) -> None:
     material = data_dir / f"queries-{MATERIAL_VERSION}"
     queries: dict[str, list[Query]] = {}
     if "image" in args.kinds:
-        queries["image"] = make_images(files, 3 if args.quick else 12, material / "images")
+        queries["image"] = make_images(files, 3 if args.quick else 12, material / "images", file_fields(args))
     if "clip" in args.kinds:
-        queries["clip"] = make_clips(files, args.quick, material / "clips")
+        queries["clip"] = make_clips(files, args.quick, material / "clips", fields=file_fields(args))
     payload["quiet_wait"] = C.wait_for_quiet(args.wait_quiet)
     payload["cpu_probe_start"] = C.cpu_probe()
     servers: dict[str, ServerProcess] = {}
