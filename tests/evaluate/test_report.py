@@ -67,8 +67,8 @@ def test_run_eval_checks_every_method_before_rendering_the_benchmark(tmp_path) -
 
 def test_method_flags_turn_each_search_improvement_on_or_off():
     default = make_method("vidsearch-sscd").params
-    assert default.insets and default.norm_beta == 0.0 and not default.crops
-    p = make_method("vidsearch-sscd:par+crops+noinsets+norm").params
-    assert (p.rerank, p.crops, p.insets, p.norm_beta, p.norm_rank) == ("par", True, False, 0.5, 30)
+    assert default.insets and default.norm_beta == 0.5 and default.norm_rank == 30 and not default.crops
+    p = make_method("vidsearch-sscd:par+crops+noinsets+nonorm").params
+    assert (p.rerank, p.crops, p.insets, p.norm_beta) == ("par", True, False, 0.0)
     with pytest.raises(ConfigError, match=r"\+nope"):
         make_method("vidsearch-sscd+nope")

@@ -68,7 +68,10 @@ def test_stored_reference_query(coll):
     vid = _vid(coll, "demo.mp4")
     result = coll.search(f"{vid}@10-20", k=2)
     top = result.results[0]
-    assert top.video_id == vid and top.score > 0.99
+    # normalised: an exact copy scores its similarity (~1) minus half its background, here ~0.5 (demo.mp4 has
+    # many look-alike windows of itself in this small collection); the raw similarity is ~1:
+    assert top.video_id == vid and top.score > 0.6
+    assert coll.search(f"{vid}@10-20", k=1, params=SearchParams(norm_beta=0.0)).results[0].score > 0.99
     assert (top.matches[0].ref_start, top.matches[0].ref_end) == (10.0, 20.0)
     assert coll.search(f"{vid[:6]}@10-20", k=1).results[0].video_id == vid  # id prefix
 
@@ -179,6 +182,7 @@ def test_normalized_scores_subtract_each_rows_rank_th_similarity():
     s = np.array([[0.9, 0.5, 0.4, -inf], [0.7, -inf, -inf, -inf], [-inf, -inf, -inf, -inf]], np.float32)
     out = normalized_scores(s, rank=3, beta=1.0)
     np.testing.assert_allclose(out[0, :3], [0.5, 0.1, 0.0], atol=1e-6)
+    np.testing.assert_allclose(normalized_scores(s, rank=1, beta=2.0)[0, :3], [0.0, 0.0, 0.0])  # never below 0
     np.testing.assert_allclose(out[1, 0], 0.0, atol=1e-6)  # fewer hits than the rank: the last real one
     assert np.isneginf(out[0, 3]) and np.isneginf(out[1, 1:]).all() and np.isneginf(out[2]).all()
     np.testing.assert_allclose(normalized_scores(s, rank=2, beta=0.5)[0, 0], 0.9 - 0.25, atol=1e-6)

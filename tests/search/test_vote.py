@@ -100,8 +100,12 @@ def test_compiled_vote_equals_the_loop(seed):
     scores = np.round(rng.random((n_query, k)), 1).astype(np.float32)  # coarse: many ties
     min_similarity, limit = float(rng.choice([0.0, 0.3])), int(rng.integers(1, 6))
     max_matches = int(rng.integers(1, 4))
-    got = vote_module._vote_arrays(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit)
-    want = vote_loop(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit)
+    raw = scores
+    if rng.random() < 0.5:  # normalised scores: raw similarity minus a background per row (or per hit, as crops)
+        adjust = np.round(rng.random((ids.shape[0], 1 if rng.random() < 0.5 else ids.shape[1])) * 0.5, 1)
+        raw, scores = scores, np.maximum(scores - adjust, 0).astype(np.float32)
+    got = vote_module._vote_arrays(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit, raw)
+    want = vote_loop(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit, raw)
     assert [v.video_id for v in got] == [v.video_id for v in want]
     assert [v.matches for v in got] == [v.matches for v in want]
     np.testing.assert_allclose([v.score for v in got], [v.score for v in want], rtol=1e-12)
@@ -126,8 +130,12 @@ def test_single_segment_vote_equals_the_loop(seed):
     scores = np.round(rng.random((1, k)), 1).astype(np.float32)
     min_similarity, limit = float(rng.choice([0.0, 0.3])), int(rng.integers(1, 6))
     max_matches = int(rng.integers(1, 4))
-    got = vote_module._vote_single(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit)
-    want = vote_loop(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit)
+    raw = scores
+    if rng.random() < 0.5:  # normalised scores: raw similarity minus a background per row (or per hit, as crops)
+        adjust = np.round(rng.random((ids.shape[0], 1 if rng.random() < 0.5 else ids.shape[1])) * 0.5, 1)
+        raw, scores = scores, np.maximum(scores - adjust, 0).astype(np.float32)
+    got = vote_module._vote_single(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit, raw)
+    want = vote_loop(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit, raw)
     assert [v.video_id for v in got] == [v.video_id for v in want]
     assert [v.matches for v in got] == [v.matches for v in want]
     assert [v.score for v in got] == [v.score for v in want]

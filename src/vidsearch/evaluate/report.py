@@ -36,8 +36,8 @@ def make_method(name: str, collection: dict[str, Any] | None = None) -> Retrieva
     that quantizer, on the full segment vector) however small the collection, ``/adc`` scores hits by the codes alone (no exact
     re-rank: what the codes keep); ``:<rerank>`` is the re-rank mode (``par``, ``dtw``, ...); final
     flags: ``+crops`` also searches crops of the query frames (``SearchParams.crops``), ``+noinsets``
-    does not search detected insets (``SearchParams.insets``, on by default), ``+norm`` normalises scores
-    (``SearchParams.norm_beta`` 0.5, ``norm_rank`` 30).
+    does not search detected insets (``SearchParams.insets``, on by default), ``+nonorm`` does not
+    normalise scores (``SearchParams.norm_beta``, on by default).
     ``exact-frame-scan-<encoder>``, or a peer's name. ``collection``: ``fps``, ``window``, ``stride``
     overriding the default collection configuration of every vidsearch method.
     """
@@ -48,10 +48,10 @@ def make_method(name: str, collection: dict[str, Any] | None = None) -> Retrieva
         from vidsearch.search.results import SearchParams
 
         spec, *flags = name[len("vidsearch-"):].split("+")
-        unknown = set(flags) - {"crops", "noinsets", "norm"}
+        unknown = set(flags) - {"crops", "noinsets", "nonorm"}
         if unknown:
             raise ConfigError(f"{name}: unknown flag(s) {', '.join('+' + f for f in sorted(unknown))}; "
-                              "expected +crops, +noinsets or +norm")
+                              "expected +crops, +noinsets or +nonorm")
         head, _, mode = spec.partition(":")
         encoder, _, index_spec = head.partition("@")
         index = IndexConfig()
@@ -76,14 +76,14 @@ def make_method(name: str, collection: dict[str, Any] | None = None) -> Retrieva
                                SearchParams(rerank=mode or "none", par_threshold=-1.0 if mode == "par" else None,
                                             rerank_depth=rerank_depth, crops="crops" in flags,
                                             insets="noinsets" not in flags,
-                                            norm_beta=0.5 if "norm" in flags else 0.0, norm_rank=30))
+                                            norm_beta=0.0 if "nonorm" in flags else SearchParams().norm_beta))
     if name.startswith("exact-frame-scan-"):
         return FrameScanMethod(name, encoder=name[len("exact-frame-scan-"):])
     from vidsearch.evaluate import peers
 
     if name not in peers.PEERS:
         raise ConfigError(f"unknown method {name!r}; expected vidsearch-<encoder>[@<pq|opq|learned><M>[/adc]][:<rerank>]"
-                          f"[+crops][+noinsets][+norm] (e.g. vidsearch-sscd:par), exact-frame-scan-<encoder>, 'peers', or a peer name "
+                          f"[+crops][+noinsets][+nonorm] (e.g. vidsearch-sscd:par), exact-frame-scan-<encoder>, 'peers', or a peer name "
                           f"({', '.join(sorted(peers.PEERS))})")
     return peers.make_peer(name)
 

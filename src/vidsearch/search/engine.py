@@ -134,7 +134,8 @@ class Snapshot:
 
 def normalized_scores(scores: NDArray[np.float32], rank: int, beta: float) -> NDArray[np.float32]:
     """(Q, K) hit similarities, sorted best first per row, minus ``beta`` times each row's background: its
-    ``rank``-th similarity (the last real one when a row has fewer hits; padding is -inf and stays so).
+    ``rank``-th similarity (the last real one when a row has fewer hits; padding is -inf and stays so);
+    no lower than 0 (a hit no better than the background adds nothing to a score).
 
     The query side of CSLS (as VSC 2022's SSCD baseline, which takes the background from a separate
     set of unrelated videos): a query segment that resembles everything (dark, blurred, a plain
@@ -147,7 +148,8 @@ def normalized_scores(scores: NDArray[np.float32], rank: int, beta: float) -> ND
         return scores
     col = np.clip(np.minimum(rank, n_real) - 1, 0, scores.shape[1] - 1)
     background = np.where(n_real > 0, scores[np.arange(len(scores)), col], 0.0)
-    return np.where(finite, scores - np.float32(beta) * background[:, None].astype(np.float32), scores).astype(np.float32)
+    shifted = np.maximum(scores - np.float32(beta) * background[:, None].astype(np.float32), np.float32(0.0))
+    return np.where(finite, shifted, scores).astype(np.float32)
 
 
 class Engine:
@@ -500,18 +502,24 @@ class Engine:
         starts = np.array([s.start for s in media.segments], np.float64)
         ends = np.array([s.end for s in media.segments], np.float64)
         n_seg = len(starts)
+        raw = hits.scores
+        scores = raw
         if params.norm_beta > 0:  # each row (query segment, or one crop of it) against its own background
-            hits = IndexHits(hits.ids, normalized_scores(hits.scores, params.norm_rank, params.norm_beta))
-        if media.region_segment_vectors:  # crops: each region's hits vote for its query segment
+            scores = normalized_scores(raw, params.norm_rank, params.norm_beta)
+        ids = hits.ids
+        if media.region_segment_vectors:  # crops and insets: each region's hits vote for its query segment
             parts = range(1 + len(media.region_segment_vectors))
-            scores = [hits.scores[i * n_seg : (i + 1) * n_seg].copy() for i in parts]
+            raw_parts = [raw[i * n_seg : (i + 1) * n_seg].copy() for i in parts]
+            score_parts = [scores[i * n_seg : (i + 1) * n_seg].copy() for i in parts]
             for i, blank in enumerate(media.region_segment_blank, start=1):
-                scores[i][blank] = -np.inf  # a blank crop (black corner) matches every fade to black
-            hits = IndexHits(np.concatenate([hits.ids[i * n_seg : (i + 1) * n_seg] for i in parts], axis=1),
-                             np.concatenate(scores, axis=1))
+                raw_parts[i][blank] = -np.inf  # a blank crop (black corner) matches every fade to black
+                score_parts[i][blank] = -np.inf
+            ids = np.concatenate([hits.ids[i * n_seg : (i + 1) * n_seg] for i in parts], axis=1)
+            raw, scores = np.concatenate(raw_parts, axis=1), np.concatenate(score_parts, axis=1)
         keep = k if params.rerank == "none" else max(k, params.rerank_candidates)
-        votes = vote(starts, ends, hits.ids, hits.scores, snap.table, self.config.segment.stride,
-                     params.min_similarity, params.max_matches, limit=keep)
+        votes = vote(starts, ends, ids, scores, snap.table, self.config.segment.stride,
+                     params.min_similarity, params.max_matches, limit=keep,
+                     raw_scores=raw if params.norm_beta > 0 else None)
         rerank_ms = 0.0
         if params.rerank != "none":
             threshold = params.par_threshold

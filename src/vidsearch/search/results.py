@@ -42,13 +42,15 @@ class SearchParams:
         norm_beta: score normalisation (CSLS-style, as VSC 2022's baseline): every hit's similarity
             minus ``norm_beta`` times its query segment's background similarity, the similarity of
             that segment's ``norm_rank``-th nearest reference segment (what an unrelated segment
-            scores against it); 0 turns it off. Normalised hits below ``min_similarity`` do not vote.
+            scores against it), no lower than 0; 0 turns it off. The raw similarity still decides which
+            hits vote (``min_similarity``) and which query segments a matched range spans.
         norm_rank: the rank (1-based) of the background neighbour (the last one fetched when
             ``segment_k`` is smaller).
-        Insets are on by default: they measured best on the VSC-style benchmark (docs/RESULTS.md section
-        11). Normalisation (best there at norm_beta 0.5, norm_rank 30) stays off by default until the
-        ranges are localised on raw similarities: normalised, a transcode's dark last seconds fell out of
-        its matched range, and an exact copy no longer scores ~1.
+        Insets and normalisation are on by default: together they measured best on the VSC-style
+        benchmark (docs/RESULTS.md section 11). Normalised, a score is no longer ~1 for an exact copy (1
+        minus ``norm_beta`` times its background) and a video with many look-alike segments in the
+        collection (a long static shot, dozens of duplicates) scores lower than its raw similarity;
+        ``norm_beta=0`` gives raw cosines.
     """
 
     segment_k: int = 100
@@ -62,7 +64,7 @@ class SearchParams:
     par_threshold: float | None = None
     crops: bool = False
     insets: bool = True
-    norm_beta: float = 0.0
+    norm_beta: float = 0.5
     norm_rank: int = 30
 
     def __post_init__(self) -> None:
@@ -97,8 +99,9 @@ class Match(NamedTuple):
 
 
 class VideoHit(NamedTuple):
-    """One ranked video. ``score`` is the mean best-segment cosine over the query's segments
-    along the best temporal alignment (1.0: every query segment matched exactly)."""
+    """One ranked video. ``score`` is the mean over the query's segments of their best similarity along
+    the best temporal alignment: normalised by default (``SearchParams.norm_beta``), the raw cosine with
+    ``norm_beta=0`` (1.0: every query segment matched exactly)."""
 
     rank: int
     video_id: str

@@ -68,6 +68,7 @@ def vote(
     min_similarity: float = 0.0,
     max_matches: int = 5,
     limit: int | None = None,
+    raw_scores: NDArray[np.float32] | None = None,
 ) -> list[VideoVote]:
     """Vote (Q, K) segment hits into videos, best first.
 
@@ -80,14 +81,22 @@ def vote(
         hit_scores: (Q, K) cosine similarities.
         table: reference segment metadata.
         bin_seconds: width of an offset bin (the segment stride); offsets in neighbouring bins agree.
-        min_similarity: hits below this do not vote.
+        min_similarity: hits below this do not vote (compared with ``raw_scores`` when given).
         max_matches: matched ranges reported per video at most.
+        raw_scores: (Q, K) the hits' cosine similarities when ``hit_scores`` are normalised ones
+            (:func:`~vidsearch.search.engine.normalized_scores`): the normalised scores rank and score
+            (which hit of a cell, bin and range scores, videos' order), the raw ones decide which hits
+            vote and which query segments belong to a matched range (a normalised score says how much
+            better than unrelated footage a hit is, not whether a segment continues a copy). None: the
+            same as ``hit_scores``.
     """
     ids = np.asarray(hit_ids, np.int64)
     if ids.size == 0 or len(query_starts) == 0:
         return []
+    raw = hit_scores if raw_scores is None else raw_scores
     vote_hits = _vote_single if ids.shape[0] == 1 else _vote_arrays
-    return vote_hits(query_starts, query_ends, ids, hit_scores, table, bin_seconds, min_similarity, max_matches, limit)
+    return vote_hits(query_starts, query_ends, ids, hit_scores, table, bin_seconds, min_similarity, max_matches, limit,
+                     raw)
 
 
 # Two implementations of one vote, equal in every output to the plain loop that states it
@@ -103,13 +112,15 @@ def vote(
 def _vote_single(
     query_starts: NDArray[np.float64], query_ends: NDArray[np.float64], ids: NDArray[np.int64],
     hit_scores: NDArray[np.float32], table: SegmentTable, bin_seconds: float, min_similarity: float,
-    max_matches: int, limit: int | None,
+    max_matches: int, limit: int | None, raw_scores: NDArray[np.float32],
 ) -> list[VideoVote]:
     """``vote`` for one query segment: a bin's score is its best hit (of the bin and its +-1 neighbours),
     and every matched range spans the whole query segment."""
     row_ids, row_scores = ids[0].tolist(), np.asarray(hit_scores[0], np.float64).tolist()
+    row_raw = np.asarray(raw_scores[0], np.float64).tolist()
     n_rows = len(table.video)
-    kept = [(sid, score) for sid, score in zip(row_ids, row_scores) if 0 <= sid < n_rows and not score < min_similarity]
+    kept = [(sid, score) for sid, score, raw in zip(row_ids, row_scores, row_raw)
+            if 0 <= sid < n_rows and not raw < min_similarity]
     if not kept:
         return []
     sids = [sid for sid, _ in kept]
@@ -161,7 +172,7 @@ def _vote_single(
 def _vote_arrays(
     query_starts: NDArray[np.float64], query_ends: NDArray[np.float64], ids: NDArray[np.int64],
     hit_scores: NDArray[np.float32], table: SegmentTable, bin_seconds: float, min_similarity: float,
-    max_matches: int, limit: int | None,
+    max_matches: int, limit: int | None, raw_scores: NDArray[np.float32],
 ) -> list[VideoVote]:
     """``vote`` compiled: the cells, their merge and the ranking (:func:`_vote_kernel`), then the matched
     ranges of the shown videos (:func:`_match_kernel`). Ties break as in the
@@ -169,9 +180,11 @@ def _vote_arrays(
     merge (o-1, o, o+1)."""
     q0 = np.ascontiguousarray(query_starts, np.float64)
     q1 = np.ascontiguousarray(query_ends, np.float64)
-    (bin_video, bin_off, bin_score, bin_first, cell_qi, cell_score, cell_sid, order, video_first,
-     ranked) = _vote_kernel(np.ascontiguousarray(ids, np.int64).reshape(ids.shape[0], -1),
-                            np.ascontiguousarray(hit_scores, np.float64).reshape(ids.shape[0], -1),
+    shape = (ids.shape[0], -1)
+    (bin_video, bin_off, bin_score, bin_first, cell_qi, cell_score, cell_raw, cell_sid, order, video_first,
+     ranked) = _vote_kernel(np.ascontiguousarray(ids, np.int64).reshape(shape),
+                            np.ascontiguousarray(hit_scores, np.float64).reshape(shape),
+                            np.ascontiguousarray(raw_scores, np.float64).reshape(shape),
                             table.video, table.start, q0, float(bin_seconds), float(min_similarity),
                             table.id_rank)
     if len(ranked) == 0:
@@ -180,7 +193,7 @@ def _vote_arrays(
     cell_r0 = table.start[cell_sid]
     cell_r1 = table.end[cell_sid]
     counts, mq0, mq1, mr0, mr1, ms = _match_kernel(
-        shown, order, video_first, bin_score, bin_first, cell_qi, cell_score, cell_r0, cell_r1, q0, q1,
+        shown, order, video_first, bin_score, bin_first, cell_qi, cell_score, cell_raw, cell_r0, cell_r1, q0, q1,
         int(max_matches))
     # plain lists: a few dozen values, where numpy per element is slower
     rows = zip(mq0.tolist(), mq1.tolist(), mr0.tolist(), mr1.tolist(), ms.tolist())
@@ -195,7 +208,7 @@ def _vote_arrays(
 
 
 @njit(cache=True, nogil=True)
-def _match_kernel(shown, order, video_first, bin_score, bin_first, cell_qi, cell_score, cell_r0, cell_r1,
+def _match_kernel(shown, order, video_first, bin_score, bin_first, cell_qi, cell_score, cell_raw, cell_r0, cell_r1,
                   q0, q1, max_matches):  # pragma: no cover - numba
     """The matched ranges of the ``shown`` video groups (``_vote_kernel``'s output), as the loop makes them:
     each video's bins best first while within 0.75 of its best score, each bin's runs (consecutive strong query segments, gaps of one allowed; see
@@ -233,13 +246,13 @@ def _match_kernel(shown, order, video_first, bin_score, bin_first, cell_qi, cell
                 run_val[0, 4] = cell_score[lo]
                 n_runs = 1
             else:
-                peak = cell_score[lo]
+                peak = cell_raw[lo]
                 for r in range(lo + 1, hi):
-                    if cell_score[r] > peak:
-                        peak = cell_score[r]
+                    if cell_raw[r] > peak:
+                        peak = cell_raw[r]
                 n_strong = 0
                 for r in range(lo, hi):
-                    if cell_score[r] >= RUN_RELATIVE_MIN * peak:
+                    if cell_raw[r] >= RUN_RELATIVE_MIN * peak:
                         strong[n_strong] = r
                         n_strong += 1
                 for i in range(n_strong):
@@ -297,7 +310,7 @@ def _match_kernel(shown, order, video_first, bin_score, bin_first, cell_qi, cell
 
 
 @njit(cache=True, nogil=True)
-def _vote_kernel(ids, scores, video_of, start_of, q_starts, bin_seconds, min_similarity, id_rank):  # pragma: no cover - numba
+def _vote_kernel(ids, scores, raw, video_of, start_of, q_starts, bin_seconds, min_similarity, id_rank):  # pragma: no cover - numba
     """The counting part of the vote, compiled (numpy over ~900 hits took ~1.7 ms in ~40 array calls;
     this does the same work in one pass and two small sorts).
 
@@ -305,7 +318,7 @@ def _vote_kernel(ids, scores, video_of, start_of, q_starts, bin_seconds, min_sim
         bin_video, bin_off, bin_score: each bin's video, offset and score (mean over all query segments
             of their best merged similarity);
         bin_first: (bins + 1,) each bin's merged cells are ``cell_*[bin_first[b]:bin_first[b + 1]]``,
-            one per query segment in ascending order (``cell_qi``, ``cell_score``, ``cell_sid``);
+            one per query segment in ascending order (``cell_qi``, ``cell_score``, ``cell_raw``, ``cell_sid``);
         order: bin numbers grouped by video, each video's bins best first (then lower offset);
         video_first: (videos + 1,) video g's bins are ``order[video_first[g]:video_first[g + 1]]``;
         ranked: video groups g best first (then by id, ``id_rank``).
@@ -318,13 +331,14 @@ def _vote_kernel(ids, scores, video_of, start_of, q_starts, bin_seconds, min_sim
     hoff = np.empty(n, np.int64)
     hq = np.empty(n, np.int64)
     hs = np.empty(n, np.float64)
+    hraw = np.empty(n, np.float64)
     hsid = np.empty(n, np.int64)
     m = 0
     for q in range(n_query):
         for j in range(k):
             sid = ids[q, j]
             sc = scores[q, j]
-            if sid < 0 or sid >= n_rows or sc < min_similarity:
+            if sid < 0 or sid >= n_rows or raw[q, j] < min_similarity:
                 continue
             v = video_of[sid]
             if v < 0:
@@ -333,13 +347,14 @@ def _vote_kernel(ids, scores, video_of, start_of, q_starts, bin_seconds, min_sim
             hoff[m] = np.int64(np.rint((start_of[sid] - q_starts[q]) / bin_seconds))
             hq[m] = q
             hs[m] = sc
+            hraw[m] = raw[q, j]
             hsid[m] = sid
             m += 1
     if m == 0:
         e_i = np.empty(0, np.int64)
         e_f = np.empty(0, np.float64)
-        return e_i, e_i, e_f, np.zeros(1, np.int64), e_i, e_f, e_i, e_i, np.zeros(1, np.int64), e_i
-    hv, hoff, hq, hs, hsid = hv[:m], hoff[:m], hq[:m], hs[:m], hsid[:m]
+        return e_i, e_i, e_f, np.zeros(1, np.int64), e_i, e_f, e_f, e_i, e_i, np.zeros(1, np.int64), e_i
+    hv, hoff, hq, hs, hraw, hsid = hv[:m], hoff[:m], hq[:m], hs[:m], hraw[:m], hsid[:m]
     lo = hoff.min() - 1
     span = hoff.max() - lo + 2  # offsets sit at 1 .. span-2: a bin's +-1 neighbours never cross videos
     bin_key = hv * span + (hoff - lo)
@@ -378,6 +393,7 @@ def _vote_kernel(ids, scores, video_of, start_of, q_starts, bin_seconds, min_sim
     bin_first = np.empty(nb + 1, np.int64)
     out_q = np.empty(3 * c, np.int64)
     out_s = np.empty(3 * c, np.float64)
+    out_raw = np.empty(3 * c, np.float64)
     out_sid = np.empty(3 * c, np.int64)
     w = 0
     for b in range(nb):
@@ -406,6 +422,7 @@ def _vote_kernel(ids, scores, video_of, start_of, q_starts, bin_seconds, min_sim
             total += best_s[q]
             out_q[w] = q
             out_s[w] = best_s[q]
+            out_raw[w] = hraw[h]
             out_sid[w] = hsid[h]
             w += 1
             best_h[q] = -1
@@ -434,7 +451,8 @@ def _vote_kernel(ids, scores, video_of, start_of, q_starts, bin_seconds, min_sim
         rank[t] = id_rank[bin_video[bb]]
     by_id = np.argsort(rank, kind="mergesort")
     ranked = by_id[np.argsort(-best[by_id], kind="mergesort")]
-    return (bin_video, bin_off, bin_score, bin_first, out_q[:w], out_s[:w], out_sid[:w], order, video_first, ranked)
+    return (bin_video, bin_off, bin_score, bin_first, out_q[:w], out_s[:w], out_raw[:w], out_sid[:w], order, video_first,
+            ranked)
 
 
 # A query segment belongs to a matched range only if its similarity at the range's offset is at
