@@ -219,7 +219,8 @@ def test_index_job_by_path_reports_each_file_and_makes_them_searchable(api, root
     v2 = next(f for f in job["files"] if f["path"].endswith("v2.m4v"))
     with open(footage["v2.m4v"], "rb") as f:
         found = api.post("/search", files={"file": ("v2.m4v", f)}, data={"k": "1"}).json()
-    assert found["results"][0]["video_id"] == v2["video_id"] and found["results"][0]["score"] > 0.99
+    # an exact copy: raw similarity ~1, normalised (the default score) minus half its background
+    assert found["results"][0]["video_id"] == v2["video_id"] and found["results"][0]["score"] > 0.85
     found = api.post("/search", data={"ref": f"{v2['video_id']}@1-3", "k": "1"}).json()
     assert found["results"][0]["video_id"] == v2["video_id"]
     # the same folder again: every file skipped
