@@ -183,6 +183,7 @@ def test_normalized_scores_subtract_each_rows_rank_th_similarity():
     out = normalized_scores(s, rank=3, beta=1.0)
     np.testing.assert_allclose(out[0, :3], [0.5, 0.1, 0.0], atol=1e-6)
     np.testing.assert_allclose(normalized_scores(s, rank=1, beta=2.0)[0, :3], [0.0, 0.0, 0.0])  # never below 0
+    np.testing.assert_allclose(normalized_scores(s[:1, :3], rank=3, beta=1.0), [[0.5, 0.1, 0.0]], atol=1e-6)  # one row
     np.testing.assert_allclose(out[1, 0], 0.0, atol=1e-6)  # fewer hits than the rank: the last real one
     assert np.isneginf(out[0, 3]) and np.isneginf(out[1, 1:]).all() and np.isneginf(out[2]).all()
     np.testing.assert_allclose(normalized_scores(s, rank=2, beta=0.5)[0, 0], 0.9 - 0.25, atol=1e-6)

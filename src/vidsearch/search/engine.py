@@ -16,6 +16,7 @@ those of exact search on what the index does not cover; ``index_info()["state"]`
 from __future__ import annotations
 
 import functools
+import math
 import logging
 import os
 import re
@@ -142,14 +143,20 @@ def normalized_scores(scores: NDArray[np.float32], rank: int, beta: float) -> ND
     colour) loses what it resembles everything by; the rank-th neighbour stands for "unrelated"
     because a copy matches only a few segments of its source.
     """
-    finite = np.isfinite(scores)
-    n_real = finite.sum(axis=1)
     if scores.shape[1] == 0:
         return scores
-    col = np.clip(np.minimum(rank, n_real) - 1, 0, scores.shape[1] - 1)
-    background = np.where(n_real > 0, scores[np.arange(len(scores)), col], 0.0)
-    shifted = np.maximum(scores - np.float32(beta) * background[:, None].astype(np.float32), np.float32(0.0))
-    return np.where(finite, shifted, scores).astype(np.float32)
+    col = min(rank, scores.shape[1]) - 1
+    if scores.shape[0] == 1 and math.isfinite(float(scores[0, -1])):  # one segment, no padding: two array operations
+        return np.maximum(scores - np.float32(beta * float(scores[0, col])), np.float32(0.0))
+    background = scores[:, col].astype(np.float32)
+    short = ~np.isfinite(background)  # rows with fewer real hits than the rank (padding is at the end)
+    for i in np.flatnonzero(short):
+        real = scores[i][np.isfinite(scores[i])]
+        background[i] = real[-1] if len(real) else 0.0
+    out = np.maximum(scores - np.float32(beta) * background[:, None], np.float32(0.0))
+    if not np.isfinite(scores[:, -1]).all():
+        out = np.where(np.isfinite(scores), out, scores)
+    return out.astype(np.float32, copy=False)
 
 
 class Engine:
