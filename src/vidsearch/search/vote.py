@@ -117,14 +117,15 @@ def _vote_single(
     """``vote`` for one query segment: a bin's score is its best hit (of the bin and its +-1 neighbours),
     and every matched range spans the whole query segment."""
     row_ids, row_scores = ids[0].tolist(), np.asarray(hit_scores[0], np.float64).tolist()
-    row_raw = np.asarray(raw_scores[0], np.float64).tolist()
+    row_raw = row_scores if raw_scores is hit_scores else np.asarray(raw_scores[0], np.float64).tolist()
     n_rows = len(table.video)
-    kept = [(sid, score) for sid, score, raw in zip(row_ids, row_scores, row_raw)
-            if 0 <= sid < n_rows and not raw < min_similarity]
-    if not kept:
+    sids, scores = [], []
+    for sid, score, raw in zip(row_ids, row_scores, row_raw):
+        if 0 <= sid < n_rows and not raw < min_similarity:
+            sids.append(sid)
+            scores.append(score)
+    if not sids:
         return []
-    sids = [sid for sid, _ in kept]
-    scores = [score for _, score in kept]
     videos = table.video[sids].tolist()
     r_starts = table.start[sids].tolist()
     r_ends = table.end[sids].tolist()
@@ -138,33 +139,45 @@ def _vote_single(
         best = cells.get(key)
         if best is None or scores[i] > scores[best]:
             cells[key] = i
-    # merge each bin with its neighbours (+-1): the best hit of the three, ties to the lower offset
+    # merge each bin with its neighbours (+-1): the best hit of the three, ties to the lower offset; a video's
+    # candidates as (-score, offset, hit) so that a plain sort puts the best first, then the lower offset
     per_video: dict[int, list[tuple[float, int, int]]] = {}
+    get = cells.get
     for v, off in cells:
-        merged = -1
-        for o in (off - 1, off, off + 1):
-            i = cells.get((v, o), -1)
+        merged = get((v, off - 1), -1)
+        for i in (get((v, off), -1), get((v, off + 1), -1)):
             if i >= 0 and (merged < 0 or scores[i] > scores[merged]):
                 merged = i
-        per_video.setdefault(v, []).append((scores[merged], off, merged))
+        per_video.setdefault(v, []).append((-scores[merged], off, merged))
     ranked = []
     for v, candidates in per_video.items():
-        candidates.sort(key=lambda c: (-c[0], c[1]))
+        candidates.sort()
         ranked.append((candidates[0][0], table.video_ids[v], candidates))
-    ranked.sort(key=lambda r: (-r[0], r[1]))
+    ranked.sort(key=lambda r: (r[0], r[1]))
     q_len = q1 - q0
     spans_time = q1 > q0  # an image query (0 s) overlaps nothing, so all its ranges are kept
     votes: list[VideoVote] = []
-    for best_score, video_id, candidates in ranked[:limit]:
+    for neg_best, video_id, candidates in ranked[:limit]:
+        best_score = -neg_best
         matches: list[Match] = []
-        for score, _off, i in candidates:
+        kept: list[tuple[float, float]] = []  # reference ranges kept so far
+        for neg_score, _off, i in candidates:
+            score = -neg_score
             if score < 0.75 * best_score or len(matches) >= max_matches:
                 break
             r0 = r_starts[i]
-            r1 = _mapped_end(r0, r_ends[i], q_len)
+            r1 = r_ends[i] if q_len <= 0 else min(r_ends[i], r0 + q_len)  # _mapped_end, inlined
             # every range spans the same query time: two overlap (``_overlaps``) exactly where their reference times do
-            if not (spans_time and any(r0 < m.ref_end and m.ref_start < r1 for m in matches)):
-                matches.append(Match(q0, q1, r0, r1, score))
+            if spans_time:
+                clash = False
+                for k0, k1 in kept:
+                    if r0 < k1 and k0 < r1:
+                        clash = True
+                        break
+                if clash:
+                    continue
+            kept.append((r0, r1))
+            matches.append(Match(q0, q1, r0, r1, score))
         votes.append(VideoVote(video_id, best_score, matches))
     return votes
 
