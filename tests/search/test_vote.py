@@ -4,8 +4,8 @@ from hypothesis import strategies as st
 
 from vidsearch.search import vote as vote_module
 from vidsearch.search.vote import SegmentTable, vote
+from vidsearch.search.vote import _vote_loop as vote_loop
 
-from vote_reference import vote_loop
 
 
 def _table():
@@ -142,11 +142,29 @@ def test_single_segment_vote_equals_the_loop(seed):
 
 
 def test_vote_takes_the_single_loop_for_one_segment_and_compiled_code_for_several(monkeypatch):
+    vote_module.load_kernels()
     calls = []
-    for name in ("_vote_single", "_vote_arrays"):
+    for name in ("_vote_single", "_vote_arrays", "_vote_loop"):
         real = getattr(vote_module, name)
         monkeypatch.setattr(vote_module, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
     for n_query, k in ((1, 4), (1, 200), (2, 1), (9, 100)):
         q = np.arange(float(n_query))
         vote(q, q + 1, np.zeros((n_query, k), np.int64), np.ones((n_query, k), np.float32), _table(), 1.0)
     assert calls == ["_vote_single", "_vote_single", "_vote_arrays", "_vote_arrays"]
+
+
+def test_a_cold_process_answers_with_the_loop_while_the_kernels_load(monkeypatch):
+    import threading
+
+    calls, loads = [], []
+    monkeypatch.setattr(vote_module, "KERNELS_READY", threading.Event())
+    monkeypatch.setattr(vote_module, "_loader", None)
+    monkeypatch.setattr(vote_module, "load_kernels", lambda: loads.append(1))
+    for name in ("_vote_arrays", "_vote_loop"):
+        real = getattr(vote_module, name)
+        monkeypatch.setattr(vote_module, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    q = np.arange(3.0)
+    got = vote(q, q + 1, np.array([[5], [6], [7]]), np.full((3, 1), 0.9, np.float32), _table(), 1.0)
+    vote_module._loader.join()
+    assert calls == ["_vote_loop"] and loads == [1]
+    assert [v.video_id for v in got] == ["A"] and got[0].matches[0].ref_start == 5.0

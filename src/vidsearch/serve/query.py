@@ -203,6 +203,9 @@ class QueryService:
     def start(self) -> None:
         """Start the schedulers' workers; with ``settings.warm_up``, measure their service times first (the
         encoder only at the shapes the latency target and the memory budget allow)."""
+        from vidsearch.search.vote import load_kernels
+
+        load_kernels()  # the compiled vote, loaded before the first query (a fresh process would vote by the loop)
         if self.settings.warm_up:
             self.encoder.warm_up(lambda n: EncodeItem(np.zeros((n, *self._frame_shape), np.uint8)), repeats=2,
                                  memory_probe=process_memory)
