@@ -50,6 +50,10 @@ def test_index_search_info_remove(tmp_path: Path, footage):
 
     ref = json.loads(run("search", "-c", str(coll), "--json", f"{vid}@2-6").stdout)
     assert ref["results"][0]["video_id"] == vid
+    # without the default insets and normalisation an exact copy scores its raw cosine, ~1, above the default
+    raw = json.loads(run("search", "-c", str(coll), "-k", "1", "--json", "--no-insets", "--norm-beta", "0",
+                         str(footage["bikes.mp4"])).stdout)["results"][0]
+    assert raw["video_id"] == vid and raw["score"] > 0.99 and raw["score"] > top["score"]
 
     info = json.loads(run("info", "-c", str(coll), "--json").stdout)
     assert info["videos"] == 3 and info["config"]["encode"]["encoder"] == "sscd"

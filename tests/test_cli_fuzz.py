@@ -271,7 +271,8 @@ def test_a_file_name_that_is_not_utf8_is_indexed_and_found(latin1_named_video: P
     assert rc == 0 and "Traceback" not in err, err
     rc, out, err = run_main(["info", "-c", str(tmp_path / "c"), "--json"], capsys)
     assert rc == 0 and Path(json.loads(out)["video_list"][0]["path"]).name.startswith("caf"), out
-    rc, out, err = run_main(["search", "-c", str(tmp_path / "c"), "--json", str(latin1_named_video)], capsys)
+    rc, out, err = run_main(["search", "-c", str(tmp_path / "c"), "--json", "--no-insets", "--norm-beta", "0",
+                             str(latin1_named_video)], capsys)
     assert rc == 0 and json.loads(out)["results"][0]["score"] > 0.99, err
 
 

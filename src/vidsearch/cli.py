@@ -153,7 +153,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         result = engine.search(args.query, k=args.k, params=SearchParams(
             segment_k=args.segment_k, min_similarity=args.min_similarity, nprobe=args.nprobe,
             rerank_depth=args.rerank_depth, rerank=args.rerank, rerank_candidates=args.rerank_candidates,
-            par_threshold=args.par_threshold, crops=args.crops))
+            par_threshold=args.par_threshold, crops=args.crops, insets=not args.no_insets,
+            norm_beta=args.norm_beta))
     if args.json:
         _emit(result.to_dict())
         return EXIT_OK
@@ -549,6 +550,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--par-threshold", type=_number, help="score threshold for par (default: the calibrated one)")
     p.add_argument("--crops", action="store_true",
                    help="also search five crops of each query frame: finds picture-in-picture (6x query encoding)")
+    p.add_argument("--no-insets", action="store_true",
+                   help="do not search the insets found in the query (picture-in-picture, split screens; on by default)")
+    p.add_argument("--norm-beta", type=_number, default=0.5,
+                   help="score normalisation: each hit minus this times its query segment's background similarity "
+                        "(default 0.5; 0: raw cosine similarity)")
     p.add_argument("query", help="video file, image file, or VIDEO_ID@START-END")
     p.set_defaults(func=cmd_search)
 

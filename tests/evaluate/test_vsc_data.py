@@ -34,9 +34,9 @@ SEED = 3
 
 
 @pytest.fixture(scope="session")
-def edited(tmp_path_factory: pytest.TempPathFactory) -> VSCDataset:
-    return build_dataset(VSCDataConfig(size=DatasetSize.TINY, seed=SEED, photo_roots=()),
-                         tmp_path_factory.mktemp("vsc") / "edited")
+def edited(vsc_tiny: VSCDataset) -> VSCDataset:
+    assert vsc_tiny.config == VSCDataConfig(size=DatasetSize.TINY, seed=SEED, photo_roots=())
+    return vsc_tiny
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +58,7 @@ def _frames(path: Path) -> list[np.ndarray]:
 
 
 @pytest.mark.slow  # a third build of the tiny set: ~13 s unloaded, ~40 s on a busy machine
+@pytest.mark.slow  # builds the tiny set a second time (~13 s)
 def test_same_seed_gives_the_same_bytes(edited: VSCDataset, tmp_path: Path) -> None:
     again = build_dataset(edited.config, tmp_path / "again")
     first, second = _digest(edited.root), _digest(again.root)

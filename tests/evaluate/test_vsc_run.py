@@ -204,10 +204,9 @@ SEED = 3  # the tiny size of seed 3 has queries with copies and without (as in t
 
 
 @pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("vsc-run") / "tiny"
-    build_dataset(vsc_run.dataset_config("tiny", SEED), root)
-    return root
+def tiny_data(vsc_tiny) -> Path:  # type: ignore[no-untyped-def]
+    assert vsc_tiny.config == vsc_run.dataset_config("tiny", SEED)
+    return vsc_tiny.root
 
 
 def test_eval_vsc_tiny_end_to_end(tiny_data: Path, tmp_path: Path, monkeypatch, capsys) -> None:

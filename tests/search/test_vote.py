@@ -80,12 +80,12 @@ def test_short_and_image_queries_map_to_their_own_length():
 
 # ------------------------------------------------------------------ the two implementations agree
 # vote() runs _vote_single for one query segment and the compiled _vote_arrays for several; both must equal
-# the plain loop that states the vote (vote_reference.py) in every output.
+# the plain loop that states the vote (_vote_loop) in every output.
 
 
-@settings(derandomize=True, deadline=None, max_examples=300)
-@given(st.integers(0, 2**32 - 1))
-def test_compiled_vote_equals_the_loop(seed):
+def _random_case(seed: int, one_segment: bool):  # type: ignore[no-untyped-def]
+    """A seeded vote: padding, out-of-range ids, removed rows, coarse scores (ties), half-stride offsets, images
+    (0 s), few or many hits, and half the time normalised scores beside raw ones (a background per row or per hit)."""
     rng = np.random.default_rng(seed)
     per = rng.integers(1, 15, int(rng.integers(1, 6)))
     video = np.concatenate([np.full(p, i, np.int32) for i, p in enumerate(per)])
@@ -93,19 +93,25 @@ def test_compiled_vote_equals_the_loop(seed):
     if rng.random() < 0.3:
         video[rng.integers(0, len(video))] = -1  # a removed row
     table = SegmentTable(video, start, start + 2.0, [f"v{i}" for i in range(len(per))])
-    n_query, k = int(rng.integers(1, 8)), int(rng.integers(1, 16 if rng.random() < 0.7 else 120))
-    q = np.arange(n_query) * 1.0 + (0.5 if rng.random() < 0.3 else 0.0)
-    q_end = q + (0.0 if rng.random() < 0.2 else 2.0)  # 0 s: an image query
-    ids = rng.integers(-1, len(video) + 1, (n_query, k))  # padding (-1) and out-of-range ids too
-    scores = np.round(rng.random((n_query, k)), 1).astype(np.float32)  # coarse: many ties
-    min_similarity, limit = float(rng.choice([0.0, 0.3])), int(rng.integers(1, 6))
-    max_matches = int(rng.integers(1, 4))
+    if one_segment:
+        n_query, k = 1, int(rng.integers(1, 120))
+        q = np.array([0.5 if rng.random() < 0.3 else float(rng.integers(0, 3))])
+        q_end = q + float(rng.choice([0.0, 0.7, 2.0]))
+    else:
+        n_query, k = int(rng.integers(1, 8)), int(rng.integers(1, 16 if rng.random() < 0.7 else 120))
+        q = np.arange(n_query) * 1.0 + (0.5 if rng.random() < 0.3 else 0.0)
+        q_end = q + (0.0 if rng.random() < 0.2 else 2.0)  # 0 s: an image query
+    ids = rng.integers(-1, len(video) + 1, (n_query, k))
+    scores = np.round(rng.random((n_query, k)), 1).astype(np.float32)
+    min_similarity, limit, max_matches = float(rng.choice([0.0, 0.3])), int(rng.integers(1, 6)), int(rng.integers(1, 4))
     raw = scores
-    if rng.random() < 0.5:  # normalised scores: raw similarity minus a background per row (or per hit, as crops)
-        adjust = np.round(rng.random((ids.shape[0], 1 if rng.random() < 0.5 else ids.shape[1])) * 0.5, 1)
+    if rng.random() < 0.5:
+        adjust = np.round(rng.random((n_query, 1 if rng.random() < 0.5 else k)) * 0.5, 1)
         raw, scores = scores, np.maximum(scores - adjust, 0).astype(np.float32)
-    got = vote_module._vote_arrays(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit, raw)
-    want = vote_loop(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit, raw)
+    return (q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit, raw)
+
+
+def _assert_same(got, want) -> None:  # type: ignore[no-untyped-def]
     assert [v.video_id for v in got] == [v.video_id for v in want]
     assert [v.matches for v in got] == [v.matches for v in want]
     np.testing.assert_allclose([v.score for v in got], [v.score for v in want], rtol=1e-12)
@@ -113,32 +119,18 @@ def test_compiled_vote_equals_the_loop(seed):
 
 @settings(derandomize=True, deadline=None, max_examples=300)
 @given(st.integers(0, 2**32 - 1))
+def test_compiled_vote_equals_the_loop(seed):
+    case = _random_case(seed, one_segment=False)
+    _assert_same(vote_module._vote_arrays(*case), vote_loop(*case))
+
+
+@settings(derandomize=True, deadline=None, max_examples=300)
+@given(st.integers(0, 2**32 - 1))
 def test_single_segment_vote_equals_the_loop(seed):
-    # one query segment (an image, a short range): _vote_single against the general loop, with padding,
-    # out-of-range ids, removed rows, coarse scores (ties), half-stride offsets, images (0 s) and many hits
-    rng = np.random.default_rng(seed)
-    per = rng.integers(1, 15, int(rng.integers(1, 6)))
-    video = np.concatenate([np.full(p, i, np.int32) for i, p in enumerate(per)])
-    start = np.concatenate([np.arange(p) * 1.0 for p in per])
-    if rng.random() < 0.3:
-        video[rng.integers(0, len(video))] = -1
-    table = SegmentTable(video, start, start + 2.0, [f"v{i}" for i in range(len(per))])
-    k = int(rng.integers(1, 120))
-    q = np.array([0.5 if rng.random() < 0.3 else float(rng.integers(0, 3))])
-    q_end = q + float(rng.choice([0.0, 0.7, 2.0]))
-    ids = rng.integers(-1, len(video) + 1, (1, k))
-    scores = np.round(rng.random((1, k)), 1).astype(np.float32)
-    min_similarity, limit = float(rng.choice([0.0, 0.3])), int(rng.integers(1, 6))
-    max_matches = int(rng.integers(1, 4))
-    raw = scores
-    if rng.random() < 0.5:  # normalised scores: raw similarity minus a background per row (or per hit, as crops)
-        adjust = np.round(rng.random((ids.shape[0], 1 if rng.random() < 0.5 else ids.shape[1])) * 0.5, 1)
-        raw, scores = scores, np.maximum(scores - adjust, 0).astype(np.float32)
-    got = vote_module._vote_single(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit, raw)
-    want = vote_loop(q, q_end, ids, scores, table, 1.0, min_similarity, max_matches, limit, raw)
-    assert [v.video_id for v in got] == [v.video_id for v in want]
-    assert [v.matches for v in got] == [v.matches for v in want]
-    assert [v.score for v in got] == [v.score for v in want]
+    case = _random_case(seed, one_segment=True)
+    got, want = vote_module._vote_single(*case), vote_loop(*case)
+    _assert_same(got, want)
+    assert [v.score for v in got] == [v.score for v in want]  # one segment: the very same floats
 
 
 def test_vote_takes_the_single_loop_for_one_segment_and_compiled_code_for_several(monkeypatch):

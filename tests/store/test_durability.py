@@ -23,8 +23,10 @@ import pytest
 
 from vidsearch import Collection
 from vidsearch.errors import CollectionError, NotFoundError
+from vidsearch.search.results import SearchParams
 from vidsearch.store.vectors import HEADER, VectorFile
 
+RAW = SearchParams(norm_beta=0.0, insets=False)  # raw whole-frame cosines, as at indexing: an exact copy scores ~1
 CLI = [sys.executable, "-m", "vidsearch.cli"]
 SEED_VIDEO = "v1.m4v"  # indexed before any kill
 RUN = ["carphone_pristine.mp4", "v2s.mov", "rgb.m4v", "bikes.mp4", "bigbuckbunny.mp4", "v2.m4v"]
@@ -101,7 +103,7 @@ def _assert_consistent(coll: Collection) -> dict[str, str]:
 def _assert_searchable(coll: Collection, paths: dict[str, str]) -> None:
     """Each video, used as the query, ranks itself first with a near-perfect score."""
     for video_id, path in paths.items():
-        top = coll.search(path, k=3).results[0]
+        top = coll.search(path, k=3, params=RAW).results[0]
         assert top.video_id == video_id and top.score > 0.99, (path, top)
 
 
@@ -291,6 +293,7 @@ import json, sys
 from vidsearch import Collection
 from vidsearch.encode.pipeline import MediaEncoder
 from vidsearch.errors import VidsearchError
+from vidsearch.search.results import SearchParams
 MediaEncoder.cache = {}  # the query and the extra video are encoded once; the loaders are under test
 query, extra = sys.argv[1], sys.argv[2]
 for case in sys.argv[3:]:
@@ -298,7 +301,7 @@ for case in sys.argv[3:]:
     try:
         with Collection.open(case) as coll:
             coll.info()
-            top = coll.search(query, k=3).results
+            top = coll.search(query, k=3, params=SearchParams(norm_beta=0.0, insets=False)).results
             out["top"] = top[0].video_id if top else None
             out["score"] = top[0].score if top else None
             [r] = coll.add([extra])

@@ -325,13 +325,14 @@ E2E_CHILD = r"""
 import json, sys
 from vidsearch.errors import VidsearchError
 from vidsearch.search.engine import Engine
+from vidsearch.search.results import SearchParams
 queries = json.loads(sys.argv[1])
 for case in sys.argv[2:]:
     out = {"case": case, "top": []}
     try:
         with Engine(case) as engine:
             for query in queries:
-                top = engine.search(query, k=3).results[0]
+                top = engine.search(query, k=3, params=SearchParams(norm_beta=0.0, insets=False)).results[0]
                 out["top"].append([top.path, top.score])
             out["info"] = engine.index_info()
     except Exception as exc:
