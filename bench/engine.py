@@ -200,6 +200,7 @@ def main() -> None:
     from vidsearch.collection import Collection
     from vidsearch.search.engine import Engine
     from vidsearch.search.results import SearchParams
+    from vidsearch.search.vote import load_kernels
 
     coll_path = args.data_dir / f"coll-{args.segments}-{args.frames_per_video}"
     args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -220,6 +221,7 @@ def main() -> None:
         C.log(f"rebuilt the index: {payload['rebuild']}")
 
     engine = Engine.open(coll_path)
+    load_kernels()  # a warm engine, as `vidsearch serve` runs it: the compiled vote is loaded before the first query
     snap = engine.snapshot
     info = engine.index_info()
     payload["index"] = info

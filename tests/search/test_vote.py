@@ -79,8 +79,9 @@ def test_short_and_image_queries_map_to_their_own_length():
 
 
 # ------------------------------------------------------------------ the two implementations agree
-# vote() runs _vote_single for one query segment and the compiled _vote_arrays for several; both must equal
-# the plain loop that states the vote (_vote_loop) in every output.
+# vote() runs _vote_single (plain Python: a cold process) or the compiled _vote_single_compiled (once the kernels
+# are loaded) for one query segment and the compiled _vote_arrays for several; each must equal the plain loop that
+# states the vote (_vote_loop) in every output.
 
 
 def _random_case(seed: int, one_segment: bool):  # type: ignore[no-untyped-def]
@@ -128,21 +129,22 @@ def test_compiled_vote_equals_the_loop(seed):
 @given(st.integers(0, 2**32 - 1))
 def test_single_segment_vote_equals_the_loop(seed):
     case = _random_case(seed, one_segment=True)
-    got, want = vote_module._vote_single(*case), vote_loop(*case)
-    _assert_same(got, want)
-    assert [v.score for v in got] == [v.score for v in want]  # one segment: the very same floats
+    want = vote_loop(*case)
+    for got in (vote_module._vote_single(*case), vote_module._vote_single_compiled(*case)):
+        _assert_same(got, want)
+        assert [v.score for v in got] == [v.score for v in want]  # one segment: the very same floats
 
 
-def test_vote_takes_the_single_loop_for_one_segment_and_compiled_code_for_several(monkeypatch):
+def test_a_warm_process_votes_by_compiled_code_for_one_segment_and_for_several(monkeypatch):
     vote_module.load_kernels()
     calls = []
-    for name in ("_vote_single", "_vote_arrays", "_vote_loop"):
+    for name in ("_vote_single", "_vote_single_compiled", "_vote_arrays", "_vote_loop"):
         real = getattr(vote_module, name)
         monkeypatch.setattr(vote_module, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
     for n_query, k in ((1, 4), (1, 200), (2, 1), (9, 100)):
         q = np.arange(float(n_query))
         vote(q, q + 1, np.zeros((n_query, k), np.int64), np.ones((n_query, k), np.float32), _table(), 1.0)
-    assert calls == ["_vote_single", "_vote_single", "_vote_arrays", "_vote_arrays"]
+    assert calls == ["_vote_single_compiled", "_vote_single_compiled", "_vote_arrays", "_vote_arrays"]
 
 
 def test_a_cold_process_answers_with_the_loop_while_the_kernels_load(monkeypatch):
@@ -160,3 +162,18 @@ def test_a_cold_process_answers_with_the_loop_while_the_kernels_load(monkeypatch
     vote_module._loader.join()
     assert calls == ["_vote_loop"] and loads == [1]
     assert [v.video_id for v in got] == ["A"] and got[0].matches[0].ref_start == 5.0
+
+
+def test_a_cold_process_votes_one_segment_in_python_without_loading_the_kernels(monkeypatch):
+    import threading
+
+    calls, loads = [], []
+    monkeypatch.setattr(vote_module, "KERNELS_READY", threading.Event())
+    monkeypatch.setattr(vote_module, "_loader", None)
+    monkeypatch.setattr(vote_module, "load_kernels", lambda: loads.append(1))
+    for name in ("_vote_single", "_vote_single_compiled"):
+        real = getattr(vote_module, name)
+        monkeypatch.setattr(vote_module, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    got = vote(np.zeros(1), np.ones(1), np.array([[5, 6]]), np.full((1, 2), 0.9, np.float32), _table(), 1.0)
+    assert calls == ["_vote_single"] and loads == [] and vote_module._loader is None
+    assert [v.video_id for v in got] == ["A"]

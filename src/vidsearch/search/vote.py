@@ -96,7 +96,7 @@ def vote(
         return []
     raw = hit_scores if raw_scores is None else raw_scores
     if ids.shape[0] == 1:
-        vote_hits = _vote_single
+        vote_hits = _vote_single_compiled if KERNELS_READY.is_set() else _vote_single
     elif KERNELS_READY.is_set():
         vote_hits = _vote_arrays
     else:  # loading the compiled kernels takes ~0.3 s: answer this one with the loop, load them meanwhile
@@ -106,11 +106,13 @@ def vote(
                      raw)
 
 
-# Two fast implementations of one vote, equal in every output to the plain loop that states it (``_vote_loop``;
-# tests/search/test_vote.py checks both against it on seeded cases):
-# - one query segment (an image, a short range: the most common query): a loop without per-segment
-#   bookkeeping, in plain Python, so a one-shot CLI search never loads compiled code (~0.7 s from numba's
-#   cache under load) for a ~30 us vote;
+# Fast implementations of one vote, equal in every output to the plain loop that states it (``_vote_loop``;
+# tests/search/test_vote.py checks each against it on seeded cases):
+# - one query segment (an image, a short range: the most common query): without per-segment bookkeeping, in
+#   plain Python (``_vote_single``) until the process has loaded the compiled kernels, so a one-shot CLI search
+#   never loads compiled code (~0.7 s from numba's cache under load) for a ~30 us vote; compiled
+#   (``_vote_single_compiled``) once they are loaded (a server, a benchmark, an eval: ``load_kernels``): 13 us
+#   against 26 us for 10 hits on the 1M-segment bench collection (one-off, load ~1), most of it Python glue;
 # - several: compiled (numba). One-off timings under load on the 1M-segment bench collection: 10 s ranges
 #   (9 segments x 100 hits) 0.20 ms against numpy's 1.1 ms and the loop's 2.2 ms; already at 2 x 10 hits
 #   0.04 ms against the loop's 0.23 ms, most of it finding the matched ranges of the shown videos.
@@ -127,6 +129,8 @@ def load_kernels() -> None:
     q = np.zeros(2)
     _vote_arrays(q, q + 1, np.zeros((2, 2), np.int64), np.ones((2, 2), np.float32), table, 1.0, 0.0, 1, 1,
                  np.ones((2, 2), np.float32))
+    one = np.ones((1, 2), np.float32)
+    _vote_single_compiled(q[:1], q[:1] + 1, np.zeros((1, 2), np.int64), one, table, 1.0, 0.0, 1, 1, one)
     KERNELS_READY.set()
 
 
@@ -209,6 +213,153 @@ def _vote_single(
             matches.append(Match(q0, q1, r0, r1, score))
         votes.append(VideoVote(video_id, best_score, matches))
     return votes
+
+
+def _vote_single_compiled(
+    query_starts: NDArray[np.float64], query_ends: NDArray[np.float64], ids: NDArray[np.int64],
+    hit_scores: NDArray[np.float32], table: SegmentTable, bin_seconds: float, min_similarity: float,
+    max_matches: int, limit: int | None, raw_scores: NDArray[np.float32],
+) -> list[VideoVote]:
+    """``_vote_single`` in one compiled call (:func:`_single_kernel`), once a process has loaded it."""
+    row = np.ascontiguousarray(ids[0], np.int64)
+    scores = np.ascontiguousarray(hit_scores[0], np.float64)
+    raw = scores if raw_scores is hit_scores else np.ascontiguousarray(raw_scores[0], np.float64)
+    q0, q1 = float(query_starts[0]), float(query_ends[0])
+    videos, best, counts, r0, r1, ms = _single_kernel(
+        row, scores, raw, table.video, table.start, table.end, table.id_rank, q0, q1, float(bin_seconds),
+        float(min_similarity), int(max_matches), -1 if limit is None else int(limit))
+    matches = [Match(q0, q1, a, b, s) for a, b, s in zip(r0.tolist(), r1.tolist(), ms.tolist())]
+    names = table.video_ids
+    votes: list[VideoVote] = []
+    at = 0
+    for v, score, n in zip(videos.tolist(), best.tolist(), counts.tolist()):
+        votes.append(VideoVote(names[v], score, matches[at : at + n]))
+        at += n
+    return votes
+
+
+@njit(cache=True, nogil=True)
+def _single_kernel(ids, scores, raw, video_of, start_of, end_of, id_rank, q0, q1, bin_seconds, min_similarity,
+                   max_matches, limit):  # pragma: no cover - numba
+    """``_vote_single`` compiled: the hits of one query segment (``ids``, ``scores``, ``raw``: (K,)) -> the
+    shown videos (``limit`` < 0: all) best first, then by id (``id_rank``), their best scores and match counts,
+    and their matched reference ranges and scores, video after video (each spans the query segment)."""
+    k = ids.shape[0]
+    n_rows = video_of.shape[0]
+    hv = np.empty(k, np.int64)
+    hoff = np.empty(k, np.int64)
+    hs = np.empty(k, np.float64)
+    hr0 = np.empty(k, np.float64)
+    hr1 = np.empty(k, np.float64)
+    m = 0
+    for j in range(k):
+        sid = ids[j]
+        if sid < 0 or sid >= n_rows or raw[j] < min_similarity:
+            continue
+        v = video_of[sid]
+        if v < 0:
+            continue
+        hv[m] = v
+        hoff[m] = np.int64(np.rint((start_of[sid] - q0) / bin_seconds))
+        hs[m] = scores[j]
+        hr0[m] = start_of[sid]
+        hr1[m] = end_of[sid]
+        m += 1
+    e_i = np.empty(0, np.int64)
+    e_f = np.empty(0, np.float64)
+    if m == 0:
+        return e_i, e_f, e_i, e_f, e_f, e_f
+    lo = hoff[:m].min() - 1
+    span = hoff[:m].max() - lo + 2  # offsets at 1 .. span-2: a cell's +-1 neighbours never cross videos
+    key = hv[:m] * span + (hoff[:m] - lo)
+    srt = np.argsort(key, kind="mergesort")  # stable: equal keys keep the hits' order
+    # cells: each key's best hit, the first of equal scores
+    cell_key = np.empty(m, np.int64)
+    cell_hit = np.empty(m, np.int64)
+    c = 0
+    for t in range(m):
+        h = srt[t]
+        if c > 0 and cell_key[c - 1] == key[h]:
+            if hs[h] > hs[cell_hit[c - 1]]:
+                cell_hit[c - 1] = h
+        else:
+            cell_key[c] = key[h]
+            cell_hit[c] = h
+            c += 1
+    # merge with the neighbours o-1, o, o+1 (ties: in that order)
+    merged = np.empty(c, np.int64)
+    mscore = np.empty(c, np.float64)
+    for t in range(c):
+        best = -1
+        if t > 0 and cell_key[t - 1] == cell_key[t] - 1:
+            best = cell_hit[t - 1]
+        h = cell_hit[t]
+        if best < 0 or hs[h] > hs[best]:
+            best = h
+        if t + 1 < c and cell_key[t + 1] == cell_key[t] + 1:
+            h = cell_hit[t + 1]
+            if hs[h] > hs[best]:
+                best = h
+        merged[t] = best
+        mscore[t] = hs[best]
+    # each video's cells best first, then the lower offset: cells are sorted by (video, offset) already
+    by_score = np.argsort(-mscore, kind="mergesort")
+    cv = np.empty(c, np.int64)
+    for t in range(c):
+        cv[t] = hv[cell_hit[t]]
+    order = by_score[np.argsort(cv[by_score], kind="mergesort")]
+    # video groups
+    first = np.empty(c + 1, np.int64)
+    g = 0
+    for t in range(c):
+        if t == 0 or cv[order[t]] != cv[order[t - 1]]:
+            first[g] = t
+            g += 1
+    first[g] = c
+    gbest = np.empty(g, np.float64)
+    grank = np.empty(g, np.int64)
+    for t in range(g):
+        gbest[t] = mscore[order[first[t]]]
+        grank[t] = id_rank[cv[order[first[t]]]]
+    by_id = np.argsort(grank, kind="mergesort")
+    ranked = by_id[np.argsort(-gbest[by_id], kind="mergesort")]
+    n_shown = g if limit < 0 else min(limit, g)
+    out_v = np.empty(n_shown, np.int64)
+    out_best = np.empty(n_shown, np.float64)
+    counts = np.zeros(n_shown, np.int64)
+    m_r0 = np.empty(n_shown * max_matches, np.float64)
+    m_r1 = np.empty(n_shown * max_matches, np.float64)
+    m_s = np.empty(n_shown * max_matches, np.float64)
+    q_len = q1 - q0
+    n_out = 0
+    for gi in range(n_shown):
+        grp = ranked[gi]
+        best_score = gbest[grp]
+        out_v[gi] = cv[order[first[grp]]]
+        out_best[gi] = best_score
+        f0 = n_out
+        for t in range(first[grp], first[grp + 1]):
+            cell = order[t]
+            score = mscore[cell]
+            if score < 0.75 * best_score or n_out - f0 >= max_matches:
+                break
+            h = merged[cell]
+            r0 = hr0[h]
+            r1 = hr1[h] if q_len <= 0 else min(hr1[h], r0 + q_len)
+            if q1 > q0:
+                clash = False
+                for o in range(f0, n_out):
+                    if r0 < m_r1[o] and m_r0[o] < r1:
+                        clash = True
+                        break
+                if clash:
+                    continue
+            m_r0[n_out] = r0
+            m_r1[n_out] = r1
+            m_s[n_out] = score
+            n_out += 1
+        counts[gi] = n_out - f0
+    return out_v, out_best, counts, m_r0[:n_out], m_r1[:n_out], m_s[:n_out]
 
 
 def _vote_arrays(
