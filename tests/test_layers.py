@@ -7,8 +7,8 @@ search.Engine -> store, index, encode, compress, search algorithms -> decode -> 
 
     L0  errors, config, atomic, encode.registry (the encoder table config validates against)
     L1  decode
-    L2  store, index, encode, compress, train, search (its algorithms: vote, rerank, align, results, ...)
-    L3  search.engine, collection
+    L2  store, index, encode, compress, search (its algorithms: vote, rerank, align, results, ...)
+    L3  search.engine, collection, train (build-time: reads store and encode, imported by none of L2)
     L4  cli, serve, distributed, evaluate, and the package itself (vidsearch/__init__.py)
 
 A module is placed by the longest rule naming it or a package above it. A module no rule names fails
@@ -44,11 +44,13 @@ LAYERS: dict[str, int] = {
     "vidsearch.index": 2,
     "vidsearch.encode": 2,
     "vidsearch.compress": 2,
-    "vidsearch.train": 2,
     "vidsearch.search": 2,
     # L3: the engine every entry point searches through, and the collection writer
     "vidsearch.search.engine": 3,
     "vidsearch.collection": 3,
+    # build-time training (PyTorch) over stored frame vectors: above store and encode, which it reads, so
+    # nothing in store, index, encode or search can import it (their run time needs no torch)
+    "vidsearch.train": 3,
     # L4: entry points
     "vidsearch.cli": 4,
     "vidsearch.serve": 4,

@@ -80,11 +80,18 @@ def _emit(obj: Any) -> None:
 def _config_from_args(args: argparse.Namespace) -> CollectionConfig | None:
     from vidsearch.config import CollectionConfig, DecodeConfig, EncodeConfig, IndexConfig, SegmentConfig
 
+    temporal = getattr(args, "temporal", None)
     given = any(v is not None for v in (args.encoder, args.fps, args.window, args.stride, args.keyframes or None,
-                                        args.index_kind))
+                                        args.index_kind, temporal))
     if not given:
         return None
     base = CollectionConfig()
+    model, weights = "", ""
+    if temporal is not None:  # the model's path and the hash of its weights go into the manifest
+        from vidsearch.encode.temporal import read_model_info
+
+        info = read_model_info(Path(temporal).resolve())
+        model, weights = str(info.path), info.weights_hash
 
     def given_or(value: _T | None, default: _T) -> _T:  # 0 is a value, not "not given"
         return default if value is None else value
@@ -93,7 +100,7 @@ def _config_from_args(args: argparse.Namespace) -> CollectionConfig | None:
         decode=DecodeConfig(fps=given_or(args.fps, base.decode.fps), keyframes_only=bool(args.keyframes)),
         segment=SegmentConfig(window=given_or(args.window, base.segment.window),
                               stride=given_or(args.stride, base.segment.stride)),
-        encode=EncodeConfig(encoder=args.encoder or base.encode.encoder),
+        encode=EncodeConfig(encoder=args.encoder or base.encode.encoder, temporal_model=model, temporal_hash=weights),
         index=IndexConfig(kind=args.index_kind or base.index.kind),
     )
 
@@ -143,6 +150,38 @@ def cmd_index(args: argparse.Namespace) -> int:
         _console().print(f"{counts['indexed']} indexed, {counts['skipped']} skipped, {counts['failed']} failed "
                          f"-> {_safe(args.collection)}", highlight=False, soft_wrap=True)
     return EXIT_PARTIAL if counts["failed"] else EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``vidsearch train``: a temporal model trained on a collection's stored frame vectors, written as ONNX."""
+    from vidsearch.train.datasets import collection_clips
+    from vidsearch.train.loop import TrainConfig, export_onnx, require_torch, train_temporal
+
+    require_torch()
+    config = TrainConfig(model=args.model, loss=args.loss, epochs=args.epochs, seed=args.seed)
+    data = collection_clips(args.collection, max_clips=args.max_clips, seed=args.seed)
+    console = None if args.json else _console()
+    if console is not None:
+        console.print(f"training {args.model} ({args.loss}, {args.epochs} epochs, seed {args.seed}) on "
+                      f"{_safe(data.source)}", highlight=False, soft_wrap=True)
+
+    def progress(line: str) -> None:
+        if console is not None:
+            console.print(_safe(line), highlight=False)
+
+    result = train_temporal(data, config, progress=progress)
+    sample = data.resampled(config.frames)[:64]
+    path = export_onnx(result, args.out, sample=sample, extra={"collection": str(Path(args.collection).resolve())})
+    out = {"model": str(path), "kind": args.model, "loss": args.loss, "weights_sha256": result.weights_hash(),
+           "epochs": args.epochs, "seed": args.seed, "clips": len(data), "source": data.source,
+           "seconds": round(result.seconds, 2), "history": [round(v, 5) for v in result.history]}
+    if args.json:
+        _emit(out)
+    else:
+        _console().print(f"wrote {_safe(path)} (weights {out['weights_sha256'][:12]}, loss {result.history[0]:.4f} -> "
+                         f"{result.history[-1]:.4f}, {out['seconds']} s); index with it: vidsearch index --collection "
+                         f"NEW_DIR --temporal {_safe(path)} FILES", highlight=False, soft_wrap=True)
+    return EXIT_OK
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -354,7 +393,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.benchmark == "fashion":
         from vidsearch.evaluate import fashion_eval
 
+        temporal = [t.strip() for t in args.temporal.split(",") if t.strip()] if args.temporal else None
         doc = fashion_eval.run_fashion_eval(Path(args.out), size=args.size, encoders=methods, seed=args.seed,
+                                            temporal=temporal,
                                             progress=None if args.json else progress)
         if args.json:
             _emit(fashion_eval.summary(doc))
@@ -533,6 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", dest="index_kind", choices=["auto", "flat", "ivfpq"],
                    help="index kind (new collections; default auto: exact, then compressed from 20K segments)")
     p.add_argument("--rebuild-index", action="store_true", help="rebuild and retrain the index from the stored vectors")
+    p.add_argument("--temporal", metavar="MODEL", help="a learned temporal model (ONNX from 'vidsearch train') instead "
+                   "of mean pooling (new collections; the manifest records it and the hash of its weights)")
     p.add_argument("paths", nargs="*", help="files or folders (recursive)")
     p.set_defaults(func=cmd_index)
 
@@ -596,7 +639,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-partial", action="store_true",
                    help="neardup: run even if some footage or data is missing (results.json is then marked "
                         "\"partial\": true with what is missing); by default a missing source is an error")
+    p.add_argument("--temporal", help="fashion, comma-separated: temporal models to compare on Moving Fashion-MNIST, "
+                   "mean|lstm|attention[:infonce|triplet|ce] (learned ones are trained on clips of the train split "
+                   "first, a few minutes each); each reported as ENCODER+MODEL")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="train a learned temporal model on a collection's stored frame vectors; "
+                                     "write it as ONNX (needs pip install 'vidsearch[train]')")
+    common(p)
+    p.add_argument("--model", choices=["lstm", "attention"], required=True,
+                   help="lstm: LSTM over 16 sampled frames; attention: hierarchical windowed temporal attention")
+    p.add_argument("--loss", choices=["infonce", "triplet", "ce"], default="infonce",
+                   help="infonce (default; self-supervised: augmented views, reversed and other-time look-alikes); "
+                        "triplet and ce need labelled clips (a collection's windows have none)")
+    p.add_argument("--out", required=True, type=Path, help="the model file to write (.onnx)")
+    p.add_argument("--epochs", type=_count(1), default=30, help="passes over the windows (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and augmentations (default 0)")
+    p.add_argument("--max-clips", type=_count(2), default=20_000,
+                   help="train on at most this many windows, drawn at random (default 20000)")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("serve", help="serve the collection over HTTP: search API, index jobs, web page",
                        epilog="Binds 127.0.0.1 unless --host says otherwise. With a token (--token or the "

@@ -103,19 +103,37 @@ class EncodeConfig:
 
     Attributes:
         encoder: a name in :mod:`vidsearch.encode.registry` (``sscd``, ``sscd-distilled``, ``effnet-lite0``).
-        aggregator: :class:`Aggregator` (or its value).
+        aggregator: :class:`Aggregator` (or its value), used when there is no ``temporal_model``.
         batch_size: frames per encoder call.
+        temporal_model: path of a learned temporal model (ONNX, from ``vidsearch train``) that replaces
+            ``aggregator``; "" for none (the default).
+        temporal_hash: SHA-256 (hex) of that model's weights, as its file records it: a collection refuses
+            a model file whose weights differ. Set with ``temporal_model``, empty without it.
+
+    The two ``temporal_*`` fields came after format_version 1: :meth:`CollectionConfig.to_dict` writes them
+    only when set, so a collection without a learned model has the manifest it always had.
     """
 
     encoder: str = "sscd"
     aggregator: AggregatorLike = Aggregator.MEAN
     batch_size: int = 32
+    temporal_model: str = ""
+    temporal_hash: str = ""
 
     def __post_init__(self) -> None:
         registry.get(self.encoder)  # ConfigError naming the registered encoders
         object.__setattr__(self, "aggregator", choice(Aggregator, self.aggregator, "temporal aggregator"))
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}; e.g. 32")
+        if not isinstance(self.temporal_model, str) or not isinstance(self.temporal_hash, str):
+            raise ConfigError(f"temporal_model and temporal_hash must be strings, got {self.temporal_model!r} and "
+                              f"{self.temporal_hash!r}")
+        if bool(self.temporal_model) != bool(self.temporal_hash) or (
+                self.temporal_hash and (len(self.temporal_hash) != 64
+                                        or any(c not in "0123456789abcdef" for c in self.temporal_hash))):
+            raise ConfigError(f"a temporal model needs the 64-hex SHA-256 of its weights (and a hash needs its model), "
+                              f"got temporal_model={self.temporal_model!r}, temporal_hash={self.temporal_hash!r}; "
+                              "pass the model with `vidsearch index --temporal MODEL`, which reads its hash")
 
 
 @dataclass(frozen=True)
@@ -166,8 +184,13 @@ class CollectionConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types (choices as their string values), the form the manifest stores."""
-        return dataclasses.asdict(self, dict_factory=_plain_dict)
+        """Plain JSON types (choices as their string values), the form the manifest stores; fields added after
+        format_version 1 (``encode.temporal_*``) only when set."""
+        plain = dataclasses.asdict(self, dict_factory=_plain_dict)
+        for name in ("temporal_model", "temporal_hash"):
+            if not plain["encode"][name]:
+                del plain["encode"][name]
+        return plain
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CollectionConfig":

@@ -18,7 +18,7 @@ from vidsearch.config import CollectionConfig
 from vidsearch.decode import MediaInfo, Segment, iter_frames, make_segments, probe
 from vidsearch.encode.frame import FrameEncoder, load_encoder
 from vidsearch.encode.layout import MAX_INSETS, detect_insets
-from vidsearch.encode.temporal import TemporalAggregator, load_aggregator
+from vidsearch.encode.temporal import TemporalAggregator, load_temporal
 from vidsearch.errors import QueryError, ShapeError
 
 
@@ -97,6 +97,9 @@ def segment_vectors(
     """(S, D) segment vectors from (F, D) frame vectors and the windows' frame ranges."""
     if not segments:
         return np.zeros((0, aggregator.output_dim(frame_vectors.shape[1])), np.float32)
+    many = getattr(aggregator, "aggregate_many", None)  # learned models run every window in a few batched calls
+    if many is not None:
+        return np.asarray(many([frame_vectors[s.frame_start : s.frame_end] for s in segments]), np.float32)
     return np.stack([aggregator.aggregate(frame_vectors[s.frame_start : s.frame_end]) for s in segments])
 
 
@@ -114,7 +117,7 @@ class MediaEncoder:
     def __init__(self, config: CollectionConfig, encoder: FrameEncoder | None = None) -> None:
         self.config = config
         self.encoder = encoder or load_encoder(config.encode.encoder)
-        self.aggregator = load_aggregator(config.encode.aggregator)
+        self.aggregator = load_temporal(config.encode)  # mean pooling, or the collection's learned model
 
     @property
     def frame_dim(self) -> int:

@@ -511,6 +511,89 @@ def make_moving_fashion(
     return clips
 
 
+@dataclass(frozen=True, eq=False)
+class MovingVectors:
+    """Moving Fashion-MNIST clips and their encoded frames (:func:`encode_moving_clips`).
+
+    Attributes:
+        clips: the clips (see :func:`make_moving_fashion`).
+        vectors: (N, P, dim) float32 frame vectors of the P encoded frames of each clip.
+        picks: (P,) the frame indices encoded.
+        encoder: the frame encoder's name, dim and input size.
+        config: how the clips were made (n_per_class, motions, frames, size, seed, items, split).
+        build_s, encode_s: seconds spent rendering and encoding.
+    """
+
+    clips: list[MovingClip]
+    vectors: NDArray[np.float32]
+    picks: NDArray[np.int64]
+    encoder: dict[str, Any]
+    config: dict[str, Any]
+    build_s: float
+    encode_s: float
+
+
+def encode_moving_clips(
+    encoder: str | FrameEncoder,
+    n_per_class: int = 5,
+    motions: Sequence[str] = MOTIONS,
+    frames: int = 16,
+    size: int = 64,
+    seed: int = 0,
+    items: Sequence[int] | None = None,
+    encode_frames: int | None = None,
+    split: str = "test",
+    data_dir: str | os.PathLike[str] | None = None,
+) -> MovingVectors:
+    """Render Moving Fashion-MNIST clips (:func:`make_moving_fashion`) and encode their frames.
+
+    Args:
+        encode_frames: encode only this many frames per clip, evenly spaced and symmetric in time
+            (first and last included); ``None`` encodes all.
+        split: the Fashion-MNIST split the item images come from: ``test`` for evaluation, ``train`` for
+            the clips a temporal model learns from (no image is in both).
+        the others: as :func:`make_moving_fashion`.
+    """
+    if encode_frames is not None and not 1 <= encode_frames <= frames:
+        raise ConfigError(f"encode_frames must be in 1..{frames} (or None for all), got {encode_frames}")
+    enc = _resolve(encoder)
+    t0 = time.perf_counter()
+    clips = make_moving_fashion(n_per_class, motions, frames, size, seed, items, split=split, data_dir=data_dir)
+    build_s = time.perf_counter() - t0
+    picks = (np.arange(frames) if encode_frames is None
+             else np.unique(np.linspace(0, frames - 1, encode_frames).round().astype(int)))
+    stack = np.concatenate([c.frames[picks] for c in clips])  # (N * F, size, size)
+    t1 = time.perf_counter()
+    vectors = encode_images(enc, stack).reshape(len(clips), len(picks), -1)
+    encode_s = time.perf_counter() - t1
+    log.info("moving fashion %s: %d clips x %d frames encoded in %.1f s", enc.name, len(clips), len(picks), encode_s)
+    config = {"n_per_class": n_per_class, "motions": list(motions), "frames": frames, "size": size, "seed": seed,
+              "items": sorted({c.item for c in clips}), "encode_frames": [int(i) for i in picks], "split": split}
+    return MovingVectors(clips, vectors, picks.astype(np.int64),
+                         {"name": enc.name, "dim": int(enc.dim), "input_size": list(enc.input_size)},
+                         config, build_s, encode_s)
+
+
+def moving_training_set(data: MovingVectors, label: str = "motion") -> Any:
+    """The clips as a :class:`vidsearch.train.datasets.ClipSet` to train a temporal model on.
+
+    Args:
+        label: what a clip's class is for the supervised losses: ``motion`` (8 classes), ``item_x_motion``,
+            or ``item``.
+    """
+    from vidsearch.train.datasets import clip_set
+
+    keys = {"motion": lambda c: MOTIONS.index(c.motion), "item": lambda c: c.item,
+            "item_x_motion": lambda c: c.item * len(MOTIONS) + MOTIONS.index(c.motion)}
+    if label not in keys:
+        raise ConfigError(f"unknown label {label!r}; expected one of {', '.join(keys)}")
+    cfg = data.config
+    return clip_set(data.vectors, [keys[label](c) for c in data.clips], groups=np.arange(len(data.clips)),
+                    source=(f"moving fashion-mnist ({cfg['split']} split, seed {cfg['seed']}, {cfg['n_per_class']} clips "
+                            f"per (item, motion), frames {cfg['encode_frames']} of {cfg['frames']}, "
+                            f"{data.encoder['name']}, labels: {label})"))
+
+
 def run_moving_fashion(
     encoder: str | FrameEncoder,
     n_per_class: int = 5,
@@ -553,25 +636,28 @@ def run_moving_fashion(
     """
     if n_per_class < 2:
         raise ConfigError(f"n_per_class must be >= 2 so every (item, motion) query has a relevant clip, got {n_per_class}")
-    if encode_frames is not None and not 1 <= encode_frames <= frames:
-        raise ConfigError(f"encode_frames must be in 1..{frames} (or None for all), got {encode_frames}")
-    enc = _resolve(encoder)
-    t0 = time.perf_counter()
-    clips = make_moving_fashion(n_per_class, motions, frames, size, seed, items, data_dir=data_dir)
-    build_s = time.perf_counter() - t0
-    picks = (np.arange(frames) if encode_frames is None
-             else np.unique(np.linspace(0, frames - 1, encode_frames).round().astype(int)))
-    stack = np.concatenate([c.frames[picks] for c in clips])  # (N * F, size, size)
-    t1 = time.perf_counter()
-    vectors = encode_images(enc, stack).reshape(len(clips), len(picks), -1)
-    encode_s = time.perf_counter() - t1
+    data = encode_moving_clips(encoder, n_per_class, motions, frames, size, seed, items, encode_frames,
+                               data_dir=data_dir)
+    return score_moving(data, aggregator, k)
+
+
+def score_moving(data: MovingVectors, aggregator: TemporalAggregator | None = None, k: int = 5) -> dict[str, Any]:
+    """The retrieval figures of :func:`run_moving_fashion` for already encoded clips and one aggregator.
+
+    ``timing`` also holds the aggregator's cost: ``aggregate_s`` (all clips, batched where the aggregator
+    can), ``aggregate_ms_per_clip``, ``encode_ms_per_clip`` (the frame encoder, for the clip's encoded frames)
+    and their ratio ``aggregate_vs_encode``.
+    """
+    clips, vectors, picks = data.clips, data.vectors, data.picks
+    motions = data.config["motions"]
     pool = aggregator if aggregator is not None else MeanPool()
-    pooled = np.stack([pool.aggregate(v) for v in vectors])  # (N, dim)
+    t = time.perf_counter()
+    many = getattr(pool, "aggregate_many", None)
+    pooled = np.asarray(many(list(vectors)), np.float32) if many is not None else np.stack([pool.aggregate(v) for v in vectors])
+    aggregate_s = time.perf_counter() - t
     similarity = pooled @ pooled.T
     np.fill_diagonal(similarity, -np.inf)  # a clip does not retrieve itself
     rankings = _rank(similarity)[:, :-1]  # drop self (last)
-    log.info("moving fashion %s: %d clips x %d frames encoded in %.1f s",
-             enc.name, len(clips), len(picks), encode_s)
 
     keys: dict[str, list[Hashable]] = {
         "item": [c.item for c in clips],
@@ -597,19 +683,24 @@ def run_moving_fashion(
         within = [rankings[i][axis_arr[rankings[i]] == axis[i]].tolist() for i in paired]
         labels_out["direction_within_axis"] = _label_scores(
             within, [keys["motion"][i] for i in paired], k, ids=paired, chance=0.5)[1]
+    cfg = data.config
+    n_frames = int(vectors.shape[0] * vectors.shape[1])
     return {
-        "dataset": {"name": "moving-fashion-mnist", "source": "fashion-mnist test split"},
+        "dataset": {"name": "moving-fashion-mnist", "source": f"fashion-mnist {cfg.get('split', 'test')} split"},
         "config": {
-            "n_per_class": n_per_class, "motions": list(motions), "frames": frames, "size": size, "seed": seed,
-            "items": sorted({c.item for c in clips}), "encode_frames": [int(i) for i in picks], "k": k,
+            "n_per_class": cfg["n_per_class"], "motions": list(motions), "frames": cfg["frames"], "size": cfg["size"],
+            "seed": cfg["seed"], "items": cfg["items"], "encode_frames": [int(i) for i in picks], "k": k,
             "aggregator": pool.name, "similarity": "cosine", "max_zoom": MAX_ZOOM, "max_angle_deg": MAX_ANGLE,
             "n_clips": len(clips), "averaging": "macro mean over classes of per-query values; leave-one-out",
         },
-        "encoder": {"name": enc.name, "dim": int(enc.dim), "input_size": list(enc.input_size)},
+        "encoder": data.encoder,
         "labels": labels_out,
         "by_motion": by_motion,
-        "timing": {"build_s": build_s, "encode_s": encode_s, "frames_encoded": int(len(stack)),
-                   "frames_per_s": len(stack) / encode_s if encode_s > 0 else None},
+        "timing": {"build_s": data.build_s, "encode_s": data.encode_s, "frames_encoded": n_frames,
+                   "frames_per_s": n_frames / data.encode_s if data.encode_s > 0 else None,
+                   "aggregate_s": aggregate_s, "aggregate_ms_per_clip": 1e3 * aggregate_s / max(len(clips), 1),
+                   "encode_ms_per_clip": 1e3 * data.encode_s / max(len(clips), 1),
+                   "aggregate_vs_encode": aggregate_s / data.encode_s if data.encode_s > 0 else None},
     }
 
 

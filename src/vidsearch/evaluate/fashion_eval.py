@@ -29,6 +29,15 @@ SIZES: dict[str, dict[str, Any]] = {
              "frames": 16, "encode_frames": 4, "size": 64},
 }
 
+TEMPORAL_TRAINING: dict[str, dict[str, Any]] = {
+    "small": {"clips": 20, "epochs": 15},
+    "full": {"clips": 40, "epochs": 20},
+}
+"""``--temporal``: clips per (item, motion) class of the training set (train split, seed + 1) and epochs."""
+
+DEFAULT_LOSS = {"lstm": "ce", "attention": "ce"}
+"""The loss a learned model in ``--temporal`` is trained with when the name gives none (``lstm:triplet`` does)."""
+
 
 def dataset_info() -> dict[str, Any]:
     """Debian package version and sha256 of the four idx files."""
@@ -44,10 +53,36 @@ def dataset_info() -> dict[str, Any]:
             "sha256": files}
 
 
+def parse_temporal(names: list[str]) -> list[tuple[str, str | None]]:
+    """``["mean", "lstm", "attention:triplet"]`` -> [(model, loss or None)], checked.
+
+    Raises:
+        ConfigError: an unknown model or loss, or a loss given to ``mean``.
+    """
+    out: list[tuple[str, str | None]] = []
+    for name in names:
+        model, _, loss = name.partition(":")
+        if model not in ("mean", "lstm", "attention") or (loss and (model == "mean" or loss not in ("infonce", "triplet", "ce"))):
+            raise ConfigError(f"unknown temporal model {name!r}; expected mean, lstm or attention, a learned one "
+                              "optionally with :infonce, :triplet or :ce (e.g. lstm:triplet)")
+        out.append((model, loss or (DEFAULT_LOSS[model] if model != "mean" else None)))
+    return out
+
+
 def run_fashion_eval(out: Path, size: str = "small", encoders: list[str] | None = None, seed: int = 0,
                      unseen: tuple[int, ...] = (7, 8, 9), k: int = 5, moving: bool = True,
-                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run both Fashion-MNIST benchmarks and write ``out/results.json`` and ``out/report.html``."""
+                     progress: Callable[[str], None] | None = None, temporal: list[str] | None = None,
+                     train_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run both Fashion-MNIST benchmarks and write ``out/results.json`` and ``out/report.html``.
+
+    Args:
+        temporal: Moving Fashion-MNIST with these temporal models instead of mean pooling alone (see
+            :func:`parse_temporal`): each learned one is trained (:mod:`vidsearch.train`) on clips of the
+            Fashion-MNIST *train* split (seed ``seed + 1``; the evaluation clips come from the test split),
+            exported to ``out/models/ENCODER+MODEL.onnx`` and run by ONNX Runtime; results under
+            ``moving["ENCODER+MODEL"]`` with a ``training`` record.
+        train_overrides: replace :data:`TEMPORAL_TRAINING`'s ``clips``/``epochs`` (tests).
+    """
     from vidsearch.config import EncodeConfig
     from vidsearch.evaluate import fashion, provenance
     from vidsearch.evaluate.report import machine
@@ -55,6 +90,7 @@ def run_fashion_eval(out: Path, size: str = "small", encoders: list[str] | None 
     record = provenance.start()
     if size not in SIZES:
         raise ConfigError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    models = parse_temporal(temporal) if temporal else None
     cfg = dict(SIZES[size])
     cfg["encoders"] = list(encoders or cfg["encoders"])
     for name in cfg["encoders"]:  # an unknown encoder fails here, before the data set is read
@@ -71,7 +107,13 @@ def run_fashion_eval(out: Path, size: str = "small", encoders: list[str] | None 
     doc["retrieval"] = fashion.run_fashion_retrieval(cfg["encoders"], n_gallery=cfg["gallery"], n_query=cfg["queries"],
                                                      seed=seed, unseen_classes=unseen, k=k)
     doc["timing_s"]["retrieval"] = round(time.perf_counter() - t, 2)
-    if moving:
+    if moving and models:
+        doc["moving"] = {}
+        doc["temporal_training"] = {**TEMPORAL_TRAINING[size], **(train_overrides or {}), "split": "train",
+                                    "seed": seed + 1}
+        for name in cfg["encoders"]:
+            _run_temporal(doc, out, name, cfg, models, seed, k, progress)
+    elif moving:
         doc["moving"] = {}
         for name in cfg["encoders"]:
             if progress:
@@ -87,18 +129,83 @@ def run_fashion_eval(out: Path, size: str = "small", encoders: list[str] | None 
     return doc
 
 
+def _run_temporal(doc: dict[str, Any], out: Path, encoder: str, cfg: dict[str, Any],
+                  models: list[tuple[str, str | None]], seed: int, k: int,
+                  progress: Callable[[str], None] | None) -> None:
+    """Moving Fashion-MNIST for one encoder with each temporal model: the evaluation clips encoded once, each
+    learned model trained on train-split clips first; results under ``doc["moving"]["ENCODER+MODEL"]``."""
+    import os
+
+    from vidsearch.encode.frame import load_encoder
+    from vidsearch.encode.temporal import OnnxTemporalModel
+    from vidsearch.evaluate import fashion
+
+    enc = load_encoder(encoder)
+    training = doc["temporal_training"]
+    t = time.perf_counter()
+    evaluation = fashion.encode_moving_clips(enc, n_per_class=cfg["clips"], frames=cfg["frames"], size=cfg["size"],
+                                             seed=seed, encode_frames=cfg["encode_frames"] or None)
+    doc["timing_s"][f"moving_{encoder}"] = round(time.perf_counter() - t, 2)
+    train_data = None
+    for model, loss in models:
+        label = f"{encoder}+{model}" if loss is None or loss == DEFAULT_LOSS.get(model) else f"{encoder}+{model}:{loss}"
+        aggregator = None
+        record: dict[str, Any] = {}
+        if model != "mean":
+            from vidsearch.train.loop import TrainConfig, export_onnx, train_temporal
+
+            if train_data is None:
+                if progress:
+                    progress(f"Moving Fashion-MNIST training clips (train split, seed {training['seed']}): "
+                             f"{training['clips']} per (item, motion), {encoder}")
+                t = time.perf_counter()
+                train_data = fashion.encode_moving_clips(
+                    enc, n_per_class=training["clips"], frames=cfg["frames"], size=cfg["size"], seed=training["seed"],
+                    encode_frames=cfg["encode_frames"] or None, split="train")
+                doc["timing_s"][f"train_clips_{encoder}"] = round(time.perf_counter() - t, 2)
+            clips = fashion.moving_training_set(train_data, "motion")
+            if progress:
+                progress(f"training {label} ({loss}, {training['epochs']} epochs) on {len(clips)} clips")
+            config = TrainConfig(model=model, loss=loss or "ce", epochs=training["epochs"], seed=seed)
+            result = train_temporal(clips, config, progress=progress)
+            path = export_onnx(result, out / "models" / f"{label.replace(':', '-')}.onnx",
+                               sample=clips.resampled(config.frames)[:64], extra={"data": clips.source})
+            aggregator = OnnxTemporalModel(path)
+            record = {"model": str(path), "loss": str(loss), "weights_sha256": result.weights_hash(),
+                      "train_s": round(result.seconds, 2), "history": [round(v, 5) for v in result.history],
+                      "hard": result.hard, "clips": len(clips), "data": clips.source, "config": config.to_dict(),
+                      "load_avg": [round(x, 2) for x in os.getloadavg()]}
+        scored = fashion.score_moving(evaluation, aggregator, k)
+        if record:
+            scored["training"] = record
+        doc["moving"][label] = scored
+
+
 def summary(doc: dict[str, Any]) -> dict[str, Any]:
-    """``{"benchmark", "methods": {encoder: {"mAP", "mAP_seen", "mAP_unseen", "P@k", ..., "moving_*_mAP"}}}``."""
+    """``{"benchmark", "methods": {name: {"mAP", "mAP_seen", "mAP_unseen", "P@k", ..., "moving_*_mAP"}}}``.
+
+    A method is an encoder (mean pooling), or with ``--temporal`` ``ENCODER+MODEL``: the encoder's image
+    retrieval figures (no temporal model there) with that model's Moving Fashion-MNIST figures, its
+    ``aggregate_vs_encode`` cost ratio and, for a learned model, its training seconds.
+    """
     k = doc["k"]
     methods: dict[str, dict[str, float]] = {}
     for name, r in doc["retrieval"]["encoders"].items():
-        m = {"mAP": r["overall"]["mAP"], "mAP_seen": r["seen"]["mAP"], "mAP_unseen": r["unseen"]["mAP"],
-             f"P@{k}": r["overall"][f"precision@{k}"], f"R@{k}": r["overall"][f"recall@{k}"],
-             f"F1@{k}": r["overall"][f"f1@{k}"], f"accuracy@{k}": r["overall"][f"accuracy@{k}"]}
-        for label in LABELS:
-            if name in doc.get("moving", {}):
-                m[f"moving_{label}_mAP"] = doc["moving"][name]["labels"][label]["mAP"]
-        methods[name] = {key: round(v, 4) for key, v in m.items()}
+        base = {"mAP": r["overall"]["mAP"], "mAP_seen": r["seen"]["mAP"], "mAP_unseen": r["unseen"]["mAP"],
+                f"P@{k}": r["overall"][f"precision@{k}"], f"R@{k}": r["overall"][f"recall@{k}"],
+                f"F1@{k}": r["overall"][f"f1@{k}"], f"accuracy@{k}": r["overall"][f"accuracy@{k}"]}
+        moving = doc.get("moving", {})
+        variants = [v for v in moving if v.startswith(name + "+")] or [name]
+        for variant in variants:
+            m = dict(base)
+            if variant in moving:
+                for label in LABELS:
+                    m[f"moving_{label}_mAP"] = moving[variant]["labels"][label]["mAP"]
+                if "+" in variant:
+                    m["aggregate_vs_encode"] = moving[variant]["timing"]["aggregate_vs_encode"]
+                    if "training" in moving[variant]:
+                        m["train_s"] = moving[variant]["training"]["train_s"]
+            methods[variant] = {key: round(v, 4) for key, v in m.items()}
     return {"benchmark": "fashion", "size": doc["size"], "seed": doc["seed"], "methods": methods,
             "chance_mAP": round(doc["retrieval"]["chance"]["mAP"], 4)}
 
@@ -143,11 +250,21 @@ def markdown_tables(doc: dict[str, Any]) -> str:
             retrieval_table(doc["retrieval"], doc["k"])]
     if doc.get("moving"):
         n = next(iter(doc["moving"].values()))["config"]["n_clips"]
-        text += ["", f"## Moving Fashion-MNIST, mean-pooled ({n} clips, leave-one-out)", "",
+        how = "temporal models" if doc.get("temporal_training") else "mean-pooled"
+        text += ["", f"## Moving Fashion-MNIST, {how} ({n} clips, leave-one-out)", "",
                  moving_table(doc["moving"], doc["k"]), "",
                  "axis: relevant = same motion pair (left/right, up/down, zoom, rotate); direction in axis: each "
                  "query ranks only its own axis's clips, relevant = same motion (frames are the same set, only "
                  "their order differs)"]
+        if doc.get("temporal_training"):
+            tr = doc["temporal_training"]
+            text += ["", f"Temporal models: trained on {tr['clips']} clips per (item, motion) of the train split (seed "
+                     f"{tr['seed']}), {tr['epochs']} epochs; cost = aggregation time / frame-encoding time per clip", "",
+                     "| method | loss | train s | ms per clip | cost vs encoding |", "|---|---|---|---|---|"]
+            for name, r in doc["moving"].items():
+                rec = r.get("training", {})
+                text.append(f"| {name} | {rec.get('loss', '-')} | {rec.get('train_s', '-')} | "
+                            f"{r['timing']['aggregate_ms_per_clip']:.3f} | {r['timing']['aggregate_vs_encode']:.4f} |")
     return "\n".join(text)
 
 
