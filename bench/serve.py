@@ -1295,6 +1295,8 @@ def main(argv: list[str] | None = None) -> None:
     config: dict[str, Any] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "json"}
     config["modes"] = modes
     payload = C.header(name, config)
+    # the server's own libraries (the [serve] extra): its HTTP stack, JSON writer and BLAS thread limit
+    payload["versions"].update(C.versions(("fastapi", "uvicorn", "uvloop", "httptools", "orjson", "threadpoolctl")))
     payload["notes"] = NOTES
     files = footage(args.quick, args.videos)
     data_dir = args.data_dir / ("quick" if args.quick else "full")

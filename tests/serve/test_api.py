@@ -335,6 +335,12 @@ def test_encode_batch_pads_and_splits_back(service, query_clip, footage):
         np.testing.assert_allclose(vectors, service.media.encoder.encode(d.images), atol=1e-5)
 
 
+def _rounded(results: list[dict]) -> list[dict]:
+    """Results with every score rounded to 5 decimals."""
+    return [{**r, "score": round(r["score"], 5),
+             "matches": [{**m, "score": round(m["score"], 5)} for m in r["matches"]]} for r in results]
+
+
 def test_search_batch_equals_one_query_at_a_time(service, built_collection):
     """A batch mixing k, params, stored ranges (read by the worker), encoded media and a bad ref answers each
     query as ``search_encoded`` alone does, with the JSON of its result; the bad ref gets its own error."""
@@ -359,7 +365,9 @@ def test_search_batch_equals_one_query_at_a_time(service, built_collection):
     for item, answer in zip(items, batched):
         assert isinstance(answer, SearchAnswer)
         alone = engine.search_encoded([engine.encode_query(item.name)], [item.name], item.k, item.params)[0]
-        assert answer.result.to_dict()["results"] == alone.to_dict()["results"]
+        # equal up to the float32 rounding of the index's matrix product, whose last bit depends on how many
+        # query rows share it (as FAISS's BLAS path does from 20 rows): same videos, ranges; scores to 1e-5
+        assert _rounded(answer.result.to_dict()["results"]) == _rounded(alone.to_dict()["results"])
         assert answer.result.results[0].video_id == item.name.split("@")[0]
         sent = json.loads(answer.body)
         assert sent == json.loads(json.dumps(answer.result.to_dict())) and sent["timings_ms"]["total"] > 0
