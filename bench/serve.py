@@ -153,8 +153,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scheduler-args", default="", metavar="ARGS",
                    help="more `vidsearch serve` flags for the scheduler's server only, e.g. \"--encode-workers 2\" "
                         "(--max-batch 1 keeps one encoder session whatever they say: the baseline stays the same)")
+    p.add_argument("--name", default=None, metavar="NAME",
+                   help="write bench/results/NAME.json and NAME.png (default serve, serve-quick with --quick), "
+                        "so a trial run leaves the recorded result alone")
     p.add_argument("--json", action="store_true", help="print the result object to stdout")
     args = p.parse_args(argv)
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,80}", args.name):
+        p.error(f"--name: expected letters, digits, '.', '_' or '-' (a file name), got {args.name!r}")
     if args.quick:  # every size that --quick implies, unless given explicitly
         given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
         quick = {"step_seconds": 1.0, "step_max_seconds": 3.0, "min_requests": 6, "max_requests": 200,
@@ -1287,7 +1292,7 @@ async def run(args: argparse.Namespace, payload: dict[str, Any], servers: dict[s
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    name = "serve-quick" if args.quick else NAME
+    name = args.name or ("serve-quick" if args.quick else NAME)
     import shlex
 
     modes = {"scheduler": ["--latency-target-ms", str(args.latency_target_ms), *shlex.split(args.scheduler_args)],

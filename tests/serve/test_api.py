@@ -435,3 +435,27 @@ def test_an_overloaded_upload_is_refused_before_it_is_decoded(built_collection, 
             svc.precheck()  # one frame would still fit
         finally:
             svc.close()
+
+
+def test_admission_counts_the_time_a_request_has_already_taken(built_collection):
+    """A file query that fits the target when it arrives is refused once reading its upload has taken most
+    of the target (the time from the request's start counts, not only what is left to do)."""
+    from vidsearch.errors import OverloadedError
+    from vidsearch.search.engine import Engine
+    from vidsearch.serve.metrics import ServeMetrics
+    from vidsearch.serve.query import QueryService
+    from vidsearch.serve.settings import ServeSettings
+
+    with Engine.open(built_collection) as engine:
+        svc = QueryService(engine, ServeSettings(max_batch=4, warm_up=False, latency_target_ms=200), ServeMetrics())
+        try:
+            for shape in svc.encoder.shapes:
+                svc.encoder.controller.set_service(shape, 0.020 * shape)
+            svc.encoder.reserve(2)  # another query's 2 frames being decoded: 40 ms of encoding ahead
+            svc._admit(1, True, spent_s=0.0)  # an image that just arrived: admitted (and reserved)
+            svc.encoder.release(1)
+            with pytest.raises(OverloadedError, match="target"):
+                svc._admit(1, True, spent_s=0.19)  # the same after 190 ms spent reading it: refused
+            assert svc.encoder.controller.reserved_units == 2
+        finally:
+            svc.close()
