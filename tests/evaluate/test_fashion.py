@@ -271,3 +271,50 @@ def test_write_clip_round_trip(tmp_path):
     with pytest.raises(ConfigError, match="even"):
         fm.write_clip(np.zeros((2, 63, 64), np.uint8), tmp_path / "odd.mp4")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["00000_trouser_right.mp4"]  # no temp file left
+
+
+def test_training_clips_come_from_the_train_split_and_score_like_the_benchmark(encoder):
+    evaluation = fm.encode_moving_clips(encoder, n_per_class=2, items=(0, 8), encode_frames=4, seed=0)
+    training = fm.encode_moving_clips(encoder, n_per_class=2, items=(0, 8), encode_frames=4, seed=1, split="train")
+    assert evaluation.config["split"] == "test" and training.config["split"] == "train"
+    train_images, _ = fm.load_fashion_mnist("train")
+    test_images, _ = fm.load_fashion_mnist("test")
+    train_set = {train_images[c.source_index].tobytes() for c in training.clips}
+    assert not train_set & {test_images[c.source_index].tobytes() for c in evaluation.clips}
+    data = fm.moving_training_set(training, "motion")
+    assert len(data) == 32 and data.dim == encoder.dim and data.clips[0].shape == (4, encoder.dim)
+    assert data.labels is not None and sorted(set(data.labels.tolist())) == list(range(8))
+    assert "train split" in data.source
+    with pytest.raises(ConfigError, match="unknown label"):
+        fm.moving_training_set(training, "colour")
+    scored = fm.score_moving(evaluation)
+    again = fm.run_moving_fashion(encoder, n_per_class=2, items=(0, 8), encode_frames=4, seed=0)
+    assert scored["labels"] == again["labels"] and scored["config"] == again["config"]
+    assert scored["timing"]["aggregate_vs_encode"] is not None and scored["timing"]["aggregate_vs_encode"] < 0.5
+
+
+def test_temporal_names_are_checked() -> None:
+    from vidsearch.evaluate.fashion_eval import parse_temporal
+
+    assert parse_temporal(["mean", "lstm", "attention:triplet"]) == [("mean", None), ("lstm", "ce"),
+                                                                     ("attention", "triplet")]
+    for bad in ("gru", "mean:ce", "lstm:mse"):
+        with pytest.raises(ConfigError, match="unknown temporal model"):
+            parse_temporal([bad])
+
+
+@pytest.mark.slow
+def test_eval_fashion_temporal_trains_and_reports_encoder_plus_model(tmp_path) -> None:
+    """``eval fashion --temporal mean,lstm`` (training cut to 2 clips per class and 2 epochs)."""
+    from vidsearch.evaluate.fashion_eval import run_fashion_eval, summary
+
+    doc = run_fashion_eval(tmp_path, size="small", temporal=["mean", "lstm"], train_overrides={"clips": 2, "epochs": 2})
+    methods = summary(doc)["methods"]
+    assert list(methods) == ["sscd-distilled+mean", "sscd-distilled+lstm"]
+    for m in methods.values():
+        assert {"mAP", "moving_direction_within_axis_mAP", "moving_motion_mAP", "aggregate_vs_encode"} <= set(m)
+    assert "train_s" in methods["sscd-distilled+lstm"] and "train_s" not in methods["sscd-distilled+mean"]
+    record = doc["moving"]["sscd-distilled+lstm"]["training"]
+    assert "train split" in record["data"] and doc["temporal_training"]["seed"] == 1
+    assert (tmp_path / "models" / "sscd-distilled+lstm.onnx").is_file()
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "report.html").is_file()

@@ -105,8 +105,10 @@ class AttentionTemporal(TemporalNet):
         self.across = _AttentionBlock(hidden, heads)
         self.readout = nn.Linear(self.windows * hidden, hidden)  # the summaries in order -> the segment's term
         self.norm = nn.LayerNorm(hidden)
+        self.input_norm = nn.LayerNorm(hidden)  # projected frames at the scale of the position embeddings
 
     def body(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.input_norm(h)
         local = h.reshape(-1, self.window, self.hidden) + self.frame_position  # (B * windows, window, hidden)
         summaries = self.summarise(self.local(local).reshape(-1, self.window * self.hidden))
         summaries = summaries.reshape(-1, self.windows, self.hidden) + self.window_position
