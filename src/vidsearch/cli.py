@@ -90,8 +90,16 @@ def _config_from_args(args: argparse.Namespace) -> CollectionConfig | None:
     if temporal is not None:  # the model's path and the hash of its weights go into the manifest
         from vidsearch.encode.temporal import read_model_info
 
+        from vidsearch.encode import registry
+        from vidsearch.errors import ConfigError
+
         info = read_model_info(Path(temporal).resolve())
         model, weights = str(info.path), info.weights_hash
+        encoder = args.encoder or base.encode.encoder
+        if info.dim != registry.get(encoder).dim:
+            raise ConfigError(f"{temporal}: the temporal model takes {info.dim}-d frame vectors, the {encoder} encoder "
+                              f"gives {registry.get(encoder).dim}-d; pass the --encoder it was trained on, or train one "
+                              f"on a collection of {encoder}")
 
     def given_or(value: _T | None, default: _T) -> _T:  # 0 is a value, not "not given"
         return default if value is None else value
@@ -158,7 +166,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vidsearch.train.loop import TrainConfig, export_onnx, require_torch, train_temporal
 
     require_torch()
-    config = TrainConfig(model=args.model, loss=args.loss, epochs=args.epochs, seed=args.seed)
+    pretrain = args.pretrain_epochs
+    if pretrain is None:
+        pretrain = 10 if args.model == "seq2seq" and args.loss != "reconstruct" else 0
+    config = TrainConfig(model=args.model, loss=args.loss, epochs=args.epochs, seed=args.seed, pretrain_epochs=pretrain)
     data = collection_clips(args.collection, max_clips=args.max_clips, seed=args.seed)
     console = None if args.json else _console()
     if console is not None:
@@ -640,18 +651,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neardup: run even if some footage or data is missing (results.json is then marked "
                         "\"partial\": true with what is missing); by default a missing source is an error")
     p.add_argument("--temporal", help="fashion, comma-separated: temporal models to compare on Moving Fashion-MNIST, "
-                   "mean|lstm|attention[:infonce|triplet|ce] (learned ones are trained on clips of the train split "
+                   "mean|lstm|attention|seq2seq[:infonce|triplet|ce|reconstruct] (learned ones are trained on clips "
+                   "of the train split "
                    "first, a few minutes each); each reported as ENCODER+MODEL")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("train", help="train a learned temporal model on a collection's stored frame vectors; "
                                      "write it as ONNX (needs pip install 'vidsearch[train]')")
     common(p)
-    p.add_argument("--model", choices=["lstm", "attention"], required=True,
-                   help="lstm: LSTM over 16 sampled frames; attention: hierarchical windowed temporal attention")
-    p.add_argument("--loss", choices=["infonce", "triplet", "ce"], default="infonce",
+    p.add_argument("--model", choices=["lstm", "attention", "seq2seq"], required=True,
+                   help="lstm: LSTM over 16 sampled frames; attention: hierarchical windowed temporal attention; "
+                        "seq2seq: the encoder of an LSTM autoencoder")
+    p.add_argument("--loss", choices=["infonce", "reconstruct", "triplet", "ce"], default="infonce",
                    help="infonce (default; self-supervised: augmented views, reversed and other-time look-alikes); "
-                        "triplet and ce need labelled clips (a collection's windows have none)")
+                        "reconstruct (self-supervised seq2seq autoencoding); triplet and ce need labelled clips "
+                        "(a collection's windows have none)")
+    p.add_argument("--pretrain-epochs", type=_count(0),
+                   help="epochs of reconstruction pretraining before the loss (default: 10 for seq2seq, else 0)")
     p.add_argument("--out", required=True, type=Path, help="the model file to write (.onnx)")
     p.add_argument("--epochs", type=_count(1), default=30, help="passes over the windows (default 30)")
     p.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and augmentations (default 0)")

@@ -128,3 +128,11 @@ def test_another_model_in_its_place_is_refused(temporal_collection: Path, traine
     with Collection.open(copy) as coll:
         with pytest.raises(ConfigError, match="no such temporal model file"):
             coll.search(str(footage["v1.m4v"]), k=1)
+
+
+def test_a_model_of_another_width_is_refused_before_indexing(trained_models: dict[str, Path], footage: dict[str, Path],
+                                                             tmp_path: Path, capsys) -> None:
+    code = main(["index", "--collection", str(tmp_path / "c"), "--encoder", "effnet-lite0", "--temporal",
+                 str(trained_models["seed0"]), "--json", str(footage["v1.m4v"])])
+    assert code == 2 and not (tmp_path / "c").exists()
+    assert "takes 512-d frame vectors, the effnet-lite0 encoder gives 1280-d" in json.loads(capsys.readouterr().out)["message"]

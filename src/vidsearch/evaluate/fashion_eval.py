@@ -30,13 +30,16 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 
 TEMPORAL_TRAINING: dict[str, dict[str, Any]] = {
-    "small": {"clips": 20, "epochs": 15},
-    "full": {"clips": 40, "epochs": 20},
+    "small": {"clips": 20, "epochs": 30},
+    "full": {"clips": 40, "epochs": 30},
 }
 """``--temporal``: clips per (item, motion) class of the training set (train split, seed + 1) and epochs."""
 
-DEFAULT_LOSS = {"lstm": "ce", "attention": "ce"}
-"""The loss a learned model in ``--temporal`` is trained with when the name gives none (``lstm:triplet`` does)."""
+DEFAULT_LOSS = {"lstm": "ce", "attention": "ce", "seq2seq": "ce"}
+"""The loss a learned model in ``--temporal`` is trained with when the name gives none (``lstm:triplet`` does);
+seq2seq is pretrained first by reconstruction (``SEQ2SEQ_PRETRAIN`` epochs) unless its loss is ``reconstruct``."""
+LOSSES = ("infonce", "triplet", "ce", "reconstruct")
+SEQ2SEQ_PRETRAIN = 10
 
 
 def dataset_info() -> dict[str, Any]:
@@ -62,9 +65,9 @@ def parse_temporal(names: list[str]) -> list[tuple[str, str | None]]:
     out: list[tuple[str, str | None]] = []
     for name in names:
         model, _, loss = name.partition(":")
-        if model not in ("mean", "lstm", "attention") or (loss and (model == "mean" or loss not in ("infonce", "triplet", "ce"))):
-            raise ConfigError(f"unknown temporal model {name!r}; expected mean, lstm or attention, a learned one "
-                              "optionally with :infonce, :triplet or :ce (e.g. lstm:triplet)")
+        if model not in ("mean", *DEFAULT_LOSS) or (loss and (model == "mean" or loss not in LOSSES)):
+            raise ConfigError(f"unknown temporal model {name!r}; expected mean, lstm, attention or seq2seq, a learned "
+                              "one optionally with :infonce, :triplet, :ce or :reconstruct (e.g. lstm:triplet)")
         out.append((model, loss or (DEFAULT_LOSS[model] if model != "mean" else None)))
     return out
 
@@ -112,7 +115,8 @@ def run_fashion_eval(out: Path, size: str = "small", encoders: list[str] | None 
         doc["temporal_training"] = {**TEMPORAL_TRAINING[size], **(train_overrides or {}), "split": "train",
                                     "seed": seed + 1}
         for name in cfg["encoders"]:
-            _run_temporal(doc, out, name, cfg, models, seed, k, progress)
+            doc["moving"].update(run_temporal_moving(out / "models", name, cfg, models, doc["temporal_training"], seed,
+                                                     k, progress, doc["timing_s"]))
     elif moving:
         doc["moving"] = {}
         for name in cfg["encoders"]:
@@ -129,23 +133,35 @@ def run_fashion_eval(out: Path, size: str = "small", encoders: list[str] | None 
     return doc
 
 
-def _run_temporal(doc: dict[str, Any], out: Path, encoder: str, cfg: dict[str, Any],
-                  models: list[tuple[str, str | None]], seed: int, k: int,
-                  progress: Callable[[str], None] | None) -> None:
-    """Moving Fashion-MNIST for one encoder with each temporal model: the evaluation clips encoded once, each
-    learned model trained on train-split clips first; results under ``doc["moving"]["ENCODER+MODEL"]``."""
+def run_temporal_moving(models_dir: Path, encoder: str, cfg: dict[str, Any], models: list[tuple[str, str | None]],
+                        training: dict[str, Any], seed: int = 0, k: int = 5,
+                        progress: Callable[[str], None] | None = None,
+                        timing: dict[str, float] | None = None) -> dict[str, Any]:
+    """Moving Fashion-MNIST for one encoder with each temporal model: the evaluation clips (test split, ``seed``)
+    encoded once; each learned model trained first on clips of the train split (``training``: ``clips`` per
+    (item, motion), ``epochs``, ``seed``) and exported to ``models_dir/ENCODER+MODEL.onnx``.
+
+    Args:
+        cfg: the clips' settings (``clips``, ``frames``, ``size``, ``encode_frames``; :data:`SIZES`).
+        models: from :func:`parse_temporal`.
+        timing: where to add the encoding times (seconds).
+
+    Returns:
+        ``{"ENCODER+MODEL": score_moving(...) result, with a ``training`` record for a learned model}``.
+    """
     import os
 
     from vidsearch.encode.frame import load_encoder
     from vidsearch.encode.temporal import OnnxTemporalModel
     from vidsearch.evaluate import fashion
 
+    timing = timing if timing is not None else {}
+    out: dict[str, Any] = {}
     enc = load_encoder(encoder)
-    training = doc["temporal_training"]
     t = time.perf_counter()
     evaluation = fashion.encode_moving_clips(enc, n_per_class=cfg["clips"], frames=cfg["frames"], size=cfg["size"],
                                              seed=seed, encode_frames=cfg["encode_frames"] or None)
-    doc["timing_s"][f"moving_{encoder}"] = round(time.perf_counter() - t, 2)
+    timing[f"moving_{encoder}"] = round(time.perf_counter() - t, 2)
     train_data = None
     for model, loss in models:
         label = f"{encoder}+{model}" if loss is None or loss == DEFAULT_LOSS.get(model) else f"{encoder}+{model}:{loss}"
@@ -162,13 +178,15 @@ def _run_temporal(doc: dict[str, Any], out: Path, encoder: str, cfg: dict[str, A
                 train_data = fashion.encode_moving_clips(
                     enc, n_per_class=training["clips"], frames=cfg["frames"], size=cfg["size"], seed=training["seed"],
                     encode_frames=cfg["encode_frames"] or None, split="train")
-                doc["timing_s"][f"train_clips_{encoder}"] = round(time.perf_counter() - t, 2)
+                timing[f"train_clips_{encoder}"] = round(time.perf_counter() - t, 2)
             clips = fashion.moving_training_set(train_data, "motion")
             if progress:
                 progress(f"training {label} ({loss}, {training['epochs']} epochs) on {len(clips)} clips")
-            config = TrainConfig(model=model, loss=loss or "ce", epochs=training["epochs"], seed=seed)
+            pretrain = SEQ2SEQ_PRETRAIN if model == "seq2seq" and loss != "reconstruct" else 0
+            config = TrainConfig(model=model, loss=loss or "ce", epochs=training["epochs"], seed=seed,
+                                 pretrain_epochs=pretrain)
             result = train_temporal(clips, config, progress=progress)
-            path = export_onnx(result, out / "models" / f"{label.replace(':', '-')}.onnx",
+            path = export_onnx(result, models_dir / f"{label.replace(':', '-')}.onnx",
                                sample=clips.resampled(config.frames)[:64], extra={"data": clips.source})
             aggregator = OnnxTemporalModel(path)
             record = {"model": str(path), "loss": str(loss), "weights_sha256": result.weights_hash(),
@@ -178,7 +196,8 @@ def _run_temporal(doc: dict[str, Any], out: Path, encoder: str, cfg: dict[str, A
         scored = fashion.score_moving(evaluation, aggregator, k)
         if record:
             scored["training"] = record
-        doc["moving"][label] = scored
+        out[label] = scored
+    return out
 
 
 def summary(doc: dict[str, Any]) -> dict[str, Any]:

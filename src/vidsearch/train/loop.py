@@ -14,6 +14,9 @@ Losses (:class:`Loss`):
 - ``infonce``: self-supervised (labels unused): two augmented views of each clip are positives; every
   other clip's view in the batch is a negative, and so are the clip's look-alikes: itself played
   backwards, and its video at another time (when the data has one).
+- ``reconstruct``: self-supervised seq2seq autoencoding: a decoder (:class:`~vidsearch.train.models.Seq2SeqDecoder`,
+  not exported) rebuilds the clean window from the model's bottleneck given an augmented view; loss
+  ``1 - cosine`` per frame. ``pretrain_epochs`` runs it before any other loss (reconstruction pretraining).
 """
 
 from __future__ import annotations
@@ -53,9 +56,17 @@ class Loss(enum.StrEnum):
     INFONCE = "infonce"
     TRIPLET = "triplet"
     CE = "ce"
+    RECONSTRUCT = "reconstruct"
 
 
 LossLike = Union[Loss, str]
+
+STRONG = Augmentation()
+"""InfoNCE's views: temporal crop, speed change, dropped and repeated frames, a spliced frame, feature noise."""
+LIGHT = Augmentation(crop=0.0, speed=0.0, splice=0.0)
+"""The supervised losses' views: dropped and repeated frames and feature noise only."""
+LEARNING_RATES = {"lstm": 2e-3, "attention": 1e-3, "seq2seq": 2e-3}
+"""Default AdamW learning rate per model."""
 
 
 def require_torch() -> None:
@@ -77,21 +88,25 @@ class TrainConfig:
         loss: :class:`Loss` (or its value).
         epochs: passes over the clips (a triplet run adds ``hard_rounds`` shorter rounds).
         batch_size: clips per batch.
-        lr: AdamW learning rate (cosine decay to 0); weight_decay: AdamW's.
+        lr: AdamW learning rate (cosine decay to 0); None picks the model's (:data:`LEARNING_RATES`: 2e-3 for the
+            LSTM, 1e-3 for attention, the better of the two on Moving Fashion-MNIST); weight_decay: AdamW's.
         hidden: width inside the model; frames: frames per window the model takes (windows are resampled).
         seed: seeds torch and every random choice.
         threads: torch intra-op threads (fixed, for determinism).
         temperature: InfoNCE temperature; margin: triplet margin (cosine distance).
         per_class: clips per class in a triplet batch (P x K sampling).
         hard_rounds: triplet: rounds of retraining on the clips got wrong.
-        augmentation: views for every loss (InfoNCE's positives; light regularisation for the others).
+        pretrain_epochs: epochs of ``reconstruct`` before the main loss (seq2seq pretraining; 0: none).
+        augmentation: the views every loss trains on; None (the default) picks :data:`STRONG` for InfoNCE (its
+            positives are these views) and :data:`LIGHT` for the supervised losses (on Moving Fashion-MNIST
+            crops and speed changes cost them direction mAP: LSTM + ce 0.950 -> 0.958 without).
     """
 
     model: str = "lstm"
     loss: LossLike = Loss.INFONCE
     epochs: int = 30
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float | None = None
     weight_decay: float = 1e-4
     hidden: int = 128
     frames: int = 16
@@ -101,25 +116,39 @@ class TrainConfig:
     margin: float = 0.2
     per_class: int = 4
     hard_rounds: int = 1
-    augmentation: Augmentation = field(default_factory=Augmentation)
+    pretrain_epochs: int = 0
+    augmentation: Augmentation | None = None
 
     def __post_init__(self) -> None:
         from vidsearch.config import choice
 
         object.__setattr__(self, "loss", choice(Loss, self.loss, "loss"))
-        if self.model not in ("lstm", "attention"):
-            raise ConfigError(f"unknown temporal model {self.model!r}; expected one of 'lstm', 'attention'")
+        if self.model not in LEARNING_RATES:
+            raise ConfigError(f"unknown temporal model {self.model!r}; expected one of "
+                              f"{', '.join(repr(m) for m in LEARNING_RATES)}")
         for name in ("epochs", "batch_size", "hidden", "frames", "threads", "per_class"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
-        if self.batch_size < 4 or self.hard_rounds < 0 or not self.lr > 0 or not self.temperature > 0:
+        if self.batch_size < 4 or self.hard_rounds < 0 or self.pretrain_epochs < 0 or not self.learning_rate() > 0 or not self.temperature > 0:
             raise ConfigError(f"expected batch_size >= 4, hard_rounds >= 0, lr > 0, temperature > 0; got "
                               f"{self.batch_size}, {self.hard_rounds}, {self.lr}, {self.temperature}")
+
+    def learning_rate(self) -> float:
+        """``lr``, or the model's default (:data:`LEARNING_RATES`)."""
+        return LEARNING_RATES[self.model] if self.lr is None else self.lr
+
+    def views(self) -> Augmentation:
+        """The augmentation this configuration trains with (see ``augmentation``)."""
+        if self.augmentation is not None:
+            return self.augmentation
+        return STRONG if self.loss == Loss.INFONCE else LIGHT
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["loss"] = str(self.loss)
+        out["augmentation"] = dataclasses.asdict(self.views())
+        out["lr"] = self.learning_rate()
         return out
 
 
@@ -131,6 +160,7 @@ class TrainResult:
         model: the torch module (eval mode).
         config: how it was trained.
         history: mean loss of each epoch of the main run, in order.
+        pretrain_history: mean reconstruction loss of each pretraining epoch.
         seconds: wall-clock training time.
         source: what the clips were (``ClipSet.source``) and how many.
         hard: triplet only: clips whose nearest clip had another label, before and after retraining.
@@ -145,6 +175,7 @@ class TrainResult:
     source: str
     hard: dict[str, int] = field(default_factory=dict)
     hard_history: list[float] = field(default_factory=list)
+    pretrain_history: list[float] = field(default_factory=list)
 
     def weights_hash(self) -> str:
         return weights_hash(self.model)
@@ -203,10 +234,10 @@ def train_temporal(data: ClipSet, config: TrainConfig | None = None,
     import torch
 
     from vidsearch.train import losses
-    from vidsearch.train.models import build_model
+    from vidsearch.train.models import Seq2SeqDecoder, build_model
 
     config = config or TrainConfig()
-    if config.loss != Loss.INFONCE and data.labels is None:
+    if config.loss in (Loss.CE, Loss.TRIPLET) and data.labels is None:
         raise ConfigError(f"the {config.loss} loss needs labelled clips; these ({data.source}) have none: use "
                           "--loss infonce (self-supervised)")
     threads_before = torch.get_num_threads()
@@ -220,13 +251,19 @@ def train_temporal(data: ClipSet, config: TrainConfig | None = None,
         n_classes = int(data.labels.max()) + 1
         head = torch.nn.Parameter(torch.randn(n_classes, data.dim) * 0.01)
         params.append(head)
-    optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    decoder: Seq2SeqDecoder | None = None
+    if config.loss == Loss.RECONSTRUCT or config.pretrain_epochs:
+        decoder = Seq2SeqDecoder(data.dim, config.hidden, config.frames)
+        params += list(decoder.parameters())
+    optimiser = torch.optim.AdamW(params, lr=config.learning_rate(), weight_decay=config.weight_decay)
     labels_t = torch.from_numpy(data.labels) if data.labels is not None else None
-    aug = config.augmentation
+    aug = config.views()
     n = len(data)
     history: list[float] = []
     hard_history: list[float] = []
+    pretrain_history: list[float] = []
     hard: dict[str, int] = {}
+    clean = data.resampled(config.frames)  # reconstruction targets
 
     def batches(focus: NDArray[np.int64] | None = None) -> list[NDArray[np.int64]]:
         if config.loss == Loss.TRIPLET:
@@ -239,14 +276,22 @@ def train_temporal(data: ClipSet, config: TrainConfig | None = None,
         other = data.clips[int(rng.integers(0, n))]
         return augment(data.clips[i], config.frames, rng, aug, other)
 
-    def step(batch: NDArray[np.int64]) -> float:
+    def step(batch: NDArray[np.int64], loss_kind: Loss) -> float:
         model.train()
         x = torch.from_numpy(np.stack([view(int(i)) for i in batch]))
+        if loss_kind == Loss.RECONSTRUCT:
+            assert decoder is not None
+            rebuilt = decoder(model.body(model.project(x)))
+            loss = (1.0 - (rebuilt * torch.from_numpy(clean[batch])).sum(dim=-1)).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            return float(loss.detach())
         z = model(x)
-        if config.loss == Loss.CE:
+        if loss_kind == Loss.CE:
             assert head is not None and labels_t is not None
             loss = losses.cross_entropy(z, labels_t[batch], head)
-        elif config.loss == Loss.TRIPLET:
+        elif loss_kind == Loss.TRIPLET:
             assert labels_t is not None
             loss, _ = losses.batch_hard_triplet(z, labels_t[batch], config.margin)
         else:
@@ -269,15 +314,18 @@ def train_temporal(data: ClipSet, config: TrainConfig | None = None,
         optimiser.step()
         return float(loss.detach())
 
-    def run_epochs(epochs: int, label: str, record: list[float], focus: NDArray[np.int64] | None = None) -> None:
-        plan = [batches(focus) for _ in range(epochs)]
+    def run_epochs(epochs: int, label: str, record: list[float], focus: NDArray[np.int64] | None = None,
+                   loss_kind: Loss | None = None) -> None:
+        kind = Loss(config.loss) if loss_kind is None else loss_kind
+        plan = [batches(focus) if kind != Loss.RECONSTRUCT else
+                [o for o in np.array_split(rng.permutation(n), max(1, n // config.batch_size))] for _ in range(epochs)]
         steps = sum(len(p) for p in plan)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, steps))
         for epoch, epoch_batches in enumerate(plan):
             t = time.perf_counter()
             values = []
             for batch in epoch_batches:
-                values.append(step(batch))
+                values.append(step(batch, kind))
                 schedule.step()
             record.append(float(np.mean(values)) if values else float("nan"))
             if progress is not None:
@@ -285,6 +333,11 @@ def train_temporal(data: ClipSet, config: TrainConfig | None = None,
                          f"({len(epoch_batches)} batches, {time.perf_counter() - t:.1f} s)")
 
     try:
+        if config.pretrain_epochs:
+            run_epochs(config.pretrain_epochs, f"{config.model}/reconstruct (pretraining)", pretrain_history,
+                       loss_kind=Loss.RECONSTRUCT)
+            for group in optimiser.param_groups:  # the main run's cosine schedule starts again from the full rate
+                group["lr"] = group["initial_lr"] = config.learning_rate()
         run_epochs(config.epochs, f"{config.model}/{config.loss}", history)
         if config.loss == Loss.TRIPLET and config.hard_rounds and data.labels is not None:
             clean = data.resampled(config.frames)
@@ -293,15 +346,15 @@ def train_temporal(data: ClipSet, config: TrainConfig | None = None,
                 hard.setdefault("wrong_before", int(len(wrong)))
                 if not len(wrong):
                     break
-                for group in optimiser.param_groups:
-                    group["lr"] = config.lr / 2
+                for group in optimiser.param_groups:  # each round: a cosine schedule from half the rate
+                    group["lr"] = group["initial_lr"] = config.learning_rate() / 2
                 run_epochs(max(1, config.epochs // 3), f"hard round {r + 1} ({len(wrong)} clips)", hard_history, wrong)
             hard["wrong_after"] = int(len(nearest_label_errors(embed(model, clean), data.labels)))
     finally:
         torch.set_num_threads(threads_before)
     model.eval()
     return TrainResult(model, config, history, time.perf_counter() - t0, f"{data.source}, {n} clips", hard,
-                       hard_history)
+                       hard_history, pretrain_history)
 
 
 def export_onnx(result: TrainResult, target: str | os.PathLike[str], sample: NDArray[np.float32] | None = None,
@@ -337,6 +390,7 @@ def export_onnx(result: TrainResult, target: str | os.PathLike[str], sample: NDA
                                            "history": [round(v, 6) for v in result.history],
                                            "seconds": round(result.seconds, 2), "hard": result.hard,
                                            "hard_history": [round(v, 6) for v in result.hard_history],
+                                           "pretrain_history": [round(v, 6) for v in result.pretrain_history],
                                            "torch": torch.__version__}, **(extra or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -8,6 +8,8 @@ the model (:func:`vidsearch.encode.temporal.resample_frames`), so the exported O
 
 - :class:`LSTMTemporal`: a bidirectional LSTM over the 16 projected frames; the final state of each
   direction.
+- :class:`Seq2SeqTemporal`: the encoder of a seq2seq (LSTM) autoencoder, its bottleneck the learned term;
+  trained to reconstruct the window (:class:`Seq2SeqDecoder`), alone or as pretraining.
 - :class:`AttentionTemporal`: hierarchical windowed attention: self-attention inside local windows of
   ``window`` frames (with frame positions), each window summarised by a linear map of its frames in
   order, then self-attention across the window summaries (with window positions), read out in order.
@@ -31,6 +33,7 @@ class TemporalKind(enum.StrEnum):
 
     LSTM = "lstm"
     ATTENTION = "attention"
+    SEQ2SEQ = "seq2seq"
 
 
 class TemporalNet(nn.Module):
@@ -115,7 +118,43 @@ class AttentionTemporal(TemporalNet):
         return self.norm(self.readout(self.across(summaries).reshape(-1, self.windows * self.hidden)))
 
 
-MODELS: dict[TemporalKind, type[TemporalNet]] = {TemporalKind.LSTM: LSTMTemporal, TemporalKind.ATTENTION: AttentionTemporal}
+class Seq2SeqTemporal(TemporalNet):
+    """The encoder of a sequence-to-sequence autoencoder: an LSTM whose final state is the bottleneck.
+
+    Trained with :class:`Seq2SeqDecoder` to reconstruct the window's frames from the bottleneck
+    (``loss="reconstruct"``, or as pretraining before another loss); only this encoder is exported.
+    """
+
+    kind = TemporalKind.SEQ2SEQ
+
+    def __init__(self, dim: int, hidden: int = 128, frames: int = 16) -> None:
+        super().__init__(dim, hidden, frames)
+        self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
+
+    def body(self, h: torch.Tensor) -> torch.Tensor:
+        zeros = h.new_zeros((1, h.shape[0], self.hidden))
+        _, (state, _) = self.lstm(torch.tanh(h), (zeros, zeros))
+        return state[0]
+
+
+class Seq2SeqDecoder(nn.Module):
+    """Bottleneck (B, hidden) -> (B, frames, dim) reconstructed frame vectors, L2-normalised: an LSTM fed the
+    bottleneck at every step (training only; not exported)."""
+
+    def __init__(self, dim: int, hidden: int, frames: int) -> None:
+        super().__init__()
+        self.frames = frames
+        self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, dim)
+
+    def forward(self, bottleneck: torch.Tensor) -> torch.Tensor:
+        steps = bottleneck[:, None, :].expand(-1, self.frames, -1).contiguous()
+        seq, _ = self.lstm(steps)
+        return F.normalize(self.out(seq), dim=-1, eps=1e-12)
+
+
+MODELS: dict[TemporalKind, type[TemporalNet]] = {TemporalKind.LSTM: LSTMTemporal, TemporalKind.ATTENTION: AttentionTemporal,
+                                                 TemporalKind.SEQ2SEQ: Seq2SeqTemporal}
 
 
 def build_model(kind: TemporalKind | str, dim: int, hidden: int = 128, frames: int = 16) -> TemporalNet:
