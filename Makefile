@@ -57,13 +57,15 @@ vsc-data:
 demo: install
 	$(BIN)/vidsearch demo --collection demo-collection
 
-# the fast suite, then the 20 slowest tests (to keep it fast)
+# the fast suite on two worker processes (pytest-xdist; a test file stays on one worker, so its module fixtures
+# are built once), then the 20 slowest tests (to keep it fast)
+PYTEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q --durations=20 -m "not slow"
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=20 -m "not slow"
 
 # everything, the slow tests included
 test-all: install
-	$(BIN)/python -m pytest -q --durations=20
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=20
 
 typecheck: install
 	$(BIN)/python -m mypy
