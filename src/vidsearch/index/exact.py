@@ -1,8 +1,9 @@
 """Exact inner-product k-NN over rows that may live on disk (memory-mapped): the one exact scan.
 
 Used as ground truth by the benchmarks and by readers whose index is stale or missing (they scan
-the rows the index does not cover instead of training one: readers never train). FAISS's
-``knn`` does the work per chunk, so a memory-mapped base is read once and never copied whole.
+the rows the index does not cover instead of training one: readers never train). Each chunk of rows
+is converted to float32 and searched by :func:`~vidsearch.index.flat.top_k_inner` (one BLAS product and
+a partial sort, as the flat index searches), so a memory-mapped base is read once and never copied whole.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import ShapeError
-from vidsearch.index.hits import IndexHits, empty_hits, faiss_threads_for, merge_hits
+from vidsearch.index.flat import top_k_inner
+from vidsearch.index.hits import IndexHits, empty_hits, merge_hits
 
 CHUNK_ROWS = 262_144
 
@@ -30,8 +32,6 @@ def exact_knn(queries: NDArray[np.float32], base: NDArray[np.floating], k: int, 
     Returns:
         IndexHits with (Q, k) ids (row numbers, -1 padded) and scores (-inf padded).
     """
-    import faiss
-
     q = np.ascontiguousarray(queries, dtype=np.float32)
     if q.ndim != 2 or base.ndim != 2 or q.shape[1] != base.shape[1]:
         raise ShapeError(f"exact k-NN needs (Q, d) queries and (N, d) rows, got {q.shape} and {base.shape}")
@@ -39,23 +39,22 @@ def exact_knn(queries: NDArray[np.float32], base: NDArray[np.floating], k: int, 
     best = empty_hits(len(q), k)
     if len(q) == 0:
         return best
-    with faiss_threads_for(len(q)):
-        for s in range(0, len(base), chunk):
-            part = np.ascontiguousarray(base[s : s + chunk], dtype=np.float32)
-            kk = min(k, len(part))
-            scores, ids = faiss.knn(q, part, kk, metric=faiss.METRIC_INNER_PRODUCT)
-            ids = ids.astype(np.int64)
-            if keep is not None:
-                mask = keep[s : s + len(part)]
-                if not mask.all():  # dropped rows may fill the top k: search the kept ones only
-                    rows = np.flatnonzero(mask)
-                    if not len(rows):
-                        continue
-                    kk = min(k, len(rows))
-                    scores, sub = faiss.knn(q, np.ascontiguousarray(part[rows]), kk, metric=faiss.METRIC_INNER_PRODUCT)
-                    ids = np.where(sub >= 0, rows[np.maximum(sub, 0)], -1).astype(np.int64)
-            ids = np.where(ids >= 0, ids + s, -1)
-            best = merge_hits([best, IndexHits(ids, np.where(ids >= 0, scores, -np.inf).astype(np.float32))], k)
+    for s in range(0, len(base), chunk):
+        part = np.ascontiguousarray(base[s : s + chunk], dtype=np.float32)
+        if not len(part):
+            continue
+        if keep is not None:
+            mask = keep[s : s + len(part)]
+            if not mask.all():  # dropped rows may fill the top k: search the kept ones only
+                rows = np.flatnonzero(mask)
+                if not len(rows):
+                    continue
+                sub, scores = top_k_inner(q, np.ascontiguousarray(part[rows]), min(k, len(rows)))
+                ids = rows[sub] + s
+                best = merge_hits([best, IndexHits(ids, scores)], k)
+                continue
+        ids, scores = top_k_inner(q, part, min(k, len(part)))
+        best = merge_hits([best, IndexHits(ids + s, scores)], k)
     return best
 
 
