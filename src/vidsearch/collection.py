@@ -91,6 +91,32 @@ class VectorVideo:
     duration: float | None = None
 
 
+KNOWN = "known"  # EncodedFile.media of a file whose content the collection holds (not decoded; reported skipped)
+
+
+@dataclass(frozen=True)
+class EncodedFile:
+    """A media file decoded and encoded by another process (a Spark task: ``vidsearch.distributed.spark``),
+    for :meth:`Collection.add_encoded` to commit as :meth:`Collection.add` would have.
+
+    Attributes:
+        path: the file as the input named it (the catalogue stores it absolute, as ``add`` does).
+        digest: SHA-256 of its bytes (its id is the first 12 hex digits); None when it failed first.
+        size_bytes: its size.
+        media: what the pipeline made of it (``MediaEncoder.encode_file`` with the collection's config);
+            None when it failed; ``KNOWN`` when its content was indexed already (not decoded).
+        error: why it failed (reported, and the batch goes on).
+        timings: seconds spent where it was encoded (``decode``, ``encode``, ``hash``).
+    """
+
+    path: str
+    digest: str | None
+    size_bytes: int
+    media: Any = None  # EncodedMedia (encode layer: imported lazily)
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
 @dataclass
 class FileReport:
     """What happened to one input file in :meth:`Collection.add`."""
@@ -455,6 +481,61 @@ class Collection:
             self._segmenter = stored_segmenter(self.config, self._frames.dim)
         return self._segmenter
 
+    def add_encoded(self, files: Iterable[EncodedFile],
+                    on_file: Callable[[FileReport], None] | None = None) -> list[FileReport]:
+        """Commit files encoded elsewhere (a Spark job's tasks), in the order given, exactly as :meth:`add`
+        commits the files it encodes: same ids, same rows, a file whose content is already indexed skipped.
+
+        Raises:
+            CollectionLockedError: another process is writing to this collection.
+            ShapeError: a file's vectors do not have the collection's width (encoded with another config).
+        """
+        reports: list[FileReport] = []
+        with self._lock:
+            self._recover()
+            self._ensure_index()
+            try:
+                for item in files:
+                    report = self._add_encoded_one(item)
+                    reports.append(report)
+                    if on_file is not None:
+                        on_file(report)
+            finally:
+                self._retrain_if_due()
+                self._publish(force=True)
+        return reports
+
+    def writing(self) -> WriterLock:
+        """The writer lock, to hold across several writes (reentrant): ``with coll.writing(): ...``; a Spark job
+        holds it from listing what is indexed to its commit, so nothing else writes in between."""
+        return self._lock
+
+    def content_hashes(self) -> set[str]:
+        """The SHA-256 of every indexed file (a file with one of these contents is skipped by ``add``)."""
+        return catalog.content_hashes(self._db)
+
+    def _add_encoded_one(self, item: EncodedFile) -> FileReport:
+        if item.error is not None or item.media is None or item.digest is None:
+            return FileReport(item.path, "failed", error=item.error or "not encoded")
+        found = catalog.find_by_hash(self._db, item.digest)
+        if found is not None:
+            return FileReport(item.path, "skipped", found[0], error=f"already indexed as {found[0]} ({found[1]})")
+        if item.media is KNOWN:
+            return FileReport(item.path, "failed", error="its content was indexed when the job started and has been "
+                                                         "removed since; index it again")
+        media = item.media
+        frame_dim, segment_dim = self._frames.dim, self._segments.dim
+        if media.segment_vectors.shape[1:] != (segment_dim,) or media.frame_vectors.shape[1:] != (frame_dim,):
+            raise ShapeError(f"{item.path}: encoded with frame/segment width {media.frame_vectors.shape[1:]}/"
+                             f"{media.segment_vectors.shape[1:]}, the collection holds ({frame_dim},)/({segment_dim},); "
+                             "encode with the collection's config")
+        t_store = time.perf_counter()
+        video_id = self._commit(path_text(item.path), item.digest, media.info, media.times, media.frame_vectors,
+                                media.segments, media.segment_vectors, size_bytes=item.size_bytes)
+        self._publish()
+        timings = {**item.timings, "store": time.perf_counter() - t_store}
+        return FileReport(item.path, "indexed", video_id, len(media.segments), media.info.duration, timings=timings)
+
     def _recover(self) -> None:
         """Drop vector rows past the committed counts and half-written index files (left by a crash mid-write)."""
         meta = catalog.meta(self._db)
@@ -475,12 +556,8 @@ class Collection:
                 return FileReport(shown, "skipped", found[0], error=f"already indexed as {found[0]} ({found[1]})")
             hash_s = time.perf_counter() - t0
             media = encoder.encode_file(path)
-            t_store = time.perf_counter()
-            video_id = self._commit(path_text(path), digest, media.info, media.times, media.frame_vectors,
-                                    media.segments, media.segment_vectors, size_bytes=path.stat().st_size)
-            self._publish()
-            timings = {**media.timings, "hash": hash_s, "store": time.perf_counter() - t_store}
-            return FileReport(shown, "indexed", video_id, len(media.segments), media.info.duration, timings=timings)
+            return self._add_encoded_one(EncodedFile(shown, digest, path.stat().st_size, media,
+                                                     timings={**media.timings, "hash": hash_s}))
         except (VidsearchError, OSError) as exc:
             return FileReport(shown, "failed", error=str(exc))
         except Exception as exc:  # an unexpected library error on one file must not stop the batch

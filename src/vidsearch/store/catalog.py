@@ -376,6 +376,11 @@ def remove_video(conn: sqlite3.Connection, video_id: str) -> NDArray[np.int64]:
     return ids
 
 
+def content_hashes(conn: sqlite3.Connection) -> set[str]:
+    """The SHA-256 of every indexed file."""
+    return {str(r[0]) for r in conn.execute("SELECT content_hash FROM videos").fetchall()}
+
+
 def find_by_hash(conn: sqlite3.Connection, digest: str) -> tuple[str, str] | None:
     row = conn.execute("SELECT id, path FROM videos WHERE content_hash = ?", (digest,)).fetchone()
     return None if row is None else (str(row[0]), str(row[1]))
