@@ -11,7 +11,10 @@ measured in one run on the same data.
 Every method is swept over its search-time knob and reported at the cheapest setting that reaches
 recall@10 >= 0.98 against exact search (or at its best recall when none does, flagged
 ``reached_target: false``). Latency: one query per call, 1 thread; QPS: all queries in one batch,
-2 threads. RAM bytes/vector: the FAISS structures as serialised (codes, ids, centroids, graphs);
+2 threads. Methods (``--methods``): faiss_flat, faiss_hnswflat, hnswlib, faiss_ivfpq_refine, faiss_hnswpq(_refine),
+faiss_lsh(_refine) (FAISS's LSH: 256 sign bits of rotated data, a linear Hamming scan; not in the default list),
+vidsearch (the collection default), vidsearch_opq, vidsearch_pq8, vidsearch_learned.
+RAM bytes/vector: the FAISS structures as serialised (codes, ids, centroids, graphs);
 vectors used only for re-rank are reported separately (``rerank_bytes_per_vector``): ours are
 float16 on disk (memory-mapped), FAISS's IndexRefineFlat keeps float32 in RAM.
 """
@@ -307,6 +310,24 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
 
             m = FaissMethod(name, ref, settings, rp, ram_index=base, rerank_bpv=4.0 * d)
             m.group = lambda s: s[0]  # type: ignore[method-assign]  # nprobe; k_factor ascending within
+    elif name in ("faiss_lsh", "faiss_lsh_refine"):
+        # the vector-search source's LSH: random rotations then sign bits (FAISS IndexLSH), 256 bits = 32 B per
+        # vector like our codes, searched by a linear Hamming scan; "_refine" re-ranks the top k x k_factor exactly
+        lsh = faiss.IndexLSH(d, 256, True, True)  # rotate the data; thresholds trained on the sample
+        lsh.train(train)
+        if name == "faiss_lsh":
+            _add(lsh, xb)
+            m = FaissMethod(name, lsh, [None], lambda s: None)
+        else:
+            ref = faiss.IndexRefineFlat(lsh)
+            _add(ref, xb)
+
+            def lsh_params(kf):  # type: ignore[no-untyped-def]
+                p = faiss.IndexRefineSearchParameters()
+                p.k_factor = kf
+                return p
+
+            m = FaissMethod(name, ref, [5, 10, 20, 50, 100, 200, 500], lsh_params, ram_index=lsh, rerank_bpv=4.0 * d)
     elif name == "hnswlib":
         import hnswlib
 
