@@ -459,3 +459,39 @@ def test_admission_counts_the_time_a_request_has_already_taken(built_collection)
             assert svc.encoder.controller.reserved_units == 2
         finally:
             svc.close()
+
+
+def test_a_query_with_insets_is_refused_at_once_when_the_pool_cannot_meet_the_target(built_collection, query_clip):
+    """Insets (the default) are encoded whole in the decode pool, outside the encode scheduler: with 300 ms
+    of such work already admitted, a 4 s clip gets a 503 at once (not a place in the pool's queue); alone,
+    it is admitted and answered, and its measured cost is learnt."""
+    import asyncio
+    import time
+
+    from vidsearch.errors import OverloadedError
+    from vidsearch.search.engine import Engine
+    from vidsearch.search.results import SearchParams
+    from vidsearch.serve.metrics import ServeMetrics
+    from vidsearch.serve.query import QueryService
+    from vidsearch.serve.settings import ServeSettings
+
+    with Engine.open(built_collection) as engine:
+        svc = QueryService(engine, ServeSettings(max_batch=4, warm_up=False, latency_target_ms=200), ServeMetrics())
+        try:
+            svc.start()
+            frames = svc.frames_of(query_clip)
+            svc._decoding_s = 0.3  # other queries' work admitted to the pool, not done yet
+            t0 = time.perf_counter()
+            with pytest.raises(OverloadedError, match="insets=false") as info:
+                asyncio.run(svc.search_file(query_clip, "q.mp4", 3, SearchParams(insets=True), frames=frames))
+            assert time.perf_counter() - t0 < 0.05 and info.value.retry_after > 0
+            assert not svc.pool._threads  # nothing went to the pool
+            assert svc._decoding_s == pytest.approx(0.3)
+            svc._decoding_s = 0.0  # alone: admitted whatever its predicted cost
+            before = svc._whole_frame_s
+            answer = asyncio.run(asyncio.wait_for(
+                svc.search_file(query_clip, "q.mp4", 3, SearchParams(insets=True), frames=frames), 60))
+            assert answer.result.results and svc._decoding_s == pytest.approx(0.0)
+            assert svc._whole_frame_s != before  # learnt from the timings of this query
+        finally:
+            svc.close()

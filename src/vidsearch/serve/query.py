@@ -185,6 +185,11 @@ class QueryService:
         self._decode_image_s = 0.03
         self._decode_frame_s = 0.03
         self._decoding_s = 0.0  # predicted decode seconds of the admitted queries not decoded yet
+        # Measured cost (EWMA) of a query decoded and encoded whole in the pool (crops or insets): seconds per
+        # image, and per sampled frame of a video (first guesses: decode at twice the model size, inset
+        # detection, the frame and its insets encoded).
+        self._whole_image_s = 0.12
+        self._whole_frame_s = 0.12
         self._hand_back = TailEstimate()  # seconds from a search's end in the worker to its await resuming
 
     def _encoder_sessions(self, workers: int) -> list[Any]:
@@ -397,6 +402,28 @@ class QueryService:
             raise
         return decode_s
 
+    def _admit_whole(self, own_s: float, spent_s: float = 0.0) -> None:
+        """Admission of a query encoded whole in the decode pool (crops or insets: outside the encode
+        scheduler, so its model does not see them): the pool's backlog shared by its threads, then its own
+        ``own_s``, the search and the hand-back after it, and the ``spent_s`` it has taken already, against
+        the latency target. Without it such queries (insets are on by default) only met the pool's queue
+        limit: 16 waiting, over a second at overload, instead of a 503 at once. A query alone in the pool
+        is always admitted.
+
+        Raises:
+            OverloadedError: predicted past the target (counted in ``vidsearch_overloaded{stage="decode"}``).
+        """
+        backlog = max(0.0, self._decoding_s) / self.settings.decode_workers
+        predicted = (backlog + own_s + self.searcher.controller.predict(1) + self._hand_back.value
+                     + max(0.0, spent_s))
+        target = self.settings.latency_target_ms / 1000
+        if backlog > 0 and predicted > target:
+            self.metrics.overloaded.labels("decode").inc()
+            raise OverloadedError(f"decode: a query with crops or insets would take about {predicted * 1000:.0f} ms "
+                                  f"here now, past the {self.settings.latency_target_ms:g} ms latency target; retry "
+                                  f"after {predicted - target:.2f} s, or send insets=false to have its frames batched",
+                                  retry_after=predicted - target)
+
     def frames_of(self, path: Path) -> tuple[int, bool]:
         """(frames the query will sample, is it an image) from a probe of its headers (blocking: a thread)."""
         from vidsearch.decode import probe
@@ -436,9 +463,20 @@ class QueryService:
                            started: float | None = None) -> EncodedMedia:
         if params.crops or params.insets:  # more regions per frame: decoded and encoded whole in the pool, as
             # the CLI does (MediaEncoder.decode_file/finish, the batched path, have no crops or insets yet)
-            media = await self.in_pool(self._encode_whole, path, params.crops, params.insets)
-            self.metrics.observe_stage("decode", media.timings.get("decode", 0.0))
-            self.metrics.observe_stage("encode", media.timings.get("encode", 0.0))
+            own_s = self._whole_image_s if is_image else self._whole_frame_s * max(1, frames)
+            self._admit_whole(own_s, 0.0 if started is None else time.perf_counter() - started)
+            self._decoding_s += own_s
+            try:
+                media = await self.in_pool(self._encode_whole, path, params.crops, params.insets)
+            finally:
+                self._decoding_s -= own_s
+            decode_s, encode_s = media.timings.get("decode", 0.0), media.timings.get("encode", 0.0)
+            if is_image:
+                self._whole_image_s += 0.2 * (decode_s + encode_s - self._whole_image_s)
+            else:
+                self._whole_frame_s += 0.2 * ((decode_s + encode_s) / max(1, len(media.times)) - self._whole_frame_s)
+            self.metrics.observe_stage("decode", decode_s)
+            self.metrics.observe_stage("encode", encode_s)
             return media
         self._admit(frames, is_image, 0.0 if started is None else time.perf_counter() - started)
         own_s = self.own_decode(frames, is_image)
