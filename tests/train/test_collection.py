@@ -48,7 +48,7 @@ def test_collection_clips_are_the_stored_windows(built_collection: Path) -> None
     assert len(collection_clips(built_collection, max_clips=10)) == 10
 
 
-def test_train_prints_json_and_the_models_differ_by_seed(trained_models: dict[str, Path], capsys) -> None:
+def test_trained_models_describe_themselves_and_differ_by_seed(trained_models: dict[str, Path]) -> None:
     from vidsearch.encode.temporal import read_model_info
 
     first, second = (read_model_info(trained_models[k]) for k in ("seed0", "seed1"))
