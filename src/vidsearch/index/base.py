@@ -99,4 +99,8 @@ def load_index(path: Path, store: VectorStore | None = None) -> VectorIndex:
         return IVFPQIndex.from_container(path, meta, blob, store)
     if kind == "flat":
         return FlatIndex.from_container(path, meta, blob)
-    raise CollectionError(f"{path}: unknown index kind {kind!r}; expected 'flat' or 'ivfpq'")
+    if kind == "milvus":  # the vectors are in Milvus; the file says where
+        from vidsearch.index.milvus import MilvusIndex
+
+        return MilvusIndex.from_container(path, meta, blob)
+    raise CollectionError(f"{path}: unknown index kind {kind!r}; expected 'flat', 'ivfpq' or 'milvus'")

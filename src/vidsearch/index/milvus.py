@@ -1,0 +1,239 @@
+"""Segment vectors in Milvus (issue #17): Milvus Lite (a local ``.db`` file, one process at a time) or a Milvus
+server or cluster, through pymilvus's ``MilvusClient``. It implements the same ``VectorIndex`` protocol as the
+FAISS indexes (add, remove, search, save, load), so the collection's catalogue, voting and re-rank stay the same:
+Milvus holds each segment's vector with its row id (the primary key), its video and its times, and answers the
+nearest segments; the engine votes them into videos as it does FAISS's hits.
+
+Where: ``uri`` is ``milvus:PATH.db`` (Milvus Lite; a relative path is taken from the collection folder) or
+``milvus://HOST:PORT`` (a server; ``token`` for its authentication, or the ``MILVUS_TOKEN`` environment variable,
+never written to the manifest). What: ``index_type`` per deployment (Milvus Lite has no PQ indexes: ``HNSW``,
+``IVF_FLAT`` or ``IVF_SQ8`` there; ``IVF_PQ`` on a server), inner-product metric; search-time parameters are
+passed on every search (``ef`` for HNSW from ``ef_search``, ``nprobe`` for IVF), and
+tests/index/test_milvus.py checks that they take effect (recall moves with them).
+
+The saved index file (``index-*.faiss``, the collection's usual name) holds only where the vectors are (the
+container header: uri, collection, index type, dim, count), so ``load`` reconnects instead of reading vectors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vidsearch.errors import CollectionError, ConfigError, ShapeError
+from vidsearch.index.hits import IndexHits, empty_hits
+from vidsearch.index.persist import field, write_index_file
+
+__all__ = ["MilvusIndex", "INDEX_TYPES", "LITE_INDEX_TYPES", "parse_uri"]
+
+INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "FLAT")
+LITE_INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8", "FLAT")
+INSERT_BATCH = 5_000  # rows per insert call (pymilvus sends each batch as one gRPC message)
+
+
+def parse_uri(uri: str, base: Path | None = None) -> tuple[str, bool]:
+    """``milvus:PATH.db`` -> (the Lite file, True); ``milvus://HOST:PORT`` -> (``http://HOST:PORT``, False).
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if uri.startswith("milvus://"):
+        hostport = uri[len("milvus://"):]
+        if not hostport or "/" in hostport.rstrip("/"):
+            raise ConfigError(f"a Milvus server is given as milvus://HOST:PORT, got {uri!r}")
+        return f"http://{hostport.rstrip('/')}", False
+    if uri.startswith("milvus:"):
+        path = Path(uri[len("milvus:"):])
+        if path.suffix != ".db":
+            raise ConfigError(f"a Milvus Lite store is a .db file (milvus:PATH.db), got {uri!r}")
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        return str(path), True
+    raise ConfigError(f"expected milvus:PATH.db (Milvus Lite) or milvus://HOST:PORT (a server), got {uri!r}")
+
+
+def _client(uri: str, base: Path | None, token: str | None) -> Any:
+    try:
+        from pymilvus import MilvusClient
+    except ImportError as exc:
+        raise ConfigError("a Milvus store needs pymilvus (and milvus-lite for a .db file): "
+                          "pip install 'vidsearch[milvus]'") from exc
+    target, lite = parse_uri(uri, base)
+    try:
+        if lite:
+            return MilvusClient(target)
+        return MilvusClient(uri=target, token=token or os.environ.get("MILVUS_TOKEN", ""))
+    except Exception as exc:  # pymilvus raises its own exceptions (and OSError) on a busy or missing store
+        who = ("another process may have this Milvus Lite file open (Lite serves one process at a time: stop it, "
+               "or use a Milvus server, milvus://HOST:PORT)" if lite else "check that the server runs and the token")
+        raise CollectionError(f"cannot open the Milvus store {uri}: {type(exc).__name__}: {exc}; {who}") from exc
+
+
+class MilvusIndex:
+    """Segment vectors in a Milvus collection (module docstring).
+
+    Args:
+        dim: vector width.
+        uri: ``milvus:PATH.db`` or ``milvus://HOST:PORT``.
+        collection: the Milvus collection's name.
+        index_type: one of :data:`INDEX_TYPES` (:data:`LITE_INDEX_TYPES` on Milvus Lite).
+        base: the folder a relative Lite path is taken from (the collection's).
+        token: a server's token (else ``MILVUS_TOKEN``).
+        build_params: the index's build parameters (default: HNSW M 16, efConstruction 200; IVF nlist
+            about 4 sqrt(N) for N = 1M, 4096; IVF_PQ m = dim / 16).
+    """
+
+    kind = "milvus"
+
+    def __init__(self, dim: int, uri: str, collection: str = "vidsearch_segments", index_type: str = "HNSW",
+                 base: Path | None = None, token: str | None = None,
+                 build_params: dict[str, Any] | None = None, _create: bool = True) -> None:
+        index_type = index_type.upper()
+        if index_type not in INDEX_TYPES:
+            raise ConfigError(f"Milvus index type must be one of {', '.join(INDEX_TYPES)}, got {index_type!r}")
+        _, lite = parse_uri(uri, base)
+        if lite and index_type not in LITE_INDEX_TYPES:
+            raise ConfigError(f"Milvus Lite has no {index_type} index (one of {', '.join(LITE_INDEX_TYPES)}); "
+                              "use a Milvus server (milvus://HOST:PORT) for IVF_PQ")
+        self.dim, self.uri, self.collection, self.index_type, self.base = dim, uri, collection, index_type, base
+        self.info: dict[str, Any] = {}
+        self._client = _client(uri, base, token)
+        self._count = 0
+        if _create:
+            self._create(build_params)
+        else:
+            self._count = int(self._client.get_collection_stats(collection).get("row_count", 0))
+        self._client.load_collection(collection)
+
+    def _create(self, build_params: dict[str, Any] | None) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        c = self._client
+        if c.has_collection(self.collection):
+            c.drop_collection(self.collection)  # a rebuild replaces the collection's vectors
+        schema = MilvusClient.create_schema(auto_id=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)  # the segment's row in the collection
+        schema.add_field("video", DataType.INT64)  # its video (the catalogue's number), for deletes and grouping
+        schema.add_field("start", DataType.FLOAT)
+        schema.add_field("end", DataType.FLOAT)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        defaults = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 1024}, "IVF_SQ8": {"nlist": 1024},
+                    "IVF_PQ": {"nlist": 1024, "m": max(1, self.dim // 16), "nbits": 8}, "FLAT": {}}
+        params = c.prepare_index_params()
+        params.add_index(field_name="vector", index_type=self.index_type, metric_type="IP",
+                         params=build_params if build_params is not None else defaults[self.index_type])
+        c.create_collection(self.collection, schema=schema, index_params=params)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, ids: NDArray[np.int64], vectors: NDArray[np.float32], video: NDArray[np.int64] | None = None,
+            start: NDArray[np.float64] | None = None, end: NDArray[np.float64] | None = None) -> None:
+        """Insert rows (``video``, ``start``, ``end``: the segments' video number and times, -1/0 when not given)."""
+        x = np.ascontiguousarray(vectors, np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim or len(ids) != len(x):
+            raise ShapeError(f"expected (N, {self.dim}) vectors and N ids, got {x.shape} and {len(ids)}")
+        n = len(x)
+        vid = np.full(n, -1, np.int64) if video is None else np.asarray(video, np.int64)
+        t0 = np.zeros(n) if start is None else np.asarray(start, np.float64)
+        t1 = np.zeros(n) if end is None else np.asarray(end, np.float64)
+        for a in range(0, n, INSERT_BATCH):
+            b = min(n, a + INSERT_BATCH)
+            rows = [{"id": int(i), "video": int(v), "start": float(s), "end": float(e), "vector": row}
+                    for i, v, s, e, row in zip(ids[a:b].tolist(), vid[a:b].tolist(), t0[a:b].tolist(),
+                                               t1[a:b].tolist(), x[a:b].tolist())]
+            self._client.insert(self.collection, rows)
+        self._count += n
+
+    def remove(self, ids: NDArray[np.int64]) -> int:
+        ids = np.asarray(ids, np.int64)
+        if len(ids) == 0:
+            return 0
+        return self._deleted(self._client.delete(self.collection, ids=ids.tolist()))
+
+    def remove_video(self, video: int) -> int:
+        """Delete a video's segments by its number (the ``video`` field)."""
+        return self._deleted(self._client.delete(self.collection, filter=f"video == {int(video)}"))
+
+    def _deleted(self, res: Any) -> int:
+        # pymilvus answers a delete with {"delete_count": n} or with the list of deleted keys, by version
+        removed = int(res.get("delete_count", 0)) if isinstance(res, dict) else len(res)
+        self._count = max(0, self._count - removed)
+        return removed
+
+    def search_params(self, nprobe: int, ef_search: int) -> dict[str, Any]:
+        """The search parameters Milvus gets for these knobs (HNSW: ``ef``; IVF: ``nprobe``)."""
+        if self.index_type == "HNSW":
+            return {"metric_type": "IP", "params": {"ef": int(ef_search)}}
+        if self.index_type.startswith("IVF"):
+            return {"metric_type": "IP", "params": {"nprobe": int(nprobe)}}
+        return {"metric_type": "IP", "params": {}}
+
+    def search(self, queries: NDArray[np.float32], k: int, params: Any = None) -> IndexHits:
+        q = np.ascontiguousarray(queries, np.float32)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ShapeError(f"expected (Q, {self.dim}) queries, got {q.shape}")
+        if len(q) == 0 or self._count == 0:
+            return empty_hits(len(q), max(1, k))
+        nprobe = int(getattr(params, "nprobe", 16))
+        ef = max(int(getattr(params, "ef_search", 64)), k)  # HNSW needs ef >= k
+        res = self._client.search(self.collection, data=q.tolist(), limit=int(k),
+                                  search_params=self.search_params(nprobe, ef))
+        ids = np.full((len(q), k), -1, np.int64)
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        for i, hits in enumerate(res):
+            for j, h in enumerate(hits[:k]):
+                ids[i, j] = int(h["id"])
+                scores[i, j] = float(h["distance"])
+        return IndexHits(ids, scores)
+
+    def memory_bytes(self) -> int:
+        """Milvus holds the vectors in its own process: the Lite file's size, else unknown (0)."""
+        target, lite = parse_uri(self.uri, self.base)
+        return os.path.getsize(target) if lite and os.path.exists(target) else 0
+
+    def wait_indexed(self, timeout_s: float = 120.0) -> dict[str, Any]:
+        """Flush and wait until Milvus has indexed every row (it builds indexes in the background; rows not
+        indexed yet are searched exhaustively, where no search parameter applies).
+
+        Raises:
+            CollectionError: not indexed within ``timeout_s``.
+        """
+        import time
+
+        self._client.flush(self.collection)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = dict(self._client.describe_index(self.collection, "vector"))
+            if int(state.get("pending_index_rows", 0)) == 0 and \
+                    int(state.get("indexed_rows", 0)) >= int(state.get("total_rows", 0)):
+                # the query node may still serve the rows from unindexed (growing) segments: load them again
+                # (refresh_load hangs on Milvus Lite 3.2.2; a release and load takes ~0.1 s there)
+                self._client.release_collection(self.collection)
+                self._client.load_collection(self.collection)
+                return state
+            if time.monotonic() > deadline:
+                raise CollectionError(f"Milvus has not indexed {self.collection} within {timeout_s:.0f} s: {state}")
+            time.sleep(0.1)
+
+    def save(self, path: Path) -> None:
+        """Milvus persists the vectors itself (flushed and indexed here); the file records where they are."""
+        self.wait_indexed()
+        write_index_file(path, self.kind, {"dim": self.dim, "uri": self.uri, "collection": self.collection,
+                                           "index_type": self.index_type, "count": self._count, "info": self.info},
+                         b"")
+
+    @classmethod
+    def from_container(cls, path: Path, meta: dict[str, Any], blob: Any, base: Path | None = None) -> "MilvusIndex":
+        index = cls(field(path, meta, "dim", int), field(path, meta, "uri", str),
+                    field(path, meta, "collection", str), field(path, meta, "index_type", str),
+                    base=base if base is not None else path.parent, _create=False)
+        index.info = field(path, meta, "info", dict, {})
+        return index
+
+    def close(self) -> None:
+        self._client.close()
