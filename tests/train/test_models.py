@@ -89,10 +89,13 @@ def test_training_lowers_the_loss_and_learns_the_order(kind: str, loss: str, mak
         assert set(result.hard) == {"wrong_before", "wrong_after"}
 
 
-def test_supervised_loss_needs_labels() -> None:
+def test_supervised_loss_needs_labels_and_training_needs_two_clips() -> None:
     unlabelled = clip_set(np.ones((4, 3, 8), np.float32))
     with pytest.raises(ConfigError, match="needs labelled clips"):
         train_temporal(unlabelled, TrainConfig(loss="triplet", epochs=1, batch_size=4))
+    with pytest.raises(ConfigError, match="at least 2 clips, got 1"):
+        train_temporal(clip_set(np.ones((1, 3, 8), np.float32)), TrainConfig(epochs=1, batch_size=4))
+    assert not torch.are_deterministic_algorithms_enabled()  # training restores the process's setting
 
 
 def test_augment_keeps_shape_and_order_and_is_seeded() -> None:

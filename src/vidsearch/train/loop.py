@@ -240,7 +240,9 @@ def train_temporal(data: ClipSet, config: TrainConfig | None = None,
     if config.loss in (Loss.CE, Loss.TRIPLET) and data.labels is None:
         raise ConfigError(f"the {config.loss} loss needs labelled clips; these ({data.source}) have none: use "
                           "--loss infonce (self-supervised)")
-    threads_before = torch.get_num_threads()
+    if len(data) < 2:
+        raise ConfigError(f"training needs at least 2 clips, got {len(data)} ({data.source}); index more videos")
+    threads_before, deterministic_before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     rng = _seed_everything(config)
     t0 = time.perf_counter()
     model = build_model(config.model, data.dim, config.hidden, config.frames)
@@ -350,8 +352,9 @@ def train_temporal(data: ClipSet, config: TrainConfig | None = None,
                     group["lr"] = group["initial_lr"] = config.learning_rate() / 2
                 run_epochs(max(1, config.epochs // 3), f"hard round {r + 1} ({len(wrong)} clips)", hard_history, wrong)
             hard["wrong_after"] = int(len(nearest_label_errors(embed(model, clean), data.labels)))
-    finally:
+    finally:  # the process's torch settings as they were
         torch.set_num_threads(threads_before)
+        torch.use_deterministic_algorithms(deterministic_before)
     model.eval()
     return TrainResult(model, config, history, time.perf_counter() - t0, f"{data.source}, {n} clips", hard,
                        hard_history, pretrain_history)
@@ -395,8 +398,14 @@ def export_onnx(result: TrainResult, target: str | os.PathLike[str], sample: NDA
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with warnings.catch_warnings():  # the LSTM's states are inputs of the graph, sized by the batch: any batch runs
+        with warnings.catch_warnings():
+            # the LSTM's states are sized by the batch in the graph and the tracer's shape checks hold for any batch
+            # (tests run the graph on other batch sizes than the sample's); the TorchScript exporter is the one
+            # chosen on purpose (dynamo=False), as for effnet-lite0
             warnings.filterwarnings("ignore", message=".*batch_size other than 1.*", category=UserWarning)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*", category=DeprecationWarning)
             torch.onnx.export(model, (x,), str(tmp), input_names=["frames"], output_names=["segment"],
                               dynamic_axes={"frames": {0: "batch"}, "segment": {0: "batch"}}, opset_version=17,
                               dynamo=False)
