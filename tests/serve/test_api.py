@@ -482,7 +482,7 @@ def test_a_query_with_insets_is_refused_at_once_when_the_pool_cannot_meet_the_ta
             frames = svc.frames_of(query_clip)
             svc._decoding_s = 0.3  # other queries' work admitted to the pool, not done yet
             t0 = time.perf_counter()
-            with pytest.raises(OverloadedError, match="insets=false") as info:
+            with pytest.raises(OverloadedError, match="insets=false its frames are batched") as info:
                 asyncio.run(svc.search_file(query_clip, "q.mp4", 3, SearchParams(insets=True), frames=frames))
             assert time.perf_counter() - t0 < 0.05 and info.value.retry_after > 0
             assert not svc.pool._threads  # nothing went to the pool

@@ -421,7 +421,8 @@ class QueryService:
             self.metrics.overloaded.labels("decode").inc()
             raise OverloadedError(f"decode: a query with crops or insets would take about {predicted * 1000:.0f} ms "
                                   f"here now, past the {self.settings.latency_target_ms:g} ms latency target; retry "
-                                  f"after {predicted - target:.2f} s, or send insets=false to have its frames batched",
+                                  f"after {predicted - target:.2f} s (with crops=false and insets=false its frames are batched "
+                                  "with other queries')",
                                   retry_after=predicted - target)
 
     def frames_of(self, path: Path) -> tuple[int, bool]:
