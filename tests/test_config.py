@@ -61,7 +61,7 @@ def test_defaults_unchanged() -> None:
 
 
 def test_bad_choices_say_what_is_expected() -> None:
-    with pytest.raises(ConfigError, match="unknown index kind 'hnsw'; expected one of 'auto', 'flat', 'ivfpq'"):
+    with pytest.raises(ConfigError, match="unknown index kind 'hnsw'; expected one of 'auto', 'flat', 'ivfpq', 'milvus'"):
         IndexConfig(kind="hnsw")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="unknown quantizer 'rq'; expected one of 'pq', 'opq', 'learned'"):
         IndexConfig(quantizer="rq")  # type: ignore[arg-type]
@@ -78,3 +78,12 @@ def test_bad_choices_say_what_is_expected() -> None:
 def test_configs_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         IndexConfig().kind = IndexKind.FLAT  # type: ignore[misc]
+
+
+def test_a_milvus_store_needs_its_uri_and_a_known_index_type() -> None:
+    cfg = IndexConfig(kind="milvus", milvus_uri="milvus:segments.db", milvus_index="IVF_SQ8")
+    assert CollectionConfig.from_dict(CollectionConfig(index=cfg).to_dict()).index == cfg
+    for bad in (dict(kind="milvus"), dict(milvus_uri="milvus:x.db"), dict(kind="milvus", milvus_uri="/x.db"),
+                dict(kind="milvus", milvus_uri="milvus:x.db", milvus_index="ANNOY")):
+        with pytest.raises(ConfigError, match="milvus"):
+            IndexConfig(**bad)  # type: ignore[arg-type]

@@ -238,6 +238,10 @@ class Collection:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+        close = getattr(self._index, "close", None)
+        if close is not None:  # a Milvus store: Milvus Lite serves one process at a time
+            close()
+            self._index = None
         self._db.close()
 
     def __enter__(self) -> "Collection":
@@ -294,7 +298,8 @@ class Collection:
         """Build (training the compressed index when due) from the stored vectors, and save it at once."""
         t = time.perf_counter()
         vectors = np.asarray(self._segments.view(snap.segment_rows)[live], dtype=np.float32)
-        self._index = build_index(self.config.index, self._segments.dim, live, vectors, self._store(snap.segment_rows))
+        self._index = build_index(self.config.index, self._segments.dim, live, vectors, self._store(snap.segment_rows),
+                                  base=self.path)
         self.last_build_seconds = time.perf_counter() - t  # train + add, read by bench/engine.py
         self._index_generation = snap.generation
         self._dirty = True

@@ -28,6 +28,11 @@ class IndexKind(enum.StrEnum):
     AUTO = "auto"  # exact until ``train_min`` segments, then the compressed index
     FLAT = "flat"  # FAISS exact inner product, always
     IVFPQ = "ivfpq"  # the compressed index
+    MILVUS = "milvus"  # vectors in Milvus (``IndexConfig.milvus_uri``): Milvus Lite or a server
+
+
+MILVUS_INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "FLAT")
+"""Milvus index types a collection may ask for (Milvus Lite has no IVF_PQ: ``index/milvus.py``)."""
 
 
 class Quantizer(enum.StrEnum):
@@ -155,6 +160,9 @@ class IndexConfig:
             the full vectors either way).
         train_min: segments needed before the compressed index is trained.
         seed: training seed (k-means, codebooks).
+        milvus_uri: with ``kind="milvus"``: ``milvus:PATH.db`` (Milvus Lite; a relative path is taken from the
+            collection folder) or ``milvus://HOST:PORT`` (a server; its token from ``MILVUS_TOKEN``, never stored).
+        milvus_index: the Milvus index type (:data:`MILVUS_INDEX_TYPES`).
     """
 
     kind: IndexKindLike = IndexKind.AUTO
@@ -164,9 +172,18 @@ class IndexConfig:
     reduce: int = -1
     train_min: int = 20_000
     seed: int = 0
+    milvus_uri: str = ""
+    milvus_index: str = "HNSW"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", choice(IndexKind, self.kind, "index kind"))
+        if (self.kind == IndexKind.MILVUS) != bool(self.milvus_uri):
+            raise ConfigError("a Milvus store needs kind='milvus' and milvus_uri (milvus:PATH.db or milvus://HOST:PORT) "
+                              f"together; got kind={str(self.kind)!r}, milvus_uri={self.milvus_uri!r}")
+        if self.milvus_uri and not self.milvus_uri.startswith("milvus:"):
+            raise ConfigError(f"milvus_uri must be milvus:PATH.db or milvus://HOST:PORT, got {self.milvus_uri!r}")
+        if self.milvus_index not in MILVUS_INDEX_TYPES:
+            raise ConfigError(f"milvus_index must be one of {', '.join(MILVUS_INDEX_TYPES)}, got {self.milvus_index!r}")
         object.__setattr__(self, "quantizer", choice(Quantizer, self.quantizer, "quantizer"))
         if self.reduce < -1:
             raise ConfigError(f"reduce must be -1 (auto), 0 (every dimension) or a dimension, got {self.reduce}")
@@ -185,11 +202,13 @@ class CollectionConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (choices as their string values), the form the manifest stores; fields added after
-        format_version 1 (``encode.temporal_*``) only when set."""
+        format_version 1 (``encode.temporal_*``, ``index.milvus_*``) only when set."""
         plain = dataclasses.asdict(self, dict_factory=_plain_dict)
         for name in ("temporal_model", "temporal_hash"):
             if not plain["encode"][name]:
                 del plain["encode"][name]
+        if not plain["index"]["milvus_uri"]:
+            del plain["index"]["milvus_uri"], plain["index"]["milvus_index"]
         return plain
 
     @classmethod

@@ -99,3 +99,51 @@ def test_a_second_process_on_the_same_lite_file_gets_a_clear_error(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     index.close()
     assert "ERROR" in out.stdout and "another process" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+# ------------------------------------------------------------------ a collection on Milvus Lite
+
+
+def test_a_collection_on_milvus_lite_answers_as_the_faiss_one(tmp_path, small_refs, built_collection):
+    from vidsearch import Collection
+    from vidsearch.config import CollectionConfig, IndexConfig
+    from vidsearch.search.results import SearchParams
+
+    config = CollectionConfig(index=IndexConfig(kind="milvus", milvus_uri="milvus:segments.db", milvus_index="HNSW"))
+    params = SearchParams(norm_beta=0.0, insets=False)
+    with Collection.create(tmp_path / "m", config) as coll:
+        reports = coll.add(small_refs[:3])
+        assert [r.status for r in reports] == ["indexed"] * 3
+        assert (tmp_path / "m" / "segments.db").exists()
+    # a new process: the collection reopens on the same Milvus file and finds each video from its own range
+    code = textwrap.dedent(f"""
+        import json
+        from vidsearch import Collection
+        from vidsearch.search.results import SearchParams
+        with Collection.open({str(tmp_path / 'm')!r}) as coll:
+            info = coll.info()
+            out = {{"kind": info["index"]["kind"], "hits": {{}}}}
+            for v in coll.videos():
+                r = coll.search(v["id"] + "@0-3", k=3, params=SearchParams(norm_beta=0.0, insets=False))
+                out["hits"][v["id"]] = [(h.video_id, round(h.score, 4)) for h in r.results]
+            print(json.dumps(out))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["kind"] == "milvus", got
+    with Collection.open(built_collection) as ref:
+        for vid, hits in got["hits"].items():
+            want = ref.search(vid + "@0-3", k=3, params=params)
+            assert hits[0][0] == vid and hits[0][1] == pytest.approx(want.results[0].score, abs=1e-3)
+    # removing a video removes its rows from Milvus too
+    with Collection.open(tmp_path / "m") as coll:
+        before = coll.info()["index"]["vectors"]
+        gone = reports[0].video_id
+        coll.remove(gone)
+        info = coll.info()["index"]
+        assert info["kind"] == "milvus" and info["vectors"] == before - reports[0].segments
+        r = coll.search(reports[1].video_id + "@0-3", k=10, params=params)
+        assert gone not in [h.video_id for h in r.results] and r.results[0].video_id == reports[1].video_id

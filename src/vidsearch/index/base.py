@@ -62,14 +62,19 @@ TRAIN_SAMPLE = 200_000  # vectors the compressed index is trained on (k-means, P
 
 def build_index(
     config: IndexConfig, dim: int, ids: NDArray[np.int64], vectors: NDArray[np.float32],
-    store: VectorStore | None = None,
+    store: VectorStore | None = None, base: Path | None = None,
 ) -> VectorIndex:
     """A new index holding ``vectors`` (N, dim) under ``ids``; trains the compressed index when due.
 
-    ``store`` gives exact vectors by id for the compressed index's re-rank.
+    ``store`` gives exact vectors by id for the compressed index's re-rank; ``base`` is the collection folder (a
+    relative Milvus Lite path is taken from it).
     """
-    if not uses_ivf(config, len(ids)) or len(ids) < 256:
-        index: VectorIndex = FlatIndex(dim)
+    if config.kind == "milvus":  # Milvus builds its own index (replacing the collection's vectors there)
+        from vidsearch.index.milvus import MilvusIndex
+
+        index: VectorIndex = MilvusIndex(dim, config.milvus_uri, index_type=config.milvus_index, base=base)
+    elif not uses_ivf(config, len(ids)) or len(ids) < 256:
+        index = FlatIndex(dim)
     else:
         cfg = ivfpq_config(config)
         # lists for the vectors the index will hold, not for the training sample drawn from them

@@ -18,19 +18,20 @@ container header: uri, collection, index type, dim, count), so ``load`` reconnec
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from vidsearch.config import MILVUS_INDEX_TYPES as INDEX_TYPES
 from vidsearch.errors import CollectionError, ConfigError, ShapeError
 from vidsearch.index.hits import IndexHits, empty_hits
 from vidsearch.index.persist import field, write_index_file
 
 __all__ = ["MilvusIndex", "INDEX_TYPES", "LITE_INDEX_TYPES", "parse_uri"]
 
-INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "FLAT")
 LITE_INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8", "FLAT")
 INSERT_BATCH = 5_000  # rows per insert call (pymilvus sends each batch as one gRPC message)
 
@@ -56,6 +57,23 @@ def parse_uri(uri: str, base: Path | None = None) -> tuple[str, bool]:
     raise ConfigError(f"expected milvus:PATH.db (Milvus Lite) or milvus://HOST:PORT (a server), got {uri!r}")
 
 
+# Milvus Lite runs its server in this process, one per .db file, until released; indexes on one file share it.
+_LITE_USERS: dict[str, int] = {}
+_LITE_LOCK = threading.Lock()
+
+
+def _lite_release(path: str) -> None:
+    """One user of a Lite file fewer; the last one stops its server, so another process can open the file."""
+    with _LITE_LOCK:
+        _LITE_USERS[path] = _LITE_USERS.get(path, 1) - 1
+        if _LITE_USERS[path] > 0:
+            return
+        del _LITE_USERS[path]
+    from milvus_lite.server_manager import server_manager_instance
+
+    server_manager_instance.release_server(path)
+
+
 def _client(uri: str, base: Path | None, token: str | None) -> Any:
     try:
         from pymilvus import MilvusClient
@@ -65,7 +83,10 @@ def _client(uri: str, base: Path | None, token: str | None) -> Any:
     target, lite = parse_uri(uri, base)
     try:
         if lite:
-            return MilvusClient(target)
+            client = MilvusClient(target)
+            with _LITE_LOCK:
+                _LITE_USERS[os.path.abspath(target)] = _LITE_USERS.get(os.path.abspath(target), 0) + 1
+            return client
         return MilvusClient(uri=target, token=token or os.environ.get("MILVUS_TOKEN", ""))
     except Exception as exc:  # pymilvus raises its own exceptions (and OSError) on a busy or missing store
         who = ("another process may have this Milvus Lite file open (Lite serves one process at a time: stop it, "
@@ -103,6 +124,10 @@ class MilvusIndex:
         self.info: dict[str, Any] = {}
         self._client = _client(uri, base, token)
         self._count = 0
+        # Searches return ids below this bound only (None: all). A loaded index is a live view of Milvus, which may
+        # already hold rows its writer added after the saved file: the engine scans those exactly (its "tail"),
+        # so Milvus must not return them too.
+        self._bound: int | None = None
         if _create:
             self._create(build_params)
         else:
@@ -146,8 +171,11 @@ class MilvusIndex:
             rows = [{"id": int(i), "video": int(v), "start": float(s), "end": float(e), "vector": row}
                     for i, v, s, e, row in zip(ids[a:b].tolist(), vid[a:b].tolist(), t0[a:b].tolist(),
                                                t1[a:b].tolist(), x[a:b].tolist())]
-            self._client.insert(self.collection, rows)
+            # upsert: a row added again (a writer resuming after a crash) replaces itself instead of doubling
+            self._client.upsert(self.collection, rows)
         self._count += n
+        if self._bound is not None and n:
+            self._bound = max(self._bound, int(np.max(ids)) + 1)
 
     def remove(self, ids: NDArray[np.int64]) -> int:
         ids = np.asarray(ids, np.int64)
@@ -182,7 +210,8 @@ class MilvusIndex:
         nprobe = int(getattr(params, "nprobe", 16))
         ef = max(int(getattr(params, "ef_search", 64)), k)  # HNSW needs ef >= k
         res = self._client.search(self.collection, data=q.tolist(), limit=int(k),
-                                  search_params=self.search_params(nprobe, ef))
+                                  search_params=self.search_params(nprobe, ef),
+                                  filter="" if self._bound is None else f"id < {self._bound}")
         ids = np.full((len(q), k), -1, np.int64)
         scores = np.full((len(q), k), -np.inf, np.float32)
         for i, hits in enumerate(res):
@@ -233,7 +262,16 @@ class MilvusIndex:
                     field(path, meta, "collection", str), field(path, meta, "index_type", str),
                     base=base if base is not None else path.parent, _create=False)
         index.info = field(path, meta, "info", dict, {})
+        covered = index.info.get("segment_rows")
+        index._bound = covered if isinstance(covered, int) and not isinstance(covered, bool) else None
         return index
 
     def close(self) -> None:
+        """Close the connection (idempotent); the last index on a Lite file also stops its in-process server."""
+        if self._client is None:
+            return
         self._client.close()
+        self._client = None
+        target, lite = parse_uri(self.uri, self.base)
+        if lite:
+            _lite_release(os.path.abspath(target))

@@ -196,6 +196,9 @@ class Engine:
     def close(self) -> None:
         with self._db_lock:
             self._db.close()
+        close = getattr(self._snap.index, "close", None) if self._snap is not None else None
+        if close is not None:  # a Milvus store: Milvus Lite serves one process at a time
+            close()
 
     def __enter__(self) -> "Engine":
         return self
@@ -310,7 +313,7 @@ class Engine:
                                 "exact_rows": n - snap.covered}
         if index is None:
             return {**info, "kind": "exact-scan", "vectors": int(np.count_nonzero(snap.table.video >= 0)), "memory_bytes": 0}
-        kind = "ivfpq" if isinstance(index, IVFPQIndex) else "flat"
+        kind = "ivfpq" if isinstance(index, IVFPQIndex) else str(getattr(index, "kind", "flat"))
         info.update(kind=kind, vectors=len(index), memory_bytes=int(index.memory_bytes()))
         if isinstance(index, IVFPQIndex) and index._ivf is not None:
             wanted = IVFPQConfig(pq_m=index.config.pq_m, nbits=index.config.nbits,
