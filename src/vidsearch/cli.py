@@ -81,8 +81,9 @@ def _config_from_args(args: argparse.Namespace) -> CollectionConfig | None:
     from vidsearch.config import CollectionConfig, DecodeConfig, EncodeConfig, IndexConfig, SegmentConfig
 
     temporal = getattr(args, "temporal", None)
+    store = getattr(args, "store", None)
     given = any(v is not None for v in (args.encoder, args.fps, args.window, args.stride, args.keyframes or None,
-                                        args.index_kind, temporal))
+                                        args.index_kind, temporal, store))
     if not given:
         return None
     base = CollectionConfig()
@@ -109,17 +110,35 @@ def _config_from_args(args: argparse.Namespace) -> CollectionConfig | None:
         segment=SegmentConfig(window=given_or(args.window, base.segment.window),
                               stride=given_or(args.stride, base.segment.stride)),
         encode=EncodeConfig(encoder=args.encoder or base.encode.encoder, temporal_model=model, temporal_hash=weights),
-        index=IndexConfig(kind=args.index_kind or base.index.kind),
+        index=IndexConfig(kind="milvus", milvus_uri=store, milvus_index=args.milvus_index) if store
+        else IndexConfig(kind=args.index_kind or base.index.kind),
     )
 
 
-def _progress_adder(coll: Collection, paths: Iterable[str | os.PathLike[str]], quiet: bool) -> list[FileReport]:
-    """Run ``coll.add`` with a rich progress bar over the files (on stderr)."""
+def _progress_adder(coll: Collection, paths: Iterable[str | os.PathLike[str]], quiet: bool,
+                    spark: str | None = None) -> list[FileReport]:
+    """Run ``coll.add`` (or, with ``spark``, ``spark_index`` on that master) with a rich progress bar over the
+    files (on stderr)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from vidsearch.store.files import iter_media_files
 
     files = list(iter_media_files(paths))
+    if spark is not None:
+        from vidsearch.distributed.spark import spark_index
+
+        if quiet:
+            return spark_index(coll, files, master=spark)
+        console = _console()
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            task = progress.add_task(f"Spark tasks ({spark})", total=None)
+            reports = spark_index(coll, files, master=spark,
+                                  progress=lambda done, total: progress.update(task, completed=done, total=total))
+        for report in reports:
+            detail = f"{report.segments} segments" if report.status == "indexed" else _one_line(report.error or "")
+            console.print(f"{report.status:8s} {_safe(report.path)}  {_safe(detail)}", highlight=False, soft_wrap=True)
+        return reports
     if quiet:
         return coll.add(files)
     console = _console()
@@ -150,7 +169,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             if not args.paths:
                 _emit(rebuilt) if args.json else _console().print(f"rebuilt the index: {_safe(rebuilt)}", highlight=False)
                 return EXIT_OK
-        reports = _progress_adder(coll, args.paths, quiet=args.json)
+        reports = _progress_adder(coll, args.paths, quiet=args.json, spark=args.spark)
     counts = {s: sum(r.status == s for r in reports) for s in ("indexed", "skipped", "failed")}
     if args.json:
         _emit({"collection": str(args.collection), "files": [r.to_dict() for r in reports], "summary": counts})
@@ -587,6 +606,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild-index", action="store_true", help="rebuild and retrain the index from the stored vectors")
     p.add_argument("--temporal", metavar="MODEL", help="a learned temporal model (ONNX from 'vidsearch train') instead "
                    "of mean pooling (new collections; the manifest records it and the hash of its weights)")
+    p.add_argument("--spark", metavar="MASTER", nargs="?", const="local[*]",
+                   help="decode and encode on Spark executors, commit here (default master local[*]; "
+                        "spark://HOST:7077 or any master; needs the [spark] extra and Java 17)")
+    p.add_argument("--store", metavar="URI", help="keep the segment vectors in Milvus (new collections): "
+                   "milvus:PATH.db (Milvus Lite, a file; relative to the collection) or milvus://HOST:PORT (a server; "
+                   "token from MILVUS_TOKEN); needs the [milvus] extra")
+    from vidsearch.config import MILVUS_INDEX_TYPES
+
+    p.add_argument("--milvus-index", default="HNSW", choices=list(MILVUS_INDEX_TYPES),
+                   help="Milvus index type with --store (Milvus Lite: no IVF_PQ; default HNSW)")
     p.add_argument("paths", nargs="*", help="files or folders (recursive)")
     p.set_defaults(func=cmd_index)
 

@@ -88,3 +88,16 @@ def test_a_failed_task_is_retried_without_duplicate_videos(spark, tmp_path, buil
     assert stats["max_attempt"] == 1  # every collected record is from a second attempt: the first ones failed
     assert [r.status for r in reports] == ["indexed"] * len(small_refs)
     _same_collection(built_collection, tmp_path / "retried")
+
+
+def test_the_cli_indexes_through_spark(spark, tmp_path, small_refs, capsys):
+    import json
+
+    from vidsearch import cli
+
+    coll = tmp_path / "cli"
+    assert cli.main(["index", "--collection", str(coll), "--spark", MASTER, "--json", *map(str, small_refs[:2])]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [f["status"] for f in out["files"]] == ["indexed", "indexed"]
+    with Collection.open(coll) as c:
+        assert sorted(v["id"] for v in c.videos()) == sorted(f["video_id"] for f in out["files"])

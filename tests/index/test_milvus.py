@@ -147,3 +147,24 @@ def test_a_collection_on_milvus_lite_answers_as_the_faiss_one(tmp_path, small_re
         assert info["kind"] == "milvus" and info["vectors"] == before - reports[0].segments
         r = coll.search(reports[1].video_id + "@0-3", k=10, params=params)
         assert gone not in [h.video_id for h in r.results] and r.results[0].video_id == reports[1].video_id
+
+
+def test_the_cli_builds_and_searches_a_milvus_lite_collection(tmp_path, small_refs, capsys):
+    import json
+
+    from vidsearch import cli
+
+    coll = tmp_path / "cli"
+    args = ["index", "--collection", str(coll), "--store", "milvus:vectors.db", "--milvus-index", "IVF_FLAT", "--json"]
+    assert cli.main([*args, *map(str, small_refs[:2])]) == 0
+    files = json.loads(capsys.readouterr().out)["files"]
+    assert cli.main(["info", "--collection", str(coll), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["index"]["kind"] == "milvus" and (coll / "vectors.db").exists()
+    vid = files[1]["video_id"]
+    assert cli.main(["search", "--collection", str(coll), f"{vid}@0-3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["video_id"] == vid
+    # IVF_PQ does not exist in Milvus Lite: one clear line, no traceback
+    assert cli.main(["index", "--collection", str(tmp_path / "pq"), "--store", "milvus:v.db", "--milvus-index", "IVF_PQ",
+                     str(small_refs[0])]) != 0
+    assert "IVF_PQ" in capsys.readouterr().err
