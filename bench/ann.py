@@ -13,6 +13,7 @@ recall@10 >= 0.98 against exact search (or at its best recall when none does, fl
 ``reached_target: false``). Latency: one query per call, 1 thread; QPS: all queries in one batch,
 2 threads. Methods (``--methods``): faiss_flat, faiss_hnswflat, hnswlib, faiss_ivfpq_refine, faiss_hnswpq(_refine),
 faiss_lsh(_refine) (FAISS's LSH: 256 sign bits of rotated data, a linear Hamming scan; not in the default list),
+milvus_hnsw, milvus_ivf_sq8 (Milvus Lite through the collection's MilvusIndex; RAM = its files on disk),
 vidsearch (the collection default), vidsearch_opq, vidsearch_pq8, vidsearch_learned.
 RAM bytes/vector: the FAISS structures as serialised (codes, ids, centroids, graphs);
 vectors used only for re-rank are reported separately (``rerank_bytes_per_vector``): ours are
@@ -328,6 +329,29 @@ def _build_one(name: str, xb: np.ndarray, seed: int, nlist: int, train: np.ndarr
                 return p
 
             m = FaissMethod(name, ref, [5, 10, 20, 50, 100, 200, 500], lsh_params, ram_index=lsh, rerank_bpv=4.0 * d)
+    elif name in ("milvus_hnsw", "milvus_ivf_sq8"):
+        # Milvus Lite (the collection's --store milvus:PATH.db) through vidsearch's MilvusIndex: HNSW M16
+        # efConstruction 200, or IVF_SQ8 (1 B per dimension) with vidsearch's list count; ef / nprobe swept
+        from vidsearch.index.milvus import MilvusIndex
+
+        kind = "HNSW" if name == "milvus_hnsw" else "IVF_SQ8"
+        build = {"M": 16, "efConstruction": 200} if kind == "HNSW" else {"nlist": nlist}
+        mil = MilvusIndex(d, f"milvus:{workdir / (name + '.db')}", index_type=kind, build_params=build)
+        _add(mil, xb, with_ids=True)
+        mil.wait_indexed(timeout_s=3600)
+        knobs = [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512] if kind == "HNSW" else [4, 8, 12, 16, 24, 32, 48, 64, 96, 128]
+
+        class Mv(Method):
+            def search(self, q, k, s):  # type: ignore[no-untyped-def]
+                return self.index.search(q, k, IVFSearchParams(nprobe=s, ef_search=s, rerank=0)).ids
+
+        m = Mv()
+        m.index = mil  # type: ignore[attr-defined]
+        db = workdir / (name + ".db")
+        size = sum(f.stat().st_size for f in db.rglob("*") if f.is_file()) if db.is_dir() else db.stat().st_size
+        # RAM: Milvus Lite's process memory is not separable from ours; its files on disk stand in (vectors,
+        # index), an upper bound on what it must hold
+        m.name, m.settings, m.ram_bytes = name, knobs, size
     elif name == "hnswlib":
         import hnswlib
 
