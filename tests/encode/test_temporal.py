@@ -128,3 +128,17 @@ def test_core_install_runs_an_exported_model_without_torch(exported: tuple[Path,
     assert run.returncode == 0, run.stderr
     np.testing.assert_allclose(np.load(tmp_path / "got.npy"), expected, atol=1e-5)
     assert "ConfigError" in run.stdout and "pip install 'vidsearch[train]'" in run.stdout
+
+
+def test_mean_windows_from_one_running_sum_equal_the_mean_of_each_window() -> None:
+    from vidsearch.decode.windows import Segment
+    from vidsearch.encode.pipeline import segment_vectors
+    from vidsearch.encode.temporal import MeanPool
+
+    rng = np.random.default_rng(0)
+    frames = rng.standard_normal((40, 16)).astype(np.float32)
+    segments = [Segment(float(a), float(a + 3), a, min(40, a + 3)) for a in range(0, 40, 2)] + [Segment(39.0, 40.0, 39, 40)]
+    got = segment_vectors(frames, segments, MeanPool())
+    want = np.stack([MeanPool().aggregate(frames[s.frame_start : s.frame_end]) for s in segments])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert got.dtype == np.float32 and got.shape == (len(segments), 16)

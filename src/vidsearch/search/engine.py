@@ -415,12 +415,16 @@ class Engine:
 
     def _encode_ref(self, text: str, ref: RefQuery, snap: Snapshot) -> EncodedMedia:
         t0 = time.perf_counter()
-        times, vectors = self.frame_vectors(ref.video, snap)
-        keep = (times >= ref.start - 1e-6) & (times < ref.end - 1e-6)
-        if not keep.any():
+        v = self.resolve_video(ref.video, snap)
+        times = snap.catalog.frame_times(v)  # sorted; only the range's frames are read (a video may be hours long)
+        lo = int(np.searchsorted(times, ref.start - 1e-6, side="left"))
+        hi = int(np.searchsorted(times, ref.end - 1e-6, side="left"))
+        if hi <= lo:
             raise QueryError(f"query {text!r}: video {ref.video} has no frame between {ref.start}s and {ref.end}s")
+        row = int(snap.catalog.video_frame_row[v])
+        vectors = np.asarray(snap.frames[row + lo : row + hi], np.float32)
         info = MediaInfo(text, ref.end - ref.start, 0.0, 0, 0, "stored", "stored", False)
-        media = self._stored_segmenter().encode_frames(info, times[keep] - ref.start, vectors[keep].astype(np.float32))
+        media = self._stored_segmenter().encode_frames(info, times[lo:hi] - ref.start, vectors)
         media.timings["decode"] = media.timings.get("decode", 0.0) + time.perf_counter() - t0 - media.timings["encode"]
         return media
 
