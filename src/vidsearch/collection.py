@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -62,6 +62,7 @@ if TYPE_CHECKING:  # imported when files are encoded (it loads the frame model's
     from vidsearch.encode.pipeline import MediaEncoder
 
 log = logging.getLogger(__name__)
+_Item = TypeVar("_Item")
 
 # After a commit the writer saves its index when the last save is at least this old (and always at
 # the end of add/remove): readers meanwhile scan at most this many seconds of new rows exactly.
@@ -287,19 +288,31 @@ class Collection:
                 break
             new = live[live >= covered]
             if len(new):  # committed after the index was saved (a writer stopped before publishing)
-                index.add(new, np.asarray(self._segments.view(snap.segment_rows)[new], np.float32))
+                self._index_add(index, new, np.asarray(self._segments.view(snap.segment_rows)[new], np.float32))
             self._index, self._index_generation = index, snap.generation
             self._dirty = generation != snap.generation or covered != snap.segment_rows
             self._publish(force=True)
             return
         self._rebuild(snap, live)
 
+    def _index_add(self, index: VectorIndex, ids: NDArray[np.int64], vectors: NDArray[np.float32]) -> None:
+        """Add committed rows to ``index``; a Milvus store also gets each row's video and times."""
+        if getattr(index, "kind", "") == "milvus":
+            video, start, end = catalog.segment_fields(self._db, ids)
+            index.add(ids, vectors, video=video, start=start, end=end)  # type: ignore[call-arg]
+        else:
+            index.add(ids, vectors)
+
     def _rebuild(self, snap: catalog.CatalogSnapshot, live: NDArray[np.int64]) -> None:
         """Build (training the compressed index when due) from the stored vectors, and save it at once."""
         t = time.perf_counter()
         vectors = np.asarray(self._segments.view(snap.segment_rows)[live], dtype=np.float32)
+        fields = None
+        if self.config.index.kind == "milvus":
+            video = np.array([int(snap.video_ids[v], 16) for v in snap.segment_video[live].tolist()], np.int64)
+            fields = {"video": video, "start": snap.segment_start[live], "end": snap.segment_end[live]}
         self._index = build_index(self.config.index, self._segments.dim, live, vectors, self._store(snap.segment_rows),
-                                  base=self.path)
+                                  base=self.path, fields=fields)
         self.last_build_seconds = time.perf_counter() - t  # train + add, read by bench/engine.py
         self._index_generation = snap.generation
         self._dirty = True
@@ -369,14 +382,19 @@ class Collection:
         Raises:
             CollectionLockedError: another process is writing to this collection.
         """
+        return self._each_file(iter_media_files(paths), lambda path: self._add_one(path, self._encoder()), on_file)
+
+    def _each_file(self, items: Iterable[_Item], add_one: Callable[[_Item], FileReport],
+                   on_file: Callable[[FileReport], None] | None) -> list[FileReport]:
+        """The writer's loop of ``add`` and ``add_encoded``: under the lock, after crash recovery and with an
+        up-to-date index, one report per item; the index retrained if due and saved at the end, whatever happens."""
         reports: list[FileReport] = []
         with self._lock:
             self._recover()
             self._ensure_index()
-            encoder = self._encoder()
             try:
-                for path in iter_media_files(paths):
-                    report = self._add_one(path, encoder)
+                for item in items:
+                    report = add_one(item)
                     reports.append(report)
                     if on_file is not None:
                         on_file(report)
@@ -475,7 +493,7 @@ class Collection:
         if isinstance(self._index, FlatIndex) and uses_ivf(self.config.index, live):
             self._index = None  # past train_min: the compressed index is trained at the end of the import
         if self._index is not None:
-            self._index.add(np.arange(seg_row, seg_row + len(vectors), dtype=np.int64), vectors)
+            self._index_add(self._index, np.arange(seg_row, seg_row + len(vectors), dtype=np.int64), vectors)
             self._index_generation = catalog.meta(self._db)["generation"]
             self._dirty = True
             self._publish()
@@ -495,20 +513,7 @@ class Collection:
             CollectionLockedError: another process is writing to this collection.
             ShapeError: a file's vectors do not have the collection's width (encoded with another config).
         """
-        reports: list[FileReport] = []
-        with self._lock:
-            self._recover()
-            self._ensure_index()
-            try:
-                for item in files:
-                    report = self._add_encoded_one(item)
-                    reports.append(report)
-                    if on_file is not None:
-                        on_file(report)
-            finally:
-                self._retrain_if_due()
-                self._publish(force=True)
-        return reports
+        return self._each_file(files, self._add_encoded_one, on_file)
 
     def writing(self) -> WriterLock:
         """The writer lock, to hold across several writes (reentrant): ``with coll.writing(): ...``; a Spark job
@@ -588,7 +593,7 @@ class Collection:
         _crash_point("after-commit")
         # 3. the in-memory index follows the catalogue
         assert self._index is not None  # _ensure_index ran under the same lock
-        self._index.add(np.arange(seg_row, seg_row + len(segments), dtype=np.int64), segment_vectors)
+        self._index_add(self._index, np.arange(seg_row, seg_row + len(segments), dtype=np.int64), segment_vectors)
         self._index_generation = catalog.meta(self._db)["generation"]
         self._dirty = True
         return video_id

@@ -115,6 +115,14 @@ def test_a_collection_on_milvus_lite_answers_as_the_faiss_one(tmp_path, small_re
         reports = coll.add(small_refs[:3])
         assert [r.status for r in reports] == ["indexed"] * 3
         assert (tmp_path / "m" / "segments.db").exists()
+        # the rows carry their video and times (what Milvus can filter and group by)
+        index = coll._index
+        rows = index._client.query(index.collection, filter="id >= 0", output_fields=["video", "start", "end"])
+        snap = coll.engine().snapshot
+        assert len(rows) == len(snap.table.video)
+        for r in rows:
+            assert f"{r['video']:012x}" == snap.table.video_ids[snap.table.video[r["id"]]]
+            assert (r["start"], r["end"]) == pytest.approx((snap.table.start[r["id"]], snap.table.end[r["id"]]))
     # a new process: the collection reopens on the same Milvus file and finds each video from its own range
     code = textwrap.dedent(f"""
         import json

@@ -62,12 +62,13 @@ TRAIN_SAMPLE = 200_000  # vectors the compressed index is trained on (k-means, P
 
 def build_index(
     config: IndexConfig, dim: int, ids: NDArray[np.int64], vectors: NDArray[np.float32],
-    store: VectorStore | None = None, base: Path | None = None,
+    store: VectorStore | None = None, base: Path | None = None, fields: dict[str, NDArray[Any]] | None = None,
 ) -> VectorIndex:
     """A new index holding ``vectors`` (N, dim) under ``ids``; trains the compressed index when due.
 
     ``store`` gives exact vectors by id for the compressed index's re-rank; ``base`` is the collection folder (a
-    relative Milvus Lite path is taken from it).
+    relative Milvus Lite path is taken from it); ``fields``: per-row ``video``, ``start``, ``end`` that a Milvus
+    store keeps beside the vectors (the other indexes do not).
     """
     if config.kind == "milvus":  # Milvus builds its own index (replacing the collection's vectors there)
         from vidsearch.index.milvus import MilvusIndex
@@ -86,7 +87,10 @@ def build_index(
         sample = np.sort(rng.choice(len(vectors), size=size, replace=False))
         ivf.train(vectors[sample], seed=config.seed)
         index = ivf
-    index.add(ids, vectors)
+    if config.kind == "milvus" and fields:
+        index.add(ids, vectors, **fields)  # MilvusIndex.add keeps the rows' fields
+    else:
+        index.add(ids, vectors)
     return index
 
 

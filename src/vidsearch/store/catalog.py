@@ -376,6 +376,25 @@ def remove_video(conn: sqlite3.Connection, video_id: str) -> NDArray[np.int64]:
     return ids
 
 
+def segment_fields(conn: sqlite3.Connection, ids: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.float64],
+                                                                            NDArray[np.float64]]:
+    """Each segment row's video (its 12-hex id as an integer), start and end seconds: what a vector store that
+    keeps them beside the vectors (Milvus) is given. Rows without a segment (removed) get -1, 0, 0."""
+    ids = np.asarray(ids, np.int64)
+    video = np.full(len(ids), -1, np.int64)
+    start, end = np.zeros(len(ids)), np.zeros(len(ids))
+    if len(ids) == 0:
+        return video, start, end
+    lo, hi = int(ids.min()), int(ids.max())
+    rows = conn.execute("SELECT id, video_id, start, \"end\" FROM segments WHERE id BETWEEN ? AND ?", (lo, hi)).fetchall()
+    at = {int(r[0]): r for r in rows}
+    for i, sid in enumerate(ids.tolist()):
+        r = at.get(sid)
+        if r is not None:
+            video[i], start[i], end[i] = int(r[1], 16), float(r[2]), float(r[3])
+    return video, start, end
+
+
 def content_hashes(conn: sqlite3.Connection) -> set[str]:
     """The SHA-256 of every indexed file."""
     return {str(r[0]) for r in conn.execute("SELECT content_hash FROM videos").fetchall()}
