@@ -118,6 +118,30 @@ class EncodedFile:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def encode_for_add(path: Path, encoder: Callable[[], MediaEncoder], known: Callable[[str], bool]) -> EncodedFile:
+    """What ``add`` does to one file before its commit, here or in a Spark task: check it, hash it and, unless
+    ``known(sha256)`` (then ``media=KNOWN``, not decoded), decode and encode it with ``encoder()`` (called only
+    then: a run of known files loads no model). A failure is returned as ``error``, never raised: the batch goes on.
+    """
+    t0 = time.perf_counter()
+    shown = str(path)
+    try:
+        if not path.is_file():
+            raise CollectionError(f"{path}: no such file (or not a regular file)")
+        size = path.stat().st_size
+        digest = file_hash(path)
+        if known(digest):
+            return EncodedFile(shown, digest, size, KNOWN)
+        hash_s = time.perf_counter() - t0
+        media = encoder().encode_file(path)
+        return EncodedFile(shown, digest, size, media, timings={**media.timings, "hash": hash_s})
+    except (VidsearchError, OSError) as exc:
+        return EncodedFile(shown, None, 0, error=str(exc))
+    except Exception as exc:  # an unexpected library error on one file must not stop the batch
+        log.exception("unexpected error on %s", path)
+        return EncodedFile(shown, None, 0, error=f"{type(exc).__name__}: {exc}")
+
+
 @dataclass
 class FileReport:
     """What happened to one input file in :meth:`Collection.add`."""
@@ -382,7 +406,7 @@ class Collection:
         Raises:
             CollectionLockedError: another process is writing to this collection.
         """
-        return self._each_file(iter_media_files(paths), lambda path: self._add_one(path, self._encoder()), on_file)
+        return self._each_file(iter_media_files(paths), lambda path: self._add_one(path, self._encoder), on_file)
 
     def _each_file(self, items: Iterable[_Item], add_one: Callable[[_Item], FileReport],
                    on_file: Callable[[FileReport], None] | None) -> list[FileReport]:
@@ -554,25 +578,12 @@ class Collection:
         for stale in self.path.glob("index-*.faiss.*.tmp"):  # only a writer saves, and we hold the lock
             stale.unlink(missing_ok=True)
 
-    def _add_one(self, path: Path, encoder: MediaEncoder) -> FileReport:
-        t0 = time.perf_counter()
-        shown = str(path)
+    def _add_one(self, path: Path, encoder: Callable[[], MediaEncoder]) -> FileReport:
+        item = encode_for_add(path, encoder, lambda digest: catalog.find_by_hash(self._db, digest) is not None)
         try:
-            if not path.is_file():
-                raise CollectionError(f"{path}: no such file (or not a regular file)")
-            digest = file_hash(path)
-            found = catalog.find_by_hash(self._db, digest)
-            if found is not None:
-                return FileReport(shown, "skipped", found[0], error=f"already indexed as {found[0]} ({found[1]})")
-            hash_s = time.perf_counter() - t0
-            media = encoder.encode_file(path)
-            return self._add_encoded_one(EncodedFile(shown, digest, path.stat().st_size, media,
-                                                     timings={**media.timings, "hash": hash_s}))
+            return self._add_encoded_one(item)
         except (VidsearchError, OSError) as exc:
-            return FileReport(shown, "failed", error=str(exc))
-        except Exception as exc:  # an unexpected library error on one file must not stop the batch
-            log.exception("unexpected error on %s", path)
-            return FileReport(shown, "failed", error=f"{type(exc).__name__}: {exc}")
+            return FileReport(item.path, "failed", error=str(exc))
 
     def _commit(self, path: str, digest: str, info: Any, times: NDArray[np.float64], frame_vectors: NDArray[np.float32],
                 segments: list[Any], segment_vectors: NDArray[np.float32], size_bytes: int) -> str:

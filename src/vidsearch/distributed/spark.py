@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 
 from vidsearch.atomic import atomic_write
-from vidsearch.collection import KNOWN, Collection, EncodedFile, FileReport
+from vidsearch.collection import KNOWN, Collection, EncodedFile, FileReport, encode_for_add
 from vidsearch.config import CollectionConfig
-from vidsearch.errors import ConfigError, VidsearchError
-from vidsearch.store.files import file_hash, iter_media_files
+from vidsearch.errors import ConfigError
+from vidsearch.store.files import iter_media_files
 
 __all__ = ["spark_index", "DEFAULT_MASTER"]
 
@@ -112,26 +112,16 @@ def encode_partition(config_json: str, shard_dir: str, known: frozenset[str],
         record: dict[str, Any] = {"position": position, "path": path_text, "digest": None, "size": 0,
                                   "shard": None, "error": None, "known": False, "pid": os.getpid(),
                                   "attempt": _attempt(), "encoder_built": False}
-        try:
-            t0 = time.perf_counter()
-            if not path.is_file():
-                raise VidsearchError(f"{path}: no such file (or not a regular file)")
-            record["size"] = path.stat().st_size
-            digest = record["digest"] = file_hash(path)
-            if digest in known:  # the driver reports it as skipped, as add does, without decoding it
-                record["known"] = True
-                yield record
-                continue
-            hash_s = time.perf_counter() - t0
-            media = _encoder(config_json).encode_file(path)
-            shard = Path(shard_dir) / f"{digest}.npz"
-            _write_shard(shard, media, {**media.timings, "hash": hash_s})
-            record["shard"] = str(shard)
+        item = encode_for_add(path, lambda: _encoder(config_json), known.__contains__)
+        record.update(digest=item.digest, size=item.size_bytes, error=item.error, known=item.media is KNOWN)
+        if item.error is None and item.media is not KNOWN:
+            shard = Path(shard_dir) / f"{item.digest}.npz"
+            try:
+                _write_shard(shard, item.media, item.timings)
+                record["shard"] = str(shard)
+            except OSError as exc:
+                record["error"] = f"{shard}: {exc}"
             record["encoder_built"] = encoder_loads() > built
-        except (VidsearchError, OSError) as exc:
-            record["error"] = str(exc)
-        except Exception as exc:  # an unexpected library error on one file must not fail the task (and job)
-            record["error"] = f"{type(exc).__name__}: {exc}"
         if fail_first_attempt and record["attempt"] == 0 and record["shard"]:
             raise RuntimeError("fail_first_attempt: this attempt dies after writing a shard (a test)")
         yield record
