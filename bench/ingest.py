@@ -1,7 +1,9 @@
 """Ingest speed on the real sample footage, per frame encoder, plus effnet-lite0 frame-encoding
-throughput: ONNX Runtime fp32 / int8 vs PyTorch eager, at all cores and at 1 thread.
+throughput: ONNX Runtime fp32 / int8 vs PyTorch eager, at all cores and at 1 thread; and ingest of HD
+(720p, 1080p H.264) footage with the default configuration, with decode-only and encode-only bounds.
 
     python bench/ingest.py [--encoders sscd,sscd-distilled,effnet-lite0] [--json]
+    python bench/ingest.py --hd-only [--hd-sizes 720p,1080p] [--json]     # the HD part alone
 
 Ingest: for each encoder, a fresh collection in a temporary folder, ``coll.add(reference_footage())``;
 models are loaded and warmed (one batch) first, so model export/load is not counted. Best of
@@ -12,7 +14,22 @@ Throughput: effnet-lite0 on ``--frames`` real frames decoded at 224x224 (1 fps f
 footage), batches of ``--batch``; best of ``--repeats`` timed passes after one warm-up pass; all variants
 timed round-robin in each round so machine drift hits them alike; ratios are from the same run.
 
-Writes bench/results/ingest.json.
+HD (``--no-hd`` leaves it out): ``vidsearch.evaluate.hd.hd_footage`` makes (once, cached) 720p and 1080p
+H.264 from the sample footage (30 fps, key frame every 2 s, libx264 veryfast crf 20; ~83 s each, or
+``--hd-seconds``). Per size, best of ``--hd-repeats`` by wall time, all in video-seconds per wall-second:
+``video_s_per_wall_s`` = ``coll.add([file])`` into a fresh default (sscd) collection; ``decode_only`` =
+every sampled frame at the encoder's input size, decoded as the pipeline decodes it (nothing else
+running); ``encode_only`` = those frames through the encoder in batches of ``batch_size`` (no decoding).
+The JSON's ``"hd"`` holds exactly these three per size; ``"hd_details"`` the rest: the pipeline with and
+without the decode thread (``MediaEncoder(overlap=...)``), ONNX Runtime intra-op threads x decoder
+threads, and each decoding technique with and without (``--hd-techniques``, decode only, round-robin):
+every frame decoded (the decoder before this change), the exact default (only what the sampler takes),
+no loop filter (non-reference / all frames), non-reference frames never decoded, key frames only,
+decoder threads 1 / 2 / FFmpeg's choice, and sparse sampling (0.25 fps) with and without dropping groups
+of pictures; for the approximate ones how far the pixels (mean absolute difference, 0-255), the times
+and the SSCD vectors (cosine to the exact frames' vectors: 1st percentile, min, mean) move.
+
+Writes bench/results/ingest.json (``--hd-only``: bench/results/ingest-hd.json).
 """
 
 from __future__ import annotations
@@ -31,6 +48,22 @@ from vidsearch.encode.registry import encoder_names
 
 ENCODERS = tuple(encoder_names())
 STAGES = ("decode", "encode", "hash", "store")
+HD_SIZES = {"720p": 720, "1080p": 1080}
+# decode techniques measured on the HD files: name -> (iter_frames keyword arguments, exact by construction)
+HD_TECHNIQUES: dict[str, tuple[dict[str, Any], bool]] = {
+    "all_frames": ({"skip_unsampled": False}, True),  # the decoder before issue #18
+    "default": ({}, True),  # only what the sampler takes (exact)
+    "loop_filter_nonref": ({"skip_loop_filter": "nonref"}, False),
+    "loop_filter_all": ({"skip_loop_filter": "all"}, False),
+    "skip_nonref": ({"skip_nonref": True}, False),
+    "skip_nonref+loop_filter_all": ({"skip_nonref": True, "skip_loop_filter": "all"}, False),
+    "keyframes_only": ({"keyframes_only": True}, False),
+    "default_threads1": ({"threads": 1}, True),
+    "default_threads2": ({"threads": 2}, True),
+    "all_frames_threads1": ({"skip_unsampled": False, "threads": 1}, True),
+    "sparse_0.25fps_all_frames": ({"fps": 0.25, "skip_unsampled": False}, True),
+    "sparse_0.25fps_default": ({"fps": 0.25}, True),
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,9 +77,28 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-export-timing", action="store_true", help="skip timing a first-time effnet export")
     p.add_argument("--wait-quiet", type=float, default=300, metavar="SECONDS",
                    help="first wait up to this long for other CPU work to calm down (0: do not wait)")
+    p.add_argument("--hd-only", action="store_true", help="only the HD part (writes ingest-hd.json)")
+    p.add_argument("--no-hd", action="store_true", help="leave the HD part out")
+    p.add_argument("--hd-sizes", default="720p,1080p", help="comma-separated: 720p, 1080p")
+    p.add_argument("--hd-seconds", type=float, default=None, help="length of the HD files (default: every source frame, ~83 s)")
+    p.add_argument("--hd-repeats", type=int, default=2, help="timed runs per HD measurement (best of)")
+    p.add_argument("--hd-techniques", default="all",
+                   help="'all', 'none' or comma-separated decode technique names (see HD_TECHNIQUES)")
+    p.add_argument("--hd-threads-grid", action=argparse.BooleanOptionalAction, default=True,
+                   help="time the pipeline at ONNX Runtime threads x decoder threads")
     p.add_argument("--json", action="store_true", help="print the result object to stdout")
     args = p.parse_args()
     args.encoders = C.encoder_list(p, args.encoders, ENCODERS)
+    args.hd_sizes = [x.strip() for x in args.hd_sizes.split(",") if x.strip()]
+    bad = [x for x in args.hd_sizes if x not in HD_SIZES]
+    if bad:
+        p.error(f"--hd-sizes: unknown {bad}; expected some of {', '.join(HD_SIZES)}")
+    names = list(HD_TECHNIQUES) if args.hd_techniques == "all" else [] if args.hd_techniques == "none" else [
+        x.strip() for x in args.hd_techniques.split(",") if x.strip()]
+    bad = [x for x in names if x not in HD_TECHNIQUES]
+    if bad:
+        p.error(f"--hd-techniques: unknown {bad}; expected 'all', 'none' or some of {', '.join(HD_TECHNIQUES)}")
+    args.hd_techniques = names
     return args
 
 
@@ -236,6 +288,174 @@ def bench_throughput(files: list[Path], n_frames: int, batch: int, repeats: int)
     }
 
 
+# ---------------------------------------------------------------------------------------- HD
+def hd_files(sizes: list[str], seconds: float | None) -> tuple[dict[str, Path], dict[str, float]]:
+    """The HD files (made once, cached) and the seconds each took to get (make or find)."""
+    from vidsearch.evaluate.hd import hd_footage
+
+    files, took = {}, {}
+    for size in sizes:
+        C.log(f"[hd] {size}: making or finding the HD footage")
+        took[size], files[size] = C.time_call(lambda: hd_footage(HD_SIZES[size], seconds))
+    return files, took
+
+
+def _decode_all(path: Path, size: tuple[int, int], fps: float, kwargs: dict[str, Any]) -> tuple[list[Any], Any]:
+    from vidsearch.decode import DecodeStats, iter_frames
+
+    kw = dict(kwargs)
+    stats = DecodeStats()
+    frames = list(iter_frames(path, size, fps=kw.pop("fps", fps), stats=stats, **kw))
+    return frames, stats
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    c = (a * b).sum(axis=1)  # both L2-normalised by the encoder
+    return {"p1": float(np.percentile(c, 1)), "min": float(c.min()), "mean": float(c.mean())}
+
+
+def hd_techniques(path: Path, duration: float, names: list[str], repeats: int, encoder: Any) -> dict[str, Any]:
+    """Decode-only speed of each technique (round-robin, best of ``repeats``) and, against the exact frames,
+    how far the pixels, times and SSCD vectors move."""
+    from vidsearch.config import DecodeConfig
+
+    size = encoder.input_size
+    fps = DecodeConfig().fps
+    best: dict[str, float] = {}
+    out: dict[str, Any] = {}
+    frames: dict[str, list[Any]] = {}
+    for rnd in range(repeats):
+        for name in names:
+            kwargs, _ = HD_TECHNIQUES[name]
+            wall, (got, stats) = C.time_call(lambda: _decode_all(path, size, fps, kwargs))
+            best[name] = min(best.get(name, wall), wall)
+            if rnd == 0:
+                frames[name] = got
+                out[name] = {"kwargs": kwargs, "exact_by_construction": HD_TECHNIQUES[name][1],
+                             "frames_sampled": len(got), "stats": stats.__dict__}
+    exact_frames, _ = _decode_all(path, size, fps, {"skip_unsampled": False})
+    exact_vectors = encoder.encode(np.stack([f.image for f in exact_frames]))
+    sparse_exact = None
+    for name in names:
+        r = out[name]
+        r["best_s"] = best[name]
+        r["video_s_per_wall_s"] = duration / best[name]
+        got = frames[name]
+        ref = exact_frames
+        if HD_TECHNIQUES[name][0].get("fps", fps) != fps:  # compare sparse sampling with sparse exact frames
+            if sparse_exact is None:
+                sparse_exact, _ = _decode_all(path, size, fps, {"fps": HD_TECHNIQUES[name][0]["fps"], "skip_unsampled": False})
+            ref = sparse_exact
+        n = min(len(got), len(ref))
+        same = len(got) == len(ref) and all(g.time == e.time and np.array_equal(g.image, e.image) for g, e in zip(got, ref))
+        r["identical_to_every_frame_decode"] = bool(same)
+        r["frame_count_difference"] = len(got) - len(ref)
+        if not same and n:
+            diff = [float(np.abs(g.image.astype(np.int16) - e.image.astype(np.int16)).mean()) for g, e in zip(got[:n], ref[:n])]
+            r["pixel_mean_abs_diff"] = {"mean": float(np.mean(diff)), "p99": float(np.percentile(diff, 99)), "max": max(diff)}
+            shift = [abs(g.time - e.time) for g, e in zip(got[:n], ref[:n])]
+            r["time_shift_s"] = {"mean": float(np.mean(shift)), "max": max(shift)}
+            vectors = encoder.encode(np.stack([g.image for g in got[:n]]))
+            ref_vectors = exact_vectors[:n] if ref is exact_frames else encoder.encode(np.stack([e.image for e in ref[:n]]))
+            r["sscd_cosine_to_exact"] = _cosines(vectors, ref_vectors)
+        elif same:
+            r["sscd_cosine_to_exact"] = {"p1": 1.0, "min": 1.0, "mean": 1.0}
+        C.log(f"[hd]   {name:28s} {r['video_s_per_wall_s']:7.1f} video-s/s  frames decoded "
+              f"{r['stats']['frames_decoded']:5d}  identical {same}  cos p1 {r['sscd_cosine_to_exact']['p1']:.4f}")
+    if "all_frames" in best and "default" in best:
+        out["ratio_default/all_frames"] = best["all_frames"] / best["default"]
+    return out
+
+
+def _encode_only(encoder: Any, images: np.ndarray, batch: int) -> None:
+    for i in range(0, len(images), batch):
+        encoder.encode(images[i : i + batch])
+
+
+def bench_hd(sizes: list[str], seconds: float | None, repeats: int, techniques: list[str],
+             threads_grid: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(``hd`` summary: per size the three speeds, ``hd_details``: everything else measured)."""
+    from vidsearch import Collection
+    from vidsearch.config import CollectionConfig
+    from vidsearch.decode import probe
+    from vidsearch.encode import load_encoder, registry
+    from vidsearch.encode.frame import OnnxFrameEncoder, default_threads
+    from vidsearch.encode.pipeline import DECODE_THREADS, MediaEncoder
+
+    config = CollectionConfig()  # the default configuration
+    files, made_s = hd_files(sizes, seconds)
+    encoder = load_encoder(config.encode.encoder)
+    spec = registry.get(config.encode.encoder)
+    batch = config.encode.batch_size
+    media = MediaEncoder(config, encoder=encoder)
+    summary: dict[str, Any] = {}
+    details: dict[str, Any] = {"config": config.to_dict(), "made_or_found_s": made_s, "decode_threads": DECODE_THREADS,
+                               "ort_threads": default_threads(), "files": {}}
+    for size, path in files.items():
+        info = probe(path)
+        duration = info.duration
+        C.log(f"[hd] {size}: {path.name}, {duration:.1f} s, {info.width}x{info.height}")
+        frames = list(media.iter_frames(path, encoder.input_size))
+        images = np.stack([f.image for f in frames])
+        _encode_only(encoder, images[:batch], batch)  # warm-up
+        walls: dict[str, list[float]] = {"pipeline_add": [], "decode_only": [], "encode_only": [],
+                                         "encode_file_overlap": [], "encode_file_sequential": []}
+        cpu: dict[str, float] = {}
+        reports = []
+        for rnd in range(repeats):  # round-robin: drift hits every measurement alike
+            with tempfile.TemporaryDirectory(prefix="vidsearch-bench-hd-") as tmp:
+                coll = Collection.create(Path(tmp) / "coll", config)
+                c0 = time.process_time()
+                wall, rep = C.time_call(lambda: coll.add([path]))
+                cpu["pipeline_add"] = time.process_time() - c0
+                coll.close()
+            if rep[0].status != "indexed":
+                raise SystemExit(f"HD ingest failed: {rep[0].to_dict()}")
+            walls["pipeline_add"].append(wall)
+            reports.append(rep[0].to_dict())
+            c0 = time.process_time()
+            walls["decode_only"].append(C.time_call(lambda: list(media.iter_frames(path, encoder.input_size)))[0])
+            cpu["decode_only"] = time.process_time() - c0
+            walls["encode_only"].append(C.time_call(lambda: _encode_only(encoder, images, batch))[0])
+            for overlap in (True, False):
+                m = MediaEncoder(config, encoder=encoder, overlap=overlap)
+                label = "encode_file_overlap" if overlap else "encode_file_sequential"
+                wall, enc = C.time_call(lambda: m.encode_file(path))
+                walls[label].append(wall)
+                details.setdefault("files", {}).setdefault(size, {})[f"{label}_timings"] = enc.timings
+            C.log(f"[hd] {size} round {rnd + 1}/{repeats}: " + ", ".join(f"{k} {duration / v[-1]:.1f}" for k, v in walls.items()))
+        speed = {k: duration / min(v) for k, v in walls.items()}
+        summary[size] = {"video_s_per_wall_s": speed["pipeline_add"], "decode_only": speed["decode_only"],
+                         "encode_only": speed["encode_only"]}
+        d: dict[str, Any] = details["files"].setdefault(size, {})
+        d.update({"path": str(path), "duration_s": duration, "width": info.width, "height": info.height,
+                  "frames_sampled": len(frames), "walls_s": walls, "video_s_per_wall_s": speed,
+                  "process_cpu_s_last_round": cpu, "add_reports": reports,
+                  "overlap_speedup": min(walls["encode_file_sequential"]) / min(walls["encode_file_overlap"]),
+                  "bound": "encode" if speed["encode_only"] < speed["decode_only"] else "decode"})
+        if threads_grid:
+            grid: dict[str, float] = {}
+            encoders = {t: (encoder if t == default_threads() else OnnxFrameEncoder(spec, encoder.model_path, threads=t))
+                        for t in (1, 2)}
+            for enc in encoders.values():  # warm each session (ONNX Runtime's first runs are slow)
+                for _ in range(3):
+                    _encode_only(enc, images[:batch], batch)
+            for _ in range(repeats):
+                for ort_t, enc in encoders.items():
+                    for dec_t in (1, 2, 0):
+                        m = MediaEncoder(config, encoder=enc, decode_threads=dec_t)
+                        wall, _ = C.time_call(lambda: m.encode_file(path))
+                        key = f"ort{ort_t}_dec{dec_t or 'auto'}"
+                        grid[key] = max(grid.get(key, 0.0), duration / wall)
+            d["threads_grid_video_s_per_wall_s"] = grid
+            C.log(f"[hd] {size} ORT threads x decoder threads (video-s/s): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in grid.items()))
+        if techniques:
+            C.log(f"[hd] {size}: decode techniques")
+            d["techniques"] = hd_techniques(path, duration, techniques, repeats, encoder)
+    return summary, details
+
+
 # ---------------------------------------------------------------------------------------- main
 def main() -> None:
     args = parse_args()
@@ -250,26 +470,37 @@ def main() -> None:
     payload["quiet_wait"] = C.wait_for_quiet(args.wait_quiet)
     payload["cpu_probe_start"] = C.cpu_probe()
 
-    payload["ingest"] = bench_ingest(args.encoders, files, args.ingest_repeats, args.batch)
-    if "effnet-lite0" in args.encoders and not args.no_export_timing:
-        C.log("[export] first-time effnet-lite0 export + int8 quantisation (temp folder)")
-        payload["effnet_first_export"] = bench_export()
-    if not args.no_throughput:
-        payload["effnet_throughput"] = bench_throughput(files, args.frames, args.batch, args.repeats)
+    if not args.hd_only:
+        payload["ingest"] = bench_ingest(args.encoders, files, args.ingest_repeats, args.batch)
+        if "effnet-lite0" in args.encoders and not args.no_export_timing:
+            C.log("[export] first-time effnet-lite0 export + int8 quantisation (temp folder)")
+            payload["effnet_first_export"] = bench_export()
+        if not args.no_throughput:
+            payload["effnet_throughput"] = bench_throughput(files, args.frames, args.batch, args.repeats)
+    if not args.no_hd:
+        payload["hd"], payload["hd_details"] = bench_hd(args.hd_sizes, args.hd_seconds, args.hd_repeats,
+                                                        args.hd_techniques, args.hd_threads_grid)
 
     payload["cpu_probe_end"] = C.cpu_probe()  # load at the end: payload["provenance"], completed by C.emit
 
     # ---- human-readable summary
     rows = []
-    for name, r in payload["ingest"].items():
+    for name, r in payload.get("ingest", {}).items():
         b = r["best"]
         sh = b["stage_share_of_wall"]
         rows.append([name, b["video_seconds"], b["wall_s"], b["process_cpu_s"], b["video_s_per_wall_s"], b["frames_per_s"],
                      b["stages_s"]["decode"], b["stages_s"]["encode"], b["stages_s"]["store"],
                      f"{sh['decode']:.0%}/{sh['encode']:.0%}/{sh['store']:.0%}/{sh['hash'] + sh['other']:.0%}"])
-    C.log("\nIngest (best of %d, %d files)" % (args.ingest_repeats, len(files)))
-    C.log(C.table(["encoder", "video s", "wall s", "cpu s", "video s/s", "frames/s", "decode s", "encode s", "store s",
-                   "dec/enc/store/rest"], rows))
+    if rows:
+        C.log("\nIngest (best of %d, %d files)" % (args.ingest_repeats, len(files)))
+        C.log(C.table(["encoder", "video s", "wall s", "cpu s", "video s/s", "frames/s", "decode s", "encode s",
+                       "store s", "dec/enc/store/rest"], rows))
+    if "hd" in payload:
+        C.log("\nHD ingest, default configuration (video-seconds per wall-second, best of %d)" % args.hd_repeats)
+        C.log(C.table(["size", "pipeline (add)", "decode only", "encode only", "overlap / sequential", "bound"],
+                      [[k, v["video_s_per_wall_s"], v["decode_only"], v["encode_only"],
+                        payload["hd_details"]["files"][k]["overlap_speedup"], payload["hd_details"]["files"][k]["bound"]]
+                       for k, v in payload["hd"].items()]))
     if "effnet_first_export" in payload:
         e = payload["effnet_first_export"]
         C.log(f"\neffnet first-time export {e['export_fp32_s']:.1f} s, int8 quantisation {e['quantize_int8_s']:.1f} s")
@@ -284,7 +515,7 @@ def main() -> None:
     C.log(f"cpu probe (numpy matmul, median): {payload['cpu_probe_start']['gflops_median']:.0f} GFLOP/s at start, "
           f"{payload['cpu_probe_end']['gflops_median']:.0f} at end; cpu pressure at end "
           f"{C.load_average().get('cpu_pressure_some')}")
-    C.emit("ingest", payload, args.json)
+    C.emit("ingest-hd" if args.hd_only else "ingest", payload, args.json)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,11 @@ for three queries, round-robin, ``--warmups`` untimed rounds then ``--repeats`` 
 
 * ``clip``:  a 10 s excerpt (20-30 s) of the iscc ``demo.mp4``, re-encoded 320 px wide (make_copy);
 * ``image``: a PNG still of ``bigbuckbunny.mp4`` at 3 s, full size (1280x720), as the demo makes it;
-* ``stored``: ``VIDEO_ID@20-30`` of the indexed ``demo.mp4`` (stored frame vectors, no decoding).
+* ``stored``: ``VIDEO_ID@20-30`` of the indexed ``demo.mp4`` (stored frame vectors, no decoding);
+* ``clip720``: 10 s of 720p H.264 (30 fps, key frame every 2 s), the first 10 s of the HD footage
+  ``vidsearch.evaluate.hd.hd_footage`` makes from the sample videos (bigbuckbunny, then rgb.m4v).
+
+``--queries clip720`` (or ``--hd-only``) times only some of them (the collection is built all the same).
 
 Reported: total and the ``SearchResult.timings_ms`` split (decode, encode, search; ``unattributed`` =
 total minus the three, per call: e.g. reading stored frame vectors for ``stored``) as p50/p99, and
@@ -37,6 +41,7 @@ import numpy as np
 import _common as C
 
 from vidsearch.encode.registry import encoder_names
+from vidsearch.evaluate.transforms import Transform
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,8 +52,39 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--k", type=int, default=10, help="videos returned per query")
     p.add_argument("--wait-quiet", type=float, default=300, metavar="SECONDS",
                    help="first wait up to this long for other CPU work to calm down (0: do not wait)")
+    p.add_argument("--queries", default=",".join(QUERIES), help=f"comma-separated, some of {', '.join(QUERIES)}")
+    p.add_argument("--hd-only", action="store_true", help="only the clip720 query (same as --queries clip720)")
     p.add_argument("--json", action="store_true", help="print the result object to stdout")
-    return p.parse_args()
+    args = p.parse_args()
+    args.queries = ["clip720"] if args.hd_only else [q.strip() for q in args.queries.split(",") if q.strip()]
+    bad = [q for q in args.queries if q not in QUERIES]
+    if bad or not args.queries:
+        p.error(f"--queries: unknown {bad or 'none given'}; expected some of {', '.join(QUERIES)}")
+    return args
+
+
+QUERIES = ("clip", "clip720", "image", "stored")
+CLIP_TRANSFORM = Transform(start=20, end=30, width=320)
+CLIP720_SECONDS = 10.0
+
+
+def make_queries(folder: Path, names: list[str], demo_mp4: Path, image_src: Path, image_at: float,
+                 demo_id: str) -> dict[str, str]:
+    """The query of each name in ``names``: a file made in ``folder`` (or found in the HD cache) or a stored range."""
+    from vidsearch.evaluate.hd import hd_footage
+    from vidsearch.evaluate.transforms import make_copy
+
+    out: dict[str, str] = {}
+    for q in names:
+        if q == "clip":
+            out[q] = str(make_copy(demo_mp4, folder / "clip_20-30_320px.mp4", CLIP_TRANSFORM))
+        elif q == "clip720":
+            out[q] = str(hd_footage(720, CLIP720_SECONDS))
+        elif q == "image":
+            out[q] = str(export_frame(image_src, image_at, folder / "bigbuckbunny_3s.png"))
+        elif q == "stored":
+            out[q] = f"{demo_id}@20-30"
+    return out
 
 
 def export_frame(src: Path, at: float, dst: Path) -> Path:
@@ -78,7 +114,6 @@ def main() -> None:
     from vidsearch import Collection
     from vidsearch.config import CollectionConfig, EncodeConfig
     from vidsearch.evaluate import samples
-    from vidsearch.evaluate.transforms import Transform, make_copy
     from vidsearch.search.results import SearchParams
     from vidsearch.store.vectors import VectorFile
 
@@ -88,7 +123,7 @@ def main() -> None:
     image_at = 3.0
     params = SearchParams()
     config = CollectionConfig(encode=EncodeConfig(encoder=args.encoder))
-    clip_transform = Transform(start=20, end=30, width=320)
+    clip_transform = CLIP_TRANSFORM
     name = "latency" if args.encoder == "sscd" else f"latency-{args.encoder}"
     payload = C.header(name, {
         **{k: v for k, v in vars(args).items() if k not in ("json", "wait_quiet")},
@@ -96,7 +131,10 @@ def main() -> None:
         "footage": [str(p) for p in files],
         "queries": {"clip": {"source": str(demo_mp4), "transform": clip_transform.__dict__},
                     "image": {"source": str(image_src), "frame_at_s": image_at, "format": "png, full size"},
-                    "stored": "VIDEO_ID@20-30 of demo.mp4"},
+                    "stored": "VIDEO_ID@20-30 of demo.mp4",
+                    "clip720": {"source": "vidsearch.evaluate.hd.hd_footage(720, 10)", "seconds": CLIP720_SECONDS,
+                                "size": "1280x720", "fps": 30, "gop": 60}},
+        "queries_run": args.queries,
     }, missing=samples.missing_footage(found=files))
     payload["quiet_wait"] = C.wait_for_quiet(args.wait_quiet)
     payload["cpu_probe_start"] = C.cpu_probe()
@@ -114,9 +152,7 @@ def main() -> None:
             "duration_s": info["duration_s"], "dims": info["dims"],
             "not_indexed": [r.to_dict() for r in reports if r.status != "indexed"],
         }
-        clip = make_copy(demo_mp4, folder / "clip_20-30_320px.mp4", clip_transform)
-        image = export_frame(image_src, image_at, folder / "bigbuckbunny_3s.png")
-        queries = {"clip": str(clip), "image": str(image), "stored": f"{demo_id}@20-30"}
+        queries = make_queries(folder, args.queries, demo_mp4, image_src, image_at, demo_id)
 
         # stored segment vectors for the numpy peer (no removals, so rows 0..segments-1 are all live)
         n_seg = info["segments"]

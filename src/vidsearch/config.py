@@ -73,17 +73,34 @@ def _plain_dict(items: list[tuple[str, Any]]) -> dict[str, Any]:
 class DecodeConfig:
     """How frames are sampled from a video.
 
+    Decoding is exact by default: only the frames the sampler takes and the frames they are predicted from
+    are decoded (``vidsearch.decode.iter_frames``), which yields the very pixels of a decode of every frame.
+    The two ``skip_*`` fields trade exactness for speed (docs/RESULTS.md measures what they do to vectors).
+
     Attributes:
         fps: frames sampled per second of video (uniform in presentation time).
         keyframes_only: decode only key frames (fast path); ``fps`` then caps their rate.
+        skip_nonref: never decode a non-reference frame; a sample is the first decodable frame at or after
+            its time (a few frames late at most; times are those frames' own). Approximate.
+        skip_loop_filter: ``"none"``, ``"nonref"`` (no deblocking of non-reference frames) or ``"all"``
+            (none of any frame: errors carry on to the frames predicted from it). Approximate.
+
+    ``skip_nonref`` and ``skip_loop_filter`` came after format_version 1; their defaults are what decoding
+    always did, so a manifest without them loads as it did.
     """
 
     fps: float = 1.0
     keyframes_only: bool = False
+    skip_nonref: bool = False
+    skip_loop_filter: str = "none"
 
     def __post_init__(self) -> None:
         if not (0.01 <= self.fps <= 60):
             raise ConfigError(f"fps must be between 0.01 and 60 frames per second, got {self.fps}; pass e.g. --fps 1")
+        if not isinstance(self.skip_nonref, bool):
+            raise ConfigError(f"skip_nonref must be true or false, got {self.skip_nonref!r}")
+        if self.skip_loop_filter not in ("none", "nonref", "all"):
+            raise ConfigError(f"skip_loop_filter must be one of 'none', 'nonref', 'all', got {self.skip_loop_filter!r}")
 
 
 @dataclass(frozen=True)

@@ -168,79 +168,261 @@ def iter_frames(
     size: tuple[int, int],
     fps: float = 1.0,
     keyframes_only: bool = False,
+    *,
+    skip_nonref: bool = False,
+    skip_loop_filter: str = "none",
+    skip_unsampled: bool = True,
+    threads: int = 0,
+    stats: DecodeStats | None = None,
 ) -> Iterator[SampledFrame]:
     """Yield frames sampled uniformly at ``fps`` (by presentation time), resized to ``size``.
+
+    Only what the sampler takes is decoded (``skip_unsampled``, on by default, exact): the packets of
+    a group of pictures (key frame to key frame) are read ahead, the sampler is run on their timestamps,
+    and the decoder is told to skip each non-reference frame it will not take; a group holding no sampled
+    frame is not decoded at all (the packet-level equivalent of seeking to the key frame before the next
+    sample: no decoder state is lost and no container index is needed). The frames yielded are the
+    very frames, with the very pixels and times, of a decode of every frame (tests/decode check it on
+    every sample video); where a file's timestamps cannot be planned on (none, or the decoder's first
+    frame is not the first timestamp) everything is decoded, as before.
 
     Args:
         path: a video or image file.
         size: (width, height) of the images yielded, normally the encoder's input size.
         fps: frames per second to keep; the first frame at or after each multiple of 1/fps is kept.
         keyframes_only: decode key frames only (much faster, coarser); ``fps`` still caps the rate.
+        skip_nonref: never decode a non-reference frame: a sample is the first *decodable* frame at or
+            after its time (up to a few frames later: the times yielded are those frames' own). Approximate.
+        skip_loop_filter: ``"none"``, ``"nonref"`` (no deblocking of non-reference frames: only the sampled
+            frame itself changes) or ``"all"`` (errors then carry on to the frames predicted from it). Approximate.
+        skip_unsampled: plan on the timestamps as described above (exact); False decodes every frame.
+        threads: decoder threads (FFmpeg frame + slice threads); 0 lets FFmpeg choose (one per core + 1).
+        stats: counts what was decoded and skipped, filled in as frames are yielded (benchmarks, tests).
 
     Yields:
         SampledFrame with ``time`` in seconds from the first frame and a (H, W, 3) uint8 image.
 
     Raises:
         DecodeError: the file cannot be opened, has no video stream, or yields no decodable frame.
+        ConfigError: a bad ``fps``, ``size`` or ``skip_loop_filter``.
     """
-    import av
-
     if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise ConfigError(f"fps must be a finite number of frames per second > 0, got {fps!r}; e.g. fps=1")
     if len(size) != 2 or min(size) < 1:
         raise ConfigError(f"size must be (width, height) in pixels, both >= 1, got {size!r}")
+    if skip_loop_filter not in LOOP_FILTER_SKIPS:
+        raise ConfigError(f"skip_loop_filter must be one of {', '.join(LOOP_FILTER_SKIPS)}, got {skip_loop_filter!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ConfigError(f"threads must be an integer >= 0 (0: FFmpeg chooses), got {threads!r}")
     p = Path(path)
     _check_file(p)
     if is_image_path(p):
         yield SampledFrame(0.0, _read_image(p, size))
         return
-    width, height = size
-    period = 1.0 / fps
     with _open_container(p) as container:
         stream = _video_stream(container, p)
-        stream.thread_type = "AUTO"
-        if keyframes_only:
-            stream.codec_context.skip_frame = "NONKEY"
-        rate = float(stream.average_rate or stream.base_rate or 25.0)
-        next_time = 0.0
-        origin: float | None = None
-        index = 0
-        produced = 0
-        failures = consecutive = 0
-        last_error: Exception | None = None
+        yield from _decode_sampled(container, stream, p, size, 1.0 / fps, keyframes_only, skip_nonref,
+                                   skip_loop_filter, skip_unsampled and not keyframes_only and not skip_nonref, threads,
+                                   stats if stats is not None else DecodeStats())
+
+
+LOOP_FILTER_SKIPS = ("none", "nonref", "all")
+"""Values of ``iter_frames(skip_loop_filter=...)`` (and ``DecodeConfig.skip_loop_filter``)."""
+
+# FFmpeg's AVDiscard names for the loop filter choices
+_LOOP_FILTER_DISCARD = {"none": "default", "nonref": "noref", "all": "all"}
+# Read at most this many packets ahead (one group of pictures); a longer group is decoded as it comes.
+_MAX_GROUP_PACKETS = 1200
+
+
+@dataclass
+class DecodeStats:
+    """What one :func:`iter_frames` call decoded.
+
+    Attributes:
+        packets: video packets read from the container.
+        packets_not_decoded: packets of groups of pictures holding no sampled frame, never sent to the decoder.
+        packets_skippable: packets sent with "skip this frame if nothing refers to it" (non-reference frames
+            the sampler does not take; the decoder skips those that are non-reference).
+        frames_decoded: frames the decoder returned.
+        frames_sampled: frames yielded.
+        planned: the timestamps plan held to the end (False: from some point on every frame was decoded).
+    """
+
+    packets: int = 0
+    packets_not_decoded: int = 0
+    packets_skippable: int = 0
+    frames_decoded: int = 0
+    frames_sampled: int = 0
+    planned: bool = False
+
+
+class _Plan:
+    """Which packets the uniform sampler will take, found from the packets' timestamps alone.
+
+    The sampler keeps the first frame at or after each multiple of the period (times measured from the
+    first frame). Run on a group of pictures' presentation times in order, it names the frames it will
+    take; every other non-reference frame need not be decoded, and a group with none need not be decoded.
+    ``ok`` turns False for good when the decoder's frames disagree with the plan (then all is decoded).
+    """
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self.origin: float | None = None  # time of the first frame, from the first group's timestamps
+        self.next_time = 0.0
+        self.ok = True
+        self.wanted: set[int] = set()  # pts of the packets planned to be sampled, not yet seen decoded
+
+    def plan(self, times: list[tuple[float, int]]) -> set[int]:
+        """The pts of the packets in ``times`` ((time in seconds, pts), any order) the sampler will take."""
+        if self.origin is None:
+            self.origin = min(t for t, _ in times)
+        taken = set()
+        for t, pts in sorted(times):
+            rel = t - self.origin
+            if rel + 1e-6 >= self.next_time:
+                taken.add(pts)
+                self.next_time = max(self.next_time + self.period, rel + self.period * 0.5)
+        self.wanted |= taken
+        return taken
+
+
+def _decode_sampled(
+    container: InputContainer, stream: VideoStream, p: Path, size: tuple[int, int], period: float,
+    keyframes_only: bool, skip_nonref: bool, skip_loop_filter: str, plan_ahead: bool, threads: int,
+    stats: DecodeStats,
+) -> Iterator[SampledFrame]:
+    import av
+
+    width, height = size
+    codec = stream.codec_context
+    stream.thread_type = "AUTO"
+    codec.thread_count = threads
+    if skip_loop_filter != "none":
+        codec.options = {**codec.options, "skip_loop_filter": _LOOP_FILTER_DISCARD[skip_loop_filter]}
+    base_skip = "NONKEY" if keyframes_only else "NONREF" if skip_nonref else "DEFAULT"
+    codec.skip_frame = base_skip
+    time_base = stream.time_base
+    plan = _Plan(period) if plan_ahead and time_base is not None else None
+    rate = float(stream.average_rate or stream.base_rate or 25.0)
+    state = {"next_time": 0.0, "origin": None, "index": 0, "produced": 0, "failures": 0, "consecutive": 0}
+    last_error: list[Exception] = []
+
+    def decode(packet: av.Packet, skip: str) -> Iterator[SampledFrame]:
+        if codec.skip_frame != skip:
+            codec.skip_frame = skip
+        stats.packets_skippable += skip == "NONREF" and base_skip != "NONREF"
         try:
-            packets = container.demux(stream)
-            for packet in packets:
-                try:
-                    frames = packet.decode()
-                    consecutive = 0
-                except av.error.FFmpegError as exc:  # corrupt packet: skip it, keep decoding
-                    failures += 1
-                    consecutive += 1
-                    last_error = exc
-                    if consecutive >= _MAX_CONSECUTIVE_PACKET_ERRORS:
-                        break
+            frames = packet.decode()
+            state["consecutive"] = 0
+        except av.error.FFmpegError as exc:  # corrupt packet: skip it, keep decoding
+            state["failures"] += 1
+            state["consecutive"] += 1
+            last_error[:] = [exc]
+            if state["consecutive"] >= _MAX_CONSECUTIVE_PACKET_ERRORS:
+                raise _TooManyErrors() from exc
+            return
+        stats.frames_decoded += len(frames)
+        for frame in frames:
+            t = frame.time
+            if t is None:  # raw elementary streams carry no timestamps
+                t = state["index"] / rate
+            state["index"] += 1
+            if state["origin"] is None:
+                state["origin"] = t
+                if plan is not None and (plan.origin is None or abs(plan.origin - t) > 1e-9):
+                    plan.ok = False
+            t -= state["origin"]
+            if t + 1e-6 < state["next_time"]:
+                continue
+            if plan is not None and plan.ok:
+                if frame.pts in plan.wanted:
+                    plan.wanted.discard(frame.pts)
+                else:  # the decoder's frames are not the planned ones: decode everything from here on
+                    plan.ok = False
+                    log.debug("%s: sampled frame at %.3f s was not planned; decoding every frame", p, t)
+            rgb = frame.reformat(width=width, height=height, format="rgb24")
+            image = cast("NDArray[np.uint8]", rgb.to_ndarray())  # rgb24: uint8
+            state["produced"] += 1
+            stats.frames_sampled += 1
+            yield SampledFrame(float(t), image)
+            state["next_time"] = max(state["next_time"] + period, t + period * 0.5)
+
+    def plannable(group: list[av.Packet]) -> list[tuple[float, int]] | None:
+        assert time_base is not None
+        times = [(float(pk.pts * time_base), int(pk.pts)) for pk in group if pk.pts is not None and not pk.is_discard]
+        if not times or any(pk.pts is None for pk in group) or not group[0].is_keyframe:
+            return None
+        return times
+
+    def decode_group(group: list[av.Packet], taken: set[int] | None) -> Iterator[SampledFrame]:
+        for packet in group:
+            skip = base_skip
+            if taken is not None and plan is not None and plan.ok and packet.pts not in taken:
+                skip = "NONREF"
+            yield from decode(packet, skip)
+
+    try:
+        if plan is None:
+            for packet in container.demux(stream):
+                stats.packets += packet.size > 0 or packet.pts is not None
+                yield from decode(packet, base_skip)
+        else:
+            # groups of pictures, key frame to key frame; the previous group's fate is decided once the next
+            # is known (an open group's leading frames refer to the group before it, which then must decode)
+            pending: tuple[list[av.Packet], set[int] | None] | None = None
+            group: list[av.Packet] = []
+            first = True
+
+            def close_group(group: list[av.Packet]) -> Iterator[SampledFrame]:
+                nonlocal pending, first
+                times = plannable(group) if plan.ok else None
+                if times is None:  # no timestamps to plan on: this group and the rest are decoded whole
+                    plan.ok = False
+                taken = plan.plan(times) if times is not None else None
+                if first:  # the first group is decoded whole: it fixes the origin the plan is checked against
+                    first, taken = False, None
+                if pending is not None:
+                    previous, previous_taken = pending
+                    leading = times is not None and min(times)[1] < group[0].pts  # frames before this key frame
+                    if previous_taken is not None and not previous_taken and not leading and plan.ok:
+                        stats.packets_not_decoded += len(previous)  # nothing sampled in it, nothing after refers to it
+                    else:
+                        yield from decode_group(previous, previous_taken)
+                pending = (group, taken)
+
+            flush: av.Packet | None = None
+            for packet in container.demux(stream):
+                if packet.size == 0 and packet.pts is None:  # the flush packet at the end: decoded last
+                    flush = packet
                     continue
-                for frame in frames:
-                    t = frame.time
-                    if t is None:  # raw elementary streams carry no timestamps
-                        t = index / rate
-                    index += 1
-                    if origin is None:
-                        origin = t
-                    t -= origin
-                    if t + 1e-6 < next_time:
-                        continue
-                    rgb = frame.reformat(width=width, height=height, format="rgb24")
-                    image = cast("NDArray[np.uint8]", rgb.to_ndarray())  # rgb24: uint8
-                    produced += 1
-                    yield SampledFrame(float(t), image)
-                    next_time = max(next_time + period, t + period * 0.5)
-        except av.error.FFmpegError as exc:
-            failures += 1
-            last_error = exc
-        if failures:
-            log.warning("%s: %d packet(s) failed to decode (last: %s)", p, failures, last_error)
-        if produced == 0:
-            detail = f" ({failures} packet errors, last: {last_error})" if failures else ""
-            raise DecodeError(f"{p}: no decodable video frame{detail}; the file may be truncated or corrupt")
+                stats.packets += 1
+                if (packet.is_keyframe and group) or len(group) >= _MAX_GROUP_PACKETS:
+                    if len(group) >= _MAX_GROUP_PACKETS:  # too long to read ahead: decode it whole, plan no more
+                        plan.ok = False
+                    yield from close_group(group)
+                    group = []
+                group.append(packet)
+            if group:
+                yield from close_group(group)
+            if pending is not None:
+                yield from decode_group(*pending)
+            if flush is not None:  # the decoder's delayed frames
+                yield from decode(flush, base_skip)
+            stats.planned = plan.ok
+    except _TooManyErrors:
+        pass
+    except av.error.FFmpegError as exc:
+        state["failures"] += 1
+        last_error[:] = [exc]
+    failures = state["failures"]
+    error = last_error[0] if last_error else None
+    if failures:
+        log.warning("%s: %d packet(s) failed to decode (last: %s)", p, failures, error)
+    if state["produced"] == 0:
+        detail = f" ({failures} packet errors, last: {error})" if failures else ""
+        raise DecodeError(f"{p}: no decodable video frame{detail}; the file may be truncated or corrupt")
+
+
+class _TooManyErrors(Exception):
+    """Internal: this many packets in a row failed to decode; give up on the file."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.config import CollectionConfig
-from vidsearch.decode import MediaInfo, Segment, iter_frames, make_segments, probe
+from vidsearch.decode import MediaInfo, SampledFrame, Segment, iter_frames, make_segments, probe
+from vidsearch.decode.prefetch import Prefetcher
 from vidsearch.encode.frame import FrameEncoder, load_encoder
 from vidsearch.encode.layout import MAX_INSETS, detect_insets
 from vidsearch.encode.temporal import MeanPool, TemporalAggregator, l2_normalize, load_temporal
@@ -67,6 +69,11 @@ class DecodedMedia:
     images: NDArray[np.uint8]
     decode_seconds: float
 
+
+# Frames the decode thread hands over at a time (encode_file); small, so the encoder waits little for its batch.
+PREFETCH_CHUNK = 4
+# Decoder threads (FFmpeg frame + slice threads) while the encoder runs on the other core; 0 lets FFmpeg choose.
+DECODE_THREADS = 0
 
 # A crop is blank when at least this fraction of its pixels lie within BLANK_TOLERANCE (0-255 grey
 # levels) of its median: a black border, a dark corner, a small object on a plain background. Blank
@@ -123,10 +130,19 @@ class MediaEncoder:
 
     cache: dict[tuple[object, ...], "EncodedMedia"] | None = None
 
-    def __init__(self, config: CollectionConfig, encoder: FrameEncoder | None = None) -> None:
+    def __init__(self, config: CollectionConfig, encoder: FrameEncoder | None = None, overlap: bool = True,
+                 decode_threads: int = DECODE_THREADS) -> None:
         self.config = config
         self.encoder = encoder or load_encoder(config.encode.encoder)
         self.aggregator = load_temporal(config.encode)  # mean pooling, or the collection's learned model
+        self.overlap = overlap
+        self.decode_threads = decode_threads
+
+    def iter_frames(self, path: str | Path, size: tuple[int, int]) -> Iterator[SampledFrame]:
+        """The sampled frames of ``path`` at ``size``, decoded as the configuration says (``DecodeConfig``)."""
+        d = self.config.decode
+        return iter_frames(path, size, fps=d.fps, keyframes_only=d.keyframes_only, skip_nonref=d.skip_nonref,
+                           skip_loop_filter=d.skip_loop_filter, threads=self.decode_threads)
 
     @property
     def frame_dim(self) -> int:
@@ -173,8 +189,6 @@ class MediaEncoder:
         w, h = self.encoder.input_size
         # crops and insets are cut from frames decoded at twice the model size, so each is about model size
         size = (2 * w, 2 * h) if crops or insets else (w, h)
-        frames = iter_frames(path, size, fps=cfg.decode.fps, keyframes_only=cfg.decode.keyframes_only)
-        t = time.perf_counter()
 
         def flush() -> None:
             images = np.stack(batch)
@@ -193,17 +207,37 @@ class MediaEncoder:
                     region_chunks[first + slot].append(vectors)
                     region_blank[first + slot].append(blank)
 
-        for frame in frames:
+        def add(frame: SampledFrame) -> None:
+            nonlocal encode_s
             batch.append(frame.image)
             times.append(frame.time)
             if len(batch) == cfg.encode.batch_size:
-                decode_s += time.perf_counter() - t
                 t = time.perf_counter()
                 flush()
                 batch.clear()
                 encode_s += time.perf_counter() - t
+
+        decode_thread_s = 0.0
+        if self.overlap and not info.is_image:
+            # decode in a thread, PREFETCH_CHUNK frames at a time, while this thread encodes (both release the
+            # GIL); ``decode`` is then the time spent waiting for frames, so decode + encode is still wall time
+            depth = max(2, -(-2 * cfg.encode.batch_size // PREFETCH_CHUNK))  # about two encoder batches ahead
+            with Prefetcher(lambda: self.iter_frames(path, size), chunk=PREFETCH_CHUNK, depth=depth) as ahead:
                 t = time.perf_counter()
-        decode_s += time.perf_counter() - t
+                for frames in ahead:
+                    decode_s += time.perf_counter() - t
+                    for frame in frames:
+                        add(frame)
+                    t = time.perf_counter()
+                decode_s += time.perf_counter() - t
+                decode_thread_s = ahead.busy_seconds
+        else:
+            t = time.perf_counter()
+            for frame in self.iter_frames(path, size):
+                decode_s += time.perf_counter() - t
+                add(frame)
+                t = time.perf_counter()
+            decode_s += time.perf_counter() - t
         if batch:
             t = time.perf_counter()
             flush()
@@ -211,7 +245,10 @@ class MediaEncoder:
         frame_vectors = np.concatenate(chunks)
         times_arr = np.asarray(times, dtype=np.float64)
         info = _decoded_duration(info, times_arr)
-        media = self.encode_frames(info, times_arr, frame_vectors, {"decode": decode_s, "encode": encode_s})
+        timings = {"decode": decode_s, "encode": encode_s}
+        if decode_thread_s:
+            timings["decode_thread"] = decode_thread_s  # overlapped with encoding: not part of the wall time
+        media = self.encode_frames(info, times_arr, frame_vectors, timings)
         media.region_segment_vectors = [segment_vectors(np.concatenate(c), media.segments, self.aggregator)
                                         for c in region_chunks]
         media.region_segment_blank = [
@@ -264,8 +301,7 @@ class MediaEncoder:
         limit = None if max_seconds is None else int(math.ceil(max_seconds * cfg.decode.fps)) + 2
         images: list[NDArray[np.uint8]] = []
         times: list[float] = []
-        for frame in iter_frames(path, self.encoder.input_size, fps=cfg.decode.fps,
-                                 keyframes_only=cfg.decode.keyframes_only):
+        for frame in self.iter_frames(path, self.encoder.input_size):
             if limit is not None and len(images) >= limit:
                 raise QueryError(f"{path}: more than {limit} frames sampled at {cfg.decode.fps:g} fps (longer than "
                                  f"the {max_seconds:g} s allowed for a query, whatever its header says); cut a "
