@@ -48,3 +48,44 @@ def collection_copy(built_collection: Path, tmp_path: Path) -> Path:
     target = tmp_path / "coll"
     shutil.copytree(built_collection, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory):
+    """``milvus://127.0.0.1:PORT``: a Milvus server on loopback (``milvus-lite server``, the gRPC server Milvus
+    clients talk to), started once per session and stopped at its end."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("pymilvus", reason="the [milvus] extra is not installed")
+    pytest.importorskip("milvus_lite", reason="the [milvus] extra is not installed")
+    from pymilvus import MilvusClient
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp_path_factory.mktemp("milvus-server")
+    log = open(data / "server.log", "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from milvus_lite.cmdline import main; sys.exit(main())",
+                             "server", "--data-dir", str(data / "db"), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=2).close()
+            break
+        except Exception:  # noqa: BLE001 - not up yet
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                log.close()
+                pytest.fail(f"milvus-lite server did not start: {(data / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+    yield f"milvus://127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # for annotations only: the CLI imports these inside function
     from rich.console import Console
 
     from vidsearch.collection import Collection, FileReport
-    from vidsearch.config import CollectionConfig
+    from vidsearch.config import CollectionConfig, IndexConfig
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = """exit codes:
@@ -115,6 +115,21 @@ def _config_from_args(args: argparse.Namespace) -> CollectionConfig | None:
     )
 
 
+def _index_change_from_args(args: argparse.Namespace) -> IndexConfig | None:
+    """With ``--rebuild-index`` on an existing collection: the index ``--store``/``--milvus-index`` or ``--index``
+    ask for (None when neither is given), so a collection can move its segment vectors to Milvus and back."""
+    from vidsearch.config import IndexConfig
+    from vidsearch.errors import ConfigError
+
+    if args.store and args.index_kind:
+        raise ConfigError(f"give either --store {args.store} (Milvus) or --index {args.index_kind} (FAISS), not both")
+    if args.store:
+        return IndexConfig(kind="milvus", milvus_uri=args.store, milvus_index=args.milvus_index)
+    if args.index_kind:
+        return IndexConfig(kind=args.index_kind)
+    return None
+
+
 def _progress_adder(coll: Collection, paths: Iterable[str | os.PathLike[str]], quiet: bool,
                     spark: str | None = None) -> list[FileReport]:
     """Run ``coll.add`` (or, with ``spark``, ``spark_index`` on that master) with a rich progress bar over the
@@ -163,9 +178,14 @@ def cmd_index(args: argparse.Namespace) -> int:
         from vidsearch.errors import QueryError
 
         raise QueryError("nothing to index: give files or folders (or --rebuild-index)")
+    new_index = None
+    if args.rebuild_index and (Path(args.collection) / "manifest.json").exists():
+        new_index = _index_change_from_args(args)  # an existing collection may move to another index
+        if new_index is not None:
+            args.store = args.index_kind = None  # the rest of the options must match the collection as before
     with Collection.open_or_create(args.collection, _config_from_args(args)) as coll:
         if args.rebuild_index:
-            rebuilt = coll.rebuild_index()
+            rebuilt = coll.rebuild_index(new_index)
             if not args.paths:
                 _emit(rebuilt) if args.json else _console().print(f"rebuilt the index: {_safe(rebuilt)}", highlight=False)
                 return EXIT_OK
@@ -603,7 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=_positive, help="segment stride in seconds (default 1)")
     p.add_argument("--index", dest="index_kind", choices=["auto", "flat", "ivfpq"],
                    help="index kind (new collections; default auto: exact, then compressed from 20K segments)")
-    p.add_argument("--rebuild-index", action="store_true", help="rebuild and retrain the index from the stored vectors")
+    p.add_argument("--rebuild-index", action="store_true", help="rebuild and retrain the index from the stored vectors; "
+                   "with --store or --index, move an existing collection to that index (e.g. into Milvus)")
     p.add_argument("--temporal", metavar="MODEL", help="a learned temporal model (ONNX from 'vidsearch train') instead "
                    "of mean pooling (new collections; the manifest records it and the hash of its weights)")
     p.add_argument("--spark", metavar="MASTER", nargs="?", const="local[*]",

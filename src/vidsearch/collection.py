@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.atomic import fsync_dir
-from vidsearch.config import CollectionConfig
+from vidsearch.config import CollectionConfig, IndexConfig
 from vidsearch.errors import CollectionError, QueryError, ShapeError, VidsearchError
 from vidsearch.index import VectorIndex, build_index, load_index
 from vidsearch.index.base import outgrown, uses_ivf
@@ -162,6 +162,14 @@ class FileReport:
         }
 
 
+
+def _own_milvus_collection(config: CollectionConfig) -> CollectionConfig:
+    """A Milvus store without a collection name gets one of its own (``vidsearch_`` + 16 random hex digits),
+    recorded in the manifest: two vidsearch collections on one Milvus server never replace each other's rows."""
+    if config.index.kind != "milvus" or config.index.milvus_collection:
+        return config
+    return replace(config, index=replace(config.index, milvus_collection=f"vidsearch_{os.urandom(8).hex()}"))
+
 class Collection:
     """A collection of videos in one directory: the writer's side.
 
@@ -208,7 +216,7 @@ class Collection:
         from vidsearch.encode import registry
         from vidsearch.encode.temporal import load_aggregator
 
-        config = config or CollectionConfig()
+        config = _own_milvus_collection(config or CollectionConfig())
         target = Path(path)
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             what = "a collection" if (target / MANIFEST).exists() else "not empty"
@@ -250,6 +258,10 @@ class Collection:
         target = Path(path)
         if (target / MANIFEST).exists():
             coll = cls.open(target)
+            if config is not None and config.index.kind == "milvus" and not config.index.milvus_collection:
+                # the name the collection chose for itself is not an option the caller could give
+                config = replace(config, index=replace(config.index,
+                                                       milvus_collection=coll.config.index.milvus_collection))
             if config is not None and config != coll.config:
                 coll.close()
                 raise CollectionError(
@@ -263,11 +275,14 @@ class Collection:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+        self._close_index()
+        self._db.close()
+
+    def _close_index(self) -> None:
         close = getattr(self._index, "close", None)
         if close is not None:  # a Milvus store: Milvus Lite serves one process at a time
             close()
-            self._index = None
-        self._db.close()
+        self._index = None
 
     def __enter__(self) -> "Collection":
         return self
@@ -298,6 +313,14 @@ class Collection:
                 index = load_index(path, store)
             except VidsearchError as exc:
                 log.warning("%s; rebuilding the index from the vector files", exc)
+                break
+            if (getattr(index, "kind", "") == "milvus") != (self.config.index.kind == "milvus"):
+                # the manifest moved the vectors to (or from) Milvus and the writer stopped before saving the new index
+                log.warning("%s is not of the index backend the manifest names (%s); rebuilding the index", path,
+                            self.config.index.kind)
+                close = getattr(index, "close", None)
+                if close is not None:
+                    close()
                 break
             covered = index.info.get("segment_rows", snap.segment_rows if generation == snap.generation else None)
             if not isinstance(covered, int) or index.dim != self._segments.dim or not 0 <= covered <= snap.segment_rows:
@@ -361,16 +384,35 @@ class Collection:
                 old.unlink(missing_ok=True)
         self._saved_at = time.monotonic()
 
-    def rebuild_index(self) -> dict[str, Any]:
-        """Rebuild (and retrain, for the compressed index) the index from the stored vectors, and save it."""
+    def rebuild_index(self, index: IndexConfig | None = None) -> dict[str, Any]:
+        """Rebuild (and retrain, for the compressed index) the index from the stored vectors, and save it.
+
+        Args:
+            index: a new index configuration (move the segment vectors into Milvus, or back to FAISS, or retrain
+                with other PQ settings); the manifest records it first, so a crash before the new index is saved
+                leaves a collection that rebuilds it on open (``_ensure_index`` rejects an index of the other
+                backend). The stored vectors and the catalogue do not change. A Milvus collection left behind
+                keeps its rows until dropped in Milvus.
+        """
         with self._lock:
             self._recover()
+            before = self.config.index
+            if index is not None and index != before:
+                self.config = _own_milvus_collection(replace(self.config, index=index))
+                self.manifest = write_manifest(self.path, self.config, {"frame": self._frames.dim,
+                                                                        "segment": self._segments.dim})
+                self._close_index()
+                if self._engine is not None:  # it holds the old backend's index at this same generation
+                    self._engine.close()
+                    self._engine = None
             snap = catalog.read_snapshot(self._db)
             t = time.perf_counter()
             self._rebuild(snap, self._live_ids(snap))
             assert self._index is not None  # set by _rebuild
-            return {"index": type(self._index).__name__, "vectors": len(self._index),
-                    "seconds": round(time.perf_counter() - t, 2), "memory_bytes": self._index.memory_bytes()}
+            return {"index": type(self._index).__name__, "kind": str(self.config.index.kind),
+                    "changed_from": None if before == self.config.index else before.to_dict(),
+                    "vectors": len(self._index), "seconds": round(time.perf_counter() - t, 2),
+                    "memory_bytes": self._index.memory_bytes()}
 
     def _retrain_if_due(self) -> None:
         n = len(self._index) if self._index is not None else 0

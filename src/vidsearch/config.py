@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union
 
@@ -180,6 +181,9 @@ class IndexConfig:
         milvus_uri: with ``kind="milvus"``: ``milvus:PATH.db`` (Milvus Lite; a relative path is taken from the
             collection folder) or ``milvus://HOST:PORT`` (a server; its token from ``MILVUS_TOKEN``, never stored).
         milvus_index: the Milvus index type (:data:`MILVUS_INDEX_TYPES`).
+        milvus_collection: the Milvus collection holding the segments; "" lets ``Collection.create`` (or a move
+            into Milvus) choose a name of its own (``vidsearch_`` and 16 random hex digits), so several vidsearch
+            collections can share one Milvus server without replacing each other's rows.
     """
 
     kind: IndexKindLike = IndexKind.AUTO
@@ -191,6 +195,7 @@ class IndexConfig:
     seed: int = 0
     milvus_uri: str = ""
     milvus_index: str = "HNSW"
+    milvus_collection: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", choice(IndexKind, self.kind, "index kind"))
@@ -201,6 +206,9 @@ class IndexConfig:
             raise ConfigError(f"milvus_uri must be milvus:PATH.db or milvus://HOST:PORT, got {self.milvus_uri!r}")
         if self.milvus_index not in MILVUS_INDEX_TYPES:
             raise ConfigError(f"milvus_index must be one of {', '.join(MILVUS_INDEX_TYPES)}, got {self.milvus_index!r}")
+        if self.milvus_collection and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", self.milvus_collection):
+            raise ConfigError("milvus_collection must be a Milvus collection name (a letter or _, then letters, digits "
+                              f"or _, at most 255), got {self.milvus_collection!r}")
         object.__setattr__(self, "quantizer", choice(Quantizer, self.quantizer, "quantizer"))
         if self.reduce < -1:
             raise ConfigError(f"reduce must be -1 (auto), 0 (every dimension) or a dimension, got {self.reduce}")
@@ -226,6 +234,8 @@ class CollectionConfig:
                 del plain["encode"][name]
         if not plain["index"]["milvus_uri"]:
             del plain["index"]["milvus_uri"], plain["index"]["milvus_index"]
+        if not plain["index"]["milvus_collection"]:
+            del plain["index"]["milvus_collection"]
         return plain
 
     @classmethod

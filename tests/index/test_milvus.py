@@ -44,9 +44,12 @@ def test_uris_and_index_types_are_checked(tmp_path):
         MilvusIndex(8, "milvus:a.db", index_type="IVF_PQ", base=tmp_path)
 
 
-def test_ivf_search_parameters_reach_milvus_and_results_match_exact(tmp_path):
+@pytest.mark.parametrize("backend", ["lite", "server"])
+def test_ivf_search_parameters_reach_milvus_and_results_match_exact(tmp_path, backend, request):
     xb, xq = _data()
-    index = MilvusIndex(xb.shape[1], "milvus:v.db", index_type="IVF_FLAT", base=tmp_path, build_params={"nlist": 64})
+    uri = "milvus:v.db" if backend == "lite" else request.getfixturevalue("milvus_server")
+    index = MilvusIndex(xb.shape[1], uri, collection=f"t_ivf_{backend}", index_type="IVF_FLAT", base=tmp_path,
+                        build_params={"nlist": 64})
     index.add(np.arange(len(xb), dtype=np.int64), xb)
     index.save(tmp_path / "index.bin")
     low = _recall(index, xb, xq, IVFSearchParams(nprobe=1))
@@ -176,3 +179,95 @@ def test_the_cli_builds_and_searches_a_milvus_lite_collection(tmp_path, small_re
     assert cli.main(["index", "--collection", str(tmp_path / "pq"), "--store", "milvus:v.db", "--milvus-index", "IVF_PQ",
                      str(small_refs[0])]) != 0
     assert "IVF_PQ" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ moving a collection; sharing a server
+
+
+def test_two_collections_moved_onto_one_milvus_server_keep_their_own_rows(tmp_path, built_collection, milvus_server):
+    """Each collection names its own Milvus collection: the second move must not replace the first one's rows."""
+    import shutil
+
+    from vidsearch import Collection
+    from vidsearch.config import IndexConfig
+    from vidsearch.search.results import SearchParams
+
+    params = SearchParams(norm_beta=0.0, insets=False)
+    paths = [tmp_path / "a", tmp_path / "b"]
+    for path in paths:
+        shutil.copytree(built_collection, path)
+    with Collection.open(paths[1]) as b:  # b keeps only two videos, so the two stores differ
+        for v in b.videos()[2:]:
+            b.remove(v["id"])
+    names = []
+    for path in paths:
+        with Collection.open(path) as coll:
+            coll.rebuild_index(IndexConfig(kind="milvus", milvus_uri=milvus_server, milvus_index="HNSW"))
+            names.append(coll.config.index.milvus_collection)
+    assert names[0] != names[1] and all(n.startswith("vidsearch_") for n in names)
+    with Collection.open(paths[0]) as a, Collection.open(built_collection) as ref:
+        assert a.info()["index"]["vectors"] == ref.info()["index"]["vectors"]
+        for v in ref.videos():  # every video of a is still found in its own store
+            top = a.search(v["id"] + "@0-3", k=1, params=params).results[0]
+            assert top.video_id == v["id"] and top.score > 0.99
+    with Collection.open(paths[1]) as b:
+        assert len(b.videos()) == 2 and b.info()["index"]["vectors"] == sum(v["segments"] for v in b.videos())
+
+
+def test_the_cli_moves_a_collection_into_milvus_lite_and_back(collection_copy, small_refs, capsys):
+    import json
+
+    from vidsearch import cli
+
+    base = ["index", "--collection", str(collection_copy), "--rebuild-index", "--json"]
+    assert cli.main(["info", "--collection", str(collection_copy), "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert cli.main([*base, "--store", "milvus:moved.db", "--milvus-index", "IVF_FLAT"]) == 0
+    moved = json.loads(capsys.readouterr().out)
+    assert moved["kind"] == "milvus" and moved["vectors"] == before["segments"], moved
+    assert (collection_copy / "moved.db").exists()
+    assert cli.main(["info", "--collection", str(collection_copy), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["index"]["kind"] == "milvus" and info["config"]["index"]["milvus_index"] == "IVF_FLAT"
+    assert info["config"]["index"]["milvus_collection"].startswith("vidsearch_")
+    from vidsearch import Collection
+
+    with Collection.open(collection_copy) as coll:
+        vid = coll.videos()[1]["id"]
+    assert cli.main(["search", "--collection", str(collection_copy), f"{vid}@0-3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["video_id"] == vid
+    # indexing into it with the same --store is not a change of configuration (the name it chose is kept)
+    assert cli.main(["index", "--collection", str(collection_copy), "--store", "milvus:moved.db", "--milvus-index",
+                     "IVF_FLAT", "--json", str(small_refs[0])]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["skipped"] == 1
+    # and back to FAISS
+    assert cli.main([*base, "--index", "auto"]) == 0
+    back = json.loads(capsys.readouterr().out)
+    assert back["kind"] == "auto" and back["changed_from"]["kind"] == "milvus" and back["index"] == "FlatIndex"
+    assert cli.main(["search", "--collection", str(collection_copy), f"{vid}@0-3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["video_id"] == vid
+    # an option that is not the index's cannot change with --rebuild-index: one line, no traceback
+    assert cli.main([*base, "--fps", "2"]) != 0
+    assert "cannot change" in capsys.readouterr().err
+
+
+def test_a_crash_between_the_manifest_and_the_new_index_rebuilds_on_the_next_write(collection_copy):
+    """The manifest names Milvus but the saved index is still FAISS's (the writer died in between): readers keep
+    answering from the FAISS file, and the next write rebuilds the index in Milvus."""
+    from vidsearch import Collection
+    from vidsearch.config import IndexConfig
+    from vidsearch.store.manifest import read_manifest, write_manifest
+
+    import dataclasses
+
+    with Collection.open(collection_copy) as coll:
+        config = dataclasses.replace(coll.config, index=IndexConfig(kind="milvus", milvus_uri="milvus:late.db",
+                                                                   milvus_collection="vidsearch_late"))
+        write_manifest(collection_copy, config, read_manifest(collection_copy)["dims"])
+    with Collection.open(collection_copy) as coll:
+        videos = coll.videos()
+        assert coll.search(videos[0]["id"] + "@0-3", k=1).results[0].video_id == videos[0]["id"]
+        assert coll.info()["index"]["kind"] != "milvus"  # the reader took the FAISS file it found
+        coll.remove(videos[-1]["id"])  # a write: the writer's index must be the manifest's backend
+        info = coll.info()["index"]
+        assert info["kind"] == "milvus" and info["vectors"] == sum(v["segments"] for v in videos[:-1]), info

@@ -12,9 +12,40 @@ from vidsearch.evaluate import samples
 from vidsearch.evaluate.transforms import Transform, make_copy
 
 
-@pytest.fixture(scope="module")
-def coll(built_collection: Path):
-    with Collection.open(built_collection) as c:
+BACKENDS = ["faiss", "milvus-lite", "milvus-server"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _encode_each_query_once():
+    """The suite runs on every backend: a query is decoded and encoded once (the first backend), so the other
+    backends cost only their searches."""
+    from vidsearch.encode.pipeline import MediaEncoder
+
+    before, MediaEncoder.cache = MediaEncoder.cache, {}
+    yield
+    MediaEncoder.cache = before
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def coll(request: pytest.FixtureRequest, built_collection: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The collection of ``built_collection`` with its segment vectors in FAISS (as built), in Milvus Lite, or
+    on a Milvus server on loopback (moved there by ``rebuild_index``): the same suite must pass on each."""
+    path = built_collection
+    if request.param != "faiss":
+        import shutil
+
+        from vidsearch.config import IndexConfig
+
+        pytest.importorskip("pymilvus", reason="the [milvus] extra is not installed")
+        pytest.importorskip("milvus_lite", reason="the [milvus] extra is not installed")
+        uri = "milvus:segments.db" if request.param == "milvus-lite" else request.getfixturevalue("milvus_server")
+        path = tmp_path_factory.mktemp(request.param) / "coll"
+        shutil.copytree(built_collection, path)
+        with Collection.open(path) as c:
+            moved = c.rebuild_index(IndexConfig(kind="milvus", milvus_uri=uri, milvus_index="HNSW"))
+            assert moved["kind"] == "milvus" and moved["changed_from"]["kind"] == "auto", moved
+    with Collection.open(path) as c:
+        assert (c.info()["index"]["kind"] == "milvus") == (request.param != "faiss")
         yield c
 
 

@@ -73,7 +73,8 @@ def build_index(
     if config.kind == "milvus":  # Milvus builds its own index (replacing the collection's vectors there)
         from vidsearch.index.milvus import MilvusIndex
 
-        index: VectorIndex = MilvusIndex(dim, config.milvus_uri, index_type=config.milvus_index, base=base)
+        index: VectorIndex = MilvusIndex(dim, config.milvus_uri, index_type=config.milvus_index, base=base,
+                                         **({"collection": config.milvus_collection} if config.milvus_collection else {}))
     elif not uses_ivf(config, len(ids)) or len(ids) < 256:
         index = FlatIndex(dim)
     else:
