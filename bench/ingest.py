@@ -29,6 +29,10 @@ decoder threads 1 / 2 / FFmpeg's choice, and sparse sampling (0.25 fps) with and
 of pictures; for the approximate ones how far the pixels (mean absolute difference, 0-255), the times
 and the SSCD vectors (cosine to the exact frames' vectors: 1st percentile, min, mean) move.
 
+Across files (``--no-across-files`` leaves it out): ``MediaEncoder.encode_file`` over the footage one file at
+a time (what ``Collection.add`` does) against two files in flight (a 2-thread pool, results in order), the
+vectors checked equal.
+
 Writes bench/results/ingest.json (``--hd-only``: bench/results/ingest-hd.json).
 """
 
@@ -77,6 +81,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-export-timing", action="store_true", help="skip timing a first-time effnet export")
     p.add_argument("--wait-quiet", type=float, default=300, metavar="SECONDS",
                    help="first wait up to this long for other CPU work to calm down (0: do not wait)")
+    p.add_argument("--no-across-files", action="store_true",
+                   help="skip timing encode_file over the footage one file at a time vs two in flight")
     p.add_argument("--hd-only", action="store_true", help="only the HD part (writes ingest-hd.json)")
     p.add_argument("--no-hd", action="store_true", help="leave the HD part out")
     p.add_argument("--hd-sizes", default="720p,1080p", help="comma-separated: 720p, 1080p")
@@ -176,6 +182,33 @@ def bench_ingest(names: list[str], files: list[Path], repeats: int, batch: int) 
         best = min(runs, key=lambda r: r["wall_s"])
         out[name] = {"warmup": warm, "all_walls_s": [r["wall_s"] for r in runs], "best": best}
     return out
+
+
+def bench_across_files(files: list[Path], repeats: int) -> dict[str, Any]:
+    """Default-configuration ``MediaEncoder.encode_file`` over ``files``: one file at a time (what ``Collection.add``
+    does) against two files in flight (a pool of 2 threads, results in order: one file decodes while the other
+    encodes; the encoder's lock keeps one ONNX Runtime run at a time). Best of ``repeats``, round-robin."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vidsearch.config import CollectionConfig
+    from vidsearch.encode.pipeline import MediaEncoder
+
+    media = MediaEncoder(CollectionConfig())
+    media.encode_file(files[0])  # warm
+    walls: dict[str, list[float]] = {"one_at_a_time": [], "two_in_flight": []}
+    duration = 0.0
+    for _ in range(repeats):
+        wall, out = C.time_call(lambda: [media.encode_file(p) for p in files])
+        walls["one_at_a_time"].append(wall)
+        duration = float(sum(m.info.duration for m in out))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            wall, out2 = C.time_call(lambda: list(pool.map(media.encode_file, files)))
+        walls["two_in_flight"].append(wall)
+        assert all(np.array_equal(a.frame_vectors, b.frame_vectors) for a, b in zip(out, out2))
+    speed = {k: duration / min(v) for k, v in walls.items()}
+    C.log(f"[across files] {len(files)} files, {duration:.1f} s of video: " + ", ".join(f"{k} {v:.1f} video-s/s" for k, v in speed.items()))
+    return {"files": len(files), "video_seconds": duration, "walls_s": walls, "video_s_per_wall_s": speed,
+            "ratio_two_in_flight/one_at_a_time": speed["two_in_flight"] / speed["one_at_a_time"]}
 
 
 # ---------------------------------------------------------------------------------------- export
@@ -372,6 +405,26 @@ def _encode_only(encoder: Any, images: np.ndarray, batch: int) -> None:
         encoder.encode(images[i : i + batch])
 
 
+# MediaEncoder.encode_file variants timed on the HD files: label -> MediaEncoder keyword arguments
+ENCODE_FILE_VARIANTS: dict[str, dict[str, Any]] = {
+    "encode_file_overlap": {},  # the default
+    "encode_file_sequential": {"overlap": False},
+    "encode_file_overlap_chunk8": {"encode_chunk": 8},
+    "encode_file_overlap_chunk4": {"encode_chunk": 4},
+}
+
+
+def batch_invariance(encoder: Any, images: np.ndarray) -> dict[str, float]:
+    """How far the vectors of one call over ``images`` are from those of calls over 8 and 4 of them."""
+    whole = encoder.encode(images)
+    out = {}
+    for n in (8, 4):
+        parts = np.concatenate([encoder.encode(images[i : i + n]) for i in range(0, len(images), n)])
+        out[f"max_abs_diff_calls_of_{n}"] = float(np.abs(parts - whole).max())
+        out[f"min_cosine_calls_of_{n}"] = float((parts * whole).sum(axis=1).min())
+    return out
+
+
 def bench_hd(sizes: list[str], seconds: float | None, repeats: int, techniques: list[str],
              threads_grid: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """(``hd`` summary: per size the three speeds, ``hd_details``: everything else measured)."""
@@ -398,8 +451,9 @@ def bench_hd(sizes: list[str], seconds: float | None, repeats: int, techniques: 
         frames = list(media.iter_frames(path, encoder.input_size))
         images = np.stack([f.image for f in frames])
         _encode_only(encoder, images[:batch], batch)  # warm-up
+        details.setdefault("batch_invariance", batch_invariance(encoder, images[:batch]))
         walls: dict[str, list[float]] = {"pipeline_add": [], "decode_only": [], "encode_only": [],
-                                         "encode_file_overlap": [], "encode_file_sequential": []}
+                                         **{k: [] for k in ENCODE_FILE_VARIANTS}}
         cpu: dict[str, float] = {}
         reports = []
         for rnd in range(repeats):  # round-robin: drift hits every measurement alike
@@ -417,9 +471,8 @@ def bench_hd(sizes: list[str], seconds: float | None, repeats: int, techniques: 
             walls["decode_only"].append(C.time_call(lambda: list(media.iter_frames(path, encoder.input_size)))[0])
             cpu["decode_only"] = time.process_time() - c0
             walls["encode_only"].append(C.time_call(lambda: _encode_only(encoder, images, batch))[0])
-            for overlap in (True, False):
-                m = MediaEncoder(config, encoder=encoder, overlap=overlap)
-                label = "encode_file_overlap" if overlap else "encode_file_sequential"
+            for label, kwargs in ENCODE_FILE_VARIANTS.items():
+                m = MediaEncoder(config, encoder=encoder, **kwargs)
                 wall, enc = C.time_call(lambda: m.encode_file(path))
                 walls[label].append(wall)
                 details.setdefault("files", {}).setdefault(size, {})[f"{label}_timings"] = enc.timings
@@ -477,6 +530,8 @@ def main() -> None:
             payload["effnet_first_export"] = bench_export()
         if not args.no_throughput:
             payload["effnet_throughput"] = bench_throughput(files, args.frames, args.batch, args.repeats)
+        if not args.no_across_files:
+            payload["across_files"] = bench_across_files(files, args.ingest_repeats)
     if not args.no_hd:
         payload["hd"], payload["hd_details"] = bench_hd(args.hd_sizes, args.hd_seconds, args.hd_repeats,
                                                         args.hd_techniques, args.hd_threads_grid)

@@ -14,7 +14,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -183,8 +183,9 @@ def iter_frames(
     frame is not decoded at all (the packet-level equivalent of seeking to the key frame before the next
     sample: no decoder state is lost and no container index is needed). The frames yielded are the
     very frames, with the very pixels and times, of a decode of every frame (tests/decode check it on
-    every sample video); where a file's timestamps cannot be planned on (none, or the decoder's first
-    frame is not the first timestamp) everything is decoded, as before.
+    every sample video). Planning is done for H.264 and HEVC, whose frames carry their packets' timestamps;
+    where a file's timestamps cannot be planned on (another codec, no timestamps, decode-order timestamps
+    with frame reordering, or the decoder's frames are not the planned ones) everything is decoded, as before.
 
     Args:
         path: a video or image file.
@@ -229,8 +230,13 @@ def iter_frames(
 LOOP_FILTER_SKIPS = ("none", "nonref", "all")
 """Values of ``iter_frames(skip_loop_filter=...)`` (and ``DecodeConfig.skip_loop_filter``)."""
 
+# what the decoder is told to skip (AVCodecContext.skip_frame), per packet
+_Skip = Literal["DEFAULT", "NONREF", "NONKEY"]
 # FFmpeg's AVDiscard names for the loop filter choices
 _LOOP_FILTER_DISCARD = {"none": "default", "nonref": "noref", "all": "all"}
+# Codecs whose frames carry their packet's timestamp and honour skip_frame per packet (checked on every sample
+# video by tests/decode); MPEG-4 part 2 in AVI packs two frames in a packet, so its frames' times are not the packets'.
+_PLANNABLE_CODECS = frozenset({"h264", "hevc"})
 # Read at most this many packets ahead (one group of pictures); a longer group is decoded as it comes.
 _MAX_GROUP_PACKETS = 1200
 
@@ -300,40 +306,40 @@ def _decode_sampled(
     codec.thread_count = threads
     if skip_loop_filter != "none":
         codec.options = {**codec.options, "skip_loop_filter": _LOOP_FILTER_DISCARD[skip_loop_filter]}
-    base_skip = "NONKEY" if keyframes_only else "NONREF" if skip_nonref else "DEFAULT"
+    base_skip: _Skip = "NONKEY" if keyframes_only else "NONREF" if skip_nonref else "DEFAULT"
     codec.skip_frame = base_skip
     time_base = stream.time_base
-    plan = _Plan(period) if plan_ahead and time_base is not None else None
+    plan = _Plan(period) if plan_ahead and time_base is not None and codec.name in _PLANNABLE_CODECS else None
     rate = float(stream.average_rate or stream.base_rate or 25.0)
-    state = {"next_time": 0.0, "origin": None, "index": 0, "produced": 0, "failures": 0, "consecutive": 0}
+    state = _State()
     last_error: list[Exception] = []
 
-    def decode(packet: av.Packet, skip: str) -> Iterator[SampledFrame]:
+    def decode(packet: av.Packet, skip: _Skip) -> Iterator[SampledFrame]:
         if codec.skip_frame != skip:
             codec.skip_frame = skip
         stats.packets_skippable += skip == "NONREF" and base_skip != "NONREF"
         try:
             frames = packet.decode()
-            state["consecutive"] = 0
+            state.consecutive = 0
         except av.error.FFmpegError as exc:  # corrupt packet: skip it, keep decoding
-            state["failures"] += 1
-            state["consecutive"] += 1
+            state.failures += 1
+            state.consecutive += 1
             last_error[:] = [exc]
-            if state["consecutive"] >= _MAX_CONSECUTIVE_PACKET_ERRORS:
+            if state.consecutive >= _MAX_CONSECUTIVE_PACKET_ERRORS:
                 raise _TooManyErrors() from exc
             return
         stats.frames_decoded += len(frames)
         for frame in frames:
             t = frame.time
             if t is None:  # raw elementary streams carry no timestamps
-                t = state["index"] / rate
-            state["index"] += 1
-            if state["origin"] is None:
-                state["origin"] = t
+                t = state.index / rate
+            state.index += 1
+            if state.origin is None:
+                state.origin = t
                 if plan is not None and (plan.origin is None or abs(plan.origin - t) > 1e-9):
                     plan.ok = False
-            t -= state["origin"]
-            if t + 1e-6 < state["next_time"]:
+            t -= state.origin
+            if t + 1e-6 < state.next_time:
                 continue
             if plan is not None and plan.ok:
                 if frame.pts in plan.wanted:
@@ -343,10 +349,10 @@ def _decode_sampled(
                     log.debug("%s: sampled frame at %.3f s was not planned; decoding every frame", p, t)
             rgb = frame.reformat(width=width, height=height, format="rgb24")
             image = cast("NDArray[np.uint8]", rgb.to_ndarray())  # rgb24: uint8
-            state["produced"] += 1
+            state.produced += 1
             stats.frames_sampled += 1
             yield SampledFrame(float(t), image)
-            state["next_time"] = max(state["next_time"] + period, t + period * 0.5)
+            state.next_time = max(state.next_time + period, t + period * 0.5)
 
     def plannable(group: list[av.Packet]) -> list[tuple[float, int]] | None:
         assert time_base is not None
@@ -357,7 +363,7 @@ def _decode_sampled(
 
     def decode_group(group: list[av.Packet], taken: set[int] | None) -> Iterator[SampledFrame]:
         for packet in group:
-            skip = base_skip
+            skip: _Skip = base_skip
             if taken is not None and plan is not None and plan.ok and packet.pts not in taken:
                 skip = "NONREF"
             yield from decode(packet, skip)
@@ -373,22 +379,29 @@ def _decode_sampled(
             pending: tuple[list[av.Packet], set[int] | None] | None = None
             group: list[av.Packet] = []
             first = True
+            first_group: list[av.Packet] = []
 
             def close_group(group: list[av.Packet]) -> Iterator[SampledFrame]:
-                nonlocal pending, first
+                nonlocal pending, first, first_group
                 times = plannable(group) if plan.ok else None
                 if times is None:  # no timestamps to plan on: this group and the rest are decoded whole
                     plan.ok = False
                 taken = plan.plan(times) if times is not None else None
                 if first:  # the first group is decoded whole: it fixes the origin the plan is checked against
-                    first, taken = False, None
+                    first, taken, first_group = False, None, group
                 if pending is not None:
                     previous, previous_taken = pending
-                    leading = times is not None and min(times)[1] < group[0].pts  # frames before this key frame
+                    key_pts = group[0].pts  # frames before this key frame lean on the previous group:
+                    leading = times is not None and key_pts is not None and min(times)[1] < key_pts
                     if previous_taken is not None and not previous_taken and not leading and plan.ok:
                         stats.packets_not_decoded += len(previous)  # nothing sampled in it, nothing after refers to it
                     else:
                         yield from decode_group(previous, previous_taken)
+                    if previous is first_group and plan.ok:
+                        # a packet's timestamp is its frame's only where the container stores presentation times
+                        # (some differ from decode times) or the decoder does not reorder (AVI's guessed times do not)
+                        reordered = any(pk.pts != pk.dts for pk in previous if pk.pts is not None and pk.dts is not None)
+                        plan.ok = reordered or codec.has_b_frames == 0
                 pending = (group, taken)
 
             flush: av.Packet | None = None
@@ -406,22 +419,37 @@ def _decode_sampled(
             if group:
                 yield from close_group(group)
             if pending is not None:
-                yield from decode_group(*pending)
+                if pending[1] is not None and not pending[1] and plan.ok:  # the last group, and nothing sampled in it
+                    stats.packets_not_decoded += len(pending[0])
+                else:
+                    yield from decode_group(*pending)
             if flush is not None:  # the decoder's delayed frames
                 yield from decode(flush, base_skip)
             stats.planned = plan.ok
     except _TooManyErrors:
         pass
     except av.error.FFmpegError as exc:
-        state["failures"] += 1
+        state.failures += 1
         last_error[:] = [exc]
-    failures = state["failures"]
+    failures = state.failures
     error = last_error[0] if last_error else None
     if failures:
         log.warning("%s: %d packet(s) failed to decode (last: %s)", p, failures, error)
-    if state["produced"] == 0:
+    if state.produced == 0:
         detail = f" ({failures} packet errors, last: {error})" if failures else ""
         raise DecodeError(f"{p}: no decodable video frame{detail}; the file may be truncated or corrupt")
+
+
+@dataclass
+class _State:
+    """The sampler's running state in one :func:`iter_frames` call."""
+
+    next_time: float = 0.0
+    origin: float | None = None
+    index: int = 0
+    produced: int = 0
+    failures: int = 0
+    consecutive: int = 0
 
 
 class _TooManyErrors(Exception):

@@ -74,6 +74,8 @@ class DecodedMedia:
 PREFETCH_CHUNK = 4
 # Decoder threads (FFmpeg frame + slice threads) while the encoder runs on the other core; 0 lets FFmpeg choose.
 DECODE_THREADS = 0
+# Frames per encoder call in encode_file (None: the configuration's batch_size).
+ENCODE_CHUNK: int | None = None
 
 # A crop is blank when at least this fraction of its pixels lie within BLANK_TOLERANCE (0-255 grey
 # levels) of its median: a black border, a dark corner, a small object on a plain background. Blank
@@ -131,12 +133,22 @@ class MediaEncoder:
     cache: dict[tuple[object, ...], "EncodedMedia"] | None = None
 
     def __init__(self, config: CollectionConfig, encoder: FrameEncoder | None = None, overlap: bool = True,
-                 decode_threads: int = DECODE_THREADS) -> None:
+                 decode_threads: int = DECODE_THREADS, encode_chunk: int | None = ENCODE_CHUNK) -> None:
+        """
+        Args:
+            config: the collection's configuration.
+            encoder: a loaded frame encoder (default: ``load_encoder(config.encode.encoder)``).
+            overlap: decode in a thread while this one encodes (:meth:`encode_file`).
+            decode_threads: FFmpeg decoder threads (0: FFmpeg's choice).
+            encode_chunk: frames per encoder call (None: ``config.encode.batch_size``; never more than it);
+                smaller calls start the encoder sooner after the decoder, so a short clip overlaps too.
+        """
         self.config = config
         self.encoder = encoder or load_encoder(config.encode.encoder)
         self.aggregator = load_temporal(config.encode)  # mean pooling, or the collection's learned model
         self.overlap = overlap
         self.decode_threads = decode_threads
+        self.encode_chunk = encode_chunk
 
     def iter_frames(self, path: str | Path, size: tuple[int, int]) -> Iterator[SampledFrame]:
         """The sampled frames of ``path`` at ``size``, decoded as the configuration says (``DecodeConfig``)."""
@@ -207,11 +219,13 @@ class MediaEncoder:
                     region_chunks[first + slot].append(vectors)
                     region_blank[first + slot].append(blank)
 
+        call_size = min(cfg.encode.batch_size, self.encode_chunk or cfg.encode.batch_size)
+
         def add(frame: SampledFrame) -> None:
             nonlocal encode_s
             batch.append(frame.image)
             times.append(frame.time)
-            if len(batch) == cfg.encode.batch_size:
+            if len(batch) == call_size:
                 t = time.perf_counter()
                 flush()
                 batch.clear()
