@@ -484,32 +484,48 @@ class ServerProcess:
         except OSError:
             return ""
 
-    def rss_mb(self) -> float | None:
-        """VmRSS of the server process, MiB (None once it has exited)."""
+    def pids(self) -> list[int]:
+        """The server's process and its children (the worker processes of ``--workers N``)."""
+        found = [self.pid]
         try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
+            for task in os.listdir(f"/proc/{self.pid}/task"):
+                found += [int(c) for c in Path(f"/proc/{self.pid}/task/{task}/children").read_text().split()]
+        except (OSError, ValueError):
             pass
-        return None
+        return found
+
+    def _status_mb(self, key: str) -> float | None:
+        """A ``/proc/PID/status`` size summed over :meth:`pids`, MiB (None once the server has exited). With
+        worker processes the sum counts the pages they share (the collection's memory maps) once per process."""
+        total, seen = 0.0, False
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith(key):
+                        total += int(line.split()[1]) / 1024
+                        seen = True
+            except OSError:
+                pass
+        return total if seen else None
+
+    def rss_mb(self) -> float | None:
+        """VmRSS of the server (summed over its processes), MiB (None once it has exited)."""
+        return self._status_mb("VmRSS:")
 
     def hwm_mb(self) -> float | None:
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return None
+        return self._status_mb("VmHWM:")
 
     def cpu_s(self) -> float | None:
-        """User + system CPU seconds of the server process (all its threads)."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return None
+        """User + system CPU seconds of the server (all its threads, all its processes)."""
+        total, seen = 0.0, False
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                seen = True
+            except (OSError, IndexError, ValueError):
+                pass
+        return total if seen else None
 
     def stop(self) -> int | None:
         """SIGTERM (uvicorn's graceful shutdown), SIGKILL after 20 s; the exit code."""

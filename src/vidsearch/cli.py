@@ -505,6 +505,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # than for 1 on this 2-core machine with the encoder and decoder threads busy (1 query 0.7 ms, 2 queries
     # 9-20 ms; PASSIVE: 1.2-1.8 ms). Read when FAISS loads, so set before the engine is imported; a user's value wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.workers > 1:  # metrics summed over the worker processes: set before prometheus_client is imported
+        from vidsearch.serve.workers import prepare_metrics_dir
+
+        prepare_metrics_dir()
     import uvicorn
 
     from vidsearch.serve.app import create_app
@@ -524,7 +528,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, token=token, allow_roots=tuple(args.allow_root or ()),
         max_upload_mb=args.max_upload_mb, latency_target_ms=args.latency_target_ms,
         memory_budget_mb=args.memory_budget_mb, max_batch=args.max_batch, max_query_seconds=args.max_query_seconds,
-        ref_latency_target_ms=args.ref_latency_target_ms, encode_workers=args.encode_workers)
+        ref_latency_target_ms=args.ref_latency_target_ms, encode_workers=args.encode_workers, workers=args.workers)
     family, kind, proto, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -532,22 +536,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{shown_host}:{port}"
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(args.collection, settings), log_level="info" if args.verbose else "warning",
-        access_log=bool(args.verbose), lifespan="on", timeout_graceful_shutdown=10))
 
-    def announce() -> None:  # once the engine is open and warm, and the socket accepts connections
-        while not server.started and not server.should_exit:
-            threading.Event().wait(0.05)
-        if not server.started:
-            return
+    def make_server(role: Any = None) -> Any:
+        return uvicorn.Server(uvicorn.Config(
+            create_app(args.collection, settings, role), log_level="info" if args.verbose else "warning",
+            access_log=bool(args.verbose), lifespan="on", timeout_graceful_shutdown=10))
+
+    def when_started(server: Any, then: Any) -> None:  # once the engine is open and warm, and the socket accepts
+        def wait() -> None:
+            while not server.started and not server.should_exit:
+                threading.Event().wait(0.05)
+            if server.started:
+                then()
+        threading.Thread(target=wait, name="announce", daemon=True).start()
+
+    def announce() -> None:
         if args.json:
-            _emit({"url": url, "collection": str(args.collection), "docs": f"{url}/docs", "pid": os.getpid()})
+            _emit({"url": url, "collection": str(args.collection), "docs": f"{url}/docs", "pid": os.getpid(),
+                   "workers": args.workers})
         else:
-            _console().print(f"serving {_safe(args.collection)} at {url}/ (API docs at {url}/docs); Ctrl-C stops",
+            _console().print(f"serving {_safe(args.collection)} at {url}/ (API docs at {url}/docs"
+                             f"{f'; {args.workers} worker processes' if args.workers > 1 else ''}); Ctrl-C stops",
                              highlight=False, soft_wrap=True)
 
-    threading.Thread(target=announce, name="announce", daemon=True).start()
+    if args.workers > 1:  # forked after binding: the workers share the socket (serve/workers.py)
+        from vidsearch.serve.workers import run_workers
+
+        def serve_one(role: Any, sockets: list[socket.socket], ready: Any) -> int:
+            worker = make_server(role)
+            when_started(worker, ready)
+            worker.run(sockets=sockets)
+            return 0 if worker.started else 1
+
+        if run_workers(args.workers, sock, serve_one, announce) != 0:
+            _fail(args, "StartupError", f"vidsearch serve could not start its {args.workers} workers on {url}; the "
+                  "log above says why")
+            return EXIT_ERROR
+        return EXIT_OK
+    server = make_server()
+    when_started(server, announce)
     server.run(sockets=[sock])
     if not server.started:  # the app failed to start (uvicorn logged why)
         _fail(args, "StartupError", f"vidsearch serve could not start on {url}; the log above says why")
@@ -745,6 +772,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latency target of stored-range (ref) queries, which only search (default 50)")
     p.add_argument("--encode-workers", type=_count(1), default=1,
                    help="encoder batches run at once, each on its own ONNX Runtime session (default 1)")
+    p.add_argument("--workers", type=_count(1), default=1,
+                   help="server processes sharing the port, each with its own engine over the same files; worker 0 "
+                        "alone runs index jobs (default 1)")
     p.add_argument("--max-upload-mb", type=_positive, default=512.0, help="largest upload accepted (default 512)")
     p.add_argument("--max-query-seconds", type=_positive, default=120.0,
                    help="longest query video accepted (default 120)")

@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, MutableMapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Query, Request
@@ -67,6 +67,9 @@ from vidsearch.serve.security import (
 )
 from vidsearch.serve.settings import ServeSettings
 
+if TYPE_CHECKING:
+    from vidsearch.serve.workers import WorkerRole
+
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -104,7 +107,7 @@ def status_of(exc: VidsearchError) -> int:
 class Server:
     """What the routes share: the engine, the query path, the writer, metrics and a catalogue reader."""
 
-    def __init__(self, collection: Path, settings: ServeSettings, metrics: ServeMetrics) -> None:
+    def __init__(self, collection: Path, settings: ServeSettings, metrics: ServeMetrics, writer: bool = True) -> None:
         from vidsearch.search.engine import Engine
         from vidsearch.serve.jobs import IndexJobs
         from vidsearch.serve.query import QueryService
@@ -117,7 +120,8 @@ class Server:
         self.engine = Engine.open(collection, refresh_seconds=settings.refresh_seconds)
         try:
             self.queries = QueryService(self.engine, settings, metrics)
-            self.jobs = IndexJobs(collection, self.refresh, metrics)
+            # index jobs and removals: in one process only (the writer; the other workers forward them)
+            self._jobs = IndexJobs(collection, self.refresh, metrics) if writer else None
             self._db = catalog.open_existing(collection / "catalog.sqlite")
         except BaseException:
             self.engine.close()
@@ -128,13 +132,27 @@ class Server:
         self._thumbs: OrderedDict[tuple[str, float, int], bytes] = OrderedDict()
         self._thumbs_lock = threading.Lock()
 
+    @property
+    def jobs(self) -> Any:
+        """The :class:`~vidsearch.serve.jobs.IndexJobs` of the writer process.
+
+        Raises:
+            CollectionError: this worker does not write (its gate forwards the routes that do: not reached).
+        """
+        if self._jobs is None:
+            raise CollectionError("this worker process does not write the collection; index jobs and removals are "
+                                  "answered by worker 0")
+        return self._jobs
+
     def start(self) -> None:
         self.queries.start()
-        self.jobs.start()
+        if self._jobs is not None:
+            self._jobs.start()
         self.refresh()
 
     def close(self) -> None:
-        self.jobs.close()
+        if self._jobs is not None:
+            self._jobs.close()
         self.queries.close()
         with self._db_lock:
             self._db.close()
@@ -234,24 +252,29 @@ class Server:
         return self.jobs.submit(files, [FileReport(r.path, "failed", error=r.reason).to_dict() for r in refused])
 
 
-def create_app(collection: str | Path, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(collection: str | Path, settings: ServeSettings | None = None, role: WorkerRole | None = None) -> FastAPI:
     """The FastAPI app serving one collection.
 
     Args:
         collection: the collection directory (opened when the app starts, in its lifespan).
         settings: how it serves (defaults: loopback, no token, no folders to index by path).
+        role: which worker process this app runs in (``serve/workers.py``; default: the only one, which writes).
     """
+    from vidsearch.serve.workers import WorkerRole, WriterForwarder
+
     from fastapi_offline import FastAPIOffline
 
     from vidsearch import __version__
 
     collection = Path(collection)
     settings = settings or ServeSettings()
+    role = role or WorkerRole()
     metrics = ServeMetrics()
+    forwarder = None if role.writer or role.writer_socket is None else WriterForwarder(role.writer_socket)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        server = await run_in_threadpool(Server, collection, settings, metrics)
+        server = await run_in_threadpool(Server, collection, settings, metrics, role.writer)
         try:
             await run_in_threadpool(server.start)
         except BaseException:
@@ -312,7 +335,7 @@ def create_app(collection: str | Path, settings: ServeSettings | None = None) ->
     search_route = next(r for r in app.router.routes if getattr(r, "path", None) == "/search")
     direct = {("POST", "/search"): functools.partial(_direct_search, app, search_route)}
     app.add_middleware(Gate, token=settings.token, max_body=settings.max_upload_bytes, observe=observe,
-                       direct=direct)
+                       direct=direct, forward=forwarder)
     # The same checks, route and metrics in front of FastAPI for x-www-form-urlencoded searches (the direct
     # route answers every such body, so nothing falls through to be counted twice).
     app.front = Gate(functools.partial(FastAPI.__call__, app), token=settings.token,

@@ -3,10 +3,16 @@ one process, as in the tests, do not mix their counts).
 
 Per-stage latency histograms (decode, encode, search, rerank), the batch schedulers' batch sizes and
 queue waits, requests and errors by endpoint and status, and the collection's size.
+
+With several worker processes (``vidsearch serve --workers N``) ``prometheus_client`` runs in its
+multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by the parent before the import): counters and
+histograms are summed over the workers at each scrape; the collection gauges are the most recent value
+written by any worker; the schedulers' live state is the answering worker's.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -43,22 +49,39 @@ class ServeMetrics:
                                          ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.overloaded = Counter("vidsearch_overloaded", "Requests refused with 503 to keep the latency target",
                                   ["stage"], registry=r)
-        self.videos = Gauge("vidsearch_videos", "Videos in the searched snapshot", registry=r)
-        self.segments = Gauge("vidsearch_segments", "Segments in the searched snapshot", registry=r)
-        self.generation = Gauge("vidsearch_generation", "Catalogue generation of the searched snapshot", registry=r)
-        self.jobs = Gauge("vidsearch_index_jobs", "Index jobs by status", ["status"], registry=r)
+        self.videos = Gauge("vidsearch_videos", "Videos in the searched snapshot", registry=r,
+                            multiprocess_mode="livemostrecent")
+        self.segments = Gauge("vidsearch_segments", "Segments in the searched snapshot", registry=r,
+                              multiprocess_mode="livemostrecent")
+        self.generation = Gauge("vidsearch_generation", "Catalogue generation of the searched snapshot", registry=r,
+                                multiprocess_mode="livemax")
+        self.jobs = Gauge("vidsearch_index_jobs", "Index jobs by status", ["status"], registry=r,
+                          multiprocess_mode="livesum")  # only the writer runs jobs
+        self._live = CollectorRegistry(auto_describe=True)  # per-process state, collected at each scrape
         self.indexed_files = Counter("vidsearch_indexed_files", "Files processed by index jobs", ["status"], registry=r)
 
     def watch_schedulers(self, stats: Callable[[], list[dict[str, Any]]]) -> None:
         """Export the batch schedulers' state at each scrape: ``stats()`` returns their ``stats()`` dicts."""
-        self.registry.register(_SchedulerCollector(stats))
+        collector = _SchedulerCollector(stats)
+        (self._live if multiprocess_dir() else self.registry).register(collector)
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(stage).observe(max(0.0, seconds))
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition of every metric (of every worker, in multiprocess mode)."""
+        if not multiprocess_dir():
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return generate_latest(merged) + generate_latest(self._live)
+
+
+def multiprocess_dir() -> str | None:
+    """The folder of ``prometheus_client``'s multiprocess mode (None: one process)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
 
 
 class _SchedulerCollector:

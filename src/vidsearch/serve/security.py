@@ -18,7 +18,7 @@ import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -364,6 +364,16 @@ class DirectReply:
 DirectRoute = Callable[[dict[str, Any], str | None, bytes], Awaitable[DirectReply | None]]
 """``route(scope, content_type, body)``: the answer, or None to hand the request to the app unchanged."""
 
+class Forwarder(Protocol):
+    """Requests another process answers (the writer worker, ``serve/workers.py``)."""
+
+    def wants(self, method: str, path: str) -> bool:
+        """Whether ``method path`` is answered by the other process."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Pass the request on and relay the answer (OSError: the other process cannot be reached)."""
+
+
 DIRECT_MAX_BODY = 64 * 1024
 """Largest body (Content-Length) a direct route reads; anything larger (an upload) goes through the app."""
 
@@ -379,22 +389,29 @@ class Gate:
     loop's time this way against 0.5-0.8 ms through FastAPI). A direct route returns None for what it does
     not handle (a file upload); the app then gets the request with the body replayed.
 
+    Forwarded routes (several worker processes, see ``serve/workers.py``): a request for which
+    ``forward.wants(method, path)`` holds is passed, after the same checks, to ``forward(scope, receive,
+    send)`` (the writer process answers it and counts it in the metrics; this process does not).
+
     Args:
         app: the inner ASGI app.
         token: the bearer token (None: no auth).
         max_body: largest request body in bytes.
         observe: ``observe(scope, status, seconds, error_type)`` after each response (metrics).
         direct: ``{(method, path): route}`` answered by the gate (after the token and body checks).
+        forward: requests answered by another process (None: this process answers everything).
     """
 
     def __init__(self, app: Any, token: str | None, max_body: int,
                  observe: Callable[[dict[str, Any], int, float, str | None], None],
-                 direct: Mapping[tuple[str, str], DirectRoute] | None = None) -> None:
+                 direct: Mapping[tuple[str, str], DirectRoute] | None = None,
+                 forward: Forwarder | None = None) -> None:
         self.app = app
         self.token = token
         self.max_body = max_body
         self.observe = observe
         self.direct = dict(direct or {})
+        self.forward = forward
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -403,6 +420,7 @@ class Gate:
         t0 = time.perf_counter()
         status = 0
         error_type: str | None = None
+        forwarded = False
 
         async def send_tracked(message: dict[str, Any]) -> None:
             nonlocal status
@@ -416,6 +434,19 @@ class Gate:
             except HTTPProblem as problem:
                 error_type = problem.kind
                 await _send_problem(send_tracked, problem.status, problem.kind, problem.message, dict(problem.headers or {}))
+                return
+            if self.forward is not None and self.forward.wants(scope.get("method", "GET"), scope.get("path", "")):
+                forwarded = True
+                try:
+                    await self.forward(scope, self._limited(receive), send_tracked)
+                except OSError as exc:  # the writer is restarting: the client may retry
+                    if status != 0:
+                        raise
+                    forwarded = False
+                    error_type = "OverloadedError"
+                    await _send_problem(send_tracked, 503, "OverloadedError", "the worker that writes the collection "
+                                        f"cannot be reached now ({exc.strerror or exc}); retry in a few seconds",
+                                        {"Retry-After": "2"})
                 return
             route = self.direct.get((scope.get("method", "GET"), scope.get("path", ""))) if self.direct else None
             if route is not None and length is not None and int(length) <= DIRECT_MAX_BODY:
@@ -445,8 +476,9 @@ class Gate:
                                     f"internal error ({type(exc).__name__}); the server log has the details")
         finally:
             state = scope.get("state") or {}
-            self.observe(scope, status or 500, time.perf_counter() - t0,
-                         error_type or (state.get("error_type") if isinstance(state, dict) else None))
+            if not forwarded:  # the writer counted it
+                self.observe(scope, status or 500, time.perf_counter() - t0,
+                             error_type or (state.get("error_type") if isinstance(state, dict) else None))
 
     def _check(self, scope: dict[str, Any]) -> tuple[str | None, str | None]:
         """Token, body type and declared size; returns (Content-Type, Content-Length) as sent."""

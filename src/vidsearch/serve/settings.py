@@ -37,6 +37,8 @@ class ServeSettings:
             search: the issue's 50 ms); the search stage of a file query is held to it too.
         encode_workers: encode batches run at once, each on its own ONNX Runtime session with
             ``cores / encode_workers`` threads (see ``QueryService``).
+        workers: server processes sharing the listening socket (``serve/workers.py``): each searches
+            with its own engine over the same files; worker 0 alone runs index jobs and removals.
     """
 
     host: str = "127.0.0.1"
@@ -56,6 +58,7 @@ class ServeSettings:
     batch_shapes: tuple[int, ...] = field(default=(1, 2, 4, 8, 16, 32, 64, 128, 256))
     ref_latency_target_ms: float = 50.0
     encode_workers: int = 1
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -66,7 +69,7 @@ class ServeSettings:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
-        for name in ("max_batch", "decode_workers", "max_pending_decodes", "encode_workers"):
+        for name in ("max_batch", "decode_workers", "max_pending_decodes", "encode_workers", "workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
