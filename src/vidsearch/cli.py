@@ -242,7 +242,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         result = engine.search(args.query, k=args.k, params=SearchParams(
             segment_k=args.segment_k, min_similarity=args.min_similarity, nprobe=args.nprobe,
             rerank_depth=args.rerank_depth, rerank=args.rerank, rerank_candidates=args.rerank_candidates,
-            par_threshold=args.par_threshold, crops=args.crops, insets=not args.no_insets,
+            par_threshold=args.par_threshold, comparator=args.comparator, crops=args.crops, insets=not args.no_insets,
             norm_beta=args.norm_beta))
     if args.json:
         _emit(result.to_dict())
@@ -675,8 +675,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nprobe", type=_count(1), default=16, help="IVF lists scanned (compressed index; default 16)")
     p.add_argument("--rerank-depth", type=_count(0), default=128,
                    help="segment candidates re-scored exactly (compressed index; default 128)")
-    p.add_argument("--rerank", choices=["none", "exact", "par", "dtw", "bidtw"], default="none",
-                   help="re-rank the top videos: exact re-score, proximal-affinity filter, (bi-directional) DTW")
+    p.add_argument("--rerank", choices=["none", "exact", "par", "dtw", "bidtw", "learned"], default="none",
+                   help="re-rank the top videos: exact re-score, proximal-affinity filter, (bi-directional) DTW, "
+                        "the learned comparator (--comparator)")
+    p.add_argument("--comparator", metavar="ONNX",
+                   help="the learned comparator of --rerank learned (default: $VIDSEARCH_COMPARATOR, else the cache's "
+                        "models/comparator.onnx)")
     p.add_argument("--rerank-candidates", type=_count(1), default=20, help="videos the re-ranker looks at (default 20)")
     p.add_argument("--par-threshold", type=_number, help="score threshold for par (default: the calibrated one)")
     p.add_argument("--crops", action="store_true",

@@ -9,6 +9,10 @@ they are; this module only turns what each returns into VSC matches (``vsc_metri
   when it returns several), scored with that range's own score (the mean similarity of its
   segments, ``results.Match.score``); the video's score (``VideoHit.score``, the mean over *all*
   query segments, by which the engine ranks) is kept beside it for a pair figure of its own.
+- ``vidsearch:<rerank>`` (``vidsearch:dtw``, ``vidsearch:bidtw``, ``vidsearch:learned``...): today's
+  defaults with that re-rank mode. ``learned`` runs the learned comparator
+  (``search/comparator.py``) at its default path (``$VIDSEARCH_COMPARATOR``, else the cache);
+  :func:`train_vsc_comparator` trains one on another seed of this benchmark.
 - ``exact-frame-scan``: ``FrameScanMethod`` (the mean over query frames of the best cosine with
   any reference frame; an exact scan of every frame vector). It names a reference range but no
   query range: its predictions span the whole query.
@@ -19,6 +23,7 @@ they are; this module only turns what each returns into VSC matches (``vsc_metri
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -146,7 +151,8 @@ def is_peer(name: str) -> bool:
 
 
 def make_predictor(name: str, collection: dict[str, Any] | None = None) -> VSCPredictor:
-    """A predictor by name: ``vidsearch`` (today's defaults), ``exact-frame-scan``, any name
+    """A predictor by name: ``vidsearch`` (today's defaults), ``vidsearch:<rerank>`` (the defaults with a
+    re-rank mode of ``SearchParams.rerank``), ``exact-frame-scan``, any name
     ``report.make_method`` accepts (``vidsearch-sscd:dtw``, ``exact-frame-scan-effnet-lite0``, a peer).
 
     ``collection``: ``fps`` / ``window`` / ``stride`` overriding every vidsearch collection's defaults.
@@ -158,10 +164,15 @@ def make_predictor(name: str, collection: dict[str, Any] | None = None) -> VSCPr
     from vidsearch.evaluate.report import make_method
 
     over = {k: v for k, v in (collection or {}).items() if v}
-    if name == DEFAULT_METHOD:
+    head, colon, mode = name.partition(":")
+    if head == DEFAULT_METHOD:
+        from vidsearch.search.results import RERANK_MODES
+
+        if colon and mode not in RERANK_MODES:
+            raise ConfigError(f"{name}: unknown re-rank mode {mode!r}; expected vidsearch:<{'|'.join(RERANK_MODES)}>")
         config = CollectionConfig(decode=DecodeConfig(**({"fps": over["fps"]} if "fps" in over else {})),
                                   segment=SegmentConfig(**{k: over[k] for k in ("window", "stride") if k in over}))
-        return VidsearchRanges(name, config, SearchParams())
+        return VidsearchRanges(name, config, SearchParams(rerank=mode or "none"))
     if name == FRAME_SCAN:
         return WholeSpan(FrameScanMethod(name, encoder=CollectionConfig().encode.encoder))
     if name == "peers":
@@ -170,3 +181,73 @@ def make_predictor(name: str, collection: dict[str, Any] | None = None) -> VSCPr
     if isinstance(method, VidsearchMethod):
         return VidsearchRanges(method.name, method.config, method.params)
     return WholeSpan(method)
+
+
+TRAIN_SEED = 1
+"""The seed of the data set the learned comparator trains on (the benchmark evaluates seed 0)."""
+
+
+def train_vsc_comparator(work: str | Path, out: str | Path | None = None, size: str = "small", seed: int = TRAIN_SEED,
+                         config: Any = None, params: SearchParams | None = None,
+                         progress: Any = None) -> Path:
+    """Train the learned comparator on the VSC-style data set of ``seed`` and write it to ``out``.
+
+    The data set is built (or found in the cache), its references indexed into ``work/coll-seed<seed>``
+    with the default collection configuration and its queries encoded as searches encode them (insets
+    on) into ``work/queries-seed<seed>.pkl``, both reused when present; the training pairs are each
+    query's top candidates from the vote (``train.comparator.pairs_from_engine``).
+
+    Args:
+        work: a folder for the collection and the encoded queries (created).
+        out: the ONNX file to write (default: ``search.comparator.default_path()``, where
+            ``rerank="learned"`` looks).
+        size, seed: the data set (``vsc_run.dataset_config``); never the evaluated seed (0).
+        config: ``train.comparator.ComparatorConfig`` (default: its defaults).
+        params: the search parameters of the vote (default ``SearchParams()``).
+        progress: called with one line per step.
+
+    Returns:
+        The path written.
+    """
+    import dataclasses
+    import pickle
+
+    from vidsearch.collection import Collection
+    from vidsearch.evaluate.vsc_run import dataset_config
+    from vidsearch.evaluate.vsc_data import build_dataset
+    from vidsearch.search.comparator import default_path
+    from vidsearch.search.engine import Engine
+    from vidsearch.train.comparator import ComparatorConfig, CopySpan, export_comparator, pairs_from_engine, train_comparator
+
+    say = progress or (lambda _line: None)
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    dataset = build_dataset(dataset_config(size, seed), progress=say)
+    coll_path = work / f"coll-{size}-seed{seed}"
+    if not (coll_path / "manifest.json").is_file():
+        with Collection.create(coll_path, CollectionConfig()) as coll:
+            coll.add([dataset.reference_path(r) for r in dataset.reference_ids])
+        say(f"indexed {len(dataset.reference_ids)} references into {coll_path}")
+    cached = work / f"queries-{size}-seed{seed}.pkl"
+    params = params or SearchParams()
+    with Engine.open(coll_path) as engine:
+        if cached.is_file():
+            media = pickle.loads(cached.read_bytes())  # our own cache, written below
+        else:
+            media = {}
+            for i, q in enumerate(dataset.query_ids):
+                media[q] = engine.encode_query(dataset.query_path(q), crops=params.crops, insets=params.insets)
+                say(f"encoded query {i + 1}/{len(dataset.query_ids)}")
+            tmp = cached.with_name(cached.name + ".tmp")
+            tmp.write_bytes(pickle.dumps(media))
+            os.replace(tmp, cached)
+        copies = {q: [CopySpan(c.ref_id, c.query_start, c.query_end, c.ref_start, c.ref_end,
+                               any(e.startswith("reverse") for e in c.edits)) for c in infos]
+                  for q, infos in dataset.copies.items()}
+        groups = pairs_from_engine(engine, media, copies, params)
+    cfg = config or ComparatorConfig()
+    result = train_comparator(groups, cfg, progress=say, source=f"vsc {size} seed {seed}: engine candidates "
+                              f"(top {params.rerank_candidates}) of {len(groups)} queries")
+    target = Path(out) if out is not None else default_path()
+    return export_comparator(result, target, extra={"data": {"benchmark": "vsc", "size": size, "seed": seed,
+                                                             "params": dataclasses.asdict(params)}})

@@ -546,7 +546,7 @@ class Engine:
 
             votes = rerank(params.rerank, media.segment_vectors, starts, ends, votes[: params.rerank_candidates],
                            fetch, threshold, regions=media.region_segment_vectors,
-                           region_blank=media.region_segment_blank)
+                           region_blank=media.region_segment_blank, comparator=params.comparator)
             rerank_ms = (time.perf_counter() - t) * 1000
         votes = votes[:k]
         results = [VideoHit(i + 1, v.video_id, snap.paths.get(v.video_id, ""), v.score, v.matches)

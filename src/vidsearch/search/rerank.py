@@ -9,23 +9,26 @@ query with no true match return nothing.
 DTW here is the subsequence variant (the query is usually a part of a longer reference):
 ``dtw`` = subsequence DTW, ``bidtw`` = min(subDTW(q, r), subDTW(reverse(q), r)), which matches
 reversed playback (see ``search/align.py`` for why reversing one side is the informative reading).
+
+``learned``: the learned sequence comparator (``search/comparator.py``, ViSiL-style): a small CNN refines
+each candidate's query-by-reference similarity matrix; the video is scored by its refined map, and each
+matched range of the vote is kept and scored by the map inside it.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import ConfigError
-from vidsearch.search.results import Match
+from vidsearch.search.results import RERANK_MODES, Match
 from vidsearch.search.vote import VideoVote
 
 # Fetches a video's segment (starts, ends, vectors (m, d)) ordered by time.
 Fetch = Callable[[str], tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float32]]]
-
-RERANK_MODES = ("none", "exact", "par", "dtw", "bidtw")
 
 # The default PAR threshold of each encoder (until a collection is calibrated) is its registry entry's
 # ``par_threshold`` (vidsearch.encode.registry), the one place for it.
@@ -40,11 +43,12 @@ def rerank(
     threshold: float | None = None,
     regions: list[NDArray[np.float32]] | None = None,
     region_blank: list[NDArray[np.bool_]] | None = None,
+    comparator: str | os.PathLike[str] | None = None,
 ) -> list[VideoVote]:
     """Re-score ``candidates`` (best first from voting) and return them re-ranked.
 
     Args:
-        mode: ``none``, ``exact``, ``par``, ``dtw`` or ``bidtw``.
+        mode: ``none``, ``exact``, ``par``, ``dtw``, ``bidtw`` or ``learned``.
         query: (n, d) L2-normalised query segment vectors.
         q_starts, q_ends: (n,) query segment times in seconds.
         candidates: videos from voting.
@@ -53,7 +57,12 @@ def rerank(
             when given.
         regions: (n, d) query segment vectors of crop regions (``SearchParams.crops``); ``exact`` and
             ``par`` score each query segment by its best region (blank regions, ``region_blank``,
-            excluded); DTW aligns the whole frames.
+            excluded); DTW aligns the whole frames; ``learned`` takes the best region per cell too.
+        comparator: ``learned``: the comparator's ONNX file (None: ``comparator.default_path()``).
+
+    Raises:
+        ConfigError: an unknown mode, ``par`` without a threshold, ``learned`` without a model file.
+        EncoderError: ``learned`` with a file that is not a comparator.
     """
     if mode not in RERANK_MODES:
         raise ConfigError(f"unknown re-rank mode {mode!r}; expected one of {', '.join(RERANK_MODES)}")
@@ -76,11 +85,46 @@ def rerank(
         out.sort(key=lambda v: (-v.score, v.video_id))
     elif mode in ("dtw", "bidtw"):
         out = _align(mode, query, q_starts, q_ends, candidates, fetch)
+    elif mode == "learned":
+        out = _learned(query, q_starts, q_ends, candidates, fetch, regions or [], region_blank, comparator)
     else:  # unreachable: checked above
         raise ConfigError(f"unknown re-rank mode {mode!r}; expected one of {', '.join(RERANK_MODES)}")
     if threshold is not None and mode != "none":
         out = [v for v in out if v.score > threshold]
     return out
+
+
+def _learned(query: NDArray[np.float32], q_starts: NDArray[np.float64], q_ends: NDArray[np.float64],
+             candidates: list[VideoVote], fetch: Fetch, regions: list[NDArray[np.float32]],
+             region_blank: list[NDArray[np.bool_]] | None, path: str | os.PathLike[str] | None) -> list[VideoVote]:
+    """Each candidate scored by the comparator's refined map; its vote's ranges kept, each scored by the map
+    inside it (:func:`range_score`)."""
+    from vidsearch.search.comparator import load_comparator, top_rows_score
+
+    model = load_comparator(path)
+    fetched = [fetch(c.video_id) for c in candidates]
+    maps = model.compare(query, [f[2] for f in fetched], regions, region_blank)
+    out = []
+    for cand, (r_starts, r_ends, _), prob in zip(candidates, fetched, maps):
+        score = top_rows_score(prob, model.info.top_rows)
+        matches = [m._replace(score=range_score(prob, m, q_starts, q_ends, r_starts, r_ends, model.info.top_rows))
+                   for m in cand.matches]
+        out.append(VideoVote(cand.video_id, score, matches))
+    out.sort(key=lambda v: (-v.score, v.video_id))
+    return out
+
+
+def range_score(prob: NDArray[np.float32], match: Match, q_starts: NDArray[np.float64], q_ends: NDArray[np.float64],
+                r_starts: NDArray[np.float64], r_ends: NDArray[np.float64], top_rows: int) -> float:
+    """A matched range's score from a pair's (n, m) refined map: :func:`comparator.top_rows_score` of the
+    cells whose query and reference segments overlap the range (the whole map when none does)."""
+    from vidsearch.search.comparator import top_rows_score
+
+    rows = (q_starts < match.query_end) & (q_ends > match.query_start)
+    cols = (r_starts < match.ref_end) & (r_ends > match.ref_start)
+    if not rows.any() or not cols.any():
+        return top_rows_score(prob, top_rows)
+    return top_rows_score(prob[np.ix_(rows, cols)], top_rows)
 
 
 def _align(mode: str, query: NDArray[np.float32], q_starts: NDArray[np.float64], q_ends: NDArray[np.float64], candidates: list[VideoVote],

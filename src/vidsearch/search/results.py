@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 from vidsearch.errors import QueryError
 
 
-RERANK_MODES = ("none", "exact", "par", "dtw", "bidtw")
+RERANK_MODES = ("none", "exact", "par", "dtw", "bidtw", "learned")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,9 @@ class SearchParams:
             ``par`` (exact, then keep only videos whose score exceeds ``par_threshold``),
             ``dtw`` (subsequence DTW of the segment sequences) or ``bidtw`` (the same, also trying
             the query reversed: finds reversed playback). dtw/bidtw also localise from the path.
+            ``learned``: the learned sequence comparator (:mod:`vidsearch.search.comparator`, ViSiL-style:
+            a small CNN over each candidate's segment similarity matrix) scores the video and each of its
+            voted ranges; needs a trained model (``comparator``).
         rerank_candidates: videos from voting that the re-ranker looks at.
         par_threshold: cosine threshold of ``par`` (and of ``min_score`` filtering for dtw/bidtw);
             None uses the collection's calibrated value (see ``Collection.calibrate``).
@@ -46,6 +49,9 @@ class SearchParams:
             hits vote (``min_similarity``) and which query segments a matched range spans.
         norm_rank: the rank (1-based) of the background neighbour (the last one fetched when
             ``segment_k`` is smaller).
+        comparator: the ONNX file of the learned comparator ``rerank="learned"`` runs; None: the default
+            model (``$VIDSEARCH_COMPARATOR``, else ``$VIDSEARCH_CACHE/models/comparator.onnx``; see
+            :func:`vidsearch.search.comparator.default_path`).
         Insets and normalisation are on by default: together they measured best on the VSC-style
         benchmark (docs/RESULTS.md section 11). Normalised, a score is no longer ~1 for an exact copy (1
         minus ``norm_beta`` times its background) and a video with many look-alike segments in the
@@ -66,6 +72,7 @@ class SearchParams:
     insets: bool = True
     norm_beta: float = 0.5
     norm_rank: int = 30
+    comparator: str | None = None
 
     def __post_init__(self) -> None:
         if self.segment_k < 1:
