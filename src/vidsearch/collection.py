@@ -410,7 +410,8 @@ class Collection:
             self._rebuild(snap, self._live_ids(snap))
             assert self._index is not None  # set by _rebuild
             return {"index": type(self._index).__name__, "kind": str(self.config.index.kind),
-                    "changed_from": None if before == self.config.index else before.to_dict(),
+                    "changed_from": None if before == self.config.index
+                    else replace(self.config, index=before).to_dict()["index"],
                     "vectors": len(self._index), "seconds": round(time.perf_counter() - t, 2),
                     "memory_bytes": self._index.memory_bytes()}
 

@@ -101,3 +101,28 @@ def test_the_cli_indexes_through_spark(spark, tmp_path, small_refs, capsys):
     assert [f["status"] for f in out["files"]] == ["indexed", "indexed"]
     with Collection.open(coll) as c:
         assert sorted(v["id"] for v in c.videos()) == sorted(f["video_id"] for f in out["files"])
+
+
+def test_distributed_pq_on_spark_equals_the_in_process_run(spark, tmp_path):
+    """The executors read their own row ranges of a .npy file; codebooks and codes equal the in-process run over
+    the same ranges."""
+    from vidsearch.distributed.pq import (
+        DistributedPQConfig,
+        LocalPartitions,
+        SparkPartitions,
+        encode_partitions,
+        train_distributed_pq,
+    )
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3000, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    cfg = DistributedPQConfig(m=4, nbits=4, iterations=4, local_iterations=5)
+    parts = SparkPartitions(spark, str(tmp_path / "x.npy"), partitions=3)
+    on_spark = train_distributed_pq(parts, cfg)
+    bounds = np.linspace(0, len(x), 4).astype(int)
+    local = train_distributed_pq(LocalPartitions([x[a:b] for a, b in zip(bounds[:-1], bounds[1:])]), cfg)
+    np.testing.assert_allclose(on_spark.codebooks, local.codebooks, atol=1e-5)
+    assert on_spark.losses == pytest.approx(local.losses, rel=1e-6)
+    np.testing.assert_array_equal(encode_partitions(parts, on_spark.codebooks),
+                                  encode_partitions(LocalPartitions([x]), local.codebooks))

@@ -248,7 +248,8 @@ def test_the_cli_moves_a_collection_into_milvus_lite_and_back(collection_copy, s
     assert json.loads(capsys.readouterr().out)["results"][0]["video_id"] == vid
     # an option that is not the index's cannot change with --rebuild-index: one line, no traceback
     assert cli.main([*base, "--fps", "2"]) != 0
-    assert "cannot change" in capsys.readouterr().err
+    err = json.loads(capsys.readouterr().out)  # --json: the error as JSON on stdout
+    assert err["error"] == "CollectionError" and "cannot change" in err["message"]
 
 
 def test_a_crash_between_the_manifest_and_the_new_index_rebuilds_on_the_next_write(collection_copy):
