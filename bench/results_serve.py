@@ -100,13 +100,49 @@ def render(result: Path = RESULT) -> str:
     return "\n".join(lines)
 
 
-def updated(doc: str, result: Path = RESULT) -> str:
-    """``doc`` with its serving block rendered from ``result`` (the section appended when it has no block)."""
+WORKERS_RESULT = BENCH / "results" / "serve-workers2.json"
+W_BEGIN, W_END = "<!-- serve-workers-table:begin (bench/results_serve.py) -->", "<!-- serve-workers-table:end -->"
+
+
+def render_workers(result: Path = WORKERS_RESULT) -> str:
+    """The Markdown block (markers included) of a run whose scheduler server had ``--workers N``."""
+    d = json.loads(result.read_text())
+    per, cfg, prov, git = d.get("per_mode") or {}, d["config"], d.get("provenance") or {}, d.get("git") or {}
+    load = (prov.get("load_start") or {}).get("loadavg_1_5_15") or ["-"]
+    lines = [W_BEGIN, "",
+             f"Run of {prov.get('started_utc', '-')}: `{d.get('command', '-')}`, commit {str(git.get('commit'))[:8]} "
+             f"(src dirty: {git.get('src_dirty')}), load at start {load[0]}, {prov.get('duration_s', '-')} s; the "
+             f"scheduler's server with `{cfg.get('scheduler_args') or '-'}`, the other `--max-batch 1` in one process.",
+             "",
+             "| query | server | req/s at p99 <= limit (p99 ms) | at 2x: offered req/s, admitted p99 ms, 503s, 503 p99 ms |",
+             "|---|---|---|---|"]
+    for kind in cfg["kinds"]:
+        for mode, name in (("scheduler", f"scheduler, `{cfg.get('scheduler_args') or ''}`"),
+                           ("max_batch_1", "`--max-batch 1`, one process")):
+            a = (per.get(mode) or {}).get(kind) or {}
+            over = a.get("overload") or {}
+            share = f"{over['n_503']}/{over['sent']}" if over.get("sent") else "-"
+            lines.append(f"| {KIND_NAMES.get(kind, kind)} (limit {a.get('limit_ms', '-'):g} ms) | {name} | "
+                         f"{_f(a.get('qps_at_limit'))} ({_f(a.get('p99_ms_at_limit'))}) | {_f(over.get('offered_rps'))}, "
+                         f"{_f(over.get('admitted_p99_ms'))}, {share}, {_f(over.get('p99_503_ms'))} |")
+    lines += ["", W_END]
+    return "\n".join(lines)
+
+
+def updated(doc: str, result: Path = RESULT, workers: Path = WORKERS_RESULT) -> str:
+    """``doc`` with its serving block rendered from ``result`` (the section appended when it has no block), and
+    its workers block (where the document has one) from ``workers``."""
     if BEGIN not in doc or END not in doc:
-        return doc.rstrip("\n") + "\n" + SECTION + render(result) + "\n"
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return head + render(result) + tail
+        doc = doc.rstrip("\n") + "\n" + SECTION + render(result) + "\n"
+    else:
+        head, rest = doc.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        doc = head + render(result) + tail
+    if W_BEGIN in doc and W_END in doc and workers.is_file():
+        head, rest = doc.split(W_BEGIN, 1)
+        _, tail = rest.split(W_END, 1)
+        doc = head + render_workers(workers) + tail
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
