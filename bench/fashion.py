@@ -59,6 +59,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--train-epochs", type=int, default=30, help="--temporal: training epochs")
     p.add_argument("--models-dir", default="bench/results/fashion-models", help="--temporal: where trained models go")
     p.add_argument("--write-clips", metavar="DIR", default=None, help="also write one clip per (item, motion) as mp4")
+    p.add_argument("--out", default="", help="result name under bench/results/ (default: fashion, or "
+                   "fashion-temporal with --temporal), e.g. fashion-pwa for effnet-lite0-pwa against effnet-lite0")
     p.add_argument("--json", action="store_true", help="print the result object to stdout")
     args = p.parse_args()
     args.encoders = C.encoder_list(p, args.encoders, ENCODERS)
@@ -89,7 +91,7 @@ def main() -> None:
     from vidsearch.encode.frame import load_encoder
     from vidsearch.evaluate import fashion
 
-    config = {k: v for k, v in vars(args).items() if k not in ("json",)}
+    config = {k: v for k, v in vars(args).items() if k not in ("json", "out")}
     payload = C.header("fashion", config)
     payload["dataset"] = dataset_info()
     t_all = time.perf_counter()
@@ -97,8 +99,10 @@ def main() -> None:
     load_s = {}
     for name in args.encoders:  # load (and warm) outside the timed parts
         t = time.perf_counter()
-        load_encoder(name)
+        enc = load_encoder(name)
         load_s[name] = time.perf_counter() - t
+        if hasattr(enc, "describe"):  # fitted statistics (effnet-lite0-pwa: part channels, fitting footage)
+            payload.setdefault("encoder_info", {})[name] = enc.describe()
     payload["encoder_load_s"] = load_s
 
     C.log(f"[retrieval] {args.gallery} gallery + {args.queries} queries per class, seed {args.seed}")
@@ -157,7 +161,8 @@ def main() -> None:
     else:
         print(out)
         sys.stdout.flush()
-    C.emit("fashion-temporal" if args.temporal else "fashion", payload, args.json)  # the mean-only figures stay
+    # a --temporal run leaves fashion.json (the mean-only figures) as it is
+    C.emit(args.out or ("fashion-temporal" if args.temporal else "fashion"), payload, args.json)
 
 
 if __name__ == "__main__":

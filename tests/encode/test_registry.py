@@ -18,7 +18,7 @@ from vidsearch.errors import ConfigError, EncoderError
 def test_every_registered_encoder_is_complete_and_its_loader_resolves():
     names = registry.encoder_names()
     assert names[0] == registry.DEFAULT_ENCODER == EncodeConfig().encoder == "sscd"
-    assert set(names) == {"sscd", "sscd-distilled", "effnet-lite0"}
+    assert set(names) == {"sscd", "sscd-distilled", "effnet-lite0", "effnet-lite0-pwa"}
     for name in names:
         spec = registry.get(name)
         assert spec.name == name and spec.dim > 0 and len(spec.input_size) == 2 and spec.description
@@ -31,7 +31,7 @@ def test_every_registered_encoder_is_complete_and_its_loader_resolves():
 
 
 def test_unknown_names_and_variants_name_the_choices():
-    with pytest.raises(ConfigError, match="unknown encoder 'clip'; expected one of sscd, sscd-distilled, effnet-lite0"):
+    with pytest.raises(ConfigError, match="unknown encoder 'clip'; expected one of sscd, sscd-distilled, effnet-lite0, effnet-lite0-pwa"):
         registry.get("clip")
     with pytest.raises(ConfigError, match="unknown encoder 'clip'"):
         EncodeConfig(encoder="clip")

@@ -102,6 +102,8 @@ ENCODERS: dict[str, EncoderSpec] = {
                     "vidsearch.encode.sscd:load", par_threshold=0.35),
         EncoderSpec("effnet-lite0", 1280, (224, 224), "EfficientNet-Lite0 ImageNet features, pooled, exported to ONNX",
                     "vidsearch.encode.effnet:load", par_threshold=0.6, extra="effnet", variants=("onnx", "onnx-int8")),
+        EncoderSpec("effnet-lite0-pwa", 256, (224, 224), "EfficientNet-Lite0 conv map, part-based weighted aggregation (PWA)",
+                    "vidsearch.encode.pwa:load", par_threshold=0.5, extra="effnet"),
     )
 }
 
