@@ -12,7 +12,8 @@ Frames (all real, decoded the way the engine decodes them):
   1 fps) and every other real photograph of ``vsc_data.find_photos()`` (Debian wallpapers and opencv-doc's
   photographs; the even-numbered ones are what the ``+photos`` recipes add to the calibration set).
 
-Section ``effnet``: for each variant (fp32, the old recipe, the default recipe, one change at a time), the int8
+Section ``effnet``: for each variant (fp32, the recipes of sessions <= 10 and 11, the default recipe, one change
+at a time: ``int8-no-bias-correction``, ``int8-all-frames`` (synthetic frames calibrated on), ``int8-7bit``, ...), the int8
 model (``effnet.effnet_onnx_path``, built into the cache when missing, which this script times), cosine of its
 vectors to fp32 on the held-out frames (min, 1st percentile, mean), the same with ONNX Runtime's graph
 optimisations off (``sim``: the Q/DQ graph run in float, no integer kernel, so no ``vpmaddubsw`` saturation),
@@ -62,10 +63,17 @@ STEM, HEAD = "/_conv_stem/Conv", "/_conv_head/Conv"
 # the packaged footage plus the even-numbered photographs.
 CALIBRATION_SETS = ("packaged", "iscc", "packaged+photos")
 # name -> (recipe, calibration set)
+# The two older recipes are rebuilt with every calibration frame counted (ONNX Runtime's CalibMaxIntermediateOutputs,
+# which they used, dropped the ranges of all but the last batches: 293bebc calibrated on 5 frames of one clip).
 RECIPES: dict[str, tuple[Int8Recipe, str]] = {
-    "int8-old": (Int8Recipe(reduce_range=False, frames_per_source=48), "iscc"),  # session <= 10's recipe
+    "int8-old": (Int8Recipe(reduce_range=False, frames_per_source=48, bias_correction=False,  # sessions <= 10
+                            natural_frames_only=False), "iscc"),
+    "int8-293bebc": (Int8Recipe(reduce_range=True, bias_correction=False, natural_frames_only=False),  # session 11
+                     "packaged"),
     "int8": (DEFAULT, "packaged"),
-    "int8-8bit": (DEFAULT.replace(reduce_range=False), "packaged"),
+    "int8-no-bias-correction": (DEFAULT.replace(bias_correction=False), "packaged"),
+    "int8-all-frames": (DEFAULT.replace(natural_frames_only=False), "packaged"),
+    "int8-7bit": (DEFAULT.replace(reduce_range=True), "packaged"),
     "int8-iscc-only": (DEFAULT.replace(frames_per_source=48), "iscc"),
     "int8-per-tensor": (DEFAULT.replace(per_channel=False), "packaged"),
     "int8-u8u8": (DEFAULT.replace(reduce_range=False, weights=IntType.UINT8), "packaged"),
@@ -245,7 +253,7 @@ def effnet_section(args: argparse.Namespace, heldout: np.ndarray) -> dict[str, A
         existed = [p for p in effnet.cache_dir().glob("effnet-lite0-*-int8-*.onnx")]
         t0 = time.perf_counter()
         try:
-            path = effnet.effnet_onnx_path(True, recipe, sources)
+            path = effnet.effnet_onnx_path(True, recipe, sources, min_cosine=-1.0)
         except Exception as exc:  # noqa: BLE001 - a recipe that fails is a result, not the end of the run
             rows[name] = {"recipe": recipe.to_dict(), "error": f"{type(exc).__name__}: {exc}"[:400]}
             C.log(f"[quant] {name}: failed: {rows[name]['error']}")
@@ -289,7 +297,7 @@ def per_node_drift(fp32: Path, frames: np.ndarray, top: int = 12) -> list[dict[s
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._it, None)
 
-    qdq = effnet.effnet_onnx_path(True, DEFAULT.replace(exclude=()))
+    qdq = effnet.effnet_onnx_path(True, DEFAULT.replace(exclude=()), min_cosine=-1.0)
     with tempfile.TemporaryDirectory() as tmp:
         aug_f, aug_q = Path(tmp) / "f.onnx", Path(tmp) / "q.onnx"
         modify_model_output_intermediate_tensors(str(fp32), str(aug_f))

@@ -1,0 +1,110 @@
+"""int8 EfficientNet-Lite0 keeps its vectors: cosine to fp32 on held-out real frames (never calibrated on),
+with the recipe, calibration set and cache key that make it (bench/quant.py measures the alternatives)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vidsearch.encode import effnet, load_encoder, registry
+from vidsearch.encode.effnet import Calibration, Int8Recipe, IntType
+from vidsearch.errors import ConfigError
+from vidsearch.evaluate import samples
+from vidsearch.evaluate.vsc_data import OPENCV_PHOTOS
+
+
+def _heldout_files():
+    """opencv-doc's videos and photographs: real footage the int8 model is never calibrated on."""
+    videos = [p for p in samples.opencv_videos() if p.name != "Megamind_bugy.avi"]
+    data = samples.OPENCV_DOC / "examples" / "data"
+    photos = [data / n for n in OPENCV_PHOTOS if (data / n).is_file()]
+    assert len(videos) >= 5 and len(photos) >= 20, "opencv-doc is not installed: apt-get install opencv-doc"
+    return videos + photos
+
+
+@pytest.fixture(scope="session")
+def heldout_frames() -> np.ndarray:
+    """(N, 224, 224, 3) uint8: up to 12 frames (1 fps, spread over time) of each opencv-doc video, and its photos."""
+    return effnet.sample_images(_heldout_files(), 12)
+
+
+@pytest.fixture(scope="session")
+def effnet_vectors(heldout_frames):
+    fp32 = load_encoder("effnet-lite0", "onnx").encode(heldout_frames)
+    int8 = load_encoder("effnet-lite0", "onnx-int8").encode(heldout_frames)
+    return fp32, int8
+
+
+def test_int8_is_the_default_variant_of_effnet():
+    spec = registry.get("effnet-lite0")
+    assert spec.check_variant(None) == spec.variants[0] == "onnx-int8"
+    assert "onnx" in spec.variants  # fp32 stays available
+
+
+def test_int8_vectors_stay_within_cosine_0_98_of_fp32_on_heldout_real_frames(heldout_frames, effnet_vectors):
+    """Measured (session 12, 80 frames: 12 per opencv-doc video, 1 per photo): min 0.9798, 1st percentile 0.9821,
+    mean 0.9953. Without bias correction p1 was 0.938; with 7-bit weights 0.92; at 293bebc 0.81."""
+    fp32, int8 = effnet_vectors
+    assert len(heldout_frames) >= 60
+    cos = (fp32 * int8).sum(axis=1)
+    assert np.percentile(cos, 1) >= 0.98, np.sort(cos)[:5]  # issue #18's target, 0.002 under the measurement
+    assert cos.min() >= 0.97, np.sort(cos)[:5]
+    assert cos.mean() >= 0.993, cos.mean()
+    # the int8 model is not a copy of fp32: it does move the vectors a little
+    assert cos.mean() < 0.9999
+
+
+def test_int8_retrieval_finds_the_fp32_vector_of_the_same_frame(effnet_vectors):
+    """An int8 query against an fp32-built collection: the same frame is the nearest neighbour."""
+    fp32, int8 = effnet_vectors
+    sims = int8 @ fp32.T
+    # frames of one static-camera video can be near-identical: count a hit when the best is as good as the truth
+    assert (sims.max(axis=1) <= np.diag(sims) + 1e-6).mean() >= 0.98  # measured 1.0 (80 of 80)
+
+
+def test_calibration_never_sees_the_heldout_footage():
+    calib = {p.name for p in effnet.calibration_sources()}
+    assert {"demo.mp4", "demo.jpg"} <= calib
+    assert not calib & {p.name for p in _heldout_files()}
+
+
+def test_the_int8_cache_key_follows_the_recipe_the_files_and_the_version(monkeypatch):
+    files = effnet.calibration_sources()
+    key = effnet.int8_key(effnet.DEFAULT_INT8, files)
+    assert effnet.int8_key(Int8Recipe(), files) == key  # deterministic
+    assert effnet.int8_key(effnet.DEFAULT_INT8.replace(reduce_range=True), files) != key
+    assert effnet.int8_key(effnet.DEFAULT_INT8.replace(bias_correction=False), files) != key
+    assert effnet.int8_key(effnet.DEFAULT_INT8, files[:2]) != key
+    assert effnet.effnet_onnx_path(True).name.endswith(f"-int8-{key}.onnx")  # the model the variant loads
+    monkeypatch.setattr(effnet, "_INT8_VERSION", effnet._INT8_VERSION + "-next")  # a bumped version: a new file
+    assert effnet.int8_key(effnet.DEFAULT_INT8, files) != key
+
+
+def test_natural_frames_leave_out_flat_frames_and_test_patterns(heldout_frames):
+    keep = effnet.natural_frames(heldout_frames)
+    flat = heldout_frames.reshape(len(heldout_frames), -1).std(axis=1) < 2
+    assert keep.tolist() == (~flat).tolist()  # every held-out frame with content is camera footage
+    bars = np.zeros((224, 224, 3), np.uint8)  # seven colour bars, like perception's test clip
+    for i, colour in enumerate([(255, 255, 255), (255, 255, 0), (0, 255, 255), (0, 255, 0), (255, 0, 255),
+                                (255, 0, 0), (0, 0, 255)]):
+        bars[:, i * 32 : (i + 1) * 32] = colour
+    # white is not a saturated colour; the six others are: 6/7 of the pixels
+    red = np.zeros((224, 224, 3), np.uint8)
+    red[..., 0] = 253
+    grey = np.full((224, 224, 3), 128, np.uint8)
+    assert effnet.natural_frames(np.stack([bars, red, grey, heldout_frames[1]])).tolist() == [False, False, False, True]
+
+
+def test_the_default_recipe_corrects_biases_with_8_bit_weights():
+    recipe = effnet.DEFAULT_INT8
+    assert recipe.bias_correction and not recipe.reduce_range and recipe.per_channel and recipe.natural_frames_only
+
+
+def test_recipe_values_are_checked_and_named():
+    assert Int8Recipe(calibration="entropy", activations="int8").calibration is Calibration.ENTROPY
+    assert Int8Recipe(activations="int8").activations is IntType.INT8
+    with pytest.raises(ConfigError, match="calibration must be one of minmax, entropy, percentile, got 'kl'"):
+        Int8Recipe(calibration="kl")
+    with pytest.raises(ConfigError, match="frames_per_source must be >= 1"):
+        Int8Recipe(frames_per_source=0)
+    assert Int8Recipe().to_dict()["calibration"] == "minmax"
