@@ -9,6 +9,7 @@ Variants (``<pooling>[/<parts>][+white:<data>[:<shrink>]]``): ``global`` = mean 
 = PCA-whitening to 256 fitted on the sample footage (the ``effnet-lite0-pwa`` encoder: ``pwa/4+white:footage``);
 ``+white:train`` = fitted on ``--train-images`` images of Fashion-MNIST's *train* split (other data than the test
 split evaluated, but the same domain); ``pwa-train/P`` = part channels chosen on those train images.
+``part_activity`` in the result: how often each part channel is silent (all-zero map) on each data set.
 Writes bench/results/fashion-pwa-ablation.json.
 """
 
@@ -86,7 +87,23 @@ def main() -> None:
         return lambda m: pwa.regional_vectors(m, ch, cfg.alpha, cfg.beta)
 
     foot_ch = {p: channels_of(foot_maps, p) for p in (1, 4, 8, 16)}
-    train_ch4 = channels_of(train_maps, 4)
+    train_ch = {p: channels_of(train_maps, p) for p in (4, 8, 16)}
+    train_ch4 = train_ch[4]
+
+    def activity(maps: np.ndarray, ch: np.ndarray) -> dict[str, Any]:
+        """How the part channels respond on these maps: share of frames where a part's map is all zero, and
+        its mean sum-pooled response over that of an average channel."""
+        pooled = pwa.sum_pooled(maps)
+        return {"silent_share": [float((pooled[:, c] <= 0).mean()) for c in ch],
+                "response_over_mean_channel": [float(pooled[:, c].mean() / pooled.mean()) for c in ch]}
+
+    payload["part_activity"] = {
+        "footage channels on footage": activity(foot_maps, foot_ch[4]),
+        "footage channels on fashion train": activity(train_maps, foot_ch[4]),
+        "fashion-train channels on fashion train": activity(train_maps, train_ch4),
+        "fashion-train channels on footage": activity(foot_maps, train_ch4),
+    }
+    C.log(f"[parts] {payload['part_activity']}")
     assert np.array_equal(foot_ch[4], stats.channels), (foot_ch[4], stats.channels)  # the encoder's channels
     C.log("[fit] whitening: global on footage and train, PWA on train (the footage one is the encoder's)")
     g_foot = pwa.fit_whitening(pwa.Moments.of(mean_pool(foot_maps)), cfg.dim, cfg.shrink)
@@ -95,7 +112,8 @@ def main() -> None:
     p_foot = stats.whitening
     p_foot_s1 = _rewhiten(p_foot, cfg.shrink, 1.0)
     p_foot_s0 = _rewhiten(p_foot, cfg.shrink, 0.0)
-    payload["channels"] = {"footage": {p: c.tolist() for p, c in foot_ch.items()}, "train": train_ch4.tolist()}
+    payload["channels"] = {"footage": {p: c.tolist() for p, c in foot_ch.items()},
+                           "train": {p: c.tolist() for p, c in train_ch.items()}}
     del foot_maps, train_maps
 
     variants = {
@@ -107,6 +125,8 @@ def main() -> None:
         "pwa/8": (regional(foot_ch[8]), 8 * 1280),
         "pwa/16": (regional(foot_ch[16]), 16 * 1280),
         "pwa-train/4": (regional(train_ch4), 4 * 1280),
+        "pwa-train/8": (regional(train_ch[8]), 8 * 1280),
+        "pwa-train/16": (regional(train_ch[16]), 16 * 1280),
         "pwa/4+white:footage": (lambda m: p_foot.transform(regional(foot_ch[4])(m)), cfg.dim),
         "pwa/4+white:footage:0": (lambda m: p_foot_s0.transform(regional(foot_ch[4])(m)), cfg.dim),
         "pwa/4+white:footage:1": (lambda m: p_foot_s1.transform(regional(foot_ch[4])(m)), cfg.dim),
