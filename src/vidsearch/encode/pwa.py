@@ -207,7 +207,8 @@ class Whitening:
 
     def transform(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """(N, D) -> (N, dim), L2-normalised."""
-        return l2_normalize((np.asarray(x, np.float32) - self.mean) @ self.projection)
+        y = (np.asarray(x, np.float32) - self.mean) @ self.projection
+        return l2_normalize(y.astype(np.float32, copy=False))
 
 
 def fit_whitening(moments: Moments, dim: int, shrink: float = 0.0) -> Whitening:
@@ -243,7 +244,7 @@ class _TwoOutputs:  # built lazily: torch is imported only to export
         class FeatureMap(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
-                self.net = pooled.net
+                self.net: Any = pooled.net
 
             def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 x = (images.permute(0, 3, 1, 2).float() - effnet._MEAN) / effnet._STD
@@ -274,7 +275,7 @@ def export_onnx(target: Path, atol: float = 1e-3) -> None:
 
     model = _TwoOutputs.build()
     sample = torch.from_numpy(effnet._calibration_images(8))
-    buf = io.BytesIO()
+    buf: Any = io.BytesIO()  # torch.onnx.export writes into a file object too (its stubs say paths only)
     torch.onnx.export(
         model, (sample,), buf, input_names=["image"], output_names=["embedding", "feature_map"],
         dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}, "feature_map": {0: "batch"}},
