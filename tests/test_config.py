@@ -17,7 +17,7 @@ from vidsearch.config import (
     Quantizer,
     SegmentConfig,
 )
-from vidsearch.errors import ConfigError
+from vidsearch.errors import CollectionError, ConfigError
 
 # the "config" object of a manifest.json written before the enums (format_version 1)
 OLD_MANIFEST_CONFIG = {
@@ -87,3 +87,32 @@ def test_a_milvus_store_needs_its_uri_and_a_known_index_type() -> None:
                 dict(kind="milvus", milvus_uri="milvus:x.db", milvus_index="ANNOY")):
         with pytest.raises(ConfigError, match="milvus"):
             IndexConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_a_new_collection_pins_its_encoders_default_variant_and_old_manifests_keep_fp32(tmp_path):
+    """effnet-lite0 defaults to int8: a new collection records it; a manifest without the field (made before it)
+    stays on fp32 ('onnx'), and opening it with the same options does not ask for a change."""
+    from vidsearch import Collection
+    from vidsearch.config import resolve_variant, runtime_variant
+    from vidsearch.encode import registry
+    from vidsearch.errors import ConfigError
+
+    assert registry.get("effnet-lite0").check_variant(None) == "onnx-int8"
+    effnet = CollectionConfig(encode=EncodeConfig(encoder="effnet-lite0"))
+    assert resolve_variant(effnet.encode).variant == "onnx-int8"
+    assert resolve_variant(EncodeConfig()).variant == "" and runtime_variant(EncodeConfig()) == "onnx"
+    assert "variant" not in CollectionConfig().to_dict()["encode"]  # an sscd manifest is the one it always was
+    with Collection.create(tmp_path / "new", effnet) as coll:
+        assert coll.config.encode.variant == "onnx-int8"
+    assert json.loads((tmp_path / "new" / "manifest.json").read_text())["config"]["encode"]["variant"] == "onnx-int8"
+    with Collection.open_or_create(tmp_path / "new", effnet) as coll:  # the same options: no change asked
+        assert coll.config.encode.variant == "onnx-int8"
+    fp32 = CollectionConfig(encode=EncodeConfig(encoder="effnet-lite0", variant="onnx"))
+    with pytest.raises(CollectionError, match="cannot change"):
+        Collection.open_or_create(tmp_path / "new", fp32)
+    # a manifest written before the field: fp32, whatever the default is now
+    old = CollectionConfig.from_dict({**effnet.to_dict(), "encode": {"encoder": "effnet-lite0", "aggregator": "mean",
+                                                                      "batch_size": 32}})
+    assert old.encode.variant == "" and runtime_variant(old.encode) == "onnx"
+    with pytest.raises(ConfigError, match="has no variant 'onnx-int8'"):
+        EncodeConfig(encoder="sscd", variant="onnx-int8")

@@ -83,7 +83,7 @@ def _config_from_args(args: argparse.Namespace) -> CollectionConfig | None:
     temporal = getattr(args, "temporal", None)
     store = getattr(args, "store", None)
     given = any(v is not None for v in (args.encoder, args.fps, args.window, args.stride, args.keyframes or None,
-                                        args.index_kind, temporal, store))
+                                        args.index_kind, temporal, store, args.variant))
     if not given:
         return None
     base = CollectionConfig()
@@ -109,7 +109,8 @@ def _config_from_args(args: argparse.Namespace) -> CollectionConfig | None:
         decode=DecodeConfig(fps=given_or(args.fps, base.decode.fps), keyframes_only=bool(args.keyframes)),
         segment=SegmentConfig(window=given_or(args.window, base.segment.window),
                               stride=given_or(args.stride, base.segment.stride)),
-        encode=EncodeConfig(encoder=args.encoder or base.encode.encoder, temporal_model=model, temporal_hash=weights),
+        encode=EncodeConfig(encoder=args.encoder or base.encode.encoder, temporal_model=model, temporal_hash=weights,
+                            variant=args.variant or ""),
         index=IndexConfig(kind="milvus", milvus_uri=store, milvus_index=args.milvus_index) if store
         else IndexConfig(kind=args.index_kind or base.index.kind),
     )
@@ -628,6 +629,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vidsearch.encode import registry  # names only: loads no model
+
     parser = _Parser(prog="vidsearch", description="Content-based video retrieval.", epilog=EXIT_CODES,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=_version())
@@ -643,7 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="index video/image files and folders (creates the collection if absent)")
     common(p)
-    p.add_argument("--encoder", choices=["sscd", "sscd-distilled", "effnet-lite0"], help="frame encoder (new collections)")
+    p.add_argument("--encoder", choices=list(registry.ENCODERS), help="frame encoder (new collections)")
+    p.add_argument("--variant", help="the encoder's runtime for a new collection, e.g. onnx (fp32) or onnx-int8 "
+                                     "(default: the encoder's default, recorded in the collection)")
     p.add_argument("--fps", type=_positive, help="frames sampled per second (default 1)")
     p.add_argument("--keyframes", action="store_true", help="decode key frames only (fast, coarse)")
     p.add_argument("--window", type=_positive, help="segment window in seconds (default 2)")
@@ -787,7 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="index the real sample footage and query it with transformed copies")
     common(p, collection=False)
     p.add_argument("--collection", "-c", type=Path, help="keep the demo collection here (default: a temp folder)")
-    p.add_argument("--encoder", choices=["sscd", "sscd-distilled", "effnet-lite0"])
+    p.add_argument("--encoder", choices=list(registry.ENCODERS))
     p.set_defaults(func=cmd_demo)
     return parser
 

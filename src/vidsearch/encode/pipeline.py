@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from vidsearch.config import CollectionConfig
+from vidsearch.config import CollectionConfig, runtime_variant
 from vidsearch.decode import MediaInfo, SampledFrame, Segment, iter_frames, make_segments, probe
 from vidsearch.decode.prefetch import Prefetcher
 from vidsearch.encode.frame import FrameEncoder, load_encoder
@@ -137,14 +137,15 @@ class MediaEncoder:
         """
         Args:
             config: the collection's configuration.
-            encoder: a loaded frame encoder (default: ``load_encoder(config.encode.encoder)``).
+            encoder: a loaded frame encoder (default: the collection's encoder in its variant,
+                :func:`vidsearch.config.runtime_variant`).
             overlap: decode in a thread while this one encodes (:meth:`encode_file`).
             decode_threads: FFmpeg decoder threads (0: FFmpeg's choice).
             encode_chunk: frames per encoder call (None: ``config.encode.batch_size``; never more than it);
                 smaller calls start the encoder sooner after the decoder, so a short clip overlaps too.
         """
         self.config = config
-        self.encoder = encoder or load_encoder(config.encode.encoder)
+        self.encoder = encoder or load_encoder(config.encode.encoder, runtime_variant(config.encode))
         self.aggregator = load_temporal(config.encode)  # mean pooling, or the collection's learned model
         self.overlap = overlap
         self.decode_threads = decode_threads
