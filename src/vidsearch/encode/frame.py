@@ -79,10 +79,12 @@ def load_encoder(name: str, variant: str | None = None) -> FrameEncoder:
 
     Args:
         name: a registered encoder (:func:`vidsearch.encode.registry.encoder_names`: ``sscd``,
-            ``sscd-distilled``, ``effnet-lite0``).
-        variant: the runtime, one of the spec's ``variants`` (None: its default, ``onnx``). For
-            ``effnet-lite0``, ``onnx-int8`` (static int8: 2.1x the images/s of fp32 per core here,
-            but vectors move to a cosine of 0.83-0.98 from fp32, so it is opt-in; docs/RESULTS.md).
+            ``sscd-distilled``, ``effnet-lite0``, ``effnet-lite0-pwa``).
+        variant: the runtime, one of the spec's ``variants`` (None: its default, the first). For
+            ``effnet-lite0`` the default is ``onnx-int8`` (static int8 with bias correction and a float stem:
+            cosine to fp32 >= 0.99 on held-out real frames, ~2x fp32's images/s here; ``encode/effnet.py``),
+            ``onnx`` the fp32 model. A collection records the variant it was made with
+            (:class:`vidsearch.config.EncodeConfig`).
 
     Raises:
         ConfigError: unknown encoder or variant.
