@@ -107,3 +107,142 @@ def test_onnx_equals_torch_and_runs_in_the_rerank(trained, groups, tmp_path_fact
         video = next(v["id"] for v in coll.videos() if Path(v["path"]).name == "v1.m4v")
         result = coll.search(f"{video}@3-9", k=3, params=SearchParams(rerank="learned"))
     assert result.results[0].video_id == video and result.results[0].matches
+
+
+# ---------------------------------------------------------------- the VSC-style benchmark's pieces
+# (vsc_methods.prepare_vsc / dataset_subset / ranges_prediction / train_vsc_comparator, and bench/vsc_comparator.py)
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+VSC_TINY_SEED = 3  # the tiny size of seed 3 has queries with copies and without (tests/evaluate/conftest.py)
+
+
+def _bench():  # type: ignore[no-untyped-def]
+    """bench/vsc_comparator.py imported by path: a script that no longer imports is a failure, never a skip."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(BENCH))  # it imports its sibling _common
+    try:
+        spec = importlib.util.spec_from_file_location("bench_vsc_comparator", BENCH / "vsc_comparator.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def vsc_work(tmp_path_factory):
+    return tmp_path_factory.mktemp("vsc-work")
+
+
+@pytest.fixture(scope="module")
+def prepared(vsc_work):
+    from vidsearch.evaluate.vsc_methods import prepare_vsc
+
+    return prepare_vsc(vsc_work / "work", "tiny", VSC_TINY_SEED, data_root=vsc_work / "data")
+
+
+def test_prepare_vsc_indexes_and_encodes_once(prepared, vsc_work, monkeypatch):
+    from vidsearch.evaluate.vsc_methods import prepare_vsc
+    from vidsearch.search.engine import Engine
+
+    ds = prepared.dataset
+    assert set(prepared.media) == set(ds.query_ids) and sorted(prepared.ref_of_video.values()) == list(ds.reference_ids)
+    assert all(m.segment_vectors.shape[0] >= 1 and "encode" in m.timings for m in prepared.media.values())
+
+    def no_encoding(*_args, **_kwargs):
+        raise AssertionError("the cached queries were encoded again")
+
+    monkeypatch.setattr(Engine, "encode_query", no_encoding)
+    again = prepare_vsc(vsc_work / "work", "tiny", VSC_TINY_SEED, data_root=vsc_work / "data")
+    assert again.collection == prepared.collection
+    q = ds.query_ids[0]
+    np.testing.assert_array_equal(again.media[q].segment_vectors, prepared.media[q].segment_vectors)
+    with pytest.raises(AssertionError, match="encoded again"):  # other encoding parameters: not the cache's
+        prepare_vsc(vsc_work / "work", "tiny", VSC_TINY_SEED, SearchParams(insets=False), data_root=vsc_work / "data")
+
+
+def test_dataset_subset_keeps_only_its_queries(prepared):
+    from vidsearch.evaluate.vsc_methods import dataset_subset
+
+    ds = prepared.dataset
+    with_copy = next(q for q in ds.query_ids if ds.copies.get(q))
+    sub = dataset_subset(ds, [with_copy])
+    assert sub.query_ids == (with_copy,) and sub.reference_ids == ds.reference_ids
+    assert sub.ground_truth and all(g.query_id == with_copy for g in sub.ground_truth)
+    assert set(sub.copies) == {with_copy}
+    with pytest.raises(ConfigError, match="unknown"):
+        dataset_subset(ds, ["Q999999"])
+    with pytest.raises(ConfigError):
+        dataset_subset(ds, [])
+
+
+def test_bench_scores_the_encoded_queries_as_eval_vsc_scores_its_searches(prepared):
+    """The bench's figures (one encoding, searched per method) equal `vidsearch eval vsc`'s for the same method,
+    and 'exact' (which keeps the vote's ranges and their scores) scores the same matches as no re-rank."""
+    from vidsearch.evaluate.vsc_methods import make_predictor
+    from vidsearch.evaluate.vsc_run import evaluate
+
+    bench = _bench()
+    out = bench.evaluate_methods(prepared, {"vidsearch": SearchParams(), "vidsearch:exact": SearchParams(rerank="exact")},
+                                 k=20, repeats=1)
+    none, exact = out["methods"]["vidsearch"], out["methods"]["vidsearch:exact"]
+    assert out["queries"] == len(prepared.dataset.query_ids)
+    assert exact["segment_micro_ap"] == none["segment_micro_ap"] and exact["pair_micro_ap"] == none["pair_micro_ap"]
+    assert none["rerank_ms"]["p50"] == 0.0 and exact["rerank_ms"]["p50"] > 0.0
+    predictor = make_predictor("vidsearch")
+    try:
+        _, figures = evaluate(prepared.dataset, predictor, 20)
+    finally:
+        predictor.close()
+    assert figures["segment_micro_ap"] == pytest.approx(none["segment_micro_ap"], abs=1e-9)
+    assert figures["pair_micro_ap"] == pytest.approx(none["pair_micro_ap"], abs=1e-9)
+
+
+def test_bench_split_sources_and_trials():
+    bench = _bench()
+    fit, held = bench.held_out([f"Q{i:06d}" for i in range(7)][::-1])
+    assert held == ["Q000000", "Q000003", "Q000006"] and fit == ["Q000001", "Q000002", "Q000004", "Q000005"]
+    assert bench.source_items("v1.mp4@0.0-8.3 + baboon.jpg#(0.0, 0.5, 0.25, 0.75)") == [
+        ("v1.mp4", (0.0, 8.3)), ("baboon.jpg", (0.0, 0.5, 0.25, 0.75))]
+    train = {"R0": "v1.mp4@0.0-8.3", "R1": "baboon.jpg#(0.0, 0.0, 0.5, 0.5)"}
+    seen = bench.seen_references({"A": "v1.mp4@8.3-15.0", "B": "v1.mp4@5.0-9.0", "C": "baboon.jpg#(0.0, 0.0, 0.5, 0.5)",
+                                  "D": "baboon.jpg#(0.5, 0.0, 1.0, 0.5)", "E": "fruits.jpg#(0.0, 0.0, 0.5, 0.5)"}, train)
+    assert seen == {"file": {"A", "B", "C", "D"}, "content": {"B", "C"}}
+    config, params = bench.trial_config("candidates50")
+    assert params.rerank_candidates == 50 and config == ComparatorConfig()
+    assert bench.trial_config("top_rows1")[0].top_rows == 1
+    for name in bench.TRIALS:  # every trial is a valid configuration
+        bench.trial_config(name)
+
+
+def test_train_vsc_comparator_on_a_subset_of_queries(prepared, vsc_work):
+    from vidsearch.evaluate.vsc_methods import train_vsc_comparator
+    from vidsearch.search.comparator import OnnxComparator
+
+    ds = prepared.dataset
+    chosen = [q for q in ds.query_ids if ds.copies.get(q)][:2]
+    path = train_vsc_comparator(vsc_work / "work", vsc_work / "m.onnx", "tiny", VSC_TINY_SEED,
+                                ComparatorConfig(width=4, epochs=2), query_ids=chosen, data_root=vsc_work / "data")
+    info = OnnxComparator(path).info
+    assert info.meta["data"]["queries"] == chosen and info.meta["train"]["counts"]["queries"] == len(chosen)
+    assert f"{len(chosen)} of {len(ds.query_ids)} queries" in info.meta["train"]["data"]
+
+
+def test_paired_bootstrap_of_a_difference():
+    from vidsearch.evaluate.vsc_methods import QueryPrediction
+    from vidsearch.evaluate.vsc_metrics import Match
+
+    bench = _bench()
+    truth = [Match("Q1", "R1", 0, 5, 0, 5), Match("Q2", "R2", 0, 5, 0, 5)]
+    right = {"Q1": QueryPrediction([Match("Q1", "R1", 0, 5, 0, 5, 0.9)]),
+             "Q2": QueryPrediction([Match("Q2", "R2", 0, 5, 0, 5, 0.8)]), "Q3": QueryPrediction([])}
+    wrong = {"Q1": QueryPrediction([Match("Q1", "R9", 0, 5, 0, 5, 0.9)]), "Q2": right["Q2"],
+             "Q3": QueryPrediction([Match("Q3", "R2", 0, 5, 0, 5, 0.95)])}
+    same = bench.paired_bootstrap(truth, right, right, ["Q1", "Q2", "Q3"], resamples=50)
+    assert same["mean"] == 0.0 and same["ci95"] == [0.0, 0.0] and same["share_above_0"] == 0.0
+    better = bench.paired_bootstrap(truth, right, wrong, ["Q1", "Q2", "Q3"], resamples=50)
+    assert better["mean"] > 0.3 and better["ci95"][0] >= 0.0 and better["share_above_0"] > 0.8
+    assert 0 < better["resamples"] <= 50  # samples without a copy have no AP: left out

@@ -24,16 +24,20 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vidsearch.config import CollectionConfig, DecodeConfig, SegmentConfig
 from vidsearch.errors import ConfigError, NotFittedError
 from vidsearch.evaluate.methods import FrameScanMethod, Reference, RetrievalMethod, VidsearchMethod
 from vidsearch.evaluate.vsc_metrics import Match
 from vidsearch.search.results import SearchParams
+
+if TYPE_CHECKING:
+    from vidsearch.evaluate.vsc_data import VSCDataset
 
 DEFAULT_METHOD = "vidsearch"
 """Today's default configuration: the default collection and the default search parameters."""
@@ -102,14 +106,20 @@ class VidsearchRanges(VidsearchMethod):
         result = self._engine.search(path, k=k, params=self.params)
         self.rerank_ms.append(result.rerank_ms)
         self.timings_ms.append(dict(result.timings_ms))
-        matches, video_scores = [], {}
-        for hit in result.results:
-            ref_id = self._ref_of_video[hit.video_id]
-            video_scores[ref_id] = float(hit.score)
-            for m in hit.matches:
-                matches.append(Match(query_id, ref_id, float(m.query_start), float(m.query_end),
-                                     float(m.ref_start), float(m.ref_end), float(m.score)))
-        return QueryPrediction(matches, video_scores)
+        return ranges_prediction(result, query_id, self._ref_of_video)
+
+
+def ranges_prediction(result: Any, query_id: str, ref_of_video: Mapping[str, str]) -> QueryPrediction:
+    """A ``SearchResult`` as VSC matches: one per (video, matched range), scored with the range's own score;
+    the video scores beside them (``ref_of_video``: the engine's video id -> the data set's reference id)."""
+    matches, video_scores = [], {}
+    for hit in result.results:
+        ref_id = ref_of_video[hit.video_id]
+        video_scores[ref_id] = float(hit.score)
+        for m in hit.matches:
+            matches.append(Match(query_id, ref_id, float(m.query_start), float(m.query_end),
+                                 float(m.ref_start), float(m.ref_end), float(m.score)))
+    return QueryPrediction(matches, video_scores)
 
 
 class WholeSpan:
@@ -185,17 +195,114 @@ def make_predictor(name: str, collection: dict[str, Any] | None = None) -> VSCPr
 
 TRAIN_SEED = 1
 """The seed of the data set the learned comparator trains on (the benchmark evaluates seed 0)."""
+QUERY_CACHE_FORMAT = "vidsearch-vsc-encoded-queries"
+
+
+@dataclass(frozen=True)
+class PreparedVSC:
+    """A VSC-style data set indexed with the default collection, its queries encoded as searches encode them.
+
+    Attributes:
+        dataset: the data set.
+        collection: the collection of its references (default :class:`CollectionConfig`).
+        media: query id -> its ``EncodedMedia`` (``Engine.encode_query``; decode and encode timings inside).
+        ref_of_video: the collection's video id -> the data set's reference id.
+    """
+
+    dataset: VSCDataset
+    collection: Path
+    media: dict[str, Any] = field(repr=False)
+    ref_of_video: dict[str, str] = field(repr=False)
+
+
+def prepare_vsc(work: str | Path, size: str = "small", seed: int = 0, params: SearchParams | None = None,
+                progress: Callable[[str], None] | None = None, data_root: str | Path | None = None) -> PreparedVSC:
+    """Build (or find) the VSC-style data set of ``size`` and ``seed``, index its references into
+    ``work/coll-<data set>`` and encode its queries into ``work/queries-<data set>.pkl``, both
+    reused when present (the queries only when encoded for the same data set, encoder and ``crops`` /
+    ``insets``). ``data_root``: where the data set is built or found (default: the cache,
+    ``vsc_data.default_root``).
+
+    Searching the encoded queries (``Engine.search_encoded``) is what ``Engine.search`` does after
+    encoding: methods that differ only in their search parameters can then be compared on one encoding.
+
+    Raises:
+        MissingDataError: the footage or photographs of the data set are not installed.
+        DecodeError: a reference failed to index.
+    """
+    import pickle
+
+    from vidsearch.collection import Collection
+    from vidsearch.errors import DecodeError
+    from vidsearch.evaluate.vsc_data import build_dataset
+    from vidsearch.evaluate.vsc_run import dataset_config
+    from vidsearch.search.engine import Engine
+
+    say = progress or (lambda _line: None)
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    params = params or SearchParams()
+    dataset = build_dataset(dataset_config(size, seed), data_root, progress=say)
+    coll_path = work / f"coll-{dataset.root.name}"  # the root's name holds size, seed and the config's hash
+    if not (coll_path / "manifest.json").is_file():
+        tmp_path = coll_path.with_name(coll_path.name + f".tmp-{os.getpid()}")
+        with Collection.create(tmp_path, CollectionConfig()) as coll:
+            reports = coll.add([dataset.reference_path(r) for r in dataset.reference_ids])
+        failed = [r for r, rep in zip(dataset.reference_ids, reports) if rep.video_id is None]
+        if failed:
+            raise DecodeError(f"references {failed} of {dataset.root} failed to index; rebuild the data set")
+        os.replace(tmp_path, coll_path)
+        say(f"indexed {len(dataset.reference_ids)} references into {coll_path}")
+    with Collection.open(coll_path) as coll:
+        ref_of_video = {v["id"]: Path(v["path"]).stem for v in coll.videos()}
+    key = {"format": QUERY_CACHE_FORMAT, "dataset": str(dataset.root), "collection": CollectionConfig().to_dict(),
+           "crops": params.crops, "insets": params.insets}
+    cached = work / f"queries-{dataset.root.name}.pkl"
+    media: dict[str, Any] = {}
+    if cached.is_file():
+        doc = pickle.loads(cached.read_bytes())  # our own cache, written below
+        if isinstance(doc, dict) and doc.get("key") == key:
+            media = doc["media"]
+    if set(media) != set(dataset.query_ids):
+        media = {}
+        with Engine.open(coll_path) as engine:
+            for i, q in enumerate(dataset.query_ids):
+                media[q] = engine.encode_query(dataset.query_path(q), crops=params.crops, insets=params.insets)
+                say(f"encoded query {i + 1}/{len(dataset.query_ids)}")
+        tmp = cached.with_name(cached.name + ".tmp")
+        tmp.write_bytes(pickle.dumps({"key": key, "media": media}))
+        os.replace(tmp, cached)
+    return PreparedVSC(dataset, coll_path, media, ref_of_video)
+
+
+def dataset_subset(dataset: VSCDataset, query_ids: Sequence[str]) -> VSCDataset:
+    """``dataset`` with only ``query_ids`` (their copies and ground truth; the same references).
+
+    Raises:
+        ConfigError: an id that is not a query of the data set, or none at all.
+    """
+    import dataclasses
+
+    keep = set(query_ids)
+    unknown = sorted(keep - set(dataset.query_ids))
+    if unknown or not keep:
+        raise ConfigError(f"expected a non-empty subset of the data set's {len(dataset.query_ids)} query ids, got "
+                          f"{len(keep)} with unknown ids {unknown[:5]}")
+    return dataclasses.replace(
+        dataset, query_ids=tuple(q for q in dataset.query_ids if q in keep),
+        ground_truth=tuple(g for g in dataset.ground_truth if g.query_id in keep),
+        copies={q: c for q, c in dataset.copies.items() if q in keep})
 
 
 def train_vsc_comparator(work: str | Path, out: str | Path | None = None, size: str = "small", seed: int = TRAIN_SEED,
                          config: Any = None, params: SearchParams | None = None,
-                         progress: Any = None) -> Path:
+                         progress: Callable[[str], None] | None = None,
+                         query_ids: Sequence[str] | None = None, data_root: str | Path | None = None) -> Path:
     """Train the learned comparator on the VSC-style data set of ``seed`` and write it to ``out``.
 
-    The data set is built (or found in the cache), its references indexed into ``work/coll-seed<seed>``
-    with the default collection configuration and its queries encoded as searches encode them (insets
-    on) into ``work/queries-seed<seed>.pkl``, both reused when present; the training pairs are each
-    query's top candidates from the vote (``train.comparator.pairs_from_engine``).
+    The data set is prepared by :func:`prepare_vsc` (its references indexed with the default collection
+    configuration, its queries encoded as searches encode them, insets on; both cached in ``work``); the
+    training pairs are each query's top candidates from the vote (``train.comparator.pairs_from_engine``).
 
     Args:
         work: a folder for the collection and the encoded queries (created).
@@ -203,51 +310,37 @@ def train_vsc_comparator(work: str | Path, out: str | Path | None = None, size: 
             ``rerank="learned"`` looks).
         size, seed: the data set (``vsc_run.dataset_config``); never the evaluated seed (0).
         config: ``train.comparator.ComparatorConfig`` (default: its defaults).
-        params: the search parameters of the vote (default ``SearchParams()``).
+        params: the search parameters of the vote (default ``SearchParams()``); ``rerank_candidates`` is
+            the number of candidates per query that become training pairs.
         progress: called with one line per step.
+        query_ids: train on these queries only (default: all; e.g. the rest held out to choose a configuration).
+        data_root: where the data set is built or found (default: the cache).
 
     Returns:
         The path written.
     """
     import dataclasses
-    import pickle
 
-    from vidsearch.collection import Collection
-    from vidsearch.evaluate.vsc_run import dataset_config
-    from vidsearch.evaluate.vsc_data import build_dataset
     from vidsearch.search.comparator import default_path
     from vidsearch.search.engine import Engine
     from vidsearch.train.comparator import ComparatorConfig, CopySpan, export_comparator, pairs_from_engine, train_comparator
 
     say = progress or (lambda _line: None)
-    work = Path(work)
-    work.mkdir(parents=True, exist_ok=True)
-    dataset = build_dataset(dataset_config(size, seed), progress=say)
-    coll_path = work / f"coll-{size}-seed{seed}"
-    if not (coll_path / "manifest.json").is_file():
-        with Collection.create(coll_path, CollectionConfig()) as coll:
-            coll.add([dataset.reference_path(r) for r in dataset.reference_ids])
-        say(f"indexed {len(dataset.reference_ids)} references into {coll_path}")
-    cached = work / f"queries-{size}-seed{seed}.pkl"
     params = params or SearchParams()
-    with Engine.open(coll_path) as engine:
-        if cached.is_file():
-            media = pickle.loads(cached.read_bytes())  # our own cache, written below
-        else:
-            media = {}
-            for i, q in enumerate(dataset.query_ids):
-                media[q] = engine.encode_query(dataset.query_path(q), crops=params.crops, insets=params.insets)
-                say(f"encoded query {i + 1}/{len(dataset.query_ids)}")
-            tmp = cached.with_name(cached.name + ".tmp")
-            tmp.write_bytes(pickle.dumps(media))
-            os.replace(tmp, cached)
-        copies = {q: [CopySpan(c.ref_id, c.query_start, c.query_end, c.ref_start, c.ref_end,
-                               any(e.startswith("reverse") for e in c.edits)) for c in infos]
-                  for q, infos in dataset.copies.items()}
-        groups = pairs_from_engine(engine, media, copies, params)
+    prepared = prepare_vsc(work, size, seed, params, say, data_root)
+    dataset = prepared.dataset
+    chosen = list(dataset.query_ids) if query_ids is None else list(dataset_subset(dataset, query_ids).query_ids)
+    media = {q: prepared.media[q] for q in chosen}
+    copies = {q: [CopySpan(c.ref_id, c.query_start, c.query_end, c.ref_start, c.ref_end,
+                           any(e.startswith("reverse") for e in c.edits)) for c in dataset.copies.get(q, ())]
+              for q in chosen}
+    with Engine.open(prepared.collection) as engine:
+        groups = pairs_from_engine(engine, media, copies, params, ref_id=lambda v: prepared.ref_of_video[v])
     cfg = config or ComparatorConfig()
-    result = train_comparator(groups, cfg, progress=say, source=f"vsc {size} seed {seed}: engine candidates "
+    subset = "" if query_ids is None else f", {len(chosen)} of {len(dataset.query_ids)} queries"
+    result = train_comparator(groups, cfg, progress=say, source=f"vsc {size} seed {seed}{subset}: engine candidates "
                               f"(top {params.rerank_candidates}) of {len(groups)} queries")
     target = Path(out) if out is not None else default_path()
-    return export_comparator(result, target, extra={"data": {"benchmark": "vsc", "size": size, "seed": seed,
-                                                             "params": dataclasses.asdict(params)}})
+    return export_comparator(result, target, extra={"data": {
+        "benchmark": "vsc", "size": size, "seed": seed, "params": dataclasses.asdict(params),
+        "queries": None if query_ids is None else chosen}})
