@@ -188,8 +188,9 @@ def _local_kmeans(x: NDArray[np.float32], cfg: DistributedPQConfig) -> tuple[NDA
         km = faiss.Kmeans(sub.shape[1], k, niter=cfg.local_iterations, seed=cfg.seed + j, verbose=False,
                           max_points_per_centroid=1 << 30, min_points_per_centroid=1)  # every point: no sampling
         km.train(sub)
-        out[j, :k] = km.centroids
-        idx, _ = _assign(sub, km.centroids)
+        centroids = np.asarray(km.centroids, np.float32)
+        out[j, :k] = centroids
+        idx, _ = _assign(sub, centroids)
         counts[j, :k] = np.bincount(idx, minlength=k)
     return out, counts
 
@@ -221,10 +222,10 @@ def _update(codebooks: NDArray[np.float32], stats: PQStats, rng: np.random.Gener
     m, k, _ = codebooks.shape
     for j in range(m):
         filled = stats.counts[j] > 0
-        new[j, filled] = (stats.sums[j, filled] / stats.counts[j, filled, None]).astype(np.float32)
+        new[j, filled] = np.asarray(stats.sums[j, filled] / stats.counts[j, filled, None], np.float32)
         for e in np.flatnonzero(~filled):
             big = int(np.argmax(stats.counts[j]))
-            eps = 1e-4 * (rng.standard_normal(codebooks.shape[2]).astype(np.float32))
+            eps = 1e-4 * rng.standard_normal(codebooks.shape[2], dtype=np.float32)
             new[j, e], new[j, big] = new[j, big] + eps, new[j, big] - eps
     return new
 

@@ -74,7 +74,7 @@ def build_index(
         from vidsearch.index.milvus import MilvusIndex
 
         index: VectorIndex = MilvusIndex(dim, config.milvus_uri, index_type=config.milvus_index, base=base,
-                                         **({"collection": config.milvus_collection} if config.milvus_collection else {}))
+                                         collection=config.milvus_collection or MilvusIndex.DEFAULT_COLLECTION)
     elif not uses_ivf(config, len(ids)) or len(ids) < 256:
         index = FlatIndex(dim)
     else:

@@ -110,7 +110,10 @@ class MilvusIndex:
 
     kind = "milvus"
 
-    def __init__(self, dim: int, uri: str, collection: str = "vidsearch_segments", index_type: str = "HNSW",
+    DEFAULT_COLLECTION = "vidsearch_segments"
+    """The Milvus collection of a store whose manifest names none (made before collections named their own)."""
+
+    def __init__(self, dim: int, uri: str, collection: str = DEFAULT_COLLECTION, index_type: str = "HNSW",
                  base: Path | None = None, token: str | None = None,
                  build_params: dict[str, Any] | None = None, _create: bool = True) -> None:
         index_type = index_type.upper()
