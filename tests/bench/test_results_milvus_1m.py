@@ -1,0 +1,25 @@
+"""docs/RESULTS.md section 13's Milvus-at-1M table must equal its two bench/results files."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FILES = ("ann-synthetic-1000000-milvus", "ann-synthetic-1000000-milvus-hnsw")
+
+
+def test_the_milvus_1m_table_matches_its_result_files() -> None:
+    doc = (ROOT / "docs" / "RESULTS.md").read_text()
+    table = re.search(r"<!-- milvus-1m-table:begin -->(.*?)<!-- milvus-1m-table:end -->", doc, re.S)
+    assert table, "the milvus-1m table markers are missing from docs/RESULTS.md"
+    rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table.group(1).strip().splitlines()[2:]]
+    expected = []
+    for name in FILES:
+        data = json.loads((ROOT / "bench" / "results" / f"{name}.json").read_text())
+        assert data["n"] == 1_000_000 and not data["partial"]
+        for v in data["methods"].values():
+            expected.append([f"{v['recall10']:.4f}", f"{v['p50_ms']:.3f}", f"{v['p99_ms']:.3f}", f"{v['qps']:.0f}",
+                             f"{v['ram_bytes_per_vector']:.1f}", f"{v['build_s']:.0f}", str(v["setting"])])
+    assert [r[2:] for r in rows] == expected
