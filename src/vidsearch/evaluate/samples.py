@@ -12,7 +12,9 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
+from typing import BinaryIO
 
+from vidsearch.atomic import atomic_write
 from vidsearch.errors import VidsearchError
 
 OPENCV_DOC = Path("/usr/share/doc/opencv-doc")
@@ -92,11 +94,13 @@ def opencv_videos(cache: Path | None = None) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         for src in gz:
             dst = folder / src.name[:-3]
-            if not dst.exists():
-                tmp = dst.with_suffix(".tmp")
-                with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
-                    shutil.copyfileobj(fin, fout)
-                os.replace(tmp, dst)
+            if not dst.exists():  # a temp file of its own: processes unpacking at once (test workers) never clash
+
+                def unpack(fout: BinaryIO, src: Path = src) -> None:
+                    with gzip.open(src, "rb") as fin:
+                        shutil.copyfileobj(fin, fout)
+
+                atomic_write(dst, unpack)
             out.append(dst)
     return out
 

@@ -557,6 +557,20 @@ def _manifest(config: VSCDataConfig, photos: list[Path]) -> dict[str, object]:
             "fps": FPS, "width": WIDTH, "height": HEIGHT, "photos": [str(p) for p in photos]}
 
 
+def dataset_config(size: str, seed: int = 0) -> VSCDataConfig:
+    """The data set of a size: tiny and small from opencv-doc's photographs only (so that installing
+    the wallpaper packages does not change them), full from the wallpaper packages as well.
+
+    Raises:
+        ConfigError: an unknown size.
+    """
+    names = tuple(s.value for s in DatasetSize)
+    if size not in names:
+        raise ConfigError(f"size must be one of {', '.join(names)}, got {size!r}")
+    ds = DatasetSize(size)
+    return VSCDataConfig(size=ds, seed=seed, photo_roots=WALLPAPER_ROOTS if ds is DatasetSize.FULL else ())
+
+
 def build_dataset(config: VSCDataConfig = VSCDataConfig(), root: str | os.PathLike[str] | None = None,
                   progress: Callable[[str], None] | None = None) -> VSCDataset:
     """Build the data set ``config`` describes into ``root`` (default :func:`default_root`), or load it if cached.

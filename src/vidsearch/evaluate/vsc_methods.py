@@ -234,8 +234,7 @@ def prepare_vsc(work: str | Path, size: str = "small", seed: int = 0, params: Se
 
     from vidsearch.collection import Collection
     from vidsearch.errors import DecodeError
-    from vidsearch.evaluate.vsc_data import build_dataset
-    from vidsearch.evaluate.vsc_run import dataset_config
+    from vidsearch.evaluate.vsc_data import build_dataset, dataset_config
     from vidsearch.search.engine import Engine
 
     say = progress or (lambda _line: None)
@@ -308,7 +307,7 @@ def train_vsc_comparator(work: str | Path, out: str | Path | None = None, size: 
         work: a folder for the collection and the encoded queries (created).
         out: the ONNX file to write (default: ``search.comparator.default_path()``, where
             ``rerank="learned"`` looks).
-        size, seed: the data set (``vsc_run.dataset_config``); never the evaluated seed (0).
+        size, seed: the data set (``vsc_data.dataset_config``); never the evaluated seed (0).
         config: ``train.comparator.ComparatorConfig`` (default: its defaults).
         params: the search parameters of the vote (default ``SearchParams()``); ``rerank_candidates`` is
             the number of candidates per query that become training pairs.

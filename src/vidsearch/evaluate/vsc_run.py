@@ -37,7 +37,7 @@ import numpy as np
 
 from vidsearch.errors import ConfigError, VidsearchError
 from vidsearch.evaluate.methods import Reference
-from vidsearch.evaluate.vsc_data import DatasetSize, VSCDataConfig, VSCDataset, WALLPAPER_ROOTS
+from vidsearch.evaluate.vsc_data import DatasetSize, VSCDataset, dataset_config
 from vidsearch.evaluate.vsc_methods import DEFAULT_METHODS, QueryPrediction, VSCPredictor
 from vidsearch.evaluate.vsc_metrics import Match, pair_micro_ap, pairs_from_matches, segment_micro_ap
 
@@ -50,19 +50,6 @@ SUMMARY_KEYS = ("segment_micro_ap", "pair_micro_ap", "segment_micro_ap_siblings_
                 "pair_micro_ap_siblings_ignored", "true_pair_recall", "calibrated_threshold", "nomatch_fp_rate",
                 "true_pair_recall_at_threshold", "query_ms_p50", "query_ms_mean", "index_s", "localization")
 PEER_PACKAGES = ("perception", "tmkpy", "videohash", "opencv-contrib-python-headless", "imageio-ffmpeg")
-
-
-def dataset_config(size: str, seed: int = 0) -> VSCDataConfig:
-    """The data set of a size: tiny and small from opencv-doc's photographs only (so that installing
-    the wallpaper packages does not change them), full from the wallpaper packages as well.
-
-    Raises:
-        ConfigError: an unknown size.
-    """
-    if size not in SIZES:
-        raise ConfigError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
-    ds = DatasetSize(size)
-    return VSCDataConfig(size=ds, seed=seed, photo_roots=WALLPAPER_ROOTS if ds is DatasetSize.FULL else ())
 
 
 def expand(names: list[str]) -> tuple[list[str], dict[str, str]]:
