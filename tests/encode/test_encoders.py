@@ -8,7 +8,10 @@ from vidsearch.encode import load_encoder, registry
 from vidsearch.errors import EncoderError
 from vidsearch.evaluate import samples
 
-ENCODERS = registry.encoder_names()
+# effnet-lite0-pwa fits its statistics on all the sample footage the first time it loads (~60 s with an empty
+# cache); tests/encode/test_pwa.py checks that encoder in the fast run, so here it runs with the slow tests
+# (make test-all): the two files would otherwise fit the same statistics at once on two test workers.
+ENCODERS = [pytest.param(n, marks=pytest.mark.slow) if n == "effnet-lite0-pwa" else n for n in registry.encoder_names()]
 
 
 def _frames(path, size, n=8):
