@@ -157,9 +157,10 @@ def main() -> None:
         # stored segment vectors for the numpy peer (no removals, so rows 0..segments-1 are all live)
         n_seg = info["segments"]
         xb = np.ascontiguousarray(VectorFile.open(coll.path / "segments.f32").read(slice(0, n_seg), n_seg), np.float32)
-        # the query's segment vectors exactly as search computes them (private helper, same code path)
-        xqs = {q: coll._encode_query(path).segment_vectors for q, path in queries.items()}
-        index = coll._index  # loaded by add(); its bare search is the second peer
+        # the query's segment vectors as the engine computes them (whole frames: the peers compare one search)
+        engine = coll.engine()
+        xqs = {q: engine.encode_query(path).segment_vectors for q, path in queries.items()}
+        index = engine.snapshot().index  # what the engine searches; its bare search is the second peer
         payload["collection"]["index_type"] = type(index).__name__
         assert index is not None and len(index) == n_seg, (len(index) if index else None, n_seg)
 

@@ -406,9 +406,16 @@ def sscd_section(args: argparse.Namespace, heldout_sources_: list[Path]) -> dict
             if not int8.exists():
                 t0 = time.perf_counter()
                 images = cached_frames(effnet.calibration_sources(), DEFAULT.frames_per_source, size)
-                effnet.quantize_int8(fp32, int8, DEFAULT, images, min_cosine=-1.0)
-                C.log(f"[quant] {int8_name}: quantised in {time.perf_counter() - t0:.1f} s")
-            paths[int8_name] = int8
+                try:
+                    effnet.quantize_int8(fp32, int8, DEFAULT, images, min_cosine=-1.0)
+                except Exception as exc:  # ONNX Runtime's quantiser asserts on ranges it cannot use: a result, not a crash
+                    rows[int8_name] = {"failed": f"{type(exc).__name__}: {exc}",
+                                       "recipe": "effnet default recipe (effnet.DEFAULT) on this model"}
+                    C.log(f"[quant] {int8_name}: quantisation failed ({type(exc).__name__}: {exc}); left out")
+                else:
+                    C.log(f"[quant] {int8_name}: quantised in {time.perf_counter() - t0:.1f} s")
+            if int8.exists():
+                paths[int8_name] = int8
         paths = {k: v for k, v in paths.items() if k in wanted or k == f"{model}-fp32"}
         heldout = cached_frames(heldout_sources_, args.heldout_per_video, size)
         pick = np.linspace(0, len(heldout) - 1, min(args.sscd_heldout, len(heldout))).round().astype(int)
