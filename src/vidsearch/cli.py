@@ -737,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neardup: run even if some footage or data is missing (results.json is then marked "
                         "\"partial\": true with what is missing); by default a missing source is an error")
     p.add_argument("--temporal", help="fashion, comma-separated: temporal models to compare on Moving Fashion-MNIST, "
-                   "mean|lstm|attention|seq2seq[:infonce|triplet|ce|reconstruct] (learned ones are trained on clips "
+                   "mean|lstm|attention|seq2seq|dual[:infonce|triplet|ce|reconstruct] (learned ones are trained on clips "
                    "of the train split "
                    "first, a few minutes each); each reported as ENCODER+MODEL")
     p.set_defaults(func=cmd_eval)
@@ -745,9 +745,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a learned temporal model on a collection's stored frame vectors; "
                                      "write it as ONNX (needs pip install 'vidsearch[train]')")
     common(p)
-    p.add_argument("--model", choices=["lstm", "attention", "seq2seq"], required=True,
+    p.add_argument("--model", choices=["lstm", "attention", "seq2seq", "dual"], required=True,
                    help="lstm: LSTM over 16 sampled frames; attention: hierarchical windowed temporal attention; "
-                        "seq2seq: the encoder of an LSTM autoencoder")
+                        "seq2seq: the encoder of an LSTM autoencoder; dual: appearance and motion (frame-vector "
+                        "differences) streams, fused")
     p.add_argument("--loss", choices=["infonce", "reconstruct", "triplet", "ce"], default="infonce",
                    help="infonce (default; self-supervised: augmented views, reversed and other-time look-alikes); "
                         "reconstruct (self-supervised seq2seq autoencoding); triplet and ce need labelled clips "

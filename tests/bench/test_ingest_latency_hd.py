@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _load(name: str):  # type: ignore[no-untyped-def]
-    """Import bench/NAME.py by path: a script that no longer imports is a failure, never a skip."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
+from benchload import load_bench
 
 
 def test_ingest_hd_object_has_exactly_the_three_speeds_per_size() -> None:
-    ingest = _load("ingest")
+    ingest = load_bench("ingest")
     summary, details = ingest.bench_hd(["720p"], seconds=2, repeats=1, techniques=["default", "skip_nonref"],
                                        threads_grid=False)
     assert list(summary) == ["720p"]
@@ -41,7 +26,7 @@ def test_ingest_hd_object_has_exactly_the_three_speeds_per_size() -> None:
 def test_latency_offers_a_10_s_720p_clip_query(tmp_path: Path) -> None:
     from vidsearch.decode import probe
 
-    latency = _load("latency")
+    latency = load_bench("latency")
     assert latency.QUERIES == ("clip", "clip720", "image", "stored")
     queries = latency.make_queries(tmp_path, ["clip720", "stored"], Path("unused.mp4"), Path("unused.mp4"), 3.0,
                                    "0123456789ab")
@@ -52,6 +37,6 @@ def test_latency_offers_a_10_s_720p_clip_query(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("argv, expected", [(["--hd-only"], ["clip720"]), (["--queries", "image,stored"], ["image", "stored"])])
 def test_latency_query_selection(monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: list[str]) -> None:
-    latency = _load("latency")
+    latency = load_bench("latency")
     monkeypatch.setattr(sys, "argv", ["latency.py", *argv])
     assert latency.parse_args().queries == expected

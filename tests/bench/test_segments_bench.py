@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -10,24 +9,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from benchload import load_bench
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _load(name: str):  # type: ignore[no-untyped-def]
-    """Import bench/NAME.py by path: a script that no longer imports is a failure, never a skip."""
-    sys.path.insert(0, str(BENCH))  # the scripts import their siblings (_common, compress)
-    try:
-        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-segments = _load("segments")
+segments = load_bench("segments")
 
 
 def _data(transform: str, ref_range: tuple[float, float], query_range: tuple[float, float],

@@ -60,7 +60,7 @@ def test_missing_or_foreign_model_files_are_clear_errors(tmp_path: Path) -> None
         OnnxTemporalModel(tmp_path / "absent.onnx")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not an onnx model")
-    with pytest.raises(EncoderError, match="not a loadable ONNX model"):
+    with pytest.raises(EncoderError, match="could not load ONNX model"):
         read_model_info(junk)
     with pytest.raises(ConfigError, match="no such temporal model file"):
         load_temporal(EncodeConfig(temporal_model=str(tmp_path / "absent.onnx"), temporal_hash=HASH))

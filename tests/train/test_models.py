@@ -12,10 +12,10 @@ from vidsearch.encode.temporal import OnnxTemporalModel, read_model_info, resamp
 from vidsearch.errors import ConfigError, ShapeError
 from vidsearch.train.datasets import Augmentation, augment, class_batches, clip_set
 from vidsearch.train.loop import TrainConfig, embed, export_onnx, train_temporal, weights_hash
-from vidsearch.train.models import AttentionTemporal, LSTMTemporal, build_model
+from vidsearch.train.models import AttentionTemporal, DualStreamTemporal, LSTMTemporal, build_model
 
 
-@pytest.mark.parametrize("kind", ["lstm", "attention", "seq2seq"])
+@pytest.mark.parametrize("kind", ["lstm", "attention", "seq2seq", "dual"])
 def test_shapes_and_unit_norm(kind: str) -> None:
     torch.manual_seed(0)
     model = build_model(kind, dim=24, hidden=16, frames=16).eval()
@@ -27,6 +27,21 @@ def test_shapes_and_unit_norm(kind: str) -> None:
     # order matters: the reversed window gives another vector (mean pooling would give the same)
     with torch.no_grad():
         assert not torch.allclose(model(x.flip(1)), y, atol=1e-4)
+
+
+def test_dual_stream_motion_sees_only_what_changes_between_frames() -> None:
+    """The motion stream's input is the frame-to-frame change: a still window gives it zeros, so its input
+    weights cannot change the vector of a still window, and do change a moving one's."""
+    torch.manual_seed(0)
+    model = DualStreamTemporal(24, hidden=16, frames=16).eval()
+    still = torch.nn.functional.normalize(torch.randn(1, 1, 24), dim=-1).repeat(1, 16, 1)
+    moving = torch.nn.functional.normalize(torch.randn(1, 16, 24), dim=-1)
+    with torch.no_grad():
+        before = model(still), model(moving)
+        model.motion_in.weight.mul_(3.0)
+        after = model(still), model(moving)
+    torch.testing.assert_close(after[0], before[0])
+    assert not torch.allclose(after[1], before[1], atol=1e-4)
 
 
 def test_bad_model_settings_are_refused() -> None:
@@ -42,7 +57,7 @@ def test_bad_model_settings_are_refused() -> None:
         TrainConfig(epochs=0)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "attention"])
+@pytest.mark.parametrize("kind", ["lstm", "attention", "dual"])
 def test_onnx_runtime_equals_torch(kind: str, directions, tmp_path: Path) -> None:
     result = train_temporal(directions, TrainConfig(model=kind, loss="ce", epochs=1, hidden=16, batch_size=32))
     path = export_onnx(result, tmp_path / f"{kind}.onnx")
@@ -72,7 +87,7 @@ def test_same_seed_same_weights_other_seed_other_weights(directions) -> None:
     assert other.weights_hash() != first.weights_hash()
 
 
-@pytest.mark.parametrize("kind,loss", [("lstm", "ce"), ("attention", "triplet"), ("lstm", "infonce")])
+@pytest.mark.parametrize("kind,loss", [("lstm", "ce"), ("attention", "triplet"), ("lstm", "infonce"), ("dual", "ce")])
 def test_training_lowers_the_loss_and_learns_the_order(kind: str, loss: str, make_directions) -> None:
     data = make_directions(n=128)
     held_out = make_directions(n=64, seed=1)

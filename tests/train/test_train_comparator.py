@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchload import load_bench
 
 from vidsearch import Collection, SearchParams
 from vidsearch.errors import ConfigError
@@ -112,24 +113,12 @@ def test_onnx_equals_torch_and_runs_in_the_rerank(trained, groups, tmp_path_fact
 # ---------------------------------------------------------------- the VSC-style benchmark's pieces
 # (vsc_methods.prepare_vsc / dataset_subset / ranges_prediction / train_vsc_comparator, and bench/vsc_comparator.py)
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 VSC_TINY_SEED = 3  # the tiny size of seed 3 has queries with copies and without (tests/evaluate/conftest.py)
 
 
 def _bench():  # type: ignore[no-untyped-def]
-    """bench/vsc_comparator.py imported by path: a script that no longer imports is a failure, never a skip."""
-    import importlib.util
-    import sys
-
-    sys.path.insert(0, str(BENCH))  # it imports its sibling _common
-    try:
-        spec = importlib.util.spec_from_file_location("bench_vsc_comparator", BENCH / "vsc_comparator.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
+    """bench/vsc_comparator.py, imported by path."""
+    return load_bench("vsc_comparator")
 
 
 @pytest.fixture(scope="module")

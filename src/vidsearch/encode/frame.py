@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from vidsearch.encode.onnx_session import default_threads, open_session
 from vidsearch.encode.registry import ENCODERS, EncoderSpec, FrameEncoder, get
 from vidsearch.encode.temporal import l2_normalize
 from vidsearch.errors import EncoderError
@@ -29,30 +29,15 @@ __all__ = ["SPECS", "FrameEncoder", "OnnxFrameEncoder", "default_threads", "load
 SPECS = ENCODERS
 
 
-def default_threads() -> int:
-    return int(os.environ.get("VIDSEARCH_THREADS", "0")) or (os.cpu_count() or 1)
-
-
 class OnnxFrameEncoder:
     """Runs an ONNX image model whose input is uint8 NHWC and whose output is (N, dim)."""
 
     def __init__(self, spec: EncoderSpec, model_path: Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         self.name = spec.name
         self.dim = spec.dim
         self.input_size = spec.input_size
         self.model_path = Path(model_path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # Idle ORT threads spinning after a run stole the cores from the search that follows (bench/latency.py).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise EncoderError(f"could not load ONNX model {model_path}: {exc}; reinstall the package that ships it") from exc
+        self._session = open_session(model_path, threads, fix="reinstall the package that ships it")
         self._input = self._session.get_inputs()[0].name
         self._lock = threading.Lock()
 

@@ -48,6 +48,7 @@ from numpy.typing import NDArray
 
 from vidsearch.atomic import atomic_write
 from vidsearch.encode import effnet
+from vidsearch.encode.onnx_session import open_session
 from vidsearch.encode.registry import EncoderSpec
 from vidsearch.encode.temporal import l2_normalize
 from vidsearch.errors import ConfigError, EncoderError, ShapeError
@@ -299,21 +300,9 @@ _SESSIONS_LOCK = threading.Lock()
 
 def _session(model_path: str, threads: int | None = None) -> Any:
     """One ONNX Runtime session per model file and process (a Spark worker loads it once)."""
-    import onnxruntime as ort
-
-    from vidsearch.encode.frame import default_threads
-
     with _SESSIONS_LOCK:
         if model_path not in _SESSIONS:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads or default_threads()
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            try:
-                _SESSIONS[model_path] = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
-            except Exception as exc:  # onnxruntime raises its own untyped errors
-                raise EncoderError(f"could not load ONNX model {model_path}: {exc}; delete it to export it again") from exc
+            _SESSIONS[model_path] = open_session(model_path, threads, fix="delete it to export it again")
         return _SESSIONS[model_path]
 
 

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from vidsearch.encode.onnx_session import open_session, read_description
 from vidsearch.errors import ConfigError, EncoderError, ShapeError
 
 if TYPE_CHECKING:
@@ -103,38 +103,16 @@ class TemporalModelInfo:
 
 
 def _session(path: Path, threads: int = 1) -> Any:
-    import onnxruntime as ort
-
     if not path.is_file():
         raise ConfigError(f"{path}: no such temporal model file; train one with `vidsearch train --out {path}` "
                           "(or give the path of an existing one)")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise EncoderError(f"{path}: not a loadable ONNX model ({exc}); expected a temporal model written by "
-                           "`vidsearch train`") from exc
+    return open_session(path, threads, fix="expected a temporal model written by `vidsearch train`")
 
 
 def _info_from_session(path: Path, session: Any) -> TemporalModelInfo:
-    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     fix = "expected a temporal model written by `vidsearch train`"
-    if raw is None:
-        raise EncoderError(f"{path}: an ONNX model without the {METADATA_KEY!r} metadata; {fix}")
-    try:
-        meta = json.loads(raw)
-    except ValueError as exc:
-        raise EncoderError(f"{path}: unreadable {METADATA_KEY!r} metadata ({exc}); {fix}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
-        raise EncoderError(f"{path}: metadata format {meta.get('format') if isinstance(meta, dict) else meta!r}, "
-                           f"expected {MODEL_FORMAT!r}; {fix}")
-    if type(meta.get("format_version")) is not int or meta["format_version"] > MODEL_FORMAT_VERSION:
-        raise EncoderError(f"{path}: temporal model format {meta.get('format_version')!r}, this vidsearch reads "
-                           f"1 to {MODEL_FORMAT_VERSION}; upgrade vidsearch or retrain the model")
+    meta = read_description(path, session, key=METADATA_KEY, model_format=MODEL_FORMAT,
+                            max_version=MODEL_FORMAT_VERSION, what="temporal model", fix=fix)
     kind, dim, frames, digest = meta.get("kind"), meta.get("dim"), meta.get("frames"), meta.get("weights_sha256")
     if not (isinstance(kind, str) and type(dim) is int and dim > 0 and type(frames) is int and frames > 0
             and isinstance(digest, str) and len(digest) == 64):

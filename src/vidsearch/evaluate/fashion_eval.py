@@ -35,7 +35,7 @@ TEMPORAL_TRAINING: dict[str, dict[str, Any]] = {
 }
 """``--temporal``: clips per (item, motion) class of the training set (train split, seed + 1) and epochs."""
 
-DEFAULT_LOSS = {"lstm": "ce", "attention": "ce", "seq2seq": "ce"}
+DEFAULT_LOSS = {"lstm": "ce", "attention": "ce", "seq2seq": "ce", "dual": "ce"}
 """The loss a learned model in ``--temporal`` is trained with when the name gives none (``lstm:triplet`` does);
 seq2seq is pretrained first by reconstruction (``SEQ2SEQ_PRETRAIN`` epochs) unless its loss is ``reconstruct``."""
 LOSSES = ("infonce", "triplet", "ce", "reconstruct")
@@ -66,7 +66,7 @@ def parse_temporal(names: list[str]) -> list[tuple[str, str | None]]:
     for name in names:
         model, _, loss = name.partition(":")
         if model not in ("mean", *DEFAULT_LOSS) or (loss and (model == "mean" or loss not in LOSSES)):
-            raise ConfigError(f"unknown temporal model {name!r}; expected mean, lstm, attention or seq2seq, a learned "
+            raise ConfigError(f"unknown temporal model {name!r}; expected mean, lstm, attention, seq2seq or dual, a learned "
                               "one optionally with :infonce, :triplet, :ce or :reconstruct (e.g. lstm:triplet)")
         out.append((model, loss or (DEFAULT_LOSS[model] if model != "mean" else None)))
     return out

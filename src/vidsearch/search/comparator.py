@@ -27,7 +27,6 @@ weights, its training record), as the temporal models do (``encode/temporal.py``
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from vidsearch.encode.onnx_session import open_session, read_description
 from vidsearch.errors import ConfigError, EncoderError, ShapeError
 
 METADATA_KEY = "vidsearch.comparator"
@@ -146,39 +146,17 @@ class ComparatorInfo:
 
 
 def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
     if not path.is_file():
         raise ConfigError(f"{path}: no such comparator model file; train one (vidsearch.train.comparator."
                           "train_comparator, then export_comparator) or name an existing one "
                           "($VIDSEARCH_COMPARATOR, or SearchParams.comparator)")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise EncoderError(f"{path}: not a loadable ONNX model ({exc}); expected a comparator written by "
-                           "vidsearch.train.comparator.export_comparator") from exc
+    return open_session(path, 1, fix="expected a comparator written by vidsearch.train.comparator.export_comparator")
 
 
 def _info(path: Path, session: Any) -> ComparatorInfo:
     fix = "expected a comparator written by vidsearch.train.comparator.export_comparator"
-    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    if raw is None:
-        raise EncoderError(f"{path}: an ONNX model without the {METADATA_KEY!r} metadata; {fix}")
-    try:
-        meta = json.loads(raw)
-    except ValueError as exc:
-        raise EncoderError(f"{path}: unreadable {METADATA_KEY!r} metadata ({exc}); {fix}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
-        raise EncoderError(f"{path}: metadata format {meta.get('format') if isinstance(meta, dict) else meta!r}, "
-                           f"expected {MODEL_FORMAT!r}; {fix}")
-    if type(meta.get("format_version")) is not int or meta["format_version"] > MODEL_FORMAT_VERSION:
-        raise EncoderError(f"{path}: comparator format {meta.get('format_version')!r}, this vidsearch reads 1 to "
-                           f"{MODEL_FORMAT_VERSION}; upgrade vidsearch or retrain the model")
+    meta = read_description(path, session, key=METADATA_KEY, model_format=MODEL_FORMAT,
+                            max_version=MODEL_FORMAT_VERSION, what="comparator", fix=fix)
     channels, rank, top, digest = (meta.get("channels"), meta.get("background_rank"), meta.get("top_rows"),
                                    meta.get("weights_sha256"))
     if not (channels == CHANNELS and type(rank) is int and rank > 0 and type(top) is int and top > 0

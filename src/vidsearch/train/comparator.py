@@ -29,11 +29,9 @@ give the same weights, hence the same :func:`~vidsearch.train.loop.weights_hash`
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +42,7 @@ from numpy.typing import NDArray
 
 from vidsearch.errors import ConfigError, EncoderError
 from vidsearch.search.comparator import pair_features, similarity_matrix, top_rows_score
+from vidsearch.train.onnx_export import export_checked
 
 if TYPE_CHECKING:
     import torch
@@ -416,8 +415,6 @@ def export_comparator(result: ComparatorTrainResult, target: str | os.PathLike[s
     from vidsearch.train.loop import require_torch
 
     require_torch()
-    import onnx
-    import onnxruntime as ort
     import torch
 
     from vidsearch.search.comparator import CHANNELS, INPUT_NAME, METADATA_KEY, MODEL_FORMAT, MODEL_FORMAT_VERSION, OUTPUT_NAME
@@ -435,35 +432,14 @@ def export_comparator(result: ComparatorTrainResult, target: str | os.PathLike[s
             "train": {"config": dataclasses.asdict(cfg), "data": result.source, "counts": result.counts,
                       "history": [round(v, 6) for v in result.history], "seconds": round(result.seconds, 2),
                       "torch": torch.__version__}, **(extra or {})}
-    path = Path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     x = torch.from_numpy(np.ascontiguousarray(checks[0][None], np.float32))
-    try:
-        with warnings.catch_warnings():
-            # the TorchScript exporter is the one chosen on purpose (dynamo=False), as for the temporal models
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
-            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*", category=DeprecationWarning)
-            torch.onnx.export(wrapped, (x,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {2: "n", 3: "m"}, OUTPUT_NAME: {1: "n", 2: "m"}},
-                              opset_version=17, dynamo=False)
-        proto = onnx.load(str(tmp))
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, json.dumps(meta, sort_keys=True)
-        onnx.save(proto, str(tmp))
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        err = 0.0
-        for check in checks:
-            got = session.run(None, {INPUT_NAME: np.ascontiguousarray(check[None], np.float32)})[0][0]
-            err = max(err, float(np.abs(got - refine_torch(net, check)).max()))
-        if err > atol:
-            raise EncoderError(f"the ONNX export of the comparator differs from torch by {err:.2e} (expected "
-                               f"<= {atol:g}); not written")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    def check(session: Any) -> float:
+        return max(float(np.abs(session.run(None, {INPUT_NAME: np.ascontiguousarray(c[None], np.float32)})[0][0]
+                                - refine_torch(net, c)).max()) for c in checks)
+
+    path, err = export_checked(wrapped, (x,), target, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                               dynamic_axes={INPUT_NAME: {2: "n", 3: "m"}, OUTPUT_NAME: {1: "n", 2: "m"}},
+                               metadata_key=METADATA_KEY, meta=meta, check=check, atol=atol, what="comparator")
     log.info("wrote %s (comparator, weights %s, max |onnx - torch| %.1e)", path, digest[:12], err)
     return path

@@ -24,11 +24,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
-import json
 import logging
 import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +37,7 @@ from numpy.typing import NDArray
 
 from vidsearch.errors import ConfigError, EncoderError
 from vidsearch.train.datasets import Augmentation, ClipSet, augment, class_batches, other_time
+from vidsearch.train.onnx_export import export_checked
 
 if TYPE_CHECKING:
     import torch
@@ -65,7 +64,7 @@ STRONG = Augmentation()
 """InfoNCE's views: temporal crop, speed change, dropped and repeated frames, a spliced frame, feature noise."""
 LIGHT = Augmentation(crop=0.0, speed=0.0, splice=0.0)
 """The supervised losses' views: dropped and repeated frames and feature noise only."""
-LEARNING_RATES = {"lstm": 2e-3, "attention": 1e-3, "seq2seq": 2e-3}
+LEARNING_RATES = {"lstm": 2e-3, "attention": 1e-3, "seq2seq": 2e-3, "dual": 2e-3}
 """Default AdamW learning rate per model."""
 
 
@@ -84,7 +83,7 @@ class TrainConfig:
     """How a temporal model is trained.
 
     Attributes:
-        model: ``lstm`` or ``attention`` (:class:`vidsearch.train.models.TemporalKind`).
+        model: ``lstm``, ``attention``, ``seq2seq`` or ``dual`` (:class:`vidsearch.train.models.TemporalKind`).
         loss: :class:`Loss` (or its value).
         epochs: passes over the clips (a triplet run adds ``hard_rounds`` shorter rounds).
         batch_size: clips per batch.
@@ -375,8 +374,6 @@ def export_onnx(result: TrainResult, target: str | os.PathLike[str], sample: NDA
         EncoderError: ONNX Runtime's output differs from torch's by more than ``atol``.
     """
     require_torch()
-    import onnx
-    import onnxruntime as ort
     import torch
 
     from vidsearch.encode.temporal import METADATA_KEY, MODEL_FORMAT, MODEL_FORMAT_VERSION, l2_normalize
@@ -395,36 +392,15 @@ def export_onnx(result: TrainResult, target: str | os.PathLike[str], sample: NDA
                                            "hard_history": [round(v, 6) for v in result.hard_history],
                                            "pretrain_history": [round(v, 6) for v in result.pretrain_history],
                                            "torch": torch.__version__}, **(extra or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with warnings.catch_warnings():
-            # the LSTM's states are sized by the batch in the graph and the tracer's shape checks hold for any batch
-            # (tests run the graph on other batch sizes than the sample's); the TorchScript exporter is the one
-            # chosen on purpose (dynamo=False), as for effnet-lite0
-            warnings.filterwarnings("ignore", message=".*batch_size other than 1.*", category=UserWarning)
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
-            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*", category=DeprecationWarning)
-            torch.onnx.export(model, (x,), str(tmp), input_names=["frames"], output_names=["segment"],
-                              dynamic_axes={"frames": {0: "batch"}, "segment": {0: "batch"}}, opset_version=17,
-                              dynamo=False)
-        proto = onnx.load(str(tmp))
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, json.dumps(meta, sort_keys=True)
-        onnx.save(proto, str(tmp))
-        with torch.no_grad():
-            expected = model(x).numpy()
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        got = session.run(None, {"frames": x.numpy()})[0]
-        err = float(np.abs(got - expected).max())
-        if err > atol:
-            raise EncoderError(f"the ONNX export of the {model.kind} model differs from torch by {err:.2e} (expected "
-                               f"<= {atol:g}); not written")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with torch.no_grad():
+        expected = model(x).numpy()
+
+    def check(session: Any) -> float:
+        return float(np.abs(session.run(None, {"frames": x.numpy()})[0] - expected).max())
+
+    path, err = export_checked(model, (x,), path, input_names=["frames"], output_names=["segment"],
+                               dynamic_axes={"frames": {0: "batch"}, "segment": {0: "batch"}},
+                               metadata_key=METADATA_KEY, meta=meta, check=check, atol=atol,
+                               what=f"{model.kind} model")
     log.info("wrote %s (%s, weights %s, max |onnx - torch| %.1e)", path, model.kind, digest[:12], err)
     return path

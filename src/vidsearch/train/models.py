@@ -10,6 +10,10 @@ the model (:func:`vidsearch.encode.temporal.resample_frames`), so the exported O
   direction.
 - :class:`Seq2SeqTemporal`: the encoder of a seq2seq (LSTM) autoencoder, its bottleneck the learned term;
   trained to reconstruct the window (:class:`Seq2SeqDecoder`), alone or as pretraining.
+- :class:`DualStreamTemporal`: two streams fused: appearance (the projected frames) and motion (the
+  differences of consecutive projected frames, i.e. the projection of the frame vectors' differences: a
+  flow-like signal computed from what the frame encoder saw, not from pixels), each through its own
+  bidirectional LSTM, the final states concatenated and mixed by a linear layer.
 - :class:`AttentionTemporal`: hierarchical windowed attention: self-attention inside local windows of
   ``window`` frames (with frame positions), each window summarised by a linear map of its frames in
   order, then self-attention across the window summaries (with window positions), read out in order.
@@ -34,6 +38,7 @@ class TemporalKind(enum.StrEnum):
     LSTM = "lstm"
     ATTENTION = "attention"
     SEQ2SEQ = "seq2seq"
+    DUAL = "dual"
 
 
 class TemporalNet(nn.Module):
@@ -60,6 +65,15 @@ class TemporalNet(nn.Module):
         return F.normalize(appearance + order, dim=-1, eps=1e-12)
 
 
+def _bidirectional_final(lstm: nn.LSTM, h: torch.Tensor) -> torch.Tensor:
+    """(B, T, hidden) through a bidirectional ``lstm`` of hidden // 2 units a direction -> (B, hidden): the final
+    state of each direction (forward at the last step, backward at the first), concatenated."""
+    half = lstm.hidden_size
+    zeros = h.new_zeros((2, h.shape[0], half))  # explicit states: the ONNX graph takes any batch size
+    seq, _ = lstm(h, (zeros, zeros))
+    return torch.cat([seq[:, -1, :half], seq[:, 0, half:]], dim=-1)
+
+
 class LSTMTemporal(TemporalNet):
     """Bidirectional LSTM over the frames; the final state of each direction, concatenated."""
 
@@ -70,10 +84,32 @@ class LSTMTemporal(TemporalNet):
         self.lstm = nn.LSTM(hidden, hidden // 2, batch_first=True, bidirectional=True)
 
     def body(self, h: torch.Tensor) -> torch.Tensor:
-        half = self.hidden // 2
-        zeros = h.new_zeros((2, h.shape[0], half))  # explicit states: the ONNX graph takes any batch size
-        seq, _ = self.lstm(torch.tanh(h), (zeros, zeros))
-        return torch.cat([seq[:, -1, :half], seq[:, 0, half:]], dim=-1)
+        return _bidirectional_final(self.lstm, torch.tanh(h))
+
+
+class DualStreamTemporal(TemporalNet):
+    """Appearance and motion streams, fused.
+
+    The appearance stream is the bidirectional LSTM of :class:`LSTMTemporal` over the projected frames; the
+    motion stream a second one over the differences of consecutive projected frames (the projection is linear,
+    so these are the projected differences of the frame vectors: what changed between two frames, with the
+    appearance they share taken out) after a linear map of their own; the two final states are concatenated
+    and mixed by a linear layer (late fusion).
+    """
+
+    kind = TemporalKind.DUAL
+
+    def __init__(self, dim: int, hidden: int = 128, frames: int = 16) -> None:
+        super().__init__(dim, hidden, frames)
+        self.appearance = nn.LSTM(hidden, hidden // 2, batch_first=True, bidirectional=True)
+        self.motion_in = nn.Linear(hidden, hidden)
+        self.motion = nn.LSTM(hidden, hidden // 2, batch_first=True, bidirectional=True)
+        self.fuse = nn.Linear(2 * hidden, hidden)
+
+    def body(self, h: torch.Tensor) -> torch.Tensor:
+        appearance = _bidirectional_final(self.appearance, torch.tanh(h))
+        motion = _bidirectional_final(self.motion, torch.tanh(self.motion_in(h[:, 1:] - h[:, :-1])))
+        return self.fuse(torch.cat([appearance, motion], dim=-1))
 
 
 class _AttentionBlock(nn.Module):
@@ -154,7 +190,7 @@ class Seq2SeqDecoder(nn.Module):
 
 
 MODELS: dict[TemporalKind, type[TemporalNet]] = {TemporalKind.LSTM: LSTMTemporal, TemporalKind.ATTENTION: AttentionTemporal,
-                                                 TemporalKind.SEQ2SEQ: Seq2SeqTemporal}
+                                                 TemporalKind.SEQ2SEQ: Seq2SeqTemporal, TemporalKind.DUAL: DualStreamTemporal}
 
 
 def build_model(kind: TemporalKind | str, dim: int, hidden: int = 128, frames: int = 16) -> TemporalNet:
