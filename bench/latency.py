@@ -160,7 +160,7 @@ def main() -> None:
         # the query's segment vectors as the engine computes them (whole frames: the peers compare one search)
         engine = coll.engine()
         xqs = {q: engine.encode_query(path).segment_vectors for q, path in queries.items()}
-        index = engine.snapshot().index  # what the engine searches; its bare search is the second peer
+        index = engine.snapshot.index  # what the engine searches; its bare search is the second peer
         payload["collection"]["index_type"] = type(index).__name__
         assert index is not None and len(index) == n_seg, (len(index) if index else None, n_seg)
 
