@@ -55,6 +55,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--temporal", default="", help="moving: comma-separated temporal models, mean|lstm|attention"
                    "[:infonce|triplet|ce]; learned ones are trained on clips of the train split first (default: "
                    "mean pooling only, as before)")
+    p.add_argument("--train-seen-only", action="store_true",
+                   help="--temporal: train on the seen item classes only (all but --unseen) and report the moving "
+                        "figures of seen and unseen items apart (the CNN + LSTM paper's split)")
     p.add_argument("--train-clips", type=int, default=20, help="--temporal: training clips per (item, motion)")
     p.add_argument("--train-epochs", type=int, default=30, help="--temporal: training epochs")
     p.add_argument("--models-dir", default="bench/results/fashion-models", help="--temporal: where trained models go")
@@ -116,7 +119,8 @@ def main() -> None:
         from vidsearch.evaluate.fashion_eval import parse_temporal, run_temporal_moving
 
         models = parse_temporal(args.temporal)
-        training = {"clips": args.train_clips, "epochs": args.train_epochs, "split": "train", "seed": args.seed + 1}
+        training = {"clips": args.train_clips, "epochs": args.train_epochs, "split": "train", "seed": args.seed + 1,
+                    "unseen_items": args.unseen if args.train_seen_only else None}
         cfg = {"clips": args.clips, "frames": args.frames, "size": args.size, "encode_frames": args.encode_frames}
         payload["temporal_training"] = training
         payload["moving"], payload["moving_s"] = {}, {}

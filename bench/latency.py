@@ -236,7 +236,7 @@ def main() -> None:
             "query_segments": int(xqs[q].shape[0]),
             "top1": names.get(top.video_id) if top else None,
             "top1_score": top.score if top else None,
-            "top1_match": None if not (top and top.matches) else top.matches[0].__dict__,
+            "top1_match": None if not (top and top.matches) else top.matches[0]._asdict(),
             "runner_up_score": res.results[1].score if len(res.results) > 1 else None,
             "timings": s,
             "ratios_p50": {

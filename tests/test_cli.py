@@ -54,6 +54,9 @@ def test_index_search_info_remove(tmp_path: Path, footage):
     raw = json.loads(run("search", "-c", str(coll), "-k", "1", "--json", "--no-insets", "--norm-beta", "0",
                          str(footage["bikes.mp4"])).stdout)["results"][0]
     assert raw["video_id"] == vid and raw["score"] > 0.99 and raw["score"] > top["score"]
+    light = json.loads(run("search", "-c", str(coll), "-k", "1", "--json", "--query-encoder", "sscd-distilled",
+                           str(footage["bikes.mp4"])).stdout)
+    assert light["query_encoder"] == "sscd-distilled" and light["results"][0]["video_id"] == vid
 
     info = json.loads(run("info", "-c", str(coll), "--json").stdout)
     assert info["videos"] == 3 and info["config"]["encode"]["encoder"] == "sscd"

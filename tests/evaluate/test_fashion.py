@@ -293,6 +293,31 @@ def test_training_clips_come_from_the_train_split_and_score_like_the_benchmark(e
     assert scored["timing"]["aggregate_vs_encode"] is not None and scored["timing"]["aggregate_vs_encode"] < 0.5
 
 
+def test_seen_and_unseen_items_are_reported_apart(encoder):
+    """score_moving(unseen_items=...): the per-query figures averaged over the queries of seen or of unseen items."""
+    evaluation = fm.encode_moving_clips(encoder, n_per_class=2, items=(0, 8), encode_frames=4, seed=0)
+    whole = fm.score_moving(evaluation)["labels"]
+    all_seen = fm.score_moving(evaluation, unseen_items=[])["labels"]
+    for label in ("motion", "direction_within_axis"):  # nothing unseen: the seen figures are the whole's
+        assert all_seen[f"{label}_seen"]["mAP"] == pytest.approx(whole[label]["mAP"])
+        assert all_seen[f"{label}_seen"]["precision@5"] == pytest.approx(whole[label]["precision@5"])
+        assert all_seen[f"{label}_unseen"] == {"mAP": None, "precision@5": None, "recall@5": None, "f1@5": None,
+                                               "n_queries": 0}
+    split = fm.score_moving(evaluation, unseen_items=[8])["labels"]
+    assert split["motion_seen"]["n_queries"] == split["motion_unseen"]["n_queries"] == 16
+    assert "motion_seen" not in whole
+    # the unseen figure is the macro mean (over motions) of the item-8 queries' average precision
+    pooled = np.stack([fm.MeanPool().aggregate(v) for v in evaluation.vectors])
+    sim = pooled @ pooled.T
+    np.fill_diagonal(sim, -np.inf)
+    rankings = fm._rank(sim)[:, :-1]
+    motions = [c.motion for c in evaluation.clips]
+    per_query, _ = fm._label_scores(rankings, motions, 5)
+    rows = [i for i, c in enumerate(evaluation.clips) if c.item == 8]
+    assert split["motion_unseen"]["mAP"] == pytest.approx(
+        fm.metrics.macro_mean([per_query["AP"][i] for i in rows], [motions[i] for i in rows]))
+
+
 def test_temporal_names_are_checked() -> None:
     from vidsearch.evaluate.fashion_eval import parse_temporal
 
@@ -308,7 +333,8 @@ def test_eval_fashion_temporal_trains_and_reports_encoder_plus_model(tmp_path) -
     """``eval fashion --temporal mean,lstm`` (training cut to 2 clips per class and 2 epochs)."""
     from vidsearch.evaluate.fashion_eval import run_fashion_eval, summary
 
-    doc = run_fashion_eval(tmp_path, size="small", temporal=["mean", "lstm"], train_overrides={"clips": 2, "epochs": 2})
+    doc = run_fashion_eval(tmp_path, size="small", temporal=["mean", "lstm"], train_overrides={"clips": 2, "epochs": 2},
+                           seen_only=True)
     methods = summary(doc)["methods"]
     assert list(methods) == ["sscd-distilled+mean", "sscd-distilled+lstm"]
     for m in methods.values():
@@ -316,5 +342,7 @@ def test_eval_fashion_temporal_trains_and_reports_encoder_plus_model(tmp_path) -
     assert "train_s" in methods["sscd-distilled+lstm"] and "train_s" not in methods["sscd-distilled+mean"]
     record = doc["moving"]["sscd-distilled+lstm"]["training"]
     assert "train split" in record["data"] and doc["temporal_training"]["seed"] == 1
+    assert record["clips"] == 2 * 7 * 8  # seen items only (0-6), 2 clips per (item, motion)
+    assert methods["sscd-distilled+lstm"]["moving_direction_within_axis_unseen_mAP"] >= 0
     assert (tmp_path / "models" / "sscd-distilled+lstm.onnx").is_file()
     assert (tmp_path / "results.json").is_file() and (tmp_path / "report.html").is_file()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidsearch import CollectionConfig, IndexConfig
+from vidsearch import CollectionConfig, EncodeConfig, IndexConfig
 from vidsearch.collection import Collection, VectorVideo
 from vidsearch.errors import CollectionError, NotFoundError, QueryError, ShapeError
 from vidsearch.index import exact_knn
@@ -80,6 +80,28 @@ def test_encode_ref_cuts_the_stored_frames_like_encode_query(built_collection: P
             engine.encode_ref("clip.mp4")
         with pytest.raises(NotFoundError, match="no video"):
             engine.encode_ref("abcdef@1-2")
+
+
+def test_a_compatible_light_encoder_queries_the_collection_and_the_answer_says_so(
+        built_collection: Path, small_refs: list[Path], tmp_path: Path):
+    """sscd-distilled queries an sscd collection (its vectors live in sscd's space: registry ``queries_for``)."""
+    light = SearchParams(query_encoder="sscd-distilled")
+    with Engine.open(built_collection) as engine:
+        for path in small_refs[:3]:
+            result = engine.search(path, k=3, params=light)
+            assert Path(result.results[0].path) == path.resolve(), result.to_dict()
+            assert result.to_dict()["query_encoder"] == "sscd-distilled"
+        assert "query_encoder" not in engine.search(small_refs[0], k=1).to_dict()
+        video = engine.snapshot.catalog.video_ids[0]  # a stored range is not encoded: nothing to say
+        assert "query_encoder" not in engine.search(f"{video}@1-4", k=1, params=light).to_dict()
+    with pytest.raises(QueryError, match="query_encoder must be one of"):
+        SearchParams(query_encoder="clip")
+    other = tmp_path / "distilled"
+    with Collection.create(other, CollectionConfig(encode=EncodeConfig(encoder="sscd-distilled"))) as coll:
+        coll.add_vectors(_videos(3))
+    with Engine.open(other) as engine:  # sscd's vectors are not in sscd-distilled's space
+        with pytest.raises(QueryError, match="cannot query a collection built with 'sscd-distilled'"):
+            engine.search(small_refs[0], k=1, params=SearchParams(query_encoder="sscd"))
 
 
 def test_bad_queries_are_errors_of_the_project(built_collection: Path, tmp_path: Path):

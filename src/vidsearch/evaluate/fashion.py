@@ -254,6 +254,8 @@ def _label_scores(
     summary = {
         "mAP": metrics.macro_mean(scores["AP"], key),
         f"precision@{k}": metrics.macro_mean(scores[f"precision@{k}"], key),
+        f"recall@{k}": metrics.macro_mean(scores[f"recall@{k}"], key),
+        f"f1@{k}": metrics.macro_mean(scores[f"f1@{k}"], key),
         "n_classes": len(groups),
         "n_queries": len(key),
         "chance": 1.0 / len(groups) if chance is None else chance,
@@ -641,8 +643,13 @@ def run_moving_fashion(
     return score_moving(data, aggregator, k)
 
 
-def score_moving(data: MovingVectors, aggregator: TemporalAggregator | None = None, k: int = 5) -> dict[str, Any]:
+def score_moving(data: MovingVectors, aggregator: TemporalAggregator | None = None, k: int = 5,
+                 unseen_items: Sequence[int] | None = None) -> dict[str, Any]:
     """The retrieval figures of :func:`run_moving_fashion` for already encoded clips and one aggregator.
+
+    With ``unseen_items`` (the item classes a learned model was not trained on), ``labels`` also holds
+    ``motion_seen``/``motion_unseen`` and ``direction_within_axis_seen``/``_unseen``: the same per-query
+    figures averaged over the queries whose item is seen or unseen (every clip stays a candidate).
 
     ``timing`` also holds the aggregator's cost: ``aggregate_s`` (all clips, batched where the aggregator
     can), ``aggregate_ms_per_clip``, ``encode_ms_per_clip`` (the frame encoder, for the clip's encoded frames)
@@ -681,8 +688,23 @@ def score_moving(data: MovingVectors, aggregator: TemporalAggregator | None = No
     if paired:
         axis_arr = np.asarray(axis)
         within = [rankings[i][axis_arr[rankings[i]] == axis[i]].tolist() for i in paired]
-        labels_out["direction_within_axis"] = _label_scores(
-            within, [keys["motion"][i] for i in paired], k, ids=paired, chance=0.5)[1]
+        direction_scores, labels_out["direction_within_axis"] = _label_scores(
+            within, [keys["motion"][i] for i in paired], k, ids=paired, chance=0.5)
+    if unseen_items is not None:
+        unseen = {int(i) for i in unseen_items}
+        motion_scores = _label_scores(rankings, keys["motion"], k)[0]
+        groups = [("motion", motion_scores, list(range(len(clips))))]
+        if paired:
+            groups.append(("direction_within_axis", direction_scores, paired))
+        for name, scores, queries in groups:
+            for part, wanted in (("seen", False), ("unseen", True)):
+                rows = [n for n, q in enumerate(queries) if (clips[q].item in unseen) == wanted]
+                motion_of = [keys["motion"][queries[n]] for n in rows]
+                labels_out[f"{name}_{part}"] = {
+                    stat: metrics.macro_mean([scores[stat][n] for n in rows], motion_of) if rows else None
+                    for stat in ("AP", f"precision@{k}", f"recall@{k}", f"f1@{k}")}
+                labels_out[f"{name}_{part}"]["mAP"] = labels_out[f"{name}_{part}"].pop("AP")
+                labels_out[f"{name}_{part}"]["n_queries"] = len(rows)
     cfg = data.config
     n_frames = int(vectors.shape[0] * vectors.shape[1])
     return {
@@ -692,6 +714,7 @@ def score_moving(data: MovingVectors, aggregator: TemporalAggregator | None = No
             "seed": cfg["seed"], "items": cfg["items"], "encode_frames": [int(i) for i in picks], "k": k,
             "aggregator": pool.name, "similarity": "cosine", "max_zoom": MAX_ZOOM, "max_angle_deg": MAX_ANGLE,
             "n_clips": len(clips), "averaging": "macro mean over classes of per-query values; leave-one-out",
+            "unseen_items": None if unseen_items is None else sorted(int(i) for i in unseen_items),
         },
         "encoder": data.encoder,
         "labels": labels_out,

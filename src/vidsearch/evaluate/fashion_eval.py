@@ -21,6 +21,7 @@ from vidsearch.store.manifest import atomic_write_text, library_versions
 SPLITS = ("overall", "seen", "unseen")
 LABELS = ("item", "motion", "item_x_motion", "motion_axis", "direction_within_axis")
 LABEL_TITLES = ("item", "motion", "item x motion", "axis", "direction in axis")
+SPLIT_LABELS = ("direction_within_axis_seen", "direction_within_axis_unseen", "motion_seen", "motion_unseen")
 
 SIZES: dict[str, dict[str, Any]] = {
     "small": {"encoders": ["sscd-distilled"], "gallery": 20, "queries": 5, "clips": 2, "frames": 16,
@@ -75,7 +76,7 @@ def parse_temporal(names: list[str]) -> list[tuple[str, str | None]]:
 def run_fashion_eval(out: Path, size: str = "small", encoders: list[str] | None = None, seed: int = 0,
                      unseen: tuple[int, ...] = (7, 8, 9), k: int = 5, moving: bool = True,
                      progress: Callable[[str], None] | None = None, temporal: list[str] | None = None,
-                     train_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+                     train_overrides: dict[str, Any] | None = None, seen_only: bool = False) -> dict[str, Any]:
     """Run both Fashion-MNIST benchmarks and write ``out/results.json`` and ``out/report.html``.
 
     Args:
@@ -85,6 +86,8 @@ def run_fashion_eval(out: Path, size: str = "small", encoders: list[str] | None 
             exported to ``out/models/ENCODER+MODEL.onnx`` and run by ONNX Runtime; results under
             ``moving["ENCODER+MODEL"]`` with a ``training`` record.
         train_overrides: replace :data:`TEMPORAL_TRAINING`'s ``clips``/``epochs`` (tests).
+        seen_only: train the temporal models on the seen item classes only (all but ``unseen``) and report the
+            moving figures of seen and unseen items apart.
     """
     from vidsearch.config import EncodeConfig
     from vidsearch.evaluate import fashion, provenance
@@ -113,7 +116,7 @@ def run_fashion_eval(out: Path, size: str = "small", encoders: list[str] | None 
     if moving and models:
         doc["moving"] = {}
         doc["temporal_training"] = {**TEMPORAL_TRAINING[size], **(train_overrides or {}), "split": "train",
-                                    "seed": seed + 1}
+                                    "seed": seed + 1, "unseen_items": list(unseen) if seen_only else None}
         for name in cfg["encoders"]:
             doc["moving"].update(run_temporal_moving(out / "models", name, cfg, models, doc["temporal_training"], seed,
                                                      k, progress, doc["timing_s"]))
@@ -139,7 +142,9 @@ def run_temporal_moving(models_dir: Path, encoder: str, cfg: dict[str, Any], mod
                         timing: dict[str, float] | None = None) -> dict[str, Any]:
     """Moving Fashion-MNIST for one encoder with each temporal model: the evaluation clips (test split, ``seed``)
     encoded once; each learned model trained first on clips of the train split (``training``: ``clips`` per
-    (item, motion), ``epochs``, ``seed``) and exported to ``models_dir/ENCODER+MODEL.onnx``.
+    (item, motion), ``epochs``, ``seed``, and optionally ``unseen_items``: item classes kept out of training,
+    whose evaluation clips are then reported apart as "unseen", as the CNN + LSTM paper splits them) and
+    exported to ``models_dir/ENCODER+MODEL.onnx``.
 
     Args:
         cfg: the clips' settings (``clips``, ``frames``, ``size``, ``encode_frames``; :data:`SIZES`).
@@ -175,8 +180,10 @@ def run_temporal_moving(models_dir: Path, encoder: str, cfg: dict[str, Any], mod
                     progress(f"Moving Fashion-MNIST training clips (train split, seed {training['seed']}): "
                              f"{training['clips']} per (item, motion), {encoder}")
                 t = time.perf_counter()
+                held_out = set(training.get("unseen_items") or ())
                 train_data = fashion.encode_moving_clips(
                     enc, n_per_class=training["clips"], frames=cfg["frames"], size=cfg["size"], seed=training["seed"],
+                    items=[c for c in range(len(fashion.CLASS_NAMES)) if c not in held_out] if held_out else None,
                     encode_frames=cfg["encode_frames"] or None, split="train")
                 timing[f"train_clips_{encoder}"] = round(time.perf_counter() - t, 2)
             clips = fashion.moving_training_set(train_data, "motion")
@@ -193,7 +200,7 @@ def run_temporal_moving(models_dir: Path, encoder: str, cfg: dict[str, Any], mod
                       "train_s": round(result.seconds, 2), "history": [round(v, 5) for v in result.history],
                       "hard": result.hard, "clips": len(clips), "data": clips.source, "config": config.to_dict(),
                       "load_avg": [round(x, 2) for x in os.getloadavg()]}
-        scored = fashion.score_moving(evaluation, aggregator, k)
+        scored = fashion.score_moving(evaluation, aggregator, k, unseen_items=training.get("unseen_items"))
         if record:
             scored["training"] = record
         out[label] = scored
@@ -220,6 +227,10 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
             if variant in moving:
                 for label in LABELS:
                     m[f"moving_{label}_mAP"] = moving[variant]["labels"][label]["mAP"]
+                for label in SPLIT_LABELS:  # with --temporal-seen-only
+                    part = moving[variant]["labels"].get(label)
+                    if part and part["mAP"] is not None:
+                        m[f"moving_{label}_mAP"] = part["mAP"]
                 if "+" in variant:
                     m["aggregate_vs_encode"] = moving[variant]["timing"]["aggregate_vs_encode"]
                     if "training" in moving[variant]:
@@ -284,6 +295,20 @@ def markdown_tables(doc: dict[str, Any]) -> str:
                 rec = r.get("training", {})
                 text.append(f"| {name} | {rec.get('loss', '-')} | {rec.get('train_s', '-')} | "
                             f"{r['timing']['aggregate_ms_per_clip']:.3f} | {r['timing']['aggregate_vs_encode']:.4f} |")
+            if tr.get("unseen_items"):
+                k = doc["k"]
+                text += ["", f"Seen and unseen items: the models were trained on items other than {tr['unseen_items']}; "
+                         "each figure averages the queries of seen or unseen items (every clip stays a candidate)", "",
+                         f"| method | split | direction in axis mAP | P@{k} | R@{k} | F1@{k} | motion mAP | P@{k} | R@{k} "
+                         f"| F1@{k} |", "|---|---|---|---|---|---|---|---|---|---|"]
+                for name, r in doc["moving"].items():
+                    for part in ("seen", "unseen"):
+                        cells = []
+                        for label in ("direction_within_axis", "motion"):
+                            x = r["labels"].get(f"{label}_{part}") or {}
+                            cells += ["-" if x.get(s) is None else f"{x[s]:.3f}"
+                                      for s in ("mAP", f"precision@{k}", f"recall@{k}", f"f1@{k}")]
+                        text.append(f"| {name} | {part} | " + " | ".join(cells) + " |")
     return "\n".join(text)
 
 

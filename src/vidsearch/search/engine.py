@@ -178,6 +178,7 @@ class Engine:
         self._swap_lock = threading.Lock()
         self._build_lock = threading.Lock()
         self._media_encoder: MediaEncoder | None = None
+        self._query_encoders: dict[str, MediaEncoder] = {}  # other encoders that may query this collection
         self._segmenter: MediaEncoder | None = None
         try:
             self._segment_file = open_checked(self.path / "segments.f32", self.manifest["dims"]["segment"], "float32")
@@ -341,6 +342,34 @@ class Engine:
             self._media_encoder = MediaEncoder(self.config)
         return self._media_encoder
 
+    def query_media_encoder(self, name: str | None) -> MediaEncoder:
+        """The encoder of file queries: the collection's, or ``name`` when its vectors live in the collection
+        encoder's space (``EncoderSpec.queries_for``).
+
+        Raises:
+            QueryError: ``name`` cannot query this collection.
+        """
+        own = self.config.encode.encoder
+        if name is None or name == own:
+            return self._encoder()
+        if name not in self._query_encoders:
+            import dataclasses
+
+            from vidsearch.encode.pipeline import MediaEncoder
+
+            spec = registry.get(name)
+            if own not in spec.queries_for:
+                raise QueryError(f"query_encoder {name!r} cannot query a collection built with {own!r}: its vectors "
+                                 f"are not in {own!r}'s space (it can query collections of: "
+                                 f"{', '.join(spec.queries_for) or 'its own encoder only'}); leave query_encoder unset")
+            if self.config.encode.temporal_model:
+                raise QueryError(f"query_encoder {name!r}: this collection's segments come from a learned temporal "
+                                 "model, which was not measured on another encoder's frame vectors; leave "
+                                 "query_encoder unset")
+            encode = dataclasses.replace(self.config.encode, encoder=name, variant="")
+            self._query_encoders[name] = MediaEncoder(dataclasses.replace(self.config, encode=encode))
+        return self._query_encoders[name]
+
     def _stored_segmenter(self) -> MediaEncoder:
         if self._segmenter is None:
             self._segmenter = stored_segmenter(self.config, self.manifest["dims"]["frame"])
@@ -376,8 +405,10 @@ class Engine:
         return snap.catalog.frame_times(v).copy(), np.array(snap.frames[row : row + n])
 
     def encode_query(self, query: str | os.PathLike[str], crops: bool = False,
-                     snap: Snapshot | None = None, insets: bool = False) -> EncodedMedia:
-        """Decode and encode a query (file, image, or ``VIDEO_ID@START-END`` from the stored frames).
+                     snap: Snapshot | None = None, insets: bool = False,
+                     query_encoder: str | None = None) -> EncodedMedia:
+        """Decode and encode a query (file, image, or ``VIDEO_ID@START-END`` from the stored frames); a file
+        with ``query_encoder`` when given (see ``SearchParams.query_encoder``).
 
         Raises:
             QueryError: neither an existing file nor a valid reference.
@@ -398,7 +429,10 @@ class Engine:
                              "(e.g. 3fa9c2d41b07@10-20)")
         if Path(text).is_dir():
             raise QueryError(f"query {text!r} is a folder; give a video or image file")
-        return self._encoder().encode_file(text, crops=crops, insets=insets)
+        media = self.query_media_encoder(query_encoder).encode_file(text, crops=crops, insets=insets)
+        if query_encoder is not None and query_encoder != self.config.encode.encoder:
+            media.query_encoder = query_encoder  # the result says so
+        return media
 
     def encode_ref(self, query: str, snap: Snapshot | None = None) -> EncodedMedia:
         """Cut ``VIDEO_ID@START-END`` from the stored frames (what the server's ``ref`` field asks for:
@@ -479,7 +513,8 @@ class Engine:
         params = params or SearchParams()
         snap = self._maybe_refresh()
         t0 = time.perf_counter()
-        media = [self.encode_query(q, crops=params.crops, snap=snap, insets=params.insets) for q in queries]
+        media = [self.encode_query(q, crops=params.crops, snap=snap, insets=params.insets,
+                                   query_encoder=params.query_encoder) for q in queries]
         return self.search_encoded(media, [str(q) for q in queries], k, params, snap, started=t0)
 
     def search_encoded(self, media: list[Any], names: list[str], k: int, params: SearchParams,
@@ -500,6 +535,7 @@ class Engine:
             part = hits if len(media) == 1 else IndexHits(hits.ids[offset : offset + n], hits.scores[offset : offset + n])
             offset += n
             result = self._finish(m, name, part, k, params, snap)
+            result.query_encoder = m.query_encoder
             search_ms = (index_s + time.perf_counter() - t) * 1000
             result.timings_ms = {
                 "decode": m.timings.get("decode", 0.0) * 1000, "encode": m.timings.get("encode", 0.0) * 1000,

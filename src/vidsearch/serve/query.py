@@ -462,13 +462,16 @@ class QueryService:
 
     async def _encode_file(self, path: Path, params: SearchParams, frames: int, is_image: bool,
                            started: float | None = None) -> EncodedMedia:
-        if params.crops or params.insets:  # more regions per frame: decoded and encoded whole in the pool, as
-            # the CLI does (MediaEncoder.decode_file/finish, the batched path, have no crops or insets yet)
+        other = params.query_encoder not in (None, self.engine.config.encode.encoder)
+        if params.crops or params.insets or other:  # more regions per frame, or another encoder: decoded and
+            # encoded whole in the pool, as the CLI does (MediaEncoder.decode_file/finish, the batched path, have
+            # no crops or insets yet, and batch the collection's encoder only)
             own_s = self._whole_image_s if is_image else self._whole_frame_s * max(1, frames)
             self._admit_whole(own_s, 0.0 if started is None else time.perf_counter() - started)
             self._decoding_s += own_s
             try:
-                media = await self.in_pool(self._encode_whole, path, params.crops, params.insets)
+                media = await self.in_pool(self._encode_whole, path, params.crops, params.insets,
+                                           params.query_encoder if other else None)
             finally:
                 self._decoding_s -= own_s
             decode_s, encode_s = media.timings.get("decode", 0.0), media.timings.get("encode", 0.0)
@@ -503,13 +506,15 @@ class QueryService:
         else:
             self._decode_frame_s += 0.2 * (seconds / max(1, frames) - self._decode_frame_s)
 
-    def _encode_whole(self, path: Path, crops: bool, insets: bool) -> EncodedMedia:
+    def _encode_whole(self, path: Path, crops: bool, insets: bool, query_encoder: str | None = None) -> EncodedMedia:
         from vidsearch.decode import probe
 
         info = probe(path)
         if info.duration > self.settings.max_query_seconds:
             raise QueryError(f"{path}: the video lasts {info.duration:.1f} s, longer than the "
                              f"{self.settings.max_query_seconds:g} s allowed for a query; cut a shorter clip")
+        if query_encoder is not None:  # the engine's encoder of that name (checked against the collection's)
+            return self.engine.encode_query(path, crops=crops, insets=insets, query_encoder=query_encoder)
         return self.media.encode_file(path, crops=crops, insets=insets)
 
     async def search_ref(self, text: str, k: int, params: SearchParams, started: float | None = None) -> SearchAnswer:

@@ -46,6 +46,8 @@ class SearchResponse(BaseModel):
     k: int
     results: list[VideoHitModel]
     timings_ms: TimingsModel
+    query_encoder: str | None = Field(default=None, description="present when the query was encoded by another "
+                                      "encoder than the collection's (the query_encoder field)")
 
 
 __all__ = ["MatchModel", "SearchResponse", "TimingsModel", "VideoHitModel"]
