@@ -69,3 +69,26 @@ def test_the_ingest_tables_match_their_result_file() -> None:
     assert table(doc, "effnet-throughput-table") == throughput_rows(data)
     assert table(doc, "hd-table") == hd_rows(data)
     assert table(doc, "hd-techniques-table") == technique_rows(data)
+
+
+LATENCY = {"clip": "10 s clip, 320 px (`clip`)", "clip720": "10 s clip, 720p H.264 (`clip720`)",
+           "image": "PNG image 1280x720 (`image`)", "stored": "stored range `ID@20-30` (`stored`)"}
+
+
+def latency_rows(data: dict[str, Any]) -> list[str]:
+    rows = []
+    for key, label in LATENCY.items():
+        r = data["queries"][key]
+        t, m = r["timings"], r["top1_match"]
+        fmt = (lambda x: f"{x:.1f}") if key == "stored" else (lambda x: f"{x:.0f}")
+        rows.append(f"| {label} | {r['top1']} {m['ref_start']:.1f}-{m['ref_end']:.1f} s | {fmt(t['total']['p50_ms'])} / "
+                    f"{fmt(t['total']['p99_ms'])} | {fmt(t['decode']['p50_ms'])} | {fmt(t['encode']['p50_ms'])} | "
+                    f"{t['search']['p50_ms']:.1f} |")
+    return rows
+
+
+def test_the_latency_table_matches_its_result_file() -> None:
+    doc = (ROOT / "docs" / "RESULTS.md").read_text()
+    data = json.loads((ROOT / "bench" / "results" / "latency.json").read_text())
+    assert not data["partial"] and not data["git"]["src_dirty"]
+    assert table(doc, "latency-table") == latency_rows(data)
