@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+from results_doc import marked_rows, result
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -26,11 +28,8 @@ def test_the_temporal_table_matches_its_result_file() -> None:
 
 
 def test_the_seen_unseen_table_matches_its_result_file() -> None:
-    doc = (ROOT / "docs" / "RESULTS.md").read_text()
-    table = re.search(r"<!-- fashion-seen-table:begin -->(.*?)<!-- fashion-seen-table:end -->", doc, re.S)
-    assert table, "the fashion-seen table markers are missing from docs/RESULTS.md"
-    rows = [r.strip() for r in table.group(1).strip().splitlines()[2:]]
-    data = json.loads((ROOT / "bench" / "results" / "fashion-temporal-seen-only.json").read_text())
+    rows = marked_rows("fashion-seen-table")
+    data = result("fashion-temporal-seen-only.json")
     assert data["temporal_training"]["unseen_items"] == [7, 8, 9] and not data["git"]["src_dirty"]
     want = []
     for name, m in data["moving"].items():

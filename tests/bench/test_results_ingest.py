@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from results_doc import marked_rows, result
+
 LABELS = {"sscd": "sscd (default)", "effnet-lite0": "effnet-lite0 (int8, its default since session 11)"}
 THROUGHPUT = {"ort_fp32": "ONNX Runtime fp32 (`--variant onnx`)",
               "ort_int8": "ONNX Runtime int8 (static QDQ, per-channel, stem in float: `onnx-int8`, the default)",
@@ -55,20 +53,13 @@ def technique_rows(data: dict[str, Any]) -> list[str]:
     return rows
 
 
-def table(doc: str, name: str) -> list[str]:
-    found = re.search(rf"<!-- {name}:begin -->(.*?)<!-- {name}:end -->", doc, re.S)
-    assert found, f"the {name} markers are missing from docs/RESULTS.md"
-    return [r.strip() for r in found.group(1).strip().splitlines()[2:]]
-
-
 def test_the_ingest_tables_match_their_result_file() -> None:
-    doc = (ROOT / "docs" / "RESULTS.md").read_text()
-    data = json.loads((ROOT / "bench" / "results" / "ingest.json").read_text())
+    data = result("ingest.json")
     assert not data["partial"] and not data["git"]["src_dirty"]
-    assert table(doc, "ingest-table") == ingest_rows(data)
-    assert table(doc, "effnet-throughput-table") == throughput_rows(data)
-    assert table(doc, "hd-table") == hd_rows(data)
-    assert table(doc, "hd-techniques-table") == technique_rows(data)
+    assert marked_rows("ingest-table") == ingest_rows(data)
+    assert marked_rows("effnet-throughput-table") == throughput_rows(data)
+    assert marked_rows("hd-table") == hd_rows(data)
+    assert marked_rows("hd-techniques-table") == technique_rows(data)
 
 
 LATENCY = {"clip": "10 s clip, 320 px (`clip`)", "clip720": "10 s clip, 720p H.264 (`clip720`)",
@@ -88,7 +79,6 @@ def latency_rows(data: dict[str, Any]) -> list[str]:
 
 
 def test_the_latency_table_matches_its_result_file() -> None:
-    doc = (ROOT / "docs" / "RESULTS.md").read_text()
-    data = json.loads((ROOT / "bench" / "results" / "latency.json").read_text())
+    data = result("latency.json")
     assert not data["partial"] and not data["git"]["src_dirty"]
-    assert table(doc, "latency-table") == latency_rows(data)
+    assert marked_rows("latency-table") == latency_rows(data)

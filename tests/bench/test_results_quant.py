@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from results_doc import marked_rows, result
+
 INT8 = {"fp32": "fp32 (`--variant onnx`)", "int8": "**int8, the default**: per-channel, stem in float, bias corrected, "
         "calibrated on natural frames", "int8-no-bias-correction": "- bias correction",
         "int8-stem-quantised": "- stem in float", "int8-all-frames": "+ synthetic frames calibrated on",
@@ -36,17 +34,10 @@ def vsc_rows(data: dict[str, Any]) -> list[str]:
     return rows
 
 
-def table(doc: str, name: str) -> list[str]:
-    found = re.search(rf"<!-- {name}:begin -->(.*?)<!-- {name}:end -->", doc, re.S)
-    assert found, f"the {name} markers are missing from docs/RESULTS.md"
-    return [r.strip() for r in found.group(1).strip().splitlines()[2:]]
-
-
 def test_the_quantisation_tables_match_their_result_file() -> None:
-    doc = (ROOT / "docs" / "RESULTS.md").read_text()
-    data = json.loads((ROOT / "bench" / "results" / "quant.json").read_text())
+    data = result("quant.json")
     assert not data["partial"] and not data["git"]["src_dirty"]
-    assert table(doc, "int8-table") == int8_rows(data)
-    assert table(doc, "query-encoder-table") == vsc_rows(data)
+    assert marked_rows("int8-table") == int8_rows(data)
+    assert marked_rows("query-encoder-table") == vsc_rows(data)
     default = data["effnet"]["variants"]["int8"]
     assert default["cosine_to_fp32"]["p1"] >= 0.98 and default["x_fp32_1t"] >= 1.8  # the int8 target
