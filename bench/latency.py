@@ -50,6 +50,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=30, help="timed rounds (each round runs every query once)")
     p.add_argument("--warmups", type=int, default=3, help="untimed rounds first")
     p.add_argument("--k", type=int, default=10, help="videos returned per query")
+    p.add_argument("--query-encoder", choices=encoder_names(),
+                   help="encode the file queries with this encoder (SearchParams.query_encoder; e.g. sscd-distilled "
+                        "for the default sscd collection); writes latency-q-NAME.json")
+    p.add_argument("--footage", type=int, default=0, metavar="N",
+                   help="index only the first N sample videos (0: all; a partial run, for tests)")
     p.add_argument("--wait-quiet", type=float, default=300, metavar="SECONDS",
                    help="first wait up to this long for other CPU work to calm down (0: do not wait)")
     p.add_argument("--queries", default=",".join(QUERIES), help=f"comma-separated, some of {', '.join(QUERIES)}")
@@ -121,10 +126,17 @@ def main() -> None:
     demo_mp4 = next(p for p in samples.iscc_videos() if p.name == "demo.mp4")
     image_src = next(p for p in files if p.name == "bigbuckbunny.mp4")
     image_at = 3.0
-    params = SearchParams()
+    missing = samples.missing_footage(found=files)
+    if args.footage:  # the two videos the queries come from, then the others in order: a partial run
+        kept = [demo_mp4, image_src] + [p for p in files if p not in (demo_mp4, image_src)]
+        files = kept[: max(2, args.footage)]
+        missing = {**missing, "footage": f"only {len(files)} of the sample videos (--footage {args.footage})"}
+    params = SearchParams(query_encoder=args.query_encoder)
     config = CollectionConfig(encode=EncodeConfig(encoder=args.encoder))
     clip_transform = CLIP_TRANSFORM
     name = "latency" if args.encoder == "sscd" else f"latency-{args.encoder}"
+    if args.query_encoder:
+        name += f"-q-{args.query_encoder}"
     payload = C.header(name, {
         **{k: v for k, v in vars(args).items() if k not in ("json", "wait_quiet")},
         "collection_config": config.to_dict(), "search_params": params.__dict__,
@@ -135,7 +147,7 @@ def main() -> None:
                     "clip720": {"source": "vidsearch.evaluate.hd.hd_footage(720, 10)", "seconds": CLIP720_SECONDS,
                                 "size": "1280x720", "fps": 30, "gop": 60}},
         "queries_run": args.queries,
-    }, missing=samples.missing_footage(found=files))
+    }, missing=missing)
     payload["quiet_wait"] = C.wait_for_quiet(args.wait_quiet)
     payload["cpu_probe_start"] = C.cpu_probe()
 

@@ -40,3 +40,23 @@ def test_latency_query_selection(monkeypatch: pytest.MonkeyPatch, argv: list[str
     latency = load_bench("latency")
     monkeypatch.setattr(sys, "argv", ["latency.py", *argv])
     assert latency.parse_args().queries == expected
+
+
+def test_latency_runs_end_to_end_on_a_partial_collection(tmp_path: Path) -> None:
+    """The script's whole path (it had broken twice against the engine unnoticed): two videos, one round, a light
+    query encoder; a partial run says so."""
+    import json
+    import os
+    import subprocess
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    env = {**os.environ, "VIDSEARCH_BENCH_RESULTS": str(tmp_path)}
+    run = subprocess.run([sys.executable, str(bench / "latency.py"), "--footage", "2", "--queries", "image,stored",
+                          "--repeats", "1", "--warmups", "0", "--wait-quiet", "0", "--query-encoder", "sscd-distilled",
+                          "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = json.loads((tmp_path / "latency-q-sscd-distilled.json").read_text())
+    assert doc["partial"] and "footage" in doc["missing"] and doc["collection"]["videos"] == 2
+    assert set(doc["queries"]) == {"image", "stored"}
+    assert doc["queries"]["image"]["top1"] == "bigbuckbunny.mp4" and doc["queries"]["stored"]["top1"] == "demo.mp4"
+    assert doc["config"]["search_params"]["query_encoder"] == "sscd-distilled"
