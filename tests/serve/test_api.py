@@ -471,6 +471,61 @@ def test_an_overloaded_upload_is_refused_before_it_is_decoded(built_collection, 
             svc.close()
 
 
+def test_under_load_a_file_query_is_served_by_the_light_encoder_and_says_so(built_collection, query_clip):
+    """--light-encoder sscd-distilled: a clip that the collection's encoder (sscd) cannot serve within the target
+    is encoded by the light encoder when that fits (its answer names it, the metric counts it); when even the light
+    one cannot make it, a 503 as before; without a light encoder, a 503."""
+    import asyncio
+
+    from vidsearch.errors import ConfigError, OverloadedError
+    from vidsearch.search.engine import Engine
+    from vidsearch.search.results import SearchParams
+    from vidsearch.serve.metrics import ServeMetrics
+    from vidsearch.serve.query import QueryService
+    from vidsearch.serve.settings import ServeSettings
+
+    with Engine.open(built_collection) as engine:
+        with pytest.raises(ConfigError, match="cannot query a collection built with 'sscd'"):
+            QueryService(engine, ServeSettings(warm_up=False, light_encoder="effnet-lite0"), ServeMetrics())
+        for light in ("sscd-distilled", None):
+            metrics = ServeMetrics()
+            svc = QueryService(engine, ServeSettings(max_batch=4, warm_up=False, latency_target_ms=200,
+                                                     light_encoder=light), metrics)
+            try:
+                svc.start()
+                for shape in svc.encoder.shapes:
+                    svc.encoder.controller.set_service(shape, 0.1 * shape)
+                svc.encoder.reserve(8)  # 800 ms of encoding ahead: not one more frame within the 200 ms target
+                if light is None:
+                    with pytest.raises(OverloadedError):
+                        svc.precheck()  # the upload is refused before it is stored
+                else:
+                    svc.precheck()  # the light encoder can take it: the upload is let in
+                svc.encoder.release(8)
+                frames = svc.frames_of(query_clip)
+                svc._whole_frame_s, svc._light_frame_s = 0.1, 0.01  # sscd cannot make it, the light one can
+                svc._decoding_s = 0.1  # other queries' work in the pool
+                search = svc.search_file(query_clip, "q.mp4", 3, SearchParams(insets=True), frames=frames)
+                if light is None:
+                    with pytest.raises(OverloadedError, match="target"):
+                        asyncio.run(search)
+                    continue
+                answer = asyncio.run(asyncio.wait_for(search, 60))
+                assert answer.result.query_encoder == "sscd-distilled"
+                assert answer.result.to_dict()["query_encoder"] == "sscd-distilled" and answer.result.results
+                assert metrics.registry.get_sample_value("vidsearch_light_encoder_queries_total") == 1
+                assert svc._light_frame_s != 0.01 and svc._decoding_s == pytest.approx(0.1)  # learnt; released
+                svc._decoding_s = 10.0  # not even the light encoder can make it: 503
+                with pytest.raises(OverloadedError):
+                    asyncio.run(svc.search_file(query_clip, "q.mp4", 3, SearchParams(insets=True), frames=frames))
+                svc._decoding_s = 0.1  # a query that asked for an encoder is never switched
+                with pytest.raises(OverloadedError):
+                    asyncio.run(svc.search_file(query_clip, "q.mp4", 3,
+                                                SearchParams(insets=True, query_encoder="sscd"), frames=frames))
+            finally:
+                svc.close()
+
+
 def test_admission_counts_the_time_a_request_has_already_taken(built_collection):
     """A file query that fits the target when it arrives is refused once reading its upload has taken most
     of the target (the time from the request's start counts, not only what is left to do)."""

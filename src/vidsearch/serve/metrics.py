@@ -47,8 +47,10 @@ class ServeMetrics:
                               ["endpoint", "status", "type"], registry=r)
         self.request_seconds = Histogram("vidsearch_http_request_seconds", "Time to answer a request",
                                          ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
-        self.overloaded = Counter("vidsearch_overloaded", "Requests refused with 503 to keep the latency target",
-                                  ["stage"], registry=r)
+        self.overloaded = Counter("vidsearch_overloaded", "Requests refused with 503 to keep the latency target "
+                                  "(a file query then served by the light encoder counts here too)", ["stage"], registry=r)
+        self.light_queries = Counter("vidsearch_light_encoder_queries", "File queries encoded by the light encoder "
+                                     "because the collection's could not meet the latency target", registry=r)
         self.videos = Gauge("vidsearch_videos", "Videos in the searched snapshot", registry=r,
                             multiprocess_mode="livemostrecent")
         self.segments = Gauge("vidsearch_segments", "Segments in the searched snapshot", registry=r,

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from vidsearch.errors import DecodeError, OverloadedError, QueryError, VidsearchError
+from vidsearch.errors import ConfigError, DecodeError, OverloadedError, QueryError, VidsearchError
 from vidsearch.search.engine import Engine, parse_ref
 from vidsearch.search.results import SearchParams, SearchResult
 from vidsearch.serve.metrics import ServeMetrics
@@ -191,6 +191,19 @@ class QueryService:
         self._whole_image_s = 0.12
         self._whole_frame_s = 0.12
         self._hand_back = TailEstimate()  # seconds from a search's end in the worker to its await resuming
+        # The light encoder (settings.light_encoder): checked against the collection and loaded now (a
+        # ConfigError at start-up, not a 4xx per query); its measured cost (EWMA) per image and per frame
+        # of a query encoded whole with it (first guesses: half the collection encoder's, as measured for
+        # sscd-distilled against sscd on the VSC-style queries).
+        self.light: str | None = None
+        if settings.light_encoder is not None and settings.light_encoder != engine.config.encode.encoder:
+            try:
+                engine.query_media_encoder(settings.light_encoder)
+            except QueryError as exc:
+                raise ConfigError(f"--light-encoder: {exc}") from None
+            self.light = settings.light_encoder
+        self._light_image_s = 0.5 * self._whole_image_s
+        self._light_frame_s = 0.5 * self._whole_frame_s
 
     def _encoder_sessions(self, workers: int) -> list[Any]:
         """The frame encoders the encode workers use: the process's loaded one alone, or ``workers`` ONNX
@@ -374,11 +387,13 @@ class QueryService:
 
     def precheck(self) -> None:
         """Refuse (503) at once, before an upload is even stored, when not one frame could be decoded,
-        encoded and searched within the target now."""
+        encoded and searched within the target now (by the collection's encoder, or by the light one)."""
         try:
             self.encoder.check(1, arrive_after=self.predicted_decode(1, True),
                                extra_s=self.searcher.controller.predict(1))
         except OverloadedError:
+            if self.light is not None and self._whole_fits(self._light_image_s):
+                return
             self.metrics.overloaded.labels("encode").inc()
             raise
 
@@ -402,6 +417,16 @@ class QueryService:
             raise
         return decode_s
 
+    def _whole_predicted(self, own_s: float, spent_s: float = 0.0) -> tuple[float, float]:
+        """(seconds until a query encoded whole in the pool is answered, the pool's backlog per thread)."""
+        backlog = max(0.0, self._decoding_s) / self.settings.decode_workers
+        return (backlog + own_s + self.searcher.controller.predict(1) + self._hand_back.value
+                + max(0.0, spent_s)), backlog
+
+    def _whole_fits(self, own_s: float, spent_s: float = 0.0) -> bool:
+        predicted, backlog = self._whole_predicted(own_s, spent_s)
+        return backlog <= 0 or predicted <= self.settings.latency_target_ms / 1000
+
     def _admit_whole(self, own_s: float, spent_s: float = 0.0) -> None:
         """Admission of a query encoded whole in the decode pool (crops or insets: outside the encode
         scheduler, so its model does not see them): the pool's backlog shared by its threads, then its own
@@ -413,9 +438,7 @@ class QueryService:
         Raises:
             OverloadedError: predicted past the target (counted in ``vidsearch_overloaded{stage="decode"}``).
         """
-        backlog = max(0.0, self._decoding_s) / self.settings.decode_workers
-        predicted = (backlog + own_s + self.searcher.controller.predict(1) + self._hand_back.value
-                     + max(0.0, spent_s))
+        predicted, backlog = self._whole_predicted(own_s, spent_s)
         target = self.settings.latency_target_ms / 1000
         if backlog > 0 and predicted > target:
             self.metrics.overloaded.labels("decode").inc()
@@ -462,6 +485,32 @@ class QueryService:
 
     async def _encode_file(self, path: Path, params: SearchParams, frames: int, is_image: bool,
                            started: float | None = None) -> EncodedMedia:
+        try:
+            return await self._encode_file_as_asked(path, params, frames, is_image, started)
+        except OverloadedError:
+            if self.light is None or params.query_encoder is not None:
+                raise
+            # the collection's encoder cannot meet the target now: the light one, if it can (else the 503)
+            own_s = self._light_image_s if is_image else self._light_frame_s * max(1, frames)
+            if not self._whole_fits(own_s, 0.0 if started is None else time.perf_counter() - started):
+                raise
+        self.metrics.light_queries.inc()
+        self._decoding_s += own_s
+        try:
+            media = await self.in_pool(self._encode_whole, path, params.crops, params.insets, self.light)
+        finally:
+            self._decoding_s -= own_s
+        cost = media.timings.get("decode", 0.0) + media.timings.get("encode", 0.0)
+        if is_image:
+            self._light_image_s += 0.2 * (cost - self._light_image_s)
+        else:
+            self._light_frame_s += 0.2 * (cost / max(1, len(media.times)) - self._light_frame_s)
+        self.metrics.observe_stage("decode", media.timings.get("decode", 0.0))
+        self.metrics.observe_stage("encode", media.timings.get("encode", 0.0))
+        return media
+
+    async def _encode_file_as_asked(self, path: Path, params: SearchParams, frames: int, is_image: bool,
+                                    started: float | None = None) -> EncodedMedia:
         other = params.query_encoder not in (None, self.engine.config.encode.encoder)
         if params.crops or params.insets or other:  # more regions per frame, or another encoder: decoded and
             # encoded whole in the pool, as the CLI does (MediaEncoder.decode_file/finish, the batched path, have

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vidsearch.encode import registry
 from vidsearch.errors import ConfigError
 
 MAX_K = 1000
@@ -39,6 +40,10 @@ class ServeSettings:
             ``cores / encode_workers`` threads (see ``QueryService``).
         workers: server processes sharing the listening socket (``serve/workers.py``): each searches
             with its own engine over the same files; worker 0 alone runs index jobs and removals.
+        light_encoder: a cheaper encoder in the collection encoder's space (``EncoderSpec.queries_for``, e.g.
+            ``sscd-distilled`` for ``sscd``): a file query that the collection's encoder cannot serve within the
+            latency target is encoded by it instead, when that fits, and its answer names it
+            (``query_encoder``); None: such queries get a 503.
     """
 
     host: str = "127.0.0.1"
@@ -59,6 +64,7 @@ class ServeSettings:
     ref_latency_target_ms: float = 50.0
     encode_workers: int = 1
     workers: int = 1
+    light_encoder: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -73,6 +79,8 @@ class ServeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        if self.light_encoder is not None and self.light_encoder not in registry.ENCODERS:
+            raise ConfigError(f"light_encoder must be one of {', '.join(registry.ENCODERS)}, got {self.light_encoder!r}")
         object.__setattr__(self, "allow_roots", tuple(Path(r) for r in self.allow_roots))
         for root in self.allow_roots:
             if not root.is_dir():
