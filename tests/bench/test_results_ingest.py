@@ -82,3 +82,10 @@ def test_the_latency_table_matches_its_result_file() -> None:
     data = result("latency.json")
     assert not data["partial"] and not data["git"]["src_dirty"]
     assert marked_rows("latency-table") == latency_rows(data)
+
+
+def test_the_light_query_encoder_latency_table_matches_its_result_file() -> None:
+    data = result("latency-q-sscd-distilled.json")
+    assert not data["partial"] and not data["git"]["src_dirty"]
+    assert data["config"]["search_params"]["query_encoder"] == "sscd-distilled"
+    assert marked_rows("latency-light-table") == latency_rows(data)
