@@ -4,7 +4,6 @@ one, and the next writer goes on from there."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+from served import announced
 
 from vidsearch.search.results import SearchParams
 
@@ -20,20 +20,6 @@ from vidsearch.search.results import SearchParams
 # model size and resize, ~0.987)
 RAW = SearchParams(norm_beta=0.0, insets=False)
 VIDEOS = ["v2.m4v", "rgb.m4v", "v2s.mov", "cup.mp4", "Megamind.avi"]
-
-
-def _announced(proc: subprocess.Popen, timeout: float = 120.0) -> dict:
-    """The JSON object ``vidsearch serve --json`` prints once it serves."""
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"vidsearch serve exited ({proc.wait()}): {proc.stderr.read()}")
-        lines.append(line)
-        if line.startswith("}"):
-            return json.loads("".join(lines))
-    raise AssertionError("vidsearch serve did not announce its URL")
 
 
 def test_sigkill_during_an_index_job_loses_nothing_committed(built_collection, footage, tmp_path):
@@ -52,7 +38,7 @@ def test_sigkill_during_an_index_job_loses_nothing_committed(built_collection, f
                              "--allow-root", str(media), "--max-batch", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        url = _announced(proc)["url"]
+        url = announced(proc)["url"]
         job_id = httpx.post(f"{url}/videos", json={"paths": [str(media)]}, timeout=30).json()["job_id"]
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -8,7 +8,6 @@ requests; a killed worker is started again; SIGTERM stops them all.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from served import announced
 
 TOKEN = "workers-token"
 
@@ -46,18 +46,7 @@ def workers_server(built_collection: Path, footage: dict[str, Path], tmp_path_fa
     proc = subprocess.Popen([sys.executable, "-m", "vidsearch.cli", "serve", "-c", str(coll), "--port", "0", "--json",
                              "--workers", "2", "--allow-root", str(media), "--max-batch", "2", "--token", TOKEN],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    deadline = time.monotonic() + 180
-    info = None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"vidsearch serve exited ({proc.wait()}): {proc.stderr.read()}")
-        lines.append(line)
-        if line.startswith("}"):
-            info = json.loads("".join(lines))
-            break
-    assert info is not None, "vidsearch serve --workers 2 did not announce its URL"
+    info = announced(proc, timeout=180)
     yield {"proc": proc, "url": info["url"], "info": info, "media": media, "coll": coll}
     if proc.poll() is None:
         proc.kill()
