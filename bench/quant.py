@@ -110,7 +110,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="order of the variants within a round")
     p.add_argument("--vsc-size", default="small", help="VSC-style data set of the vsc section")
     p.add_argument("--vsc-query-encoders", default="sscd,sscd-distilled",
-                   help="query encoders searched against the sscd-built VSC references")
+                   help="query encoders searched against the VSC references")
+    p.add_argument("--vsc-collection-encoder", default="sscd",
+                   help="the encoder the VSC references are indexed with (default sscd); another one writes "
+                        "quant-vsc-COLLECTION-ENCODER.json")
+    p.add_argument("--name", default="", help="result file name (default: quant, or as --vsc-collection-encoder says)")
     p.add_argument("--no-speed", action="store_true", help="cosines only (no timing)")
     p.add_argument("--per-node", action="store_true", help="per-node drift of the default recipe (qdq_loss_debug)")
     p.add_argument("--wait-quiet", type=float, default=300, metavar="SECONDS",
@@ -495,8 +499,9 @@ def compat_section(args: argparse.Namespace, heldout_sources_: list[Path]) -> di
 
 
 # ---------------------------------------------------------------------------------------- vsc
-def vsc_collection(dataset: Any) -> tuple[Path, dict[str, str]]:
-    """The VSC references in a default (``sscd``) collection, built once into this benchmark's cache.
+def vsc_collection(dataset: Any, encoder: str = "sscd") -> tuple[Path, dict[str, str]]:
+    """The VSC references in a collection of ``encoder`` (otherwise the default configuration), built once into
+    this benchmark's cache.
 
     Returns:
         (collection path, video id -> reference id).
@@ -505,9 +510,9 @@ def vsc_collection(dataset: Any) -> tuple[Path, dict[str, str]]:
     import shutil
 
     from vidsearch import Collection
-    from vidsearch.config import CollectionConfig
+    from vidsearch.config import CollectionConfig, EncodeConfig
 
-    config = CollectionConfig()
+    config = CollectionConfig(encode=EncodeConfig(encoder=encoder))
     refs = [(r, str(dataset.reference_path(r))) for r in dataset.reference_ids]
     key = hashlib.sha256(json.dumps([config.to_dict(), refs], sort_keys=True).encode()).hexdigest()[:12]
     folder = work_dir() / f"vsc-{key}"
@@ -545,7 +550,7 @@ def vsc_section(args: argparse.Namespace) -> dict[str, Any]:
 
     config = dataset_config(args.vsc_size, 0)
     dataset = build_dataset(config, default_root(config))
-    path, ref_of_video = vsc_collection(dataset)
+    path, ref_of_video = vsc_collection(dataset, args.vsc_collection_encoder)
 
     class CrossEncoderRanges(VidsearchRanges):
         def __init__(self, query_encoder: str) -> None:
@@ -559,7 +564,7 @@ def vsc_section(args: argparse.Namespace) -> dict[str, Any]:
                 self._engine._media_encoder = MediaEncoder(self._engine.config, encoder=load_encoder(self.query_encoder))
 
     out: dict[str, Any] = {"size": args.vsc_size, "seed": 0, "references": len(dataset.reference_ids),
-                           "queries": len(dataset.query_ids), "collection_encoder": "sscd", "methods": {}}
+                           "queries": len(dataset.query_ids), "collection_encoder": args.vsc_collection_encoder, "methods": {}}
     for name in args.vsc_query_encoders:
         predictor = CrossEncoderRanges(name)
         try:
@@ -608,7 +613,9 @@ def main() -> None:
                  *([r["cosine_to_fp32"][k] for k in ("min", "p1", "mean")] if "cosine_to_fp32" in r else
                    ([1.0, 1.0, 1.0] if name == base else [r.get("error", "-"), None, None]))]
                 for name, r in rows.items()]))
-    C.emit("quant", payload, args.json)
+    name = args.name or ("quant" if args.vsc_collection_encoder == "sscd"
+                         else f"quant-vsc-{args.vsc_collection_encoder}")
+    C.emit(name, payload, args.json)
 
 
 if __name__ == "__main__":
