@@ -531,7 +531,7 @@ def vsc_collection(dataset: Any, encoder: str = "sscd") -> tuple[Path, dict[str,
             ids[rep.video_id] = ref_id
         (tmp / "refs.json").write_text(json.dumps(ids))
         os.replace(tmp, folder)
-        C.log(f"[quant] VSC references indexed with sscd in {time.perf_counter() - t0:.0f} s: {folder}")
+        C.log(f"[quant] VSC references indexed with {encoder} in {time.perf_counter() - t0:.0f} s: {folder}")
     return folder / "coll", json.loads((folder / "refs.json").read_text())
 
 

@@ -41,3 +41,12 @@ def test_the_quantisation_tables_match_their_result_file() -> None:
     assert marked_rows("query-encoder-table") == vsc_rows(data)
     default = data["effnet"]["variants"]["int8"]
     assert default["cosine_to_fp32"]["p1"] >= 0.98 and default["x_fp32_1t"] >= 1.8  # the int8 target
+
+
+def test_the_index_encoder_table_matches_its_result_file() -> None:
+    data = result("quant-vsc-sscd-distilled.json")
+    assert not data["partial"] and not data["git"]["src_dirty"] and data["vsc"]["collection_encoder"] == "sscd-distilled"
+    want = [f"| sscd-distilled | {name} | {m['segment_micro_ap']:.4f} | {m['pair_micro_ap']:.4f} | "
+            f"{m['per_layout']['pip']['segment_micro_ap']:.3f} | {m['engine_ms_p50']['encode']:.0f} | {m['query_ms_p50']:.0f} |"
+            for name, m in data["vsc"]["methods"].items()]
+    assert marked_rows("index-encoder-table") == want
