@@ -50,3 +50,11 @@ def test_the_index_encoder_table_matches_its_result_file() -> None:
             f"{m['per_layout']['pip']['segment_micro_ap']:.3f} | {m['engine_ms_p50']['encode']:.0f} | {m['query_ms_p50']:.0f} |"
             for name, m in data["vsc"]["methods"].items()]
     assert marked_rows("index-encoder-table") == want
+
+
+def test_the_distilled_seed4_table_matches_its_result_file() -> None:
+    data = result("eval-vsc-small-seed4-distilled/results.json")
+    assert not data["partial"] and not data["provenance"]["src_dirty"] and data["seed"] == 4
+    want = [f"| {name} | {m['segment_micro_ap']:.4f} | {m['pair_micro_ap']:.4f} | {m['index_s']:.1f} | "
+            f"{m['query_ms_p50']:.0f} |" for name, m in data["methods"].items()]
+    assert marked_rows("distilled-seed4-table") == want
