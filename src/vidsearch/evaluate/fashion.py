@@ -674,10 +674,12 @@ def score_moving(data: MovingVectors, aggregator: TemporalAggregator | None = No
     }
     labels_out: dict[str, Any] = {}
     by_motion: dict[str, dict[str, float]] = {}
+    motion_scores: dict[str, list[float]] = {}
     for name, key in keys.items():
         scores, summary = _label_scores(rankings, key, k)
         labels_out[name] = summary
         if name == "motion":
+            motion_scores = scores
             ap = metrics.by_class(scores["AP"], key)
             pk = metrics.by_class(scores[f"precision@{k}"], key)
             by_motion = {m: {"mAP": ap[m], f"precision@{k}": pk[m]} for m in motions}
@@ -692,7 +694,6 @@ def score_moving(data: MovingVectors, aggregator: TemporalAggregator | None = No
             within, [keys["motion"][i] for i in paired], k, ids=paired, chance=0.5)
     if unseen_items is not None:
         unseen = {int(i) for i in unseen_items}
-        motion_scores = _label_scores(rankings, keys["motion"], k)[0]
         groups = [("motion", motion_scores, list(range(len(clips))))]
         if paired:
             groups.append(("direction_within_axis", direction_scores, paired))

@@ -495,19 +495,7 @@ class QueryService:
             if not self._whole_fits(own_s, 0.0 if started is None else time.perf_counter() - started):
                 raise
         self.metrics.light_queries.inc()
-        self._decoding_s += own_s
-        try:
-            media = await self.in_pool(self._encode_whole, path, params.crops, params.insets, self.light)
-        finally:
-            self._decoding_s -= own_s
-        cost = media.timings.get("decode", 0.0) + media.timings.get("encode", 0.0)
-        if is_image:
-            self._light_image_s += 0.2 * (cost - self._light_image_s)
-        else:
-            self._light_frame_s += 0.2 * (cost / max(1, len(media.times)) - self._light_frame_s)
-        self.metrics.observe_stage("decode", media.timings.get("decode", 0.0))
-        self.metrics.observe_stage("encode", media.timings.get("encode", 0.0))
-        return media
+        return await self._whole_in_pool(path, params, own_s, is_image, self.light)
 
     async def _encode_file_as_asked(self, path: Path, params: SearchParams, frames: int, is_image: bool,
                                     started: float | None = None) -> EncodedMedia:
@@ -515,22 +503,13 @@ class QueryService:
         if params.crops or params.insets or other:  # more regions per frame, or another encoder: decoded and
             # encoded whole in the pool, as the CLI does (MediaEncoder.decode_file/finish, the batched path, have
             # no crops or insets yet, and batch the collection's encoder only)
-            own_s = self._whole_image_s if is_image else self._whole_frame_s * max(1, frames)
-            self._admit_whole(own_s, 0.0 if started is None else time.perf_counter() - started)
-            self._decoding_s += own_s
-            try:
-                media = await self.in_pool(self._encode_whole, path, params.crops, params.insets,
-                                           params.query_encoder if other else None)
-            finally:
-                self._decoding_s -= own_s
-            decode_s, encode_s = media.timings.get("decode", 0.0), media.timings.get("encode", 0.0)
+            light = other and params.query_encoder == self.light
             if is_image:
-                self._whole_image_s += 0.2 * (decode_s + encode_s - self._whole_image_s)
+                own_s = self._light_image_s if light else self._whole_image_s
             else:
-                self._whole_frame_s += 0.2 * ((decode_s + encode_s) / max(1, len(media.times)) - self._whole_frame_s)
-            self.metrics.observe_stage("decode", decode_s)
-            self.metrics.observe_stage("encode", encode_s)
-            return media
+                own_s = (self._light_frame_s if light else self._whole_frame_s) * max(1, frames)
+            self._admit_whole(own_s, 0.0 if started is None else time.perf_counter() - started)
+            return await self._whole_in_pool(path, params, own_s, is_image, params.query_encoder if other else None)
         self._admit(frames, is_image, 0.0 if started is None else time.perf_counter() - started)
         own_s = self.own_decode(frames, is_image)
         self._decoding_s += own_s
@@ -547,6 +526,32 @@ class QueryService:
         media = self.media.finish(decoded, vectors, encode_s)
         del decoded
         self.metrics.observe_stage("encode", media.timings["encode"])
+        return media
+
+    async def _whole_in_pool(self, path: Path, params: SearchParams, own_s: float, is_image: bool,
+                             query_encoder: str | None) -> EncodedMedia:
+        """Decode and encode a query whole in the decode pool (admitted already, ``own_s`` its predicted cost),
+        with the collection's encoder or ``query_encoder``; learns the cost per image or frame (EWMA) of the
+        collection's encoder or of the light one (another encoder's cost is not learnt: nothing predicts it)."""
+        self._decoding_s += own_s
+        try:
+            media = await self.in_pool(self._encode_whole, path, params.crops, params.insets, query_encoder)
+        finally:
+            self._decoding_s -= own_s
+        decode_s, encode_s = media.timings.get("decode", 0.0), media.timings.get("encode", 0.0)
+        cost = decode_s + encode_s if is_image else (decode_s + encode_s) / max(1, len(media.times))
+        if query_encoder is None:
+            if is_image:
+                self._whole_image_s += 0.2 * (cost - self._whole_image_s)
+            else:
+                self._whole_frame_s += 0.2 * (cost - self._whole_frame_s)
+        elif query_encoder == self.light:
+            if is_image:
+                self._light_image_s += 0.2 * (cost - self._light_image_s)
+            else:
+                self._light_frame_s += 0.2 * (cost - self._light_frame_s)
+        self.metrics.observe_stage("decode", decode_s)
+        self.metrics.observe_stage("encode", encode_s)
         return media
 
     def _learn_decode(self, seconds: float, frames: int, is_image: bool) -> None:
