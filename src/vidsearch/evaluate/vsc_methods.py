@@ -232,6 +232,7 @@ def prepare_vsc(work: str | Path, size: str = "small", seed: int = 0, params: Se
     """
     import pickle
 
+    from vidsearch.atomic import atomic_write
     from vidsearch.collection import Collection
     from vidsearch.errors import DecodeError
     from vidsearch.evaluate.vsc_data import build_dataset, dataset_config
@@ -268,9 +269,7 @@ def prepare_vsc(work: str | Path, size: str = "small", seed: int = 0, params: Se
             for i, q in enumerate(dataset.query_ids):
                 media[q] = engine.encode_query(dataset.query_path(q), crops=params.crops, insets=params.insets)
                 say(f"encoded query {i + 1}/{len(dataset.query_ids)}")
-        tmp = cached.with_name(cached.name + ".tmp")
-        tmp.write_bytes(pickle.dumps({"key": key, "media": media}))
-        os.replace(tmp, cached)
+        atomic_write(cached, pickle.dumps({"key": key, "media": media}))  # a temp file of its own: runs at once
     return PreparedVSC(dataset, coll_path, media, ref_of_video)
 
 
