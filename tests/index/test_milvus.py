@@ -83,6 +83,39 @@ def test_delete_by_id_and_by_video_and_reload_by_reference(tmp_path):
     again.close()
 
 
+def test_a_load_that_fails_while_milvus_writes_its_index_is_retried_then_reported(tmp_path, monkeypatch):
+    """milvus-lite's server once reported an index built while its file was still being written (a short read on
+    load, in CI): the load is retried until a deadline, then fails as a CollectionError saying what happened."""
+    import time
+
+    xb, _ = _data(300)
+    index = MilvusIndex(xb.shape[1], "milvus:r.db", index_type="HNSW", base=tmp_path)
+    ids = np.arange(len(xb), dtype=np.int64)
+    index.add(ids, xb, video=ids // 10, start=ids.astype(np.float64), end=ids + 1.0)
+    real = index._client.load_collection
+    calls = []
+
+    def flaky(name, *a, **kw):
+        calls.append(name)
+        if len(calls) == 1:
+            raise RuntimeError("read error in data.vector.hnsw.idx: 164014 != 167936 (Resource temporarily unavailable)")
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(index._client, "load_collection", flaky)
+    index.save(tmp_path / "index.bin")  # waits for the index, reloads: the first load fails, the retry succeeds
+    assert len(calls) == 2
+    assert index.search(xb[:1], 1, IVFSearchParams(ef_search=64)).ids[0, 0] == 0
+
+    def broken(name, *a, **kw):
+        raise RuntimeError("read error (Resource temporarily unavailable)")
+
+    monkeypatch.setattr(index._client, "load_collection", broken)
+    with pytest.raises(CollectionError, match="could not load .*Resource temporarily unavailable"):
+        index._load(time.monotonic() + 0.6)
+    monkeypatch.setattr(index._client, "load_collection", real)
+    index.close()
+
+
 def test_a_second_process_on_the_same_lite_file_gets_a_clear_error(tmp_path):
     xb, _ = _data(300)
     index = MilvusIndex(xb.shape[1], "milvus:v.db", base=tmp_path)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,7 @@ class MilvusIndex:
             self._create(build_params)
         else:
             self._count = int(self._client.get_collection_stats(collection).get("row_count", 0))
-        self._client.load_collection(collection)
+        self._load(time.monotonic() + 60.0)
 
     def _create(self, build_params: dict[str, Any] | None) -> None:
         from pymilvus import DataType, MilvusClient
@@ -235,8 +236,6 @@ class MilvusIndex:
         Raises:
             CollectionError: not indexed within ``timeout_s``.
         """
-        import time
-
         self._client.flush(self.collection)
         deadline = time.monotonic() + timeout_s
         while True:
@@ -246,11 +245,30 @@ class MilvusIndex:
                 # the query node may still serve the rows from unindexed (growing) segments: load them again
                 # (refresh_load hangs on Milvus Lite 3.2.2; a release and load takes ~0.1 s there)
                 self._client.release_collection(self.collection)
-                self._client.load_collection(self.collection)
+                self._load(deadline)
                 return state
             if time.monotonic() > deadline:
                 raise CollectionError(f"Milvus has not indexed {self.collection} within {timeout_s:.0f} s: {state}")
             time.sleep(0.1)
+
+    def _load(self, deadline: float) -> None:
+        """Load the collection, retrying until ``deadline``: the milvus-lite 3.2.2 server reports an index built
+        while its file is still being written, and a load then fails with a short read ("read error in
+        ...hnsw.idx: 164014 != 167936 (Resource temporarily unavailable)", seen once in CI); a retry after the
+        writer finishes succeeds.
+
+        Raises:
+            CollectionError: the load still fails at ``deadline``.
+        """
+        while True:
+            try:
+                self._client.load_collection(self.collection)
+                return
+            except Exception as exc:  # noqa: BLE001 - pymilvus raises its own MilvusException; re-raised below
+                if time.monotonic() > deadline:
+                    raise CollectionError(f"Milvus could not load {self.collection} ({exc}); check the Milvus "
+                                          "server's log and retry") from exc
+                time.sleep(0.5)
 
     def save(self, path: Path) -> None:
         """Milvus persists the vectors itself (flushed and indexed here); the file records where they are."""
