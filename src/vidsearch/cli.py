@@ -530,7 +530,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_upload_mb=args.max_upload_mb, latency_target_ms=args.latency_target_ms,
         memory_budget_mb=args.memory_budget_mb, max_batch=args.max_batch, max_query_seconds=args.max_query_seconds,
         ref_latency_target_ms=args.ref_latency_target_ms, encode_workers=args.encode_workers, workers=args.workers,
-        light_encoder=args.light_encoder)
+        light_encoder=args.light_encoder, admission_headroom=args.admission_headroom)
     family, kind, proto, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -796,6 +796,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--light-encoder", choices=registry.encoder_names(),
                    help="under load, encode file queries with this cheaper encoder in the collection encoder's space "
                         "(sscd-distilled for sscd collections) instead of refusing them; the answer names it")
+    p.add_argument("--admission-headroom", type=float, default=0.1, metavar="FRACTION",
+                   help="admit file queries predicted within (1 - FRACTION) of the latency target, for the time a "
+                        "client waits that the server cannot see (default 0.1; 0 admits up to the target)")
     p.add_argument("--max-upload-mb", type=_positive, default=512.0, help="largest upload accepted (default 512)")
     p.add_argument("--max-query-seconds", type=_positive, default=120.0,
                    help="longest query video accepted (default 120)")

@@ -471,6 +471,38 @@ def test_an_overloaded_upload_is_refused_before_it_is_decoded(built_collection, 
             svc.close()
 
 
+def test_file_queries_are_admitted_within_the_target_less_its_headroom(built_collection):
+    """An image predicted to answer in ~189 ms (9 encodes of 21 ms: 8 frames ahead, then its own) is admitted under a
+    200 ms target with no headroom and refused with the default 10 % (admitted up to 180 ms), which covers the time
+    a client waits outside the server's clock."""
+    from vidsearch.errors import ConfigError, OverloadedError
+    from vidsearch.search.engine import Engine
+    from vidsearch.serve.metrics import ServeMetrics
+    from vidsearch.serve.query import QueryService
+    from vidsearch.serve.settings import ServeSettings
+
+    assert ServeSettings().admission_headroom == 0.1
+    for bad in (-0.1, 1.0, True, "0.1"):
+        with pytest.raises(ConfigError, match="admission_headroom"):
+            ServeSettings(admission_headroom=bad)
+    with Engine.open(built_collection) as engine:
+        for headroom, admitted in ((0.0, True), (0.1, False)):
+            settings = ServeSettings(max_batch=4, warm_up=False, latency_target_ms=200, admission_headroom=headroom)
+            svc = QueryService(engine, settings, ServeMetrics())
+            try:
+                assert svc.encoder.policy.latency_target_ms == pytest.approx(200 * (1 - headroom))
+                for shape in svc.encoder.shapes:
+                    svc.encoder.controller.set_service(shape, 0.021 * shape)
+                svc.encoder.reserve(8)
+                if admitted:
+                    svc.precheck()
+                else:
+                    with pytest.raises(OverloadedError, match="target"):
+                        svc.precheck()
+            finally:
+                svc.close()
+
+
 def test_under_load_a_file_query_is_served_by_the_light_encoder_and_says_so(built_collection, query_clip):
     """--light-encoder sscd-distilled: a clip that the collection's encoder (sscd) cannot serve within the target
     is encoded by the light encoder when that fits (its answer names it, the metric counts it); when even the light

@@ -166,7 +166,7 @@ class QueryService:
         self._idle_sessions = list(self._sessions)  # list.pop/append are atomic: a free session per worker
         self.encoder: BatchScheduler[EncodeItem, tuple[NDArray[np.float32], float]] = BatchScheduler(
             "encode", self._encode_batch,
-            BatchPolicy(settings.latency_target_ms, settings.memory_budget_mb, settings.max_batch, shapes,
+            BatchPolicy(settings.file_target_ms, settings.memory_budget_mb, settings.max_batch, shapes,
                         unit_bytes=width * height * 3 * 4),  # the float32 tensor the graph makes of the frames
             units=lambda item: max(1, len(item.images)), workers=len(self._sessions),
             on_batch=self._batch_metrics("encode"), on_wait=self._wait_metrics("encode"))
@@ -425,7 +425,7 @@ class QueryService:
 
     def _whole_fits(self, own_s: float, spent_s: float = 0.0) -> bool:
         predicted, backlog = self._whole_predicted(own_s, spent_s)
-        return backlog <= 0 or predicted <= self.settings.latency_target_ms / 1000
+        return backlog <= 0 or predicted <= self.settings.file_target_ms / 1000
 
     def _admit_whole(self, own_s: float, spent_s: float = 0.0) -> None:
         """Admission of a query encoded whole in the decode pool (crops or insets: outside the encode
@@ -439,11 +439,12 @@ class QueryService:
             OverloadedError: predicted past the target (counted in ``vidsearch_overloaded{stage="decode"}``).
         """
         predicted, backlog = self._whole_predicted(own_s, spent_s)
-        target = self.settings.latency_target_ms / 1000
+        target = self.settings.file_target_ms / 1000
         if backlog > 0 and predicted > target:
             self.metrics.overloaded.labels("decode").inc()
             raise OverloadedError(f"decode: a query with crops or insets would take about {predicted * 1000:.0f} ms "
-                                  f"here now, past the {self.settings.latency_target_ms:g} ms latency target; retry "
+                                  f"here now, past the {self.settings.file_target_ms:g} ms admitted (the latency "
+                                  f"target less its headroom); retry "
                                   f"after {predicted - target:.2f} s (with crops=false and insets=false its frames are batched "
                                   "with other queries')",
                                   retry_after=predicted - target)
