@@ -86,6 +86,50 @@ def test_search_with_a_light_query_encoder_names_it_and_answers_as_the_engine(li
             assert_error(r, 400, kind)
 
 
+def test_under_load_an_upload_is_refused_before_a_byte_of_its_body_is_read(live_server):
+    """With the encoder's queue full, a multipart upload gets its 503 from its headers alone (neither the gate nor
+    the route reads its body: at twice the sustainable image load half the uploads are refused, and reading them
+    delayed the rest); a small multipart form (a stored range) is still read and answered; without the load, the
+    same upload is read (here: refused as a malformed form)."""
+    import asyncio
+
+    with live_server.client() as client:
+        bikes = next(v for v in client.get("/videos").json()["videos"] if v["name"] == "bikes.mp4")
+    upload = b"x" * 30_000  # over the multipart size a stored range takes, under the gate's 64 KB for direct routes
+    ref = (b'--xyz\r\nContent-Disposition: form-data; name="ref"\r\n\r\n' + f"{bikes['video_id']}@1-5".encode()
+           + b"\r\n--xyz--\r\n")
+
+    def call(body: bytes) -> tuple[int, int]:
+        reads = [0]
+        sent: list[dict] = []
+
+        async def receive():
+            reads[0] += 1
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/search", "raw_path": b"/search", "root_path": "", "query_string": b"",
+                 "headers": [(b"host", b"test"), (b"content-type", b"multipart/form-data; boundary=xyz"),
+                             (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        asyncio.run(live_server.app(scope, receive, send))
+        return next(m["status"] for m in sent if m["type"] == "http.response.start"), reads[0]
+
+    encoder = live_server.app.state.server.queries.encoder
+    status, reads = call(upload)
+    assert status == 400 and reads >= 1  # read, and refused as the malformed form it is
+    encoder.reserve(10_000)  # another query of 10,000 frames, admitted (alone) and being decoded
+    try:
+        assert call(upload) == (503, 0)
+        status, reads = call(ref)
+        assert status == 200 and reads >= 1
+    finally:
+        encoder.release(10_000)
+
+
 def test_search_image_is_identified_by_content_not_name(live_server, footage, tmp_path):
     import av
     from PIL import Image

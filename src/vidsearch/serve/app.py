@@ -55,6 +55,7 @@ from vidsearch.errors import (
 from vidsearch.serve.metrics import CONTENT_TYPE, ServeMetrics
 from vidsearch.serve.schemas import SearchResponse
 from vidsearch.serve.security import (
+    DIRECT_MAX_MULTIPART,
     DirectReply,
     Gate,
     HTTPProblem,
@@ -456,6 +457,15 @@ def _params(form: Any) -> Any:
                           _text(form, "query_encoder", "").strip())
 
 
+def _carries_a_file(request: Request) -> bool:
+    """Whether a search request's body is a multipart upload, by its headers before the body is read: larger than
+    any text fields (``security.DIRECT_MAX_MULTIPART``), or of unknown size (chunked)."""
+    if media_type(request.headers.get("content-type")) != "multipart/form-data":
+        return False
+    length = request.headers.get("content-length", "")
+    return not length.isdigit() or int(length) > DIRECT_MAX_MULTIPART
+
+
 async def _search_ref(server: Server, form: Any, started: float) -> Any:
     """A stored-range search from the form's fields (``ref``, ``k``, ``rerank``, ``min_similarity``)."""
     ref = _text(form, "ref", "").strip()
@@ -620,6 +630,10 @@ def _add_routes(app: FastAPI) -> None:
                 raise HTTPProblem(400, "BadRequest", "file must be a file upload (multipart/form-data), not text")
             answer = await _search_ref(server, fields, started)
             return Response(answer.body, media_type="application/json")
+        if _carries_a_file(request):
+            # refuse before the body is read and parsed: at twice the sustainable image load, half the requests
+            # are refused, and parsing their uploads on the event loop delayed the others and the 503s themselves
+            server.queries.precheck()
         form = await request.form(max_files=1, max_fields=16)
         try:
             file, ref = form.get("file"), form.get("ref")

@@ -377,6 +377,11 @@ class Forwarder(Protocol):
 DIRECT_MAX_BODY = 64 * 1024
 """Largest body (Content-Length) a direct route reads; anything larger (an upload) goes through the app."""
 
+DIRECT_MAX_MULTIPART = 4096
+"""Largest multipart body a direct route reads: text fields take a few hundred bytes, so a larger one carries a
+file, which no direct route answers. The app gets it unread and may refuse it before reading it (the search
+route's 503 under load); read here, a 60 KB image was read and parsed twice and its 503 waited for both."""
+
 
 class Gate:
     """ASGI middleware in front of the app: checks the token, the body's content type and size before the
@@ -449,7 +454,8 @@ class Gate:
                                         {"Retry-After": "2"})
                 return
             route = self.direct.get((scope.get("method", "GET"), scope.get("path", ""))) if self.direct else None
-            if route is not None and length is not None and int(length) <= DIRECT_MAX_BODY:
+            limit = DIRECT_MAX_MULTIPART if media_type(content_type) == "multipart/form-data" else DIRECT_MAX_BODY
+            if route is not None and length is not None and int(length) <= limit:
                 body = await _read_body(receive, self.max_body)
                 reply = await route(scope, content_type, body)
                 if reply is not None:
