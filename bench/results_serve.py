@@ -129,6 +129,39 @@ def render_workers(result: Path = WORKERS_RESULT) -> str:
     return "\n".join(lines)
 
 
+I_BEGIN, I_END = "<!-- serve-image-runs-table:begin (bench/results_serve.py) -->", "<!-- serve-image-runs-table:end -->"
+# Image-only runs of bench/serve.py (``--kinds image --name NAME``), oldest first: what each one changed.
+IMAGE_RUNS = (
+    ("serve-image-baseline", "steps of >= 100 requests"),
+    ("serve-image-300", "steps of >= 300 requests (`--image-min-requests 300`)"),
+    ("serve-light", "the scheduler's server with `--light-encoder sscd-distilled`"),
+    ("serve-image-early", "steps of >= 300 requests and a confirmation (the defaults since c53e453), admission headroom "
+                          "0.1, uploads refused before their body is read"),
+)
+
+
+def render_image_runs(results: Path = BENCH / "results") -> str:
+    """The Markdown block (markers included) of the image-only runs in :data:`IMAGE_RUNS`."""
+    lines = [I_BEGIN, "",
+             "| run | commit (src dirty) | scheduler req/s at p99 <= target (p99 ms) | `--max-batch 1` req/s (p99 ms) | "
+             "scheduler / batch 1 | at 2x: offered req/s, admitted p99 ms, 503s, 503 p99 ms (scheduler) |",
+             "|---|---|---|---|---|---|"]
+    for name, label in IMAGE_RUNS:
+        d = json.loads((results / f"{name}.json").read_text())
+        per, git = d.get("per_mode") or {}, d.get("git") or {}
+        a, b = (per.get("scheduler") or {}).get("image") or {}, (per.get("max_batch_1") or {}).get("image") or {}
+        ratio = a["qps_at_limit"] / b["qps_at_limit"] if a.get("qps_at_limit") and b.get("qps_at_limit") else None
+        over = a.get("overload") or {}
+        share = f"{over['n_503']}/{over['sent']}" if over.get("sent") else "-"
+        lines.append(f"| {label} (`{name}.json`) | {str(git.get('commit'))[:7]} ({git.get('src_dirty')}) | "
+                     f"{_f(a.get('qps_at_limit'))} ({_f(a.get('p99_ms_at_limit'))}) | "
+                     f"{_f(b.get('qps_at_limit'))} ({_f(b.get('p99_ms_at_limit'))}) | "
+                     f"{'-' if ratio is None else f'{ratio:.2f}x'} | {_f(over.get('offered_rps'))}, "
+                     f"{_f(over.get('admitted_p99_ms'))}, {share}, {_f(over.get('p99_503_ms'))} |")
+    lines += ["", I_END]
+    return "\n".join(lines)
+
+
 def updated(doc: str, result: Path = RESULT, workers: Path = WORKERS_RESULT) -> str:
     """``doc`` with its serving block rendered from ``result`` (the section appended when it has no block), and
     its workers block (where the document has one) from ``workers``."""
@@ -142,6 +175,10 @@ def updated(doc: str, result: Path = RESULT, workers: Path = WORKERS_RESULT) -> 
         head, rest = doc.split(W_BEGIN, 1)
         _, tail = rest.split(W_END, 1)
         doc = head + render_workers(workers) + tail
+    if I_BEGIN in doc and I_END in doc:
+        head, rest = doc.split(I_BEGIN, 1)
+        _, tail = rest.split(I_END, 1)
+        doc = head + render_image_runs(workers.parent) + tail
     return doc
 
 

@@ -25,8 +25,9 @@ What it does:
    latency L), then open-loop steps of offered load, the same rates for both servers: from ``--start-load / L``
    doubling until a step fails (p99 of the 200s above the limit, or >= 1 % of the requests not answered 200),
    then ``--refine`` bisections between the last passing and the first failing rate (geometric mid-points), then
-   ``--confirm`` repeats of the highest passing rate (a failed repeat moves to the next lower passing rate: a rate
-   counts only when every run of it passed), then one step at twice the confirmed rate (the overload step). The limit is the latency target T, and 50 ms
+   ``--confirm`` repeats of the highest passing rate (a rate counts when each run's p99 is within the limit and
+   fewer than 1 % of all its runs' requests got no 200; else the next lower passing rate is confirmed), then one
+   step at twice the confirmed rate (the overload step). The limit is the latency target T, and 50 ms
    (``--ref-p99-ms``) for stored-range queries (the issue's target for them).
 4. An RSS-growth run on the scheduler's server: ``--rss-warmup`` then ``--rss-requests`` (5,000) requests, image
    and stored-range queries alternating, closed loop at ``--rss-concurrency``; VmRSS before and after.
@@ -104,10 +105,10 @@ NOTES = [
     "server more per request.",
     "Image steps send at least --image-min-requests (300) requests within --image-step-max-seconds (40 s), so "
     "their p99 is not simply the slowest of 40 answers; other steps at least --min-requests.",
-    "Throughput at the target: the achieved rate of 200s at the highest offered load whose every step (the "
-    "sweep's, then --confirm repeats) has its p99 (of the 200s) within the limit and < 1 % of its requests "
-    "without a 200 (503s, errors, timeouts, unsent); with several runs of that rate, the lowest achieved rate "
-    "and the highest p99 are reported.",
+    "Throughput at the target: the achieved rate of 200s at the highest offered load whose steps (the sweep's, "
+    "then --confirm repeats) each have their p99 (of the 200s) within the limit and together < 1 % of their "
+    "requests without a 200 (503s, errors, timeouts, unsent); with several runs of that rate, the lowest achieved "
+    "rate and the highest p99 are reported.",
 ]
 
 
@@ -141,8 +142,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="an image step never plans longer than this (default 40)")
     p.add_argument("--confirm", type=int, default=1,
                    help="repeats of each mode's highest passing rate after the refinement; a rate counts as "
-                        "sustainable only if every run of it passes (a failed repeat tries the next lower passing "
-                        "rate, %(default)s repeat(s) each, at most 3 rates)")
+                        "sustainable when each run's p99 is within the limit and < 1 %% of all its runs' requests "
+                        "got no 200 (else the next lower passing rate is tried, %(default)s repeat(s) each, at most "
+                        "3 rates)")
     p.add_argument("--max-requests", type=int, default=4000)
     p.add_argument("--request-timeout", type=float, default=10.0, help="seconds from arrival to give up")
     p.add_argument("--max-connections", type=int, default=256, help="keep-alive connections per server at most")
@@ -945,6 +947,17 @@ def passes(step: dict[str, Any], limit_ms: float) -> bool:
         missing < 0.01 * step["planned"]
 
 
+def rate_passes(runs: list[dict[str, Any]], limit_ms: float) -> bool:
+    """Whether a rate run once or more (its steps ``runs``) is sustainable: every run's p99 of the 200s within
+    ``limit_ms``, and fewer than 1 % of all their planned requests without a 200 (pooled: at 300 requests a run,
+    1 % is 3 refusals, and whether a server near its capacity refuses 2 or 3 is chance; quiet run of c53e453:
+    the same server passed 16/s with 0 refusals, then failed it with 3)."""
+    planned = sum(s["planned"] for s in runs)
+    missing = planned - sum(s["n_2xx"] for s in runs)
+    return bool(runs) and all(s["n_2xx"] > 0 and s["p99_ms"] is not None and s["p99_ms"] <= limit_ms for s in runs) \
+        and missing < 0.01 * planned
+
+
 # ---------------------------------------------------------------------------------------------- /metrics
 
 
@@ -1089,19 +1102,20 @@ async def sweep_kind(servers: dict[str, ServerProcess], requests: dict[str, list
                 continue
             fig = await step(mode, rate, "refine")
             state[mode]["good" if fig["passed"] else "bad"] = rate
-    # confirm: each mode's highest passing rate again; one failed run and the next lower passing rate is tried
-    # (a step fails on 1 % of refusals, so a single pass near saturation is partly luck)
+    # confirm: each mode's highest passing rate again, judged on all its runs (rate_passes); when it no longer
+    # passes, the next lower passing rate is tried (a single pass near saturation is partly luck)
     for mode in servers:
+        def runs_at(rate: float) -> list[dict[str, Any]]:
+            return [s for s in steps if s["mode"] == mode and s["kind"] == kind and s["phase"] != "overload"
+                    and s["offered_rps"] == rate]
+
         passed = sorted({s["offered_rps"] for s in steps if s["mode"] == mode and s["kind"] == kind
                          and s["phase"] != "overload" and s["passed"]}, reverse=True)
         state[mode]["good"] = None
         for rate in passed[:3] if args.confirm > 0 else passed[:1]:
-            ok = True
             for _ in range(max(0, args.confirm)):
-                ok = (await step(mode, rate, "confirm"))["passed"]
-                if not ok:
-                    break
-            if ok:
+                await step(mode, rate, "confirm")
+            if rate_passes(runs_at(rate), limit_ms):
                 state[mode]["good"] = rate
                 break
             state[mode]["bad"] = min(rate, state[mode]["bad"] or math.inf)
@@ -1117,14 +1131,14 @@ def _fmt(x: float | None) -> str:
 
 
 def mode_kind_summary(steps: list[dict[str, Any]], mode: str, kind: str, limit_ms: float) -> dict[str, Any]:
-    """Throughput at ``limit_ms`` (the highest offered rate whose every run passed: its lowest achieved rate and
-    highest p99) and the overload step's figures."""
+    """Throughput at ``limit_ms`` (the highest offered rate whose runs pass together, :func:`rate_passes`: its
+    lowest achieved rate and highest p99) and the overload step's figures."""
     mine = [s for s in steps if s["mode"] == mode and s["kind"] == kind]
     runs: dict[float, list[dict[str, Any]]] = {}
     for s in mine:
         if s["phase"] != "overload":
             runs.setdefault(s["offered_rps"], []).append(s)
-    good = [rate for rate, its in runs.items() if all(passes(s, limit_ms) for s in its)]
+    good = [rate for rate, its in runs.items() if rate_passes(its, limit_ms)]
     best_rate = max(good, default=None)
     best = runs[best_rate] if best_rate is not None else None
     first_fail = min((rate for rate in runs if rate not in good and (best_rate is None or rate > best_rate)),
