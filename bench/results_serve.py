@@ -134,9 +134,13 @@ I_BEGIN, I_END = "<!-- serve-image-runs-table:begin (bench/results_serve.py) -->
 IMAGE_RUNS = (
     ("serve-image-baseline", "steps of >= 100 requests"),
     ("serve-image-300", "steps of >= 300 requests (`--image-min-requests 300`)"),
-    ("serve-light", "the scheduler's server with `--light-encoder sscd-distilled`"),
-    ("serve-image-early", "steps of >= 300 requests and a confirmation (the defaults since c53e453), admission headroom "
-                          "0.1, uploads refused before their body is read"),
+    ("serve-light", "the same, the scheduler's server with `--light-encoder sscd-distilled`"),
+    ("serve-headroom", "full sweep: admission headroom 0.1, steps of >= 300 requests, the highest passing rate "
+                       "confirmed once, each run judged alone"),
+    ("serve-image-early", "the same (images only), and uploads refused before their body is read"),
+    ("serve-strict-confirm", "the same, full sweep"),
+    ("serve-light-2", "as the full sweep of the table above (runs judged together), the scheduler's server with "
+                      "`--light-encoder sscd-distilled`"),
 )
 
 

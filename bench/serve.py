@@ -26,8 +26,8 @@ What it does:
    doubling until a step fails (p99 of the 200s above the limit, or >= 1 % of the requests not answered 200),
    then ``--refine`` bisections between the last passing and the first failing rate (geometric mid-points), then
    ``--confirm`` repeats of the highest passing rate (a rate counts when each run's p99 is within the limit and
-   fewer than 1 % of all its runs' requests got no 200; else the next lower passing rate is confirmed), then one
-   step at twice the confirmed rate (the overload step). The limit is the latency target T, and 50 ms
+   fewer than 1 % of all its runs' requests got no 200; else one bisection step below it and the highest passing
+   rate is confirmed, three rounds at most), then one step at twice the confirmed rate (the overload step). The limit is the latency target T, and 50 ms
    (``--ref-p99-ms``) for stored-range queries (the issue's target for them).
 4. An RSS-growth run on the scheduler's server: ``--rss-warmup`` then ``--rss-requests`` (5,000) requests, image
    and stored-range queries alternating, closed loop at ``--rss-concurrency``; VmRSS before and after.
@@ -143,8 +143,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--confirm", type=int, default=1,
                    help="repeats of each mode's highest passing rate after the refinement; a rate counts as "
                         "sustainable when each run's p99 is within the limit and < 1 %% of all its runs' requests "
-                        "got no 200 (else the next lower passing rate is tried, %(default)s repeat(s) each, at most "
-                        "3 rates)")
+                        "got no 200 (else a bisection step below it, and the highest passing rate is confirmed; "
+                        "%(default)s repeat(s) each, three rounds at most)")
     p.add_argument("--max-requests", type=int, default=4000)
     p.add_argument("--request-timeout", type=float, default=10.0, help="seconds from arrival to give up")
     p.add_argument("--max-connections", type=int, default=256, help="keep-alive connections per server at most")
@@ -1103,22 +1103,38 @@ async def sweep_kind(servers: dict[str, ServerProcess], requests: dict[str, list
             fig = await step(mode, rate, "refine")
             state[mode]["good" if fig["passed"] else "bad"] = rate
     # confirm: each mode's highest passing rate again, judged on all its runs (rate_passes); when it no longer
-    # passes, the next lower passing rate is tried (a single pass near saturation is partly luck)
+    # passes, one bisection step between it and the next lower passing rate, and the highest passing rate is
+    # confirmed again (three rounds at most). A single pass near saturation is partly luck; falling back to the
+    # next lower rate alone halved a server's rate in one run (ref, --max-batch 1: 600 failed its confirmation,
+    # 300 was the next lower rate).
     for mode in servers:
         def runs_at(rate: float) -> list[dict[str, Any]]:
             return [s for s in steps if s["mode"] == mode and s["kind"] == kind and s["phase"] != "overload"
                     and s["offered_rps"] == rate]
 
-        passed = sorted({s["offered_rps"] for s in steps if s["mode"] == mode and s["kind"] == kind
-                         and s["phase"] != "overload" and s["passed"]}, reverse=True)
         state[mode]["good"] = None
-        for rate in passed[:3] if args.confirm > 0 else passed[:1]:
-            for _ in range(max(0, args.confirm)):
-                await step(mode, rate, "confirm")
+        confirmed: set[float] = set()
+        for _ in range(3):
+            bad = state[mode]["bad"] or math.inf
+            rates = sorted({s["offered_rps"] for s in steps if s["mode"] == mode and s["kind"] == kind
+                            and s["phase"] != "overload" and s["offered_rps"] < bad}, reverse=True)
+            passing = [r for r in rates if rate_passes(runs_at(r), limit_ms)]
+            if not passing:
+                break
+            rate = passing[0]
+            if rate not in confirmed and args.confirm > 0:
+                confirmed.add(rate)
+                for _ in range(args.confirm):
+                    await step(mode, rate, "confirm")
             if rate_passes(runs_at(rate), limit_ms):
                 state[mode]["good"] = rate
                 break
-            state[mode]["bad"] = min(rate, state[mode]["bad"] or math.inf)
+            state[mode]["bad"] = rate
+            lower = passing[1] if len(passing) > 1 else None
+            if lower is not None and rate / lower >= 1.05:
+                mid = _round_rate(math.sqrt(lower * rate))
+                if mid not in (lower, rate):
+                    await step(mode, mid, "refine")
     # overload: twice the highest passing rate (twice the first rate when none passed)
     for mode in servers:
         base = state[mode]["good"] or _round_rate(start_rate)
