@@ -139,8 +139,9 @@ IMAGE_RUNS = (
                        "confirmed once, each run judged alone"),
     ("serve-image-early", "the same (images only), and uploads refused before their body is read"),
     ("serve-strict-confirm", "the same, full sweep"),
-    ("serve-light-2", "as the full sweep of the table above (runs judged together), the scheduler's server with "
-                      "`--light-encoder sscd-distilled`"),
+    ("serve-pooled", "full sweep, the runs of a rate judged together (refusals pooled)"),
+    ("serve-light-2", "the same (images only), the scheduler's server with `--light-encoder sscd-distilled`"),
+    ("serve-bisect", "full sweep, a bisection step after a failed confirmation"),
 )
 
 

@@ -796,9 +796,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--light-encoder", choices=registry.encoder_names(),
                    help="under load, encode file queries with this cheaper encoder in the collection encoder's space "
                         "(sscd-distilled for sscd collections) instead of refusing them; the answer names it")
-    p.add_argument("--admission-headroom", type=float, default=0.1, metavar="FRACTION",
+    p.add_argument("--admission-headroom", type=float, default=0.2, metavar="FRACTION",
                    help="admit file queries predicted within (1 - FRACTION) of the latency target, for the time a "
-                        "client waits that the server cannot see (default 0.1; 0 admits up to the target)")
+                        "client waits that the server cannot see (default 0.2; 0 admits up to the target)")
     p.add_argument("--max-upload-mb", type=_positive, default=512.0, help="largest upload accepted (default 512)")
     p.add_argument("--max-query-seconds", type=_positive, default=120.0,
                    help="longest query video accepted (default 120)")

@@ -52,9 +52,20 @@ def test_the_index_encoder_table_matches_its_result_file() -> None:
     assert marked_rows("index-encoder-table") == want
 
 
-def test_the_distilled_seed4_table_matches_its_result_file() -> None:
-    data = result("eval-vsc-small-seed4-distilled/results.json")
-    assert not data["partial"] and not data["provenance"]["src_dirty"] and data["seed"] == 4
-    want = [f"| {name} | {m['segment_micro_ap']:.4f} | {m['pair_micro_ap']:.4f} | {m['index_s']:.1f} | "
+def test_the_distilled_seeds_table_matches_its_result_files() -> None:
+    want = []
+    for seed in (1, 2, 4):
+        data = result(f"eval-vsc-small-seed{seed}-distilled/results.json")
+        assert not data["partial"] and not data["provenance"]["src_dirty"] and data["seed"] == seed
+        want += [f"| {seed} | {name} | {m['segment_micro_ap']:.4f} | {m['pair_micro_ap']:.4f} | {m['index_s']:.1f} | "
+                 f"{m['query_ms_p50']:.0f} |" for name, m in data["methods"].items()]
+    assert marked_rows("distilled-seeds-table") == want
+
+
+def test_the_distilled_neardup_table_matches_its_result_file() -> None:
+    data = result("eval-neardup-full-distilled/results.json")
+    assert not data["partial"] and not data["provenance"]["src_dirty"] and data["size"] == "full"
+    want = [f"| {name} | {m['mAP']:.3f} | {m['uAP']:.3f} | {min(m['per_transform_mAP'].values()):.3f} | "
+            f"{m['nomatch_fp_rate']:.3f} | {m['true_match_recall_at_threshold']:.3f} | {m['localization_tIoU']:.3f} | "
             f"{m['query_ms_p50']:.0f} |" for name, m in data["methods"].items()]
-    assert marked_rows("distilled-seed4-table") == want
+    assert marked_rows("distilled-neardup-table") == want
