@@ -1,23 +1,22 @@
-"""docs/RESULTS.md section 10's session-12 image re-runs must equal their result files."""
+"""docs/RESULTS.md section 10's earlier image runs: the table bench/results_serve.py renders from their files (its
+``--check`` is run by tests/bench/test_serve_bench.py), each file a clean run of what its row says."""
 
 from __future__ import annotations
 
-from results_doc import marked_rows, result
-
-RUNS = {"serve-image-baseline.json": "image sweep, steps of >= 100 requests (as above)",
-        "serve-image-300.json": "image sweep, steps of >= 300 requests (`--image-min-requests 300`)",
-        "serve-light.json": "image sweep, the scheduler's server with `--light-encoder sscd-distilled`"}
+from benchload import load_bench
+from results_doc import ROOT, result
 
 
-def test_the_image_rerun_table_matches_its_result_files() -> None:
-    want = []
-    for name, label in RUNS.items():
-        data = result(name)
-        assert not data["git"]["src_dirty"] and data["config"]["kinds"] == ["image"]
-        s = data["summary"]
-        p503 = "-" if s["overload_503_p99_ms"] is None else f"{s['overload_503_p99_ms']:.1f}"
-        want.append(f"| {label} | {s['image_qps_at_target_scheduler']:.1f} | {s['image_qps_at_target_max_batch_1']:.1f} | "
-                    f"{s['ratio']:.2f}x | {s['overload_offered_rps']:.1f}, {s['admitted_p99_at_2x_ms']:.1f}, "
-                    f"{s['overload_503_count']}, {p503} |")
-    assert marked_rows("serve-image-rerun-table") == want
-    assert "--light-encoder sscd-distilled" in result("serve-light.json")["config"]["scheduler_args"]
+def test_each_image_run_in_the_table_is_a_clean_run_of_what_its_row_says() -> None:
+    renderer = load_bench("results_serve")
+    doc = (ROOT / "docs" / "RESULTS.md").read_text()
+    assert renderer.I_BEGIN in doc and renderer.I_END in doc
+    block = doc.split(renderer.I_BEGIN, 1)[1].split(renderer.I_END, 1)[0]
+    rows = [r.strip() for r in block.strip().splitlines()[2:]]
+    assert len(rows) == len(renderer.IMAGE_RUNS)
+    for (name, label), row in zip(renderer.IMAGE_RUNS, rows):
+        data = result(f"{name}.json")
+        assert not data["git"]["src_dirty"] and "image" in data["config"]["kinds"], name
+        assert row.startswith(f"| {label} (`{name}.json`) | {data['git']['commit'][:7]} (False) |"), row
+        light = "--light-encoder sscd-distilled" in (data["config"].get("scheduler_args") or "")
+        assert light == ("light-encoder" in label), name
