@@ -142,6 +142,7 @@ IMAGE_RUNS = (
     ("serve-pooled", "full sweep, the runs of a rate judged together (refusals pooled)"),
     ("serve-light-2", "the same (images only), the scheduler's server with `--light-encoder sscd-distilled`"),
     ("serve-bisect", "full sweep, a bisection step after a failed confirmation"),
+    ("serve-repeat", "the final full sweep again (headroom 0.2, the default now), straight after it"),
 )
 
 
