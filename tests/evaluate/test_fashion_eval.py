@@ -34,3 +34,4 @@ def test_eval_fashion_small(tmp_path, capsys) -> None:  # type: ignore[no-untype
     assert m["moving_item_mAP"] > 2 * labels["item"]["random_mAP"]
     assert abs(m["moving_direction_within_axis_mAP"] - labels["direction_within_axis"]["random_mAP"]) < 0.1
     assert doc["dataset"]["sha256"] and doc["config"]["gallery"] == 20
+    assert doc["git"] == {"commit": doc["provenance"]["git_commit"], "src_dirty": doc["provenance"]["src_dirty"]}

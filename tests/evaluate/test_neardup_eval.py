@@ -35,6 +35,7 @@ def test_eval_neardup_small(tmp_path: Path):
     assert doc["partial"] is False and doc["missing"] == {} and summary["partial"] is False
     prov = doc["provenance"]
     assert len(prov["git_commit"]) == 40 and isinstance(prov["src_dirty"], bool)
+    assert doc["git"] == {"commit": prov["git_commit"], "src_dirty": prov["src_dirty"]}  # as the bench scripts write it
     assert prov["started_utc"] <= prov["finished_utc"] and prov["duration_s"] > 0
     assert all(len(prov[k]["loadavg_1_5_15"]) == 3 for k in ("load_start", "load_end"))
     assert "commit " + prov["git_commit"] in html
@@ -63,6 +64,7 @@ def test_eval_neardup_tiny(tmp_path: Path, monkeypatch, capsys):
     assert max(m["scores"]["nomatch_top1"]) < min(m["scores"]["true"][:3] or [1.0])  # no-match scores below true ones
     prov = doc["provenance"]
     assert len(prov["git_commit"]) == 40 and prov["started_utc"] <= prov["finished_utc"]
+    assert doc["git"] == {"commit": prov["git_commit"], "src_dirty": prov["src_dirty"]}
     assert all(len(prov[k]["loadavg_1_5_15"]) == 3 for k in ("load_start", "load_end"))
     html = (out / "report.html").read_text()
     assert html.count("<img src='data:image/png;base64,") >= 4 and "commit " + prov["git_commit"] in html

@@ -264,6 +264,7 @@ def test_eval_vsc_tiny_end_to_end(tiny_data: Path, tmp_path: Path, monkeypatch, 
     assert {"vidsearch", "numpy", "tmkpy", "perception"} <= set(doc["versions"])
     prov = doc["provenance"]
     assert len(prov["git_commit"]) == 40 and isinstance(prov["src_dirty"], bool)
+    assert doc["git"] == {"commit": prov["git_commit"], "src_dirty": prov["src_dirty"]}
     assert prov["started_utc"] <= prov["finished_utc"]
     assert all(len(prov[k]["loadavg_1_5_15"]) == 3 for k in ("load_start", "load_end"))
 

@@ -103,7 +103,7 @@ def run_fashion_eval(out: Path, size: str = "small", encoders: list[str] | None 
         EncodeConfig(encoder=name)
     out.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"benchmark": "fashion", "size": size, "seed": seed, "k": k, "unseen_classes": list(unseen),
-                           "config": cfg, "dataset": dataset_info(), "provenance": provenance.public(record),
+                           "config": cfg, "dataset": dataset_info(), "git": provenance.git(record), "provenance": provenance.public(record),
                            "partial": False, "missing": {}, "machine": machine(),
                            "versions": library_versions(), "timing_s": {}}
     t = time.perf_counter()

@@ -95,6 +95,12 @@ def finish(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def git(record: dict[str, Any]) -> dict[str, Any]:
+    """``{"commit", "src_dirty"}`` of a ``start()`` record: the top-level ``git`` object every result JSON carries
+    (the bench scripts' ``_common.git_info`` writes the same), so one key finds the commit of any result."""
+    return {"commit": record.get("git_commit"), "src_dirty": record.get("src_dirty")}
+
+
 def public(record: dict[str, Any]) -> dict[str, Any]:
     """The record as written to JSON (without the private monotonic start time)."""
     return {k: v for k, v in record.items() if not k.startswith("_")}

@@ -167,7 +167,7 @@ def run_eval(benchmark: str, out: Path, size: str = "small", methods: list[str] 
             "benchmark": benchmark, "size": size, "seed": seed, "build_s": round(build_s, 2),
             "partial": bench.partial, "missing": bench.missing,
             "references": len(bench.references), "queries": len(bench.queries),
-            "provenance": provenance.public(record),
+            "git": provenance.git(record), "provenance": provenance.public(record),
             "machine": machine(), "versions": library_versions(), "unavailable": skipped,
             "config": {"default_collection": CollectionConfig().to_dict(), "collection_overrides": collection or {}, "k": 20},
             "methods": results,

@@ -370,7 +370,8 @@ def run_vsc(out: Path, size: str = "small", methods: list[str] | None = None, se
                     "queries_with_copies": n_copy_queries, "nomatch_queries": len(dataset.query_ids) - n_copy_queries,
                     "copies": len(dataset.ground_truth)},
         "partial": bool(unavailable), "unavailable": dict(unavailable),
-        "provenance": provenance.public(record), "machine": machine(), "versions": _versions(),
+        "git": provenance.git(record), "provenance": provenance.public(record), "machine": machine(),
+        "versions": _versions(),
         "config": {"default_collection": CollectionConfig().to_dict(), "collection_overrides": collection or {},
                    "k": k, "methods": names,
                    "prediction_scores": "vidsearch: each matched range's own score (pair_micro_ap_video_score: the "
