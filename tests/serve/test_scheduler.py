@@ -696,20 +696,24 @@ def test_threaded_scheduler_with_two_workers_overlaps_batches() -> None:
 
 def test_warm_up_stops_at_the_target_and_the_memory_budget() -> None:
     memory = [0]
+    now = [0.0]  # a virtual clock that only `run` advances: a loaded CI machine cannot stretch a batch
 
     def run(items: list[int]) -> list[int]:
         units = pad_shape(sum(items), SHAPES)
         memory[0] = max(memory[0], units * 10 * 2**20)  # an arena keeping 10 MiB per unit of the largest batch
-        time.sleep(0.002 * units)
+        now[0] += 0.002 * units
         return items
 
-    slow: BatchScheduler[int, int] = BatchScheduler("fake", run, BatchPolicy(latency_target_ms=40))
+    def clock() -> float:
+        return now[0]
+
+    slow: BatchScheduler[int, int] = BatchScheduler("fake", run, BatchPolicy(latency_target_ms=40), clock=clock)
     slow.warm_up(lambda n: 1, repeats=1)
     # 2 ms per unit: shape 8 (16 ms) fits half the 40 ms target, shape 16 (32 ms) does not
     assert slow.warmed_shapes == (1, 2, 4, 8) and slow.shapes == (1, 2, 4, 8)
     memory[0] = 0
     tight: BatchScheduler[int, int] = BatchScheduler("fake", run, BatchPolicy(latency_target_ms=10_000,
-                                                                              memory_budget_mb=50))
+                                                                              memory_budget_mb=50), clock=clock)
     tight.warm_up(lambda n: 1, repeats=1, memory_probe=lambda: memory[0])
     # 10 MiB per unit: 4 units grow 40 MiB; 8 would be 80 MiB, past the 50 MiB budget
     assert tight.warmed_shapes == (1, 2, 4) and max(tight.warm_up_memory.values()) <= 50
