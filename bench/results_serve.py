@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -152,11 +153,18 @@ def render_image_runs(results: Path = BENCH / "results") -> str:
              "| run | commit (src dirty) | scheduler req/s at p99 <= target (p99 ms) | `--max-batch 1` req/s (p99 ms) | "
              "scheduler / batch 1 | at 2x: offered req/s, admitted p99 ms, 503s, 503 p99 ms (scheduler) |",
              "|---|---|---|---|---|---|"]
-    for name, label in IMAGE_RUNS:
+    same_encoder: list[float] = []  # the ratios of the runs whose two servers ran the same encoder
+    target = None
+    for name, label in (*IMAGE_RUNS, (RESULT.stem, "")):
         d = json.loads((results / f"{name}.json").read_text())
         per, git = d.get("per_mode") or {}, d.get("git") or {}
         a, b = (per.get("scheduler") or {}).get("image") or {}, (per.get("max_batch_1") or {}).get("image") or {}
         ratio = a["qps_at_limit"] / b["qps_at_limit"] if a.get("qps_at_limit") and b.get("qps_at_limit") else None
+        if ratio is not None and "--light-encoder" not in str((d.get("config") or {}).get("scheduler_args", "")):
+            same_encoder.append(ratio)
+        if not label:  # the headline run: counted above, its row is the serving table's
+            target = (d.get("summary") or {}).get("ratio_target")
+            continue
         over = a.get("overload") or {}
         share = f"{over['n_503']}/{over['sent']}" if over.get("sent") else "-"
         lines.append(f"| {label} (`{name}.json`) | {str(git.get('commit'))[:7]} ({git.get('src_dirty')}) | "
@@ -164,6 +172,12 @@ def render_image_runs(results: Path = BENCH / "results") -> str:
                      f"{_f(b.get('qps_at_limit'))} ({_f(b.get('p99_ms_at_limit'))}) | "
                      f"{'-' if ratio is None else f'{ratio:.2f}x'} | {_f(over.get('offered_rps'))}, "
                      f"{_f(over.get('admitted_p99_ms'))}, {share}, {_f(over.get('p99_503_ms'))} |")
+    if same_encoder and target:
+        met = sum(r >= target for r in same_encoder)
+        lines += ["", f"Over these runs and the headline run above, with the same encoder on both servers "
+                      f"({len(same_encoder)} sweeps): scheduler / `--max-batch 1` median "
+                      f"{statistics.median(same_encoder):.2f}x, range {min(same_encoder):.2f}x-{max(same_encoder):.2f}x; "
+                      f"{met} of {len(same_encoder)} at or above the {target:.2f}x target."]
     lines += ["", I_END]
     return "\n".join(lines)
 

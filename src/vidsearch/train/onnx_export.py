@@ -43,6 +43,8 @@ def export_checked(module: Any, args: tuple[Any, ...], target: str | os.PathLike
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*", category=DeprecationWarning)
+        # a pruned EfficientNet's static "same" padding exports as Slice nodes that cannot be constant-folded (harmless)
+        warnings.filterwarnings("ignore", message=".*Constant folding - Only steps=1.*", category=UserWarning)
         exported = os.path.join(scratch, "model.onnx")  # scratch space only: the target is written once, below
         torch.onnx.export(module, args, exported, input_names=list(input_names), output_names=list(output_names),
                           dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()}, opset_version=17, dynamo=False)
