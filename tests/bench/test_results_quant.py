@@ -69,3 +69,27 @@ def test_the_distilled_neardup_table_matches_its_result_file() -> None:
             f"{m['nomatch_fp_rate']:.3f} | {m['true_match_recall_at_threshold']:.3f} | {m['localization_tIoU']:.3f} | "
             f"{m['query_ms_p50']:.0f} |" for name, m in data["methods"].items()]
     assert marked_rows("distilled-neardup-table") == want
+
+
+def prune_rows(data: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, v in data["variants"].items():
+        c = v["cosine_to_teacher"]
+        train = (f"{v['cosine_train_before']:.3f} -> {v['cosine_train_after']:.3f}" if "cosine_train_after" in v
+                 else "-")
+        rows.append(f"| {name} | {v['ratio']:.2f} | {v['macs'] / 1e6:.0f} | {c['p1']:.3f} | {c['mean']:.3f} | {train} | "
+                    f"{v['images_per_s_1t']:.0f} | {v['x_teacher-int8_1t']:.2f}x | {v['x_teacher-int8_2t']:.2f}x |")
+    return rows
+
+
+def test_the_pruning_tables_match_their_result_file() -> None:
+    data = result("prune.json")
+    assert not data["partial"] and not data["git"]["src_dirty"] and data["config"]["vsc_seeds"] == [0]
+    assert marked_rows("prune-table") == prune_rows(data)
+    (vsc,) = data["vsc"]
+    want = [f"| {name} | {m['segment_micro_ap']:.4f} | {m['pair_micro_ap']:.4f} | {m['true_pair_recall']:.3f} | "
+            f"{m['query_ms_p50']:.0f} |" for name, m in vsc["methods"].items()]
+    assert marked_rows("prune-vsc-table") == want
+    # The prose's verdict: no pruned student is within 1 point of segment micro-AP of the teacher's queries.
+    teacher = vsc["methods"]["teacher-int8"]["segment_micro_ap"]
+    assert all(teacher - m["segment_micro_ap"] > 0.01 for name, m in vsc["methods"].items() if name.startswith("pruned"))

@@ -202,8 +202,9 @@ def _slice_bn(bn: Any, keep: Any) -> Any:
     with torch.no_grad():
         new.weight.copy_(bn.weight[keep])
         new.bias.copy_(bn.bias[keep])
-        new.running_mean.copy_(bn.running_mean[keep])
-        new.running_var.copy_(bn.running_var[keep])
+        # BatchNorm2d's buffers are typed Optional (track_running_stats=False leaves them None); ours are tracked.
+        for name in ("running_mean", "running_var"):
+            getattr(new, name).copy_(getattr(bn, name)[keep])
     return new
 
 
@@ -270,8 +271,9 @@ def augment(frame: NDArray[np.uint8], rng: np.random.Generator, size: int = 224)
     img = np.ascontiguousarray(np.clip(out, 0, 255).round().astype(np.uint8))
     if rng.random() < 0.3:
         ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(20, 61))])
-        if ok:
-            img = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+        if decoded is not None:
+            img = np.ascontiguousarray(decoded[:, :, ::-1])
     return img
 
 
