@@ -235,8 +235,9 @@ def run_onnx(path: Path, frames: np.ndarray, optimize: bool = True, batch: int =
 
     from vidsearch.encode.temporal import l2_normalize
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    from vidsearch.encode.onnx_session import session_options
+
+    options = session_options()  # what users run (exact int8 products on x86 CPUs without VNNI too)
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
