@@ -53,7 +53,14 @@ def _vid(coll, name: str) -> str:
     return next(v["id"] for v in coll.videos() if Path(v["path"]).name == name)
 
 
-@pytest.mark.parametrize("path", samples.iscc_videos(), ids=[p.name for p in samples.iscc_videos()])
+# Every container decodes in tests/decode/test_media.py; here a spread of codecs (H.264, VP8, RealVideo, MPEG-1,
+# H.263 in 3GP, the 5 s GIF) is searched on every backend in the fast suite, and the other 15 in `make test-all`
+# (the 21 x 3 searches took 373 s of one worker: the longest file of the suite).
+FAST_TRANSCODES = {"demo.mp4", "demo.webm", "demo.rm", "demo.mpg", "demo.3gp", "demo.gif"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.name, marks=() if p.name in FAST_TRANSCODES else pytest.mark.slow)
+                                  for p in samples.iscc_videos()])
 def test_every_transcode_finds_its_source_over_the_whole_range(coll, path: Path):
     result = coll.search(path, k=3)
     top = result.results[0]
