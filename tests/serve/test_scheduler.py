@@ -207,6 +207,33 @@ def test_items_arriving_while_busy_run_together_padded() -> None:
     assert batch is not None and batch.keys == (1, 2, 3) and batch.units == 3 and batch.shape == 4
 
 
+def test_busy_for_counts_the_running_batch_and_what_waits_behind_it() -> None:
+    controller = warmed(BatchPolicy())
+    assert controller.busy_for(0.0) == 0.0  # idle
+    controller.offer(0.0, 0)
+    first = controller.next_batch(0.0)
+    assert first is not None
+    assert controller.busy_for(0.004) == pytest.approx(affine_cost(1) - 0.004)  # the rest of the running batch
+    for k in (1, 2, 3):
+        controller.offer(0.005, k)
+    # then the 3 queued units in one batch padded to 4, at the typical ratio (1.0 for a fresh controller)
+    assert controller.busy_for(0.005) == pytest.approx(affine_cost(1) - 0.005 + affine_cost(4))
+    assert controller.best_shape() == 16
+    controller.reserve(0.005, 2)  # admitted, still decoding: counted too (5 units: one batch, padded to 8)
+    assert controller.busy_for(0.005) == pytest.approx(affine_cost(1) - 0.005 + affine_cost(8))
+    controller.reserve(0.005, 14)  # 19 units: a batch of 16, then one of 3 padded to 4
+    assert controller.busy_for(0.005) == pytest.approx(affine_cost(1) - 0.005 + affine_cost(16) + affine_cost(4))
+
+
+def test_shared_cores_delay_is_processor_sharing() -> None:
+    from vidsearch.serve.query import shared_cores_delay
+
+    assert shared_cores_delay(0.04, 0.0) == 0.0  # nothing else running: no delay
+    assert shared_cores_delay(0.04, 0.02) == pytest.approx(0.01)  # half speed for the 20 ms they overlap
+    assert shared_cores_delay(0.04, 1.0) == pytest.approx(0.04)  # half speed throughout: twice as long
+    assert shared_cores_delay(0.04, -1.0) == 0.0
+
+
 def test_batching_that_cannot_help_runs_one_by_one() -> None:
     controller = warmed(BatchPolicy(), linear_cost)
     assert controller.best_shape() == 1

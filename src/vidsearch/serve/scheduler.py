@@ -445,6 +445,20 @@ class BatchController(Generic[K]):
         free = [max(0.0, b.started + b.predicted_s - now) for b in self.running]
         return sorted(free + [0.0] * (self.workers - len(free)))
 
+    def busy_for(self, now: float) -> float:
+        """Seconds from ``now`` until every worker is predicted idle: the running batches finish and the units
+        queued or reserved drain in batches of :meth:`best_shape` at the typical ratio (0: idle now)."""
+        cap = self.best_shape()
+        full, rest = divmod(self._queued_units + self._reserved_units, cap)
+        services = [self.predict(pad_shape(cap, self.shapes))] * full
+        if rest:
+            services.append(self.predict(pad_shape(rest, self.shapes)))
+        free = self._free_at(now)
+        for service in services:  # each batch to the worker free first
+            free[0] += self._centre * service
+            free.sort()
+        return free[-1]
+
     def predicted_wait(self, now: float, units: int, arrive_after: float = 0.0) -> float:
         """Predicted queue wait + service (s), at worst, of an item of ``units`` offered now (or reaching the
         queue ``arrive_after`` seconds from now, after decoding).
@@ -861,6 +875,11 @@ class BatchScheduler(Generic[T, R]):
             if not decision.admitted:
                 raise self._refusal(decision)
             return decision.predicted_s
+
+    def busy_for(self) -> float:
+        """Seconds until the workers are predicted idle (:meth:`BatchController.busy_for`)."""
+        with self._cond:
+            return self.controller.busy_for(self._clock())
 
     def release(self, units: int) -> None:
         """Give back a reservation whose item will not come (its decode failed)."""
