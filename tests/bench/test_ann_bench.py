@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -90,6 +91,7 @@ def test_an_interrupted_cached_build_resumes_to_the_same_index(tmp_path: Path, m
         sys.path.remove(str(REPO / "bench"))
 
 
+@pytest.mark.slow  # times every setting of a frontier: ~15-20 s
 def test_pick_fastest_measures_the_quickest_setting_of_the_frontier(tmp_path: Path) -> None:
     """--pick fastest: each probe count's shallowest re-rank reaching 0.98 is timed and the quickest kept;
     methods with one knob (HNSW) keep the first setting reaching it."""

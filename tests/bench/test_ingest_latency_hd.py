@@ -42,6 +42,7 @@ def test_latency_query_selection(monkeypatch: pytest.MonkeyPatch, argv: list[str
     assert latency.parse_args().queries == expected
 
 
+@pytest.mark.slow  # ~15-20 s; test_latency_offers_a_10_s_720p_clip_query runs the script in the fast suite
 def test_latency_runs_end_to_end_on_a_partial_collection(tmp_path: Path) -> None:
     """The script's whole path (it had broken twice against the engine unnoticed): two videos, one round, a light
     query encoder; a partial run says so."""

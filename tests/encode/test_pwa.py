@@ -35,12 +35,19 @@ def pwa_encoder() -> pwa.PWAEncoder:
 
 
 @pytest.fixture(scope="session")
-def pwa_maps(pwa_encoder, pwa_frames) -> np.ndarray:
-    return pwa.feature_maps(pwa_encoder.model_path, pwa_frames)
+def pwa_model():
+    """The two-output export alone (the registered encoder also fits its statistics: two passes over the
+    flipped sample footage, 90-100 s on a cold cache, so the tests that need them are marked slow)."""
+    return pwa.pwa_onnx_path()
 
 
-def test_the_export_gives_the_global_feature_and_the_map_it_pools(pwa_encoder, pwa_frames, pwa_maps):
-    session = pwa._session(str(pwa_encoder.model_path))
+@pytest.fixture(scope="session")
+def pwa_maps(pwa_model, pwa_frames) -> np.ndarray:
+    return pwa.feature_maps(pwa_model, pwa_frames)
+
+
+def test_the_export_gives_the_global_feature_and_the_map_it_pools(pwa_model, pwa_frames, pwa_maps):
+    session = pwa._session(str(pwa_model))
     embedding, fmap = session.run(["embedding", "feature_map"], {"image": pwa_frames[:4]})
     assert fmap.shape == (4, 1280, 7, 7) and fmap.min() >= 0.0 and fmap.max() <= 6.0  # after ReLU6
     np.testing.assert_allclose(fmap, pwa_maps[:4], atol=1e-5)
@@ -72,8 +79,8 @@ def test_part_weights_and_regional_vectors_match_hand_computed_values():
     assert not np.isnan(pwa.regional_vectors(np.zeros((1, 3, 2, 2), np.float32), np.array([1]))).any()
 
 
-def test_statistics_of_partitions_merge_to_those_of_the_whole(pwa_encoder, pwa_frames, pwa_maps):
-    model = str(pwa_encoder.model_path)
+def test_statistics_of_partitions_merge_to_those_of_the_whole(pwa_model, pwa_frames, pwa_maps):
+    model = str(pwa_model)
     blocks = [pwa_frames[:3], pwa_frames[3:12], pwa_frames[12:]]  # uneven partitions
     task = pwa.ChannelMomentsTask(model)
     merged, whole = pwa.FrameBlocks(blocks).reduce(task), task(pwa_frames)
@@ -109,6 +116,7 @@ def test_whitening_whitens_the_vectors_it_was_fitted_on(pwa_maps):
         pwa.fit_whitening(moments, 20)
 
 
+@pytest.mark.slow  # fits the statistics (pwa_model's docstring)
 def test_the_encoder_is_registered_deterministic_and_batch_invariant(pwa_encoder, pwa_frames):
     spec = registry.get("effnet-lite0-pwa")
     assert (pwa_encoder.dim, pwa_encoder.input_size) == (spec.dim, spec.input_size) == (256, (224, 224))
@@ -128,6 +136,7 @@ def test_the_encoder_is_registered_deterministic_and_batch_invariant(pwa_encoder
         pwa.load(spec, "onnx-int8")
 
 
+@pytest.mark.slow  # fits the statistics (pwa_model's docstring)
 def test_statistics_are_fitted_on_the_sample_footage_only_and_cached(pwa_encoder):
     st = pwa_encoder.statistics
     from vidsearch.encode.effnet import calibration_sources
@@ -144,6 +153,7 @@ def test_statistics_are_fitted_on_the_sample_footage_only_and_cached(pwa_encoder
     assert pwa.statistics_path(pwa.PWAConfig(parts=2)) != path  # another configuration, another file
 
 
+@pytest.mark.slow  # fits the statistics (pwa_model's docstring)
 def test_statistics_files_round_trip_and_damaged_ones_raise(pwa_encoder, tmp_path):
     st = pwa_encoder.statistics
     good = tmp_path / "stats.npz"

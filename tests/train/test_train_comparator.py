@@ -133,6 +133,7 @@ def prepared(vsc_work):
     return prepare_vsc(vsc_work / "work", "tiny", VSC_TINY_SEED, data_root=vsc_work / "data")
 
 
+@pytest.mark.slow  # builds, indexes and encodes a tiny VSC data set: ~40-60 s on a cold cache
 def test_prepare_vsc_indexes_and_encodes_once(prepared, vsc_work, monkeypatch):
     from vidsearch.evaluate.vsc_methods import prepare_vsc
     from vidsearch.search.engine import Engine
@@ -153,6 +154,7 @@ def test_prepare_vsc_indexes_and_encodes_once(prepared, vsc_work, monkeypatch):
         prepare_vsc(vsc_work / "work", "tiny", VSC_TINY_SEED, SearchParams(insets=False), data_root=vsc_work / "data")
 
 
+@pytest.mark.slow  # builds, indexes and encodes a tiny VSC data set: ~40-60 s on a cold cache
 def test_dataset_subset_keeps_only_its_queries(prepared):
     from vidsearch.evaluate.vsc_methods import dataset_subset
 
@@ -168,6 +170,7 @@ def test_dataset_subset_keeps_only_its_queries(prepared):
         dataset_subset(ds, [])
 
 
+@pytest.mark.slow  # builds, indexes and encodes a tiny VSC data set: ~40-60 s on a cold cache
 def test_bench_scores_the_encoded_queries_as_eval_vsc_scores_its_searches(prepared):
     """The bench's figures (one encoding, searched per method) equal `vidsearch eval vsc`'s for the same method,
     and 'exact' (which keeps the vote's ranges and their scores) scores the same matches as no re-rank."""
@@ -207,6 +210,7 @@ def test_bench_split_sources_and_trials():
         bench.trial_config(name)
 
 
+@pytest.mark.slow  # builds, indexes and encodes a tiny VSC data set: ~40-60 s on a cold cache
 def test_train_vsc_comparator_on_a_subset_of_queries(prepared, vsc_work):
     from vidsearch.evaluate.vsc_methods import train_vsc_comparator
     from vidsearch.search.comparator import OnnxComparator
