@@ -146,9 +146,9 @@ IMAGE_RUNS = (
     ("serve-repeat", "the final full sweep again (headroom 0.2, the default now), straight after it"),
     ("serve-light-before", "another VM (AVX2-only AMD EPYC, slower: SSCD 18 images/s), `--light-encoder "
                            "sscd-distilled`, as `serve-light-2`"),
-    ("serve-light-after", "the same, a pool query predicted to lose min(own, busy / 2) to the encoder's batches, "
-                          "its cost learnt as if alone"),
-    ("serve-light-after-2", "the same, its cost learnt as measured (the code now)"),
+    ("serve-light-after", "the same (`--light-encoder sscd-distilled`), a pool query predicted to lose min(own, busy / 2) "
+                          "to the encoder's batches, its cost learnt as if alone"),
+    ("serve-light-after-2", "the same (`--light-encoder sscd-distilled`), its cost learnt as measured (the code now)"),
 )
 
 
