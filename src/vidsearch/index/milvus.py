@@ -75,6 +75,16 @@ def _lite_release(path: str) -> None:
     server_manager_instance.release_server(path)
 
 
+GRPC_OPTIONS = {"grpc.keepalive_time_ms": 330_000, "grpc.keepalive_permit_without_calls": False}
+"""gRPC channel options of a server connection. pymilvus 3 sends a keepalive ping every 10 s, even with no call
+running; a gRPC server with the library's defaults (``milvus-lite server`` is one) accepts one ping in 5 minutes
+while no data flows and, after two early ones, closes the connection with GOAWAY "too_many_pings": calls on it then
+fail (UNAVAILABLE, "Too many pings"), as one CI run's test did on the server the tests share. A client idle for
+70 s did not reproduce it here, so the trigger is likelier a long call during which no data flows. These options:
+no pings without a call, and at most one in 5.5 minutes. Our connections are dedicated: pymilvus would otherwise
+reuse whichever client's connection to the address came first, options and all."""
+
+
 def _client(uri: str, base: Path | None, token: str | None) -> Any:
     try:
         from pymilvus import MilvusClient
@@ -88,7 +98,8 @@ def _client(uri: str, base: Path | None, token: str | None) -> Any:
             with _LITE_LOCK:
                 _LITE_USERS[os.path.abspath(target)] = _LITE_USERS.get(os.path.abspath(target), 0) + 1
             return client
-        return MilvusClient(uri=target, token=token or os.environ.get("MILVUS_TOKEN", ""))
+        return MilvusClient(uri=target, token=token or os.environ.get("MILVUS_TOKEN", ""), grpc_options=GRPC_OPTIONS,
+                            dedicated=True)  # pymilvus shares one connection per address and token, whoever made it
     except Exception as exc:  # pymilvus raises its own exceptions (and OSError) on a busy or missing store
         who = ("another process may have this Milvus Lite file open (Lite serves one process at a time: stop it, "
                "or use a Milvus server, milvus://HOST:PORT)" if lite else "check that the server runs and the token")
