@@ -50,10 +50,10 @@ def test_ivf_search_parameters_reach_milvus_and_results_match_exact(tmp_path, ba
     uri = "milvus:v.db" if backend == "lite" else request.getfixturevalue("milvus_server")
     index = MilvusIndex(xb.shape[1], uri, collection=f"t_ivf_{backend}", index_type="IVF_FLAT", base=tmp_path,
                         build_params={"nlist": 64})
-    if backend == "server":  # no keepalive pings while idle, at most one in 5.5 min (milvus.GRPC_OPTIONS)
-        from vidsearch.index.milvus import GRPC_OPTIONS
+    # no keepalive pings without a call, at most one in 5.5 min (milvus.GRPC_OPTIONS): Lite is a gRPC server too
+    from vidsearch.index.milvus import GRPC_OPTIONS
 
-        assert index._client._get_connection()._grpc_options == GRPC_OPTIONS
+    assert index._client._get_connection()._grpc_options == GRPC_OPTIONS
     index.add(np.arange(len(xb), dtype=np.int64), xb)
     index.save(tmp_path / "index.bin")
     low = _recall(index, xb, xq, IVFSearchParams(nprobe=1))

@@ -76,13 +76,14 @@ def _lite_release(path: str) -> None:
 
 
 GRPC_OPTIONS = {"grpc.keepalive_time_ms": 330_000, "grpc.keepalive_permit_without_calls": False}
-"""gRPC channel options of a server connection. pymilvus 3 sends a keepalive ping every 10 s, even with no call
+"""gRPC channel options of every Milvus connection (a server, or the loopback server of a Lite file). pymilvus 3 sends a keepalive ping every 10 s, even with no call
 running; a gRPC server with the library's defaults (``milvus-lite server`` is one) accepts one ping in 5 minutes
 while no data flows and, after two early ones, closes the connection with GOAWAY "too_many_pings": calls on it then
 fail (UNAVAILABLE, "Too many pings"), as one CI run's test did on the server the tests share. A client idle for
-70 s did not reproduce it here, so the trigger is likelier a long call during which no data flows. These options:
-no pings without a call, and at most one in 5.5 minutes. Our connections are dedicated: pymilvus would otherwise
-reuse whichever client's connection to the address came first, options and all."""
+70 s did not reproduce it; a Milvus Lite file did, during a 1M-vector HNSW build (bench/ann.py, 2026-12-01: GOAWAY
+"too_many_pings" at the 10 s keepalive): a long call during which no data flows. These options:
+no pings without a call, and at most one in 5.5 minutes. Our server connections are dedicated: pymilvus would
+otherwise reuse whichever client's connection to the address came first, options and all."""
 
 
 def _client(uri: str, base: Path | None, token: str | None) -> Any:
@@ -94,7 +95,7 @@ def _client(uri: str, base: Path | None, token: str | None) -> Any:
     target, lite = parse_uri(uri, base)
     try:
         if lite:
-            client = MilvusClient(target)
+            client = MilvusClient(target, grpc_options=GRPC_OPTIONS)  # Lite serves it over loopback gRPC too
             with _LITE_LOCK:
                 _LITE_USERS[os.path.abspath(target)] = _LITE_USERS.get(os.path.abspath(target), 0) + 1
             return client
