@@ -50,7 +50,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.encode.frame import FrameEncoder, OnnxFrameEncoder
-from vidsearch.encode.onnx_session import session_options
+from vidsearch.encode.onnx_session import open_session
 from vidsearch.encode.registry import EncoderSpec
 from vidsearch.encode.temporal import l2_normalize
 from vidsearch.errors import ConfigError, EncoderError
@@ -449,7 +449,6 @@ def quantize_int8(source: Path, target: Path, recipe: Int8Recipe = DEFAULT_INT8,
         EncoderError: a package is missing, no usable frame, or the int8 vectors drifted below ``min_cosine``.
     """
     require("onnx", "iscc_samples")
-    import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType, quantize_static
     from onnxruntime.quantization import QuantFormat as OrtFormat
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -497,9 +496,9 @@ def quantize_int8(source: Path, target: Path, recipe: Int8Recipe = DEFAULT_INT8,
             extra_options=extra,
         )
         # checked with the options it will run with (on x86 without VNNI they decide whether int8 products saturate)
-        options = session_options()
-        ref = ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"]).run(None, {"image": images})[0]
-        got = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"]).run(None, {"image": images})[0]
+        fix = "delete it to quantise again"
+        ref = open_session(source, fix=fix).run(None, {"image": images})[0]
+        got = open_session(tmp, fix=fix).run(None, {"image": images})[0]
         cos = float((l2_normalize(ref) * l2_normalize(got)).sum(axis=1).min())
         if cos < min_cosine:
             raise EncoderError(f"int8 effnet-lite0 drifted from fp32 on its calibration frames (min cosine {cos:.3f}, "

@@ -76,8 +76,8 @@ def _lite_release(path: str) -> None:
 
 
 GRPC_OPTIONS = {"grpc.keepalive_time_ms": 330_000, "grpc.keepalive_permit_without_calls": False}
-"""gRPC channel options of every Milvus connection (a server, or the loopback server of a Lite file). pymilvus 3 sends a keepalive ping every 10 s, even with no call
-running; a gRPC server with the library's defaults (``milvus-lite server`` is one) accepts one ping in 5 minutes
+"""gRPC channel options of every Milvus connection (a server, or the loopback server of a Lite file). pymilvus 3
+sends a keepalive ping every 10 s, even with no call running; a gRPC server with the library's defaults (``milvus-lite server`` is one) accepts one ping in 5 minutes
 while no data flows and, after two early ones, closes the connection with GOAWAY "too_many_pings": calls on it then
 fail (UNAVAILABLE, "Too many pings"), as one CI run's test did on the server the tests share. A client idle for
 70 s did not reproduce it; a Milvus Lite file did, during a 1M-vector HNSW build (bench/ann.py, 2026-12-01: GOAWAY

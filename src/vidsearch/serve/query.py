@@ -426,8 +426,8 @@ class QueryService:
         return decode_s
 
     def _whole_predicted(self, own_s: float, spent_s: float = 0.0) -> tuple[float, float]:
-        """(seconds until a query encoded whole in the pool is answered, the pool's backlog per thread and the
-        time the encode scheduler is busy for, the two things that delay it besides its own cost).
+        """(seconds until a query encoded whole in the pool is answered, the seconds of that spent waiting: the
+        pool's backlog per thread plus what the encode scheduler's batches take from it).
 
         The pool's encodes share the cores with the encode scheduler's batches (both run on every core): while
         they overlap each runs at about half speed, so with the scheduler busy for ``b`` seconds the query
@@ -439,11 +439,14 @@ class QueryService:
         return (backlog + own_s + contention + self.searcher.controller.predict(1) + self._hand_back.value
                 + max(0.0, spent_s)), backlog + contention
 
-    def _whole_fits(self, own_s: float, spent_s: float = 0.0) -> bool:
-        """Whether a query encoded whole in the pool is predicted within the target; one that finds the pool and
-        the encode scheduler idle always is (nothing would make it faster)."""
+    def _whole_verdict(self, own_s: float, spent_s: float = 0.0) -> tuple[bool, float]:
+        """(whether a query encoded whole in the pool is admitted, its predicted seconds): admitted when predicted
+        within the target, or when it finds the pool and the encode scheduler idle (nothing would make it faster)."""
         predicted, waiting = self._whole_predicted(own_s, spent_s)
-        return waiting <= 0 or predicted <= self.settings.file_target_ms / 1000
+        return waiting <= 0 or predicted <= self.settings.file_target_ms / 1000, predicted
+
+    def _whole_fits(self, own_s: float, spent_s: float = 0.0) -> bool:
+        return self._whole_verdict(own_s, spent_s)[0]
 
     def _admit_whole(self, own_s: float, spent_s: float = 0.0) -> None:
         """Admission of a query encoded whole in the decode pool (crops or insets: outside the encode
@@ -457,9 +460,9 @@ class QueryService:
         Raises:
             OverloadedError: predicted past the target (counted in ``vidsearch_overloaded{stage="decode"}``).
         """
-        if self._whole_fits(own_s, spent_s):
+        fits, predicted = self._whole_verdict(own_s, spent_s)
+        if fits:
             return
-        predicted, _ = self._whole_predicted(own_s, spent_s)
         target = self.settings.file_target_ms / 1000
         self.metrics.overloaded.labels("decode").inc()
         raise OverloadedError(f"decode: a query with crops or insets would take about {predicted * 1000:.0f} ms "
