@@ -98,8 +98,9 @@ NOTES = [
     "Both servers run during the whole sweep; their steps alternate, so a change in machine load falls on both. "
     "Compare the two modes as ratios from the same run; absolute rates depend on the machine's load "
     "(provenance.load_start, per-step load_1min).",
-    "Image and clip queries are sent with insets=false (--insets): the server encodes a query with insets (its "
-    "default) whole in its decode pool, without the encode scheduler this benchmark measures.",
+    "Image and clip queries are sent as a client sends them by default (--insets default: insets on): the decode "
+    "pool finds each frame's insets and the encode scheduler batches them with the frames (before 2026-12-02 such "
+    "queries were encoded whole in the pool, without the scheduler, and this benchmark sent insets=false).",
     "Stored-range (ref) queries are sent application/x-www-form-urlencoded (--ref-encoding; queries[].encoding), "
     "as curl -d and HTML forms send text fields; multipart/form-data (curl -F) is parsed in Python and costs the "
     "server more per request.",
@@ -162,10 +163,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="body of stored-range queries: form (x-www-form-urlencoded, as curl -d; default) or "
                         "multipart (as curl -F); the server parses a multipart form in Python: 0.32 vs 0.24 ms of its CPU "
                         "a request with the engine stubbed")
-    p.add_argument("--insets", choices=("default", "on", "off"), default="off",
-                   help="the insets field of image and clip queries: off (default: their frames go through the encode "
-                        "scheduler, what this benchmark compares with --max-batch 1), on, or the server's default (on "
-                        "since c8ad1f1: each query decoded and encoded whole in the decode pool, no batching)")
+    p.add_argument("--insets", choices=("default", "on", "off"), default="default",
+                   help="the insets field of image and clip queries: not sent (default: the server's default, on; "
+                        "the insets found are encoded with the frames by the encode scheduler), on, or off")
     p.add_argument("--scheduler-args", default="", metavar="ARGS",
                    help="more `vidsearch serve` flags for the scheduler's server only, e.g. \"--encode-workers 2\" "
                         "(--max-batch 1 keeps one encoder session whatever they say: the baseline stays the same)")

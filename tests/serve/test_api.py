@@ -236,9 +236,8 @@ def test_media_answers_ranges_with_the_files_bytes(live_server, footage, assert_
 def test_metrics_hold_the_stage_histograms_after_a_search(live_server, query_clip):
     with live_server.client() as client:
         with open(query_clip, "rb") as f:
-            # insets off: through the encode scheduler (with insets, the default, a file is encoded whole)
-            assert client.post("/search", files={"file": ("q.mp4", f, "video/mp4")},
-                               data={"insets": "false"}).status_code == 200
+            # the defaults (insets on): the frames and any insets found go through the encode scheduler
+            assert client.post("/search", files={"file": ("q.mp4", f, "video/mp4")}).status_code == 200
         assert client.get("/videos/nope").status_code == 404
         text = client.get("/metrics").text
     for stage in ("decode", "encode", "search"):
@@ -397,6 +396,72 @@ def test_decode_then_encode_equals_encode_file(service, query_clip, footage):
         np.testing.assert_allclose(split.segment_vectors, whole.segment_vectors, atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def pip_clip(tmp_path_factory) -> Path:
+    """demo.mp4 (in the collection) 20-24 s shown picture-in-picture over vtest.avi (not in it), 5 frames/s."""
+    from vidsearch.evaluate import edits, samples
+
+    src = next(p for p in samples.iscc_videos() if p.name == "demo.mp4")
+    host = next(p for p in samples.opencv_videos() if p.name == "vtest.avi")
+    frames, fps = edits.decode_rgb(src, 20, 24, max_fps=5)
+    background, _ = edits.decode_rgb(host, 0, 4, max_fps=5)
+    pip, fps = edits.picture_in_picture(background)(frames, fps)
+    return edits.encode_rgb(pip, fps, tmp_path_factory.mktemp("pip") / "pip.mp4")
+
+
+def test_decode_with_insets_then_encode_equals_encode_file_with_insets(service, pip_clip):
+    """``decode_file(insets=True)`` cuts out the insets that ``encode_file(insets=True)`` encodes; their vectors,
+    encoded in one call with the frames and placed back by ``finish``, give the same region vectors."""
+    from vidsearch.encode.layout import MAX_INSETS
+    from vidsearch.errors import ShapeError
+
+    media = service.media
+    whole = media.encode_file(pip_clip, insets=True)
+    decoded = media.decode_file(pip_clip, insets=True)
+    assert decoded.insets is not None and len(decoded.insets) >= len(decoded.images)  # found in every frame
+    assert decoded.units == len(decoded.images) + len(decoded.insets) == len(decoded.all_images)
+    assert decoded.insets.shape[1:] == decoded.images.shape[1:]
+    split = media.finish(decoded, media.encoder.encode(decoded.all_images), 0.1)
+    np.testing.assert_allclose(split.frame_vectors, whole.frame_vectors, atol=1e-5)
+    np.testing.assert_allclose(split.segment_vectors, whole.segment_vectors, atol=1e-5)
+    assert len(split.region_segment_vectors) == len(whole.region_segment_vectors) == MAX_INSETS
+    for a, b in zip(split.region_segment_vectors, whole.region_segment_vectors):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for a, b in zip(split.region_segment_blank, whole.region_segment_blank):
+        assert np.array_equal(a, b)
+    assert not split.region_segment_blank[0].all()  # the first slot holds a real inset
+    with pytest.raises(ShapeError, match="one per decoded frame and inset"):
+        media.finish(decoded, media.encoder.encode(decoded.images))  # the insets' vectors missing
+    plain = media.decode_file(pip_clip)
+    assert plain.insets is None and plain.units == len(plain.images)
+
+
+def test_a_default_query_encodes_its_insets_in_the_scheduler_batch(service, pip_clip):
+    """With the defaults (insets on) the picture-in-picture copy is found through the encode scheduler: its
+    batch holds the frames and the insets the pool cut out (more units than frames), the answer equals the
+    CLI's (``Engine.search``), and the insets per frame are learnt for the next reservation."""
+    import asyncio
+
+    from vidsearch.search.results import SearchParams
+
+    service.start()
+    decoded = service.media.decode_file(pip_clip, insets=True)
+    before = service.encoder.controller.batch_units
+    service._insets_per_frame = 0.0
+    answer = asyncio.run(asyncio.wait_for(service.search_file(pip_clip, "pip.mp4", 3, SearchParams()), 60))
+    assert service.encoder.controller.batch_units - before == decoded.units > len(decoded.images)
+    assert service._insets_per_frame > 0  # learnt from this query
+    assert service.predicted_units(4, insets=True) > 4 and service.predicted_units(4, insets=False) == 4
+    assert Path(answer.result.results[0].path).name == "demo.mp4"
+    m = answer.result.results[0].matches[0]
+    assert abs(m.ref_start - 20) <= 1.5 and abs(m.ref_end - 24) <= 1.5
+    cli = service.engine.search(pip_clip, k=3)
+    assert _rounded(answer.result.to_dict()["results"]) == _rounded(cli.to_dict()["results"])
+    off = asyncio.run(asyncio.wait_for(service.search_file(pip_clip, "pip.mp4", 3, SearchParams(insets=False)), 60))
+    top_off = next((r.score for r in off.result.results if Path(r.path).name == "demo.mp4"), 0.0)
+    assert answer.result.results[0].score > top_off + 0.1  # the insets are what finds it
+
+
 def test_encode_batch_pads_and_splits_back(service, query_clip, footage):
     """Frames of five queries (4, 4, 6, 5 and 4 frames: 23, past the largest shape 16) in one batch come
     back per query equal to encoding each alone."""
@@ -467,9 +532,8 @@ def test_concurrent_uploads_share_encoder_batches(service, query_clip, footage):
         # keep the encoder busy (32 frames) while the queries decode, so they queue behind it
         blocker = service.encoder.submit(EncodeItem(np.zeros((32, *service._frame_shape), np.uint8)))
         before = service.encoder.stats()["batches"]
-        # insets=False: the batched path (a query with insets, the default, is encoded whole in the pool)
-        results = await asyncio.gather(*(service.search_file(p, p.name, 1, SearchParams(insets=False))
-                                         for p in paths))
+        # the defaults (insets on): frames and insets through the encode scheduler
+        results = await asyncio.gather(*(service.search_file(p, p.name, 1, SearchParams()) for p in paths))
         await asyncio.wrap_future(blocker)
         return results, service.encoder.stats()["batches"] - before
 
@@ -506,7 +570,7 @@ def test_an_overloaded_upload_is_refused_before_it_is_decoded(built_collection, 
             assert frames[0] >= 4 and frames[1] is False
             t0 = time.perf_counter()
             with pytest.raises(OverloadedError, match="target") as info:
-                asyncio.run(asyncio.wait_for(svc.search_file(query_clip, "q.mp4", 3, SearchParams(insets=False),
+                asyncio.run(asyncio.wait_for(svc.search_file(query_clip, "q.mp4", 3, SearchParams(),
                                                              frames=frames), 5))
             assert time.perf_counter() - t0 < 0.02 and info.value.retry_after > 0
             assert svc.pool._work_queue.qsize() == 0 and not svc.pool._threads  # nothing went to decoding
@@ -578,10 +642,9 @@ def test_under_load_a_file_query_is_served_by_the_light_encoder_and_says_so(buil
                         svc.precheck()  # the upload is refused before it is stored
                 else:
                     svc.precheck()  # the light encoder can take it: the upload is let in
-                svc.encoder.release(8)
                 frames = svc.frames_of(query_clip)
-                svc._whole_frame_s, svc._light_frame_s = 0.1, 0.01  # sscd cannot make it, the light one can
-                svc._decoding_s = 0.1  # other queries' work in the pool
+                svc._light_frame_s = 0.005  # the encode scheduler cannot take it (8 frames ahead), the light one can
+                svc._decoding_s = 0.06  # other queries' work in the pool
                 search = svc.search_file(query_clip, "q.mp4", 3, SearchParams(insets=True), frames=frames)
                 if light is None:
                     with pytest.raises(OverloadedError, match="target"):
@@ -591,11 +654,12 @@ def test_under_load_a_file_query_is_served_by_the_light_encoder_and_says_so(buil
                 assert answer.result.query_encoder == "sscd-distilled"
                 assert answer.result.to_dict()["query_encoder"] == "sscd-distilled" and answer.result.results
                 assert metrics.registry.get_sample_value("vidsearch_light_encoder_queries_total") == 1
-                assert svc._light_frame_s != 0.01 and svc._decoding_s == pytest.approx(0.1)  # learnt; released
+                assert svc._light_frame_s != 0.005 and svc._decoding_s == pytest.approx(0.06)  # learnt; released
+                assert svc.encoder.controller.reserved_units == 8  # the refused reservation was not kept
                 svc._decoding_s = 10.0  # not even the light encoder can make it: 503
                 with pytest.raises(OverloadedError):
                     asyncio.run(svc.search_file(query_clip, "q.mp4", 3, SearchParams(insets=True), frames=frames))
-                svc._decoding_s = 0.1  # a query that asked for an encoder is never switched
+                svc._decoding_s = 0.06  # a query that asked for an encoder is never switched
                 with pytest.raises(OverloadedError):
                     asyncio.run(svc.search_file(query_clip, "q.mp4", 3,
                                                 SearchParams(insets=True, query_encoder="sscd"), frames=frames))
@@ -627,10 +691,10 @@ def test_admission_counts_the_time_a_request_has_already_taken(built_collection)
             svc.close()
 
 
-def test_a_query_with_insets_is_refused_at_once_when_the_pool_cannot_meet_the_target(built_collection, query_clip):
-    """Insets (the default) are encoded whole in the decode pool, outside the encode scheduler: with 300 ms
-    of such work already admitted, a 4 s clip gets a 503 at once (not a place in the pool's queue); alone,
-    it is admitted and answered, and its measured cost is learnt."""
+def test_a_query_with_crops_is_refused_at_once_when_the_pool_cannot_meet_the_target(built_collection, query_clip):
+    """Crops are encoded whole in the decode pool, outside the encode scheduler: with 300 ms of such work
+    already admitted, a 4 s clip gets a 503 at once (not a place in the pool's queue); alone, it is admitted
+    and answered, and its measured cost is learnt."""
     import asyncio
     import time
 
@@ -648,15 +712,15 @@ def test_a_query_with_insets_is_refused_at_once_when_the_pool_cannot_meet_the_ta
             frames = svc.frames_of(query_clip)
             svc._decoding_s = 0.3  # other queries' work admitted to the pool, not done yet
             t0 = time.perf_counter()
-            with pytest.raises(OverloadedError, match="insets=false its frames are batched") as info:
-                asyncio.run(svc.search_file(query_clip, "q.mp4", 3, SearchParams(insets=True), frames=frames))
+            with pytest.raises(OverloadedError, match="crops=false and the collection's encoder its frames are batched") as info:
+                asyncio.run(svc.search_file(query_clip, "q.mp4", 3, SearchParams(crops=True), frames=frames))
             assert time.perf_counter() - t0 < 0.05 and info.value.retry_after > 0
             assert not svc.pool._threads  # nothing went to the pool
             assert svc._decoding_s == pytest.approx(0.3)
             svc._decoding_s = 0.0  # alone: admitted whatever its predicted cost
             before = svc._whole_frame_s
             answer = asyncio.run(asyncio.wait_for(
-                svc.search_file(query_clip, "q.mp4", 3, SearchParams(insets=True), frames=frames), 60))
+                svc.search_file(query_clip, "q.mp4", 3, SearchParams(crops=True), frames=frames), 60))
             assert answer.result.results and svc._decoding_s == pytest.approx(0.0)
             assert svc._whole_frame_s != before  # learnt from the timings of this query
         finally:

@@ -64,13 +64,30 @@ class DecodedMedia:
         info: probe result (duration as the header says; :meth:`MediaEncoder.finish` corrects it).
         times: (F,) float64 frame times in seconds.
         images: (F, H, W, 3) uint8 RGB frames at the encoder's ``input_size``.
-        decode_seconds: time spent probing and decoding.
+        decode_seconds: time spent probing and decoding (and finding insets).
+        insets: with ``decode_file(insets=True)``, (K, H, W, 3) uint8: every inset found in the frames, cut and
+            resized to the encoder's input size (K may be 0); None without insets.
+        inset_where: (frame index, slot) of each of ``insets``.
     """
 
     info: MediaInfo
     times: NDArray[np.float64]
     images: NDArray[np.uint8]
     decode_seconds: float
+    insets: NDArray[np.uint8] | None = None
+    inset_where: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def units(self) -> int:
+        """Images to encode: the frames and the insets."""
+        return len(self.images) + (0 if self.insets is None else len(self.insets))
+
+    @property
+    def all_images(self) -> NDArray[np.uint8]:
+        """The frames, then the insets: one encoder input (:meth:`MediaEncoder.finish` splits it back)."""
+        if self.insets is None or not len(self.insets):
+            return self.images
+        return np.concatenate([self.images, self.insets])
 
 
 # Frames the decode thread hands over at a time (encode_file); small, so the encoder waits little for its batch.
@@ -219,8 +236,10 @@ class MediaEncoder:
                     region_blank[r].append(blank_images(cut))
             if insets:
                 first = len(CROP_REGIONS) if crops else 0
-                for slot, (vectors, blank) in enumerate(self._encode_insets(images, (w, h))):
-                    region_chunks[first + slot].append(vectors)
+                cuts, where = _cut_insets(images, (w, h))
+                vectors = self.encoder.encode(cuts) if len(cuts) else np.zeros((0, self.encoder.dim), np.float32)
+                for slot, (v, blank) in enumerate(_place_insets(len(images), cuts, where, vectors)):
+                    region_chunks[first + slot].append(v)
                     region_blank[first + slot].append(blank)
 
         call_size = min(cfg.encode.batch_size, self.encode_chunk or cfg.encode.batch_size)
@@ -267,43 +286,32 @@ class MediaEncoder:
         if decode_thread_s:
             timings["decode_thread"] = decode_thread_s  # overlapped with encoding: not part of the wall time
         media = self.encode_frames(info, times_arr, frame_vectors, timings)
-        media.region_segment_vectors = [segment_vectors(np.concatenate(c), media.segments, self.aggregator)
-                                        for c in region_chunks]
-        media.region_segment_blank = [
-            np.array([bool(np.all(blank[sg.frame_start : sg.frame_end])) for sg in media.segments], dtype=bool)
-            for blank in (np.concatenate(b) for b in region_blank)]
+        self._add_regions(media, [np.concatenate(c) for c in region_chunks], [np.concatenate(b) for b in region_blank])
         if key is not None and MediaEncoder.cache is not None:
             MediaEncoder.cache[key] = media
         return media
 
-    def _encode_insets(self, images: NDArray[np.uint8], size: tuple[int, int]) -> list[tuple[NDArray[np.float32], NDArray[np.bool_]]]:
-        """Per inset slot: (N, D) vectors of each frame's inset in that slot (zeros where it has none) and
-        (N,) True where a frame has none (or a blank one). One encoder call for all insets found."""
-        found = [detect_insets(image) for image in images]
-        cuts, where = [], []
-        for i, boxes in enumerate(found):
-            for slot, box in enumerate(boxes):
-                cuts.append(_resize_all(_crop_all(images[i : i + 1], box.region), size)[0])
-                where.append((i, slot))
-        out = [(np.zeros((len(images), self.encoder.dim), np.float32), np.ones(len(images), bool)) for _ in range(MAX_INSETS)]
-        if cuts:
-            stacked = np.stack(cuts)
-            vectors, blank = self.encoder.encode(stacked), blank_images(stacked)
-            for (i, slot), v, b in zip(where, vectors, blank):
-                out[slot][0][i] = v
-                out[slot][1][i] = b
-        return out
+    def _add_regions(self, media: EncodedMedia, vectors: list[NDArray[np.float32]],
+                     blank: list[NDArray[np.bool_]]) -> None:
+        """Set ``media``'s region segment vectors and blank flags from each region's (F, D) frame vectors and
+        (F,) blank flags, over the same windows as the whole frame."""
+        media.region_segment_vectors = [segment_vectors(v, media.segments, self.aggregator) for v in vectors]
+        media.region_segment_blank = [
+            np.array([bool(np.all(b[sg.frame_start : sg.frame_end])) for sg in media.segments], dtype=bool)
+            for b in blank]
 
-    def decode_file(self, path: str | Path, max_seconds: float | None = None) -> DecodedMedia:
+    def decode_file(self, path: str | Path, max_seconds: float | None = None, insets: bool = False) -> DecodedMedia:
         """The decode step of :meth:`encode_file` alone (no crops): probe, then every sampled frame at the
         encoder's input size, so frames of several files can be encoded in one call (the server's batches).
 
-        ``encode_file(path)`` equals ``finish(decoded, encoder.encode(decoded.images), seconds)``.
+        ``encode_file(path, insets=insets)`` equals ``finish(decoded, encoder.encode(decoded.all_images), seconds)``.
 
         Args:
             path: a video or image file.
             max_seconds: refuse a video longer than this (by its header, and by the frames decoded, in
                 case the header lies), so a long file cannot fill memory with frames.
+            insets: also find the insets of each frame (decoded at twice the input size, as
+                :meth:`encode_file` does) and cut them out (``DecodedMedia.insets``).
 
         Raises:
             DecodeError: the file is not a readable video or image.
@@ -319,15 +327,20 @@ class MediaEncoder:
         limit = None if max_seconds is None else int(math.ceil(max_seconds * cfg.decode.fps)) + 2
         images: list[NDArray[np.uint8]] = []
         times: list[float] = []
-        for frame in self.iter_frames(path, self.encoder.input_size):
+        w, h = self.encoder.input_size
+        for frame in self.iter_frames(path, (2 * w, 2 * h) if insets else (w, h)):
             if limit is not None and len(images) >= limit:
                 raise QueryError(f"{path}: more than {limit} frames sampled at {cfg.decode.fps:g} fps (longer than "
                                  f"the {max_seconds:g} s allowed for a query, whatever its header says); cut a "
                                  "shorter clip")
             images.append(frame.image)
             times.append(frame.time)
-        return DecodedMedia(info, np.asarray(times, dtype=np.float64), np.stack(images),
-                            time.perf_counter() - t0)
+        frames = np.stack(images)
+        times_arr = np.asarray(times, dtype=np.float64)
+        if not insets:
+            return DecodedMedia(info, times_arr, frames, time.perf_counter() - t0)
+        cuts, where = _cut_insets(frames, (w, h))
+        return DecodedMedia(info, times_arr, _resize_all(frames, (w, h)), time.perf_counter() - t0, cuts, where)
 
     def finish(self, decoded: DecodedMedia, frame_vectors: NDArray[np.float32],
                encode_seconds: float = 0.0) -> EncodedMedia:
@@ -336,18 +349,24 @@ class MediaEncoder:
 
         Args:
             decoded: from :meth:`decode_file`.
-            frame_vectors: (F, D) float32 vectors of ``decoded.images`` from this encoder.
+            frame_vectors: (F + K, D) float32 vectors of ``decoded.all_images`` (the F frames, then the K
+                insets) from this encoder.
             encode_seconds: time spent encoding them (reported in ``timings["encode"]``).
 
         Raises:
-            ShapeError: not one vector of this encoder's width per decoded frame.
+            ShapeError: not one vector of this encoder's width per decoded frame and inset.
         """
-        if frame_vectors.shape != (len(decoded.times), self.frame_dim):
-            raise ShapeError(f"expected ({len(decoded.times)}, {self.frame_dim}) frame vectors, one per decoded "
-                             f"frame, got {frame_vectors.shape}")
+        if frame_vectors.shape != (decoded.units, self.frame_dim):
+            raise ShapeError(f"expected ({decoded.units}, {self.frame_dim}) vectors, one per decoded frame and "
+                             f"inset, got {frame_vectors.shape}")
+        n = len(decoded.times)
         info = _decoded_duration(decoded.info, decoded.times)
-        return self.encode_frames(info, decoded.times, frame_vectors,
-                                  {"decode": decoded.decode_seconds, "encode": encode_seconds})
+        media = self.encode_frames(info, decoded.times, frame_vectors[:n],
+                                   {"decode": decoded.decode_seconds, "encode": encode_seconds})
+        if decoded.insets is not None:
+            placed = _place_insets(n, decoded.insets, decoded.inset_where, frame_vectors[n:])
+            self._add_regions(media, [v for v, _ in placed], [b for _, b in placed])
+        return media
 
     def encode_frames(
         self,
@@ -372,6 +391,33 @@ def _decoded_duration(info: MediaInfo, times: NDArray[np.float64]) -> MediaInfo:
     frame_period = 1.0 / info.fps if info.fps > 0 else 0.0
     duration = max(info.duration, float(times[-1]) + frame_period)
     return MediaInfo(**{**info.__dict__, "duration": round(duration, 3)})
+
+
+def _cut_insets(images: NDArray[np.uint8], size: tuple[int, int]) -> tuple[NDArray[np.uint8], list[tuple[int, int]]]:
+    """Every inset :func:`detect_insets` finds in ``images`` (N, H, W, 3), cut and resized to ``size``:
+    (K, size[1], size[0], 3) uint8, and the (frame index, slot) of each."""
+    cuts, where = [], []
+    for i, image in enumerate(images):
+        for slot, box in enumerate(detect_insets(image)):
+            cuts.append(_resize_all(_crop_all(images[i : i + 1], box.region), size)[0])
+            where.append((i, slot))
+    if not cuts:
+        return np.zeros((0, size[1], size[0], 3), np.uint8), where
+    return np.stack(cuts), where
+
+
+def _place_insets(n: int, cuts: NDArray[np.uint8], where: list[tuple[int, int]],
+                  vectors: NDArray[np.float32]) -> list[tuple[NDArray[np.float32], NDArray[np.bool_]]]:
+    """Per inset slot (``MAX_INSETS``): (n, D) vectors of each of ``n`` frames' inset in that slot (zeros
+    where it has none) and (n,) True where a frame has none (or a blank one), from the cuts of
+    :func:`_cut_insets` and their vectors (K, D)."""
+    dim = vectors.shape[1]
+    out = [(np.zeros((n, dim), np.float32), np.ones(n, bool)) for _ in range(MAX_INSETS)]
+    if len(cuts):
+        for (i, slot), v, b in zip(where, vectors, blank_images(cuts)):
+            out[slot][0][i] = v
+            out[slot][1][i] = b
+    return out
 
 
 def _crop_all(images: NDArray[np.uint8], region: tuple[float, float, float, float]) -> NDArray[np.uint8]:

@@ -13,9 +13,10 @@ decode time from the measured decode rate and the decode pool's backlog, and the
 whether its batch would finish within the latency target (:meth:`BatchScheduler.reserve`); if not, the
 answer is a 503 with ``Retry-After`` at once, not after a decode. A stored-range query is read from the
 stored frames, searched and serialised by the search scheduler's worker: one hand-off to the worker and
-one back per request. A query with ``crops`` (six encodings per frame) or ``insets`` (the default: the
-insets found in each frame encoded too) is decoded and encoded whole in
-the pool, then searched in a batch like the others.
+one back per request. With ``insets`` (the default) the decode pool also finds each frame's insets and cuts
+them out; they join the frames in the encode scheduler's batches (an image with one inset is two units). A
+query with ``crops`` (six encodings per frame) or another encoder is decoded and encoded whole in the pool,
+then searched in a batch like the others.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from vidsearch.serve.scheduler import BatchPolicy, BatchScheduler, pad_shape
 from vidsearch.serve.settings import MAX_K, ServeSettings
 
 if TYPE_CHECKING:
-    from vidsearch.encode.pipeline import EncodedMedia
+    from vidsearch.encode.pipeline import DecodedMedia, EncodedMedia
 
 log = logging.getLogger(__name__)
 
@@ -188,14 +189,17 @@ class QueryService:
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._decode_s = 0.05  # EWMA of one decode, for Retry-After
-        # Measured decode cost (EWMA) for admission: seconds per image, and per sampled frame of a video
-        # (first guesses from this machine: a 480p JPEG in 26 ms, a 10 s clip at 1 fps in ~0.25 s).
-        self._decode_image_s = 0.03
-        self._decode_frame_s = 0.03
+        # Measured decode cost (EWMA) for admission, keyed (is an image, insets found too): seconds per image,
+        # and per sampled frame of a video (first guesses from this machine: a 480p JPEG in 26 ms, a 10 s clip
+        # at 1 fps in ~0.25 s; with insets, frames decoded at twice the model size and searched for insets).
+        self._decode_cost: dict[tuple[bool, bool], float] = {(True, False): 0.03, (False, False): 0.03,
+                                                             (True, True): 0.05, (False, True): 0.05}
+        # insets found per frame (EWMA), to reserve a query's encode units before it is decoded
+        self._insets_per_frame = 0.1
         self._decoding_s = 0.0  # predicted decode seconds of the admitted queries not decoded yet
-        # Measured cost (EWMA) of a query decoded and encoded whole in the pool (crops or insets): seconds per
-        # image, and per sampled frame of a video (first guesses: decode at twice the model size, inset
-        # detection, the frame and its insets encoded).
+        # Measured cost (EWMA) of a query decoded and encoded whole in the pool (crops): seconds per
+        # image, and per sampled frame of a video (first guesses: decode at twice the model size, the frame
+        # and its crops encoded).
         self._whole_image_s = 0.12
         self._whole_frame_s = 0.12
         self._hand_back = TailEstimate()  # seconds from a search's end in the worker to its await resuming
@@ -383,21 +387,28 @@ class QueryService:
             raise
 
     # ------------------------------------------------------------------ admission of file queries
-    def predicted_decode(self, frames: int, is_image: bool) -> float:
+    def predicted_decode(self, frames: int, is_image: bool, insets: bool = False) -> float:
         """Predicted seconds until a query of ``frames`` sampled frames is decoded: the pool's backlog
         shared by its threads, then its own decode."""
         backlog = max(0.0, self._decoding_s) / self.settings.decode_workers
-        return backlog + self.own_decode(frames, is_image)
+        return backlog + self.own_decode(frames, is_image, insets)
 
-    def own_decode(self, frames: int, is_image: bool) -> float:
-        """Predicted seconds to decode one query of ``frames`` sampled frames (measured, EWMA)."""
-        return self._decode_image_s if is_image else self._decode_frame_s * max(1, frames)
+    def own_decode(self, frames: int, is_image: bool, insets: bool = False) -> float:
+        """Predicted seconds to decode one query of ``frames`` sampled frames (measured, EWMA), finding its
+        insets too when ``insets``."""
+        per = self._decode_cost[(is_image, insets)]
+        return per if is_image else per * max(1, frames)
+
+    def predicted_units(self, frames: int, insets: bool) -> int:
+        """Encode units reserved for a query of ``frames`` frames before it is decoded: its frames, and with
+        ``insets`` the insets expected in them (measured per frame); the real count replaces it once decoded."""
+        return frames + (int(round(frames * self._insets_per_frame)) if insets else 0)
 
     def precheck(self) -> None:
         """Refuse (503) at once, before an upload is even stored, when not one frame could be decoded,
         encoded and searched within the target now (by the collection's encoder, or by the light one)."""
         try:
-            self.encoder.check(1, arrive_after=self.predicted_decode(1, True),
+            self.encoder.check(1, arrive_after=self.predicted_decode(1, True, insets=False),
                                extra_s=self.searcher.controller.predict(1))
         except OverloadedError:
             if self.light is not None and self._whole_fits(self._light_image_s):
@@ -405,8 +416,9 @@ class QueryService:
             self.metrics.overloaded.labels("encode").inc()
             raise
 
-    def _admit(self, frames: int, is_image: bool, spent_s: float = 0.0) -> float:
-        """Admission of a file query of ``frames`` frames before decoding; returns its predicted decode seconds.
+    def _admit(self, frames: int, is_image: bool, spent_s: float = 0.0, insets: bool = False) -> int:
+        """Admission of a file query of ``frames`` frames before decoding (finding its insets too when
+        ``insets``); returns the encode units reserved (:meth:`predicted_units`).
 
         Args:
             spent_s: seconds the request has taken already (reading and storing the upload, the probe):
@@ -415,15 +427,16 @@ class QueryService:
         Raises:
             OverloadedError: predicted past the latency target (counted in ``vidsearch_overloaded``).
         """
-        decode_s = self.predicted_decode(frames, is_image)
+        decode_s = self.predicted_decode(frames, is_image, insets)
         # after its batch: the search, then the hand-back to the event loop (measured p99, as for stored ranges)
         after_s = self.searcher.controller.predict(1) + self._hand_back.value + max(0.0, spent_s)
+        units = self.predicted_units(frames, insets)
         try:
-            self.encoder.reserve(frames, arrive_after=decode_s, extra_s=after_s)
+            self.encoder.reserve(units, arrive_after=decode_s, extra_s=after_s)
         except OverloadedError:
             self.metrics.overloaded.labels("encode").inc()
             raise
-        return decode_s
+        return units
 
     def _whole_predicted(self, own_s: float, spent_s: float = 0.0) -> tuple[float, float]:
         """(seconds until a query encoded whole in the pool is answered, the seconds of that spent waiting: the
@@ -449,13 +462,12 @@ class QueryService:
         return self._whole_verdict(own_s, spent_s)[0]
 
     def _admit_whole(self, own_s: float, spent_s: float = 0.0) -> None:
-        """Admission of a query encoded whole in the decode pool (crops or insets: outside the encode
+        """Admission of a query encoded whole in the decode pool (crops, or another encoder: outside the encode
         scheduler, so its model does not see them): the pool's backlog shared by its threads, then its own
         ``own_s`` (longer while the encode scheduler has work: :meth:`_whole_predicted`), the search and the
         hand-back after it, and the ``spent_s`` it has taken already, against the latency target. Without it
-        such queries (insets are on by default) only met the pool's queue limit: 16 waiting, over a second at
-        overload, instead of a 503 at once. A query that finds the pool and the scheduler idle is always
-        admitted.
+        such queries only met the pool's queue limit: 16 waiting, over a second at overload, instead of a 503
+        at once. A query that finds the pool and the scheduler idle is always admitted.
 
         Raises:
             OverloadedError: predicted past the target (counted in ``vidsearch_overloaded{stage="decode"}``).
@@ -465,11 +477,11 @@ class QueryService:
             return
         target = self.settings.file_target_ms / 1000
         self.metrics.overloaded.labels("decode").inc()
-        raise OverloadedError(f"decode: a query with crops or insets would take about {predicted * 1000:.0f} ms "
-                              f"here now, past the {self.settings.file_target_ms:g} ms admitted (the latency "
-                              f"target less its headroom); retry "
-                              f"after {predicted - target:.2f} s (with crops=false and insets=false its frames are batched "
-                              "with other queries')",
+        raise OverloadedError(f"decode: a query with crops or another encoder would take about "
+                              f"{predicted * 1000:.0f} ms here now, past the {self.settings.file_target_ms:g} ms "
+                              f"admitted (the latency target less its headroom); retry after "
+                              f"{predicted - target:.2f} s (with crops=false and the collection's encoder its frames "
+                              "are batched with other queries')",
                               retry_after=predicted - target)
 
     def frames_of(self, path: Path) -> tuple[int, bool]:
@@ -524,9 +536,8 @@ class QueryService:
     async def _encode_file_as_asked(self, path: Path, params: SearchParams, frames: int, is_image: bool,
                                     started: float | None = None) -> EncodedMedia:
         other = params.query_encoder not in (None, self.engine.config.encode.encoder)
-        if params.crops or params.insets or other:  # more regions per frame, or another encoder: decoded and
-            # encoded whole in the pool, as the CLI does (MediaEncoder.decode_file/finish, the batched path, have
-            # no crops or insets yet, and batch the collection's encoder only)
+        if params.crops or other:  # six crops per frame, or another encoder: decoded and encoded whole in the
+            # pool, as the CLI does (the batched path has no crops, and batches the collection's encoder only)
             light = other and params.query_encoder == self.light
             if is_image:
                 own_s = self._light_image_s if light else self._whole_image_s
@@ -534,19 +545,20 @@ class QueryService:
                 own_s = (self._light_frame_s if light else self._whole_frame_s) * max(1, frames)
             self._admit_whole(own_s, 0.0 if started is None else time.perf_counter() - started)
             return await self._whole_in_pool(path, params, own_s, is_image, params.query_encoder if other else None)
-        self._admit(frames, is_image, 0.0 if started is None else time.perf_counter() - started)
-        own_s = self.own_decode(frames, is_image)
+        insets = params.insets
+        units = self._admit(frames, is_image, 0.0 if started is None else time.perf_counter() - started, insets)
+        own_s = self.own_decode(frames, is_image, insets)
         self._decoding_s += own_s
         try:
-            decoded = await self.in_pool(self.media.decode_file, path, self.settings.max_query_seconds)
+            decoded = await self.in_pool(self.media.decode_file, path, self.settings.max_query_seconds, insets)
         except BaseException:
-            self.encoder.release(frames)
+            self.encoder.release(units)
             raise
         finally:
             self._decoding_s -= own_s
-        self._learn_decode(decoded.decode_seconds, len(decoded.images), is_image)
+        self._learn_decode(decoded, is_image, insets)
         self.metrics.observe_stage("decode", decoded.decode_seconds)
-        vectors, encode_s = await self._submit(self.encoder, EncodeItem(decoded.images), reserved=frames)
+        vectors, encode_s = await self._submit(self.encoder, EncodeItem(decoded.all_images), reserved=units)
         media = self.media.finish(decoded, vectors, encode_s)
         del decoded
         self.metrics.observe_stage("encode", media.timings["encode"])
@@ -581,11 +593,13 @@ class QueryService:
         self.metrics.observe_stage("encode", encode_s)
         return media
 
-    def _learn_decode(self, seconds: float, frames: int, is_image: bool) -> None:
-        if is_image:
-            self._decode_image_s += 0.2 * (seconds - self._decode_image_s)
-        else:
-            self._decode_frame_s += 0.2 * (seconds / max(1, frames) - self._decode_frame_s)
+    def _learn_decode(self, decoded: DecodedMedia, is_image: bool, insets: bool) -> None:
+        """Learn (EWMA) the decode cost per image or frame, and with ``insets`` the insets found per frame."""
+        frames = max(1, len(decoded.images))
+        per = decoded.decode_seconds if is_image else decoded.decode_seconds / frames
+        self._decode_cost[(is_image, insets)] += 0.2 * (per - self._decode_cost[(is_image, insets)])
+        if insets:
+            self._insets_per_frame += 0.2 * ((decoded.units - len(decoded.images)) / frames - self._insets_per_frame)
 
     def _encode_whole(self, path: Path, crops: bool, insets: bool, query_encoder: str | None = None) -> EncodedMedia:
         from vidsearch.decode import probe
