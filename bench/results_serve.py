@@ -148,7 +148,9 @@ IMAGE_RUNS = (
                            "sscd-distilled`, as `serve-light-2`"),
     ("serve-light-after", "the same (`--light-encoder sscd-distilled`), a pool query predicted to lose min(own, busy / 2) "
                           "to the encoder's batches, its cost learnt as if alone"),
-    ("serve-light-after-2", "the same (`--light-encoder sscd-distilled`), its cost learnt as measured (the code now)"),
+    ("serve-light-after-2", "the same (`--light-encoder sscd-distilled`), its cost learnt as measured"),
+    ("serve-insets-default", "the AMD VM, full sweep, queries sent with the server's defaults (insets on), their "
+                             "insets batched by the encode scheduler (the code now); no light encoder"),
 )
 
 
