@@ -52,14 +52,18 @@ def test_both_arms_are_deterministic_and_scored_by_faiss_codes(shared):
     joint = continue_training(data, model, _config(epochs=1), joint=True)
     assert joint.history == continue_training(data, model, _config(epochs=1), joint=True).history
     for arm in (apart, joint):
-        scores = copy_recall(arm, data, k=10, views=1, seed=0)
-        assert scores["queries"] == len(data)
-        assert 0.0 < scores["recall_pq"] <= 1.0 and 0.0 < scores["recall_float"] <= 1.0
-        assert scores == copy_recall(arm, data, k=10, views=1, seed=0)
+        scores = copy_recall(arm, data, ks=(1, 10), views=1, seed=0)
+        assert scores["queries"] == scores["database"] == len(data)
+        assert 0.0 < scores["recall_pq@1"] <= scores["recall_pq@10"] <= 1.0
+        assert 0.0 < scores["recall_float@1"] <= scores["recall_float@10"] <= 1.0
+        assert scores == copy_recall(arm, data, ks=(1, 10), views=1, seed=0)
+        with_reversed = copy_recall(arm, data, ks=(1, 10), views=1, seed=0, reversed_distractors=True)
+        assert with_reversed["database"] == 2 * len(data)
+        assert with_reversed["recall_float@1"] <= scores["recall_float@1"]  # more to confuse it with, never less
     # codes with one centroid per sub-space cannot tell clips apart: recall falls to about chance (10 of 320)
     flat = type(joint)("flat", joint.model, joint.rotation, np.repeat(joint.codebooks[:, :1], 256, axis=1),
                        [], 0.0)
-    assert copy_recall(flat, data, k=10, views=1, seed=0)["recall_pq"] < 0.2
+    assert copy_recall(flat, data, ks=(10,), views=1, seed=0)["recall_pq@10"] < 0.2
 
 
 def test_bad_settings_and_too_few_clips_are_refused(shared, make_directions):

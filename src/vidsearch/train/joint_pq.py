@@ -204,13 +204,17 @@ def continue_training(data: ClipSet, model: TemporalNet, config: JointConfig, jo
                      np.asarray(codebooks, np.float32), history, seconds, time.perf_counter() - t1)
 
 
-def copy_recall(arm: ArmResult, data: ClipSet, k: int = 10, views: int = 1, seed: int = 0,
-                augmentation: Augmentation = STRONG) -> dict[str, float]:
+def copy_recall(arm: ArmResult, data: ClipSet, ks: tuple[int, ...] = (1, 10), views: int = 1, seed: int = 0,
+                augmentation: Augmentation = STRONG, reversed_distractors: bool = False) -> dict[str, float]:
     """Recall@k of each clip's augmented views (queries) among the clean vectors of all of ``data``'s clips,
     with the arm's codes (FAISS ADC over ``IndexPQ``, ``M`` bytes a clip) and with its float vectors.
 
+    Args:
+        reversed_distractors: also put every clip played backwards in the database (a look-alike that only
+            the order of the frames tells apart: mean pooling ties with it).
+
     Returns:
-        ``{"recall_pq": ..., "recall_float": ..., "queries": n}``.
+        ``{"recall_pq@K": ..., "recall_float@K": ... for each K, "queries": n, "database": size}``.
     """
     import faiss
 
@@ -218,16 +222,23 @@ def copy_recall(arm: ArmResult, data: ClipSet, k: int = 10, views: int = 1, seed
 
     rng = np.random.default_rng(seed)
     frames = arm.model.frames
-    base = embed(arm.model, data.resampled(frames))
+    clean = data.resampled(frames)
+    if reversed_distractors:
+        clean = np.concatenate([clean, clean[:, ::-1]])
+    base = embed(arm.model, np.ascontiguousarray(clean))
     n = len(data)
     owner = np.repeat(np.arange(n), views)
     queries = embed(arm.model, np.stack([augment(data.clips[int(i)], frames, rng, augmentation,
                                                  data.clips[int(rng.integers(0, n))]) for i in owner]))
     index = make_adc_index(arm.rotation, arm.codebooks, int(round(math.log2(arm.codebooks.shape[1]))))
     index.add(base)
-    _, found = index.search(queries, k)
     exact = faiss.IndexFlatL2(base.shape[1])
     exact.add(base)
-    _, found_float = exact.search(queries, k)
-    return {"recall_pq": float((found == owner[:, None]).any(1).mean()),
-            "recall_float": float((found_float == owner[:, None]).any(1).mean()), "queries": int(len(owner))}
+    out: dict[str, float] = {"queries": int(len(owner)), "database": int(len(base))}
+    top = max(ks)
+    _, found = index.search(queries, top)
+    _, found_float = exact.search(queries, top)
+    for k in ks:
+        out[f"recall_pq@{k}"] = float((found[:, :k] == owner[:, None]).any(1).mean())
+        out[f"recall_float@{k}"] = float((found_float[:, :k] == owner[:, None]).any(1).mean())
+    return out
