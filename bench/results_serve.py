@@ -161,14 +161,18 @@ def render_image_runs(results: Path = BENCH / "results") -> str:
              "scheduler / batch 1 | at 2x: offered req/s, admitted p99 ms, 503s, 503 p99 ms (scheduler) |",
              "|---|---|---|---|---|---|"]
     same_encoder: list[float] = []  # the ratios of the runs whose two servers ran the same encoder
+    no_ratio = 0  # such runs in which a server passed no rate (no ratio)
     target = None
     for name, label in (*IMAGE_RUNS, (RESULT.stem, "")):
         d = json.loads((results / f"{name}.json").read_text())
         per, git = d.get("per_mode") or {}, d.get("git") or {}
         a, b = (per.get("scheduler") or {}).get("image") or {}, (per.get("max_batch_1") or {}).get("image") or {}
         ratio = a["qps_at_limit"] / b["qps_at_limit"] if a.get("qps_at_limit") and b.get("qps_at_limit") else None
-        if ratio is not None and "--light-encoder" not in str((d.get("config") or {}).get("scheduler_args", "")):
-            same_encoder.append(ratio)
+        if "--light-encoder" not in str((d.get("config") or {}).get("scheduler_args", "")):
+            if ratio is not None:
+                same_encoder.append(ratio)
+            else:
+                no_ratio += 1
         if not label:  # the headline run: counted above, its row is the serving table's
             target = (d.get("summary") or {}).get("ratio_target")
             continue
@@ -184,7 +188,8 @@ def render_image_runs(results: Path = BENCH / "results") -> str:
         lines += ["", f"Over these runs and the headline run above, with the same encoder on both servers "
                       f"({len(same_encoder)} sweeps): scheduler / `--max-batch 1` median "
                       f"{statistics.median(same_encoder):.2f}x, range {min(same_encoder):.2f}x-{max(same_encoder):.2f}x; "
-                      f"{met} of {len(same_encoder)} at or above the {target:.2f}x target."]
+                      f"{met} of {len(same_encoder)} at or above the {target:.2f}x target"
+                      + (f"; in {no_ratio} more a server passed no rate (no ratio)." if no_ratio else ".")]
     lines += ["", I_END]
     return "\n".join(lines)
 

@@ -19,6 +19,11 @@ def marked_rows(name: str) -> list[str]:
     return [r.strip() for r in found.group(1).strip().splitlines()[2:]]
 
 
+def marked_cells(name: str) -> list[list[str]]:
+    """:func:`marked_rows`, each split into its stripped cells."""
+    return [[c.strip() for c in r.strip("|").split("|")] for r in marked_rows(name)]
+
+
 def result(name: str) -> dict[str, Any]:
     """bench/results/NAME (a JSON file)."""
     data: dict[str, Any] = json.loads((ROOT / "bench" / "results" / name).read_text())

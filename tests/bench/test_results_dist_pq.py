@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
+
+from results_doc import marked_cells
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_distributed_pq_table_matches_its_result_file() -> None:
-    doc = (ROOT / "docs" / "RESULTS.md").read_text()
-    table = re.search(r"<!-- dist-pq-table:begin -->(.*?)<!-- dist-pq-table:end -->", doc, re.S)
-    assert table, "the dist-pq table markers are missing from docs/RESULTS.md"
-    rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table.group(1).strip().splitlines()[2:]]
+    rows = marked_cells("dist-pq-table")
     data = json.loads((ROOT / "bench" / "results" / "dist-pq.json").read_text())
     methods = data["methods"]
     assert len(rows) == len(methods) == 3

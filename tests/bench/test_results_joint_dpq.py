@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
+
+from results_doc import marked_cells
 
 ROOT = Path(__file__).resolve().parents[2]
 ARMS = ("apart", "joint", "shared model + LearnedPQ", "mean pooling + LearnedPQ")
 
 
 def test_the_joint_dpq_table_matches_its_result_file() -> None:
-    doc = (ROOT / "docs" / "RESULTS.md").read_text()
-    table = re.search(r"<!-- joint-dpq-table:begin -->(.*?)<!-- joint-dpq-table:end -->", doc, re.S)
-    assert table, "the joint-dpq table markers are missing from docs/RESULTS.md"
-    rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table.group(1).strip().splitlines()[2:]]
+    rows = marked_cells("joint-dpq-table")
     data = json.loads((ROOT / "bench" / "results" / "joint-dpq.json").read_text())
     assert len(rows) == len(ARMS) and not data["partial"] and data["bytes_per_segment"] == 16
     for row, key in zip(rows, ARMS):

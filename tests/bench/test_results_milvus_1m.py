@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
+
+from results_doc import marked_cells
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ("ann-synthetic-1000000-milvus", "ann-synthetic-1000000-milvus-hnsw", "ann-synthetic-1000000-milvus-quiet",
@@ -12,10 +13,7 @@ FILES = ("ann-synthetic-1000000-milvus", "ann-synthetic-1000000-milvus-hnsw", "a
 
 
 def test_the_milvus_1m_table_matches_its_result_files() -> None:
-    doc = (ROOT / "docs" / "RESULTS.md").read_text()
-    table = re.search(r"<!-- milvus-1m-table:begin -->(.*?)<!-- milvus-1m-table:end -->", doc, re.S)
-    assert table, "the milvus-1m table markers are missing from docs/RESULTS.md"
-    rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table.group(1).strip().splitlines()[2:]]
+    rows = marked_cells("milvus-1m-table")
     expected = []
     for name in FILES:
         data = json.loads((ROOT / "bench" / "results" / f"{name}.json").read_text())

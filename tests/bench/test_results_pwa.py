@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
+
+from results_doc import marked_cells
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_pwa_table_matches_its_result_files() -> None:
-    doc = (ROOT / "docs" / "RESULTS.md").read_text()
-    table = re.search(r"<!-- pwa-table:begin -->(.*?)<!-- pwa-table:end -->", doc, re.S)
-    assert table, "the pwa table markers are missing from docs/RESULTS.md"
-    rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table.group(1).strip().splitlines()[2:]]
+    rows = marked_cells("pwa-table")
     fashion = json.loads((ROOT / "bench" / "results" / "fashion-pwa.json").read_text())
     vsc = json.loads((ROOT / "bench" / "results" / "eval-vsc-small-pwa" / "results.json").read_text())
     assert len(rows) == 2

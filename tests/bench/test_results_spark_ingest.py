@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
+
+from results_doc import marked_cells
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_spark_table_matches_its_result_file() -> None:
     doc = (ROOT / "docs" / "RESULTS.md").read_text()
-    table = re.search(r"<!-- spark-ingest-table:begin -->(.*?)<!-- spark-ingest-table:end -->", doc, re.S)
-    assert table, "the spark-ingest table markers are missing from docs/RESULTS.md"
-    rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table.group(1).strip().splitlines()[2:]]
+    rows = marked_cells("spark-ingest-table")
     data = json.loads((ROOT / "bench" / "results" / "spark-ingest.json").read_text())
     single, spark = data["single"], data["spark"]
     assert rows[0][1:3] == [f"{single['best_wall_s']:.1f}", f"{single['video_s_per_wall_s']:.1f}"]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
+
+from results_doc import marked_cells
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("vidsearch", "vidsearch:exact", "vidsearch:dtw", "vidsearch:bidtw", "vidsearch:learned",
@@ -12,10 +13,7 @@ METHODS = ("vidsearch", "vidsearch:exact", "vidsearch:dtw", "vidsearch:bidtw", "
 
 
 def test_the_comparator_table_matches_its_result_file() -> None:
-    doc = (ROOT / "docs" / "RESULTS.md").read_text()
-    table = re.search(r"<!-- vsc-comparator-table:begin -->(.*?)<!-- vsc-comparator-table:end -->", doc, re.S)
-    assert table, "the vsc-comparator table markers are missing from docs/RESULTS.md"
-    rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table.group(1).strip().splitlines()[2:]]
+    rows = marked_cells("vsc-comparator-table")
     data = json.loads((ROOT / "bench" / "results" / "vsc-comparator.json").read_text())
     ev = data["evaluation"]
     assert len(rows) == len(METHODS) and not data["partial"]
