@@ -57,7 +57,8 @@ def _small(image: NDArray[np.uint8]) -> NDArray[np.float32]:
     for i in range(f):
         for j in range(f):
             total += blocks[:, i, :, j]
-    return total / np.float32(f * f)
+    total /= f * f  # in place: stays float32
+    return total
 
 
 def _lines(edges: NDArray[np.bool_], axis: int, min_length: float) -> NDArray[np.int64]:
