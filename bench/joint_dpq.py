@@ -52,12 +52,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    from vidsearch.compress import LearnedPQ
-    from vidsearch.compress.learned_pq import LearnedPQConfig
     from vidsearch.encode.temporal import l2_normalize
     from vidsearch.evaluate import fashion
-    from vidsearch.train.joint_pq import ArmResult, JointConfig, continue_training, copy_recall
-    from vidsearch.train.loop import TrainConfig, train_temporal
+    from vidsearch.train.joint_pq import ArmResult, JointConfig, continue_training, copy_recall, learned_pq_arm
+    from vidsearch.train.loop import TrainConfig, embed, train_temporal
 
     args = parse_args()
     payload = C.header(args.name, {k: v for k, v in vars(args).items() if k not in ("json", "wait_quiet")})
@@ -82,15 +80,8 @@ def main() -> None:
         arms[arm.name] = arm
 
     # references: the shared model before either arm, and mean pooling, each with LearnedPQ fitted apart
-    def with_learned_pq(name: str, model: Any, vectors: np.ndarray) -> ArmResult:
-        t0 = time.perf_counter()
-        pq = LearnedPQ(args.M, 8, LearnedPQConfig(seed=args.seed, n_threads=1)).fit(vectors)
-        return ArmResult(name, model, pq.rotation_, pq.codebooks_, [], 0.0, time.perf_counter() - t0)
-
-    from vidsearch.train.loop import embed
-
-    arms["shared model + LearnedPQ"] = with_learned_pq("shared model + LearnedPQ", base.model,
-                                                       embed(base.model, train.resampled(base.model.frames)))
+    arms["shared model + LearnedPQ"] = learned_pq_arm("shared model + LearnedPQ", base.model,
+                                                      embed(base.model, train.resampled(base.model.frames)), config)
 
     class MeanModel:  # mean pooling as a "model" for copy_recall (embed calls it on (N, frames, D) windows)
         frames = base.model.frames
@@ -104,8 +95,8 @@ def main() -> None:
             return torch.from_numpy(l2_normalize(x.numpy().mean(axis=1)))
 
     mean = MeanModel()
-    arms["mean pooling + LearnedPQ"] = with_learned_pq("mean pooling + LearnedPQ", mean,
-                                                       l2_normalize(train.resampled(mean.frames).mean(axis=1)))
+    arms["mean pooling + LearnedPQ"] = learned_pq_arm("mean pooling + LearnedPQ", mean,
+                                                      l2_normalize(train.resampled(mean.frames).mean(axis=1)), config)
     rows = {}
     for name, arm in arms.items():
         rows[name] = {"plain": copy_recall(arm, test, ks=(1, 10), views=args.views, seed=args.seed),

@@ -117,8 +117,8 @@ def continue_training(data: ClipSet, model: TemporalNet, config: JointConfig, jo
     from torch.nn import functional as F
     from torch.nn.utils import parametrize
 
-    from vidsearch.compress import OPQ, LearnedPQ
-    from vidsearch.compress.learned_pq import LearnedPQConfig, _DifferentiablePQ
+    from vidsearch.compress import OPQ
+    from vidsearch.compress.learned_pq import _DifferentiablePQ
     from vidsearch.compress.pq import check_enough, check_pq_shape
 
     n, frames = len(data), model.frames
@@ -136,12 +136,13 @@ def continue_training(data: ClipSet, model: TemporalNet, config: JointConfig, jo
     dpq: Any = None
     sub_mse = 1.0
     if joint:
-        start = OPQ(config.M, config.nbits, niter=config.opq_niter).fit(embed(net, clean))
+        vectors = embed(net, clean)
+        start = OPQ(config.M, config.nbits, niter=config.opq_niter).fit(vectors)
         if start.rotation_ is None or start.codebooks_ is None:  # fit() sets both; this narrows the types
             raise ConfigError("OPQ fitted no rotation or codebooks")
         dpq = _DifferentiablePQ(start.rotation_, start.codebooks_, True)
         with torch.no_grad():
-            _, _, dmin = dpq.quantize(dpq.project(torch.from_numpy(embed(net, clean))), 1.0)
+            _, _, dmin = dpq.quantize(dpq.project(torch.from_numpy(vectors)), 1.0)
             sub_mse = max(float(dmin.mean()), 1e-12)
         params.append({"params": list(dpq.parameters()), "lr": config.codebook_lr})
     optimiser = torch.optim.AdamW(params, weight_decay=1e-4)
@@ -190,18 +191,28 @@ def continue_training(data: ClipSet, model: TemporalNet, config: JointConfig, jo
                          f"({time.perf_counter() - t:.1f} s)")
         net.eval()
         seconds = time.perf_counter() - t0
-        t1 = time.perf_counter()
         if joint:
             rotation, codebooks = dpq.export()
-        else:  # PQ trained apart, on the model's vectors of the training clips
-            pq = LearnedPQ(config.M, config.nbits, LearnedPQConfig(seed=config.seed, n_threads=config.threads))
-            pq.fit(embed(net, clean))
-            rotation, codebooks = pq.rotation_, pq.codebooks_
     finally:
         torch.set_num_threads(threads_before)
         torch.use_deterministic_algorithms(deterministic_before)
-    return ArmResult("joint" if joint else "apart", net, np.asarray(rotation, np.float32),
-                     np.asarray(codebooks, np.float32), history, seconds, time.perf_counter() - t1)
+    if not joint:  # PQ trained apart, on the model's vectors of the training clips
+        return learned_pq_arm("apart", net, embed(net, clean), config, history, seconds)
+    return ArmResult("joint", net, np.asarray(rotation, np.float32), np.asarray(codebooks, np.float32), history,
+                     seconds)
+
+
+def learned_pq_arm(name: str, model: Any, vectors: NDArray[np.float32], config: JointConfig,
+                   history: list[float] | None = None, seconds: float = 0.0) -> ArmResult:
+    """``model`` with :class:`~vidsearch.compress.LearnedPQ` (default settings, ``config``'s M, nbits, seed and
+    threads) fitted on its ``vectors``: the quantizer trained apart; ``pq_seconds`` its fitting time."""
+    from vidsearch.compress import LearnedPQ
+    from vidsearch.compress.learned_pq import LearnedPQConfig
+
+    t = time.perf_counter()
+    pq = LearnedPQ(config.M, config.nbits, LearnedPQConfig(seed=config.seed, n_threads=config.threads)).fit(vectors)
+    return ArmResult(name, model, np.asarray(pq.rotation_, np.float32), np.asarray(pq.codebooks_, np.float32),
+                     history or [], seconds, time.perf_counter() - t)
 
 
 def copy_recall(arm: ArmResult, data: ClipSet, ks: tuple[int, ...] = (1, 10), views: int = 1, seed: int = 0,
