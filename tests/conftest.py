@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from once import built_once
 from vidsearch.evaluate import samples
 
 
@@ -31,15 +32,17 @@ def small_refs(footage: dict[str, Path]) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def built_collection(tmp_path_factory: pytest.TempPathFactory, small_refs: list[Path]) -> Path:
-    """A collection of ``small_refs`` built once; copy it (``collection_copy``) before writing to it."""
+def built_collection(tmp_path_factory: pytest.TempPathFactory, worker_id: str, small_refs: list[Path]) -> Path:
+    """A collection of ``small_refs`` built once per run (shared by the xdist workers); tests only read it:
+    copy it (``collection_copy``) before writing to it."""
     from vidsearch import Collection
 
-    path = tmp_path_factory.mktemp("built") / "coll"
-    with Collection.create(path) as coll:
-        reports = coll.add(small_refs)
-    assert [r.status for r in reports] == ["indexed"] * len(small_refs)
-    return path
+    def build(path: Path) -> None:
+        with Collection.create(path) as coll:
+            reports = coll.add(small_refs)
+        assert [r.status for r in reports] == ["indexed"] * len(small_refs)
+
+    return built_once(tmp_path_factory, worker_id, "coll", build)
 
 
 @pytest.fixture()
