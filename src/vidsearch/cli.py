@@ -437,10 +437,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     if args.benchmark == "vsc":
         return _eval_vsc(args, methods, progress)
+    if args.benchmark == "rgbd":
+        return _eval_rgbd(args, methods, progress)
     if args.size == "tiny":
         from vidsearch.errors import ConfigError
 
-        raise ConfigError(f"--size tiny is for 'eval vsc' only; {args.benchmark} has the sizes small and full")
+        raise ConfigError(f"--size tiny is for 'eval vsc' and 'eval rgbd' only; {args.benchmark} has the sizes "
+                          "small and full")
     if args.benchmark == "fashion":
         from vidsearch.evaluate import fashion_eval
 
@@ -467,6 +470,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if doc.get("partial"):
             progress(f"PARTIAL: footage or data missing, figures not comparable to a complete run: {doc['missing']}")
         progress(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'}")
+    return EXIT_OK
+
+
+def _eval_rgbd(args: argparse.Namespace, methods: list[str] | None, progress: Callable[[str], None]) -> int:
+    """``vidsearch eval rgbd``: the synthetic RGB-D benchmark (evaluate/rgbd.py); --methods names the encoder."""
+    from vidsearch.errors import ConfigError
+    from vidsearch.evaluate import rgbd
+
+    if args.size == "full":
+        raise ConfigError("eval rgbd has the sizes tiny and small, got full")
+    if methods and len(methods) != 1:
+        raise ConfigError(f"eval rgbd takes one frame encoder in --methods (the colour stream), got {methods}")
+    doc = rgbd.run_rgbd(Path(args.out), size=args.size, seed=args.seed,
+                        encoder=methods[0] if methods else "sscd-distilled", progress=None if args.json else progress)
+    if args.json:
+        _emit(rgbd.summary(doc))
+    else:
+        _console().print(rgbd.markdown_table(doc), markup=False, highlight=False)
+        progress(f"wrote {Path(args.out) / 'results.json'}")
     return EXIT_OK
 
 
@@ -722,16 +744,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="run a benchmark for several methods; write results.json and report.html")
     common(p, collection=False)
-    p.add_argument("benchmark", choices=["neardup", "fashion", "vsc"],
+    p.add_argument("benchmark", choices=["neardup", "fashion", "vsc", "rgbd"],
                    help="neardup: transformed copies of real footage, with peers; fashion: Fashion-MNIST labels; "
-                        "vsc: copies hidden in other footage, VSC 2022 segment and pair micro-AP, with peers")
+                        "vsc: copies hidden in other footage, VSC 2022 segment and pair micro-AP, with peers; "
+                        "rgbd: synthetic colour + depth clips whose classes only depth tells apart (trains 3 LSTMs)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--size", choices=["tiny", "small", "full"], default="small",
-                   help="small (default) or full; vsc also tiny (tests)")
+                   help="small (default) or full; vsc also tiny (tests); rgbd: tiny or small")
     p.add_argument("--methods", help="neardup, comma-separated: vidsearch-<encoder>[@<pq|opq|learned><M>[/adc]]"
                    "[:<rerank>], exact-frame-scan-<encoder>, peers, or a peer name; fashion: encoder names; "
                    "vsc: vidsearch (today's defaults), exact-frame-scan, peers and the neardup names "
-                   "(default vidsearch,exact-frame-scan,peers)")
+                   "(default vidsearch,exact-frame-scan,peers); rgbd: the colour stream's encoder (default "
+                   "sscd-distilled)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", help="folder for the rendered benchmark videos (default: OUT/data-SIZE-seedN; "
                                   "vsc: the cache, ~/.cache/vidsearch/vsc/...)")

@@ -92,11 +92,17 @@ def _open_container(path: Path) -> InputContainer:
 
 
 def _video_stream(container: InputContainer, path: Path) -> VideoStream:
-    streams = [s for s in container.streams.video]
+    from vidsearch.decode.depth import is_depth_stream
+
+    # An RGB-D file's depth stream is not its colour (decode/depth.py reads it); a file of depth alone has none.
+    streams = [s for s in container.streams.video if not is_depth_stream(s)]
     # Cover art is a video stream with one attached picture; prefer real video streams.
     real = [s for s in streams if not (s.disposition & 0x400)] if streams else []  # AV_DISPOSITION_ATTACHED_PIC
     chosen = real or streams
     if not chosen:
+        if container.streams.video:
+            raise DecodeError(f"{path}: only a depth stream, no colour; expected a video with a colour stream "
+                              "(depth is read beside it with vidsearch.decode.depth)")
         kinds: list[str] = sorted({s.type for s in container.streams}) or ["none"]
         raise DecodeError(f"{path}: no video stream (found stream types: {', '.join(kinds)}); expected a video file")
     # A damaged header can leave a video stream without a codec (PyAV gives no codec context).
