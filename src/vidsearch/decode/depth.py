@@ -117,7 +117,8 @@ def read_depth(path: str | os.PathLike[str], fps: float | None = None) -> DepthF
                               for s in container.streams.video) or "no video stream"
             raise DecodeError(f"{p}: no depth stream (found {found}); expected a video stream titled 'depth' or "
                               "of pixel format gray16le/gray16be, as RGB-D recorders write it")
-        times, frames = [], []
+        times: list[float] = []
+        frames: list[NDArray[np.uint16]] = []
         try:
             for frame in container.decode(stream):
                 arr = frame.to_ndarray(format="gray16le") if frame.format.name != "gray16le" else frame.to_ndarray()
@@ -147,7 +148,7 @@ def _read_png_folder(folder: Path, fps: float | None) -> DepthFrames:
     else:
         raise DecodeError(f"{folder}: the file names are not times in seconds (e.g. 1305031102.160407.png); "
                           "give the frame rate (fps)")
-    frames = []
+    frames: list[NDArray[np.uint16]] = []
     for f in files:
         with Image.open(f) as im:
             if im.mode not in ("I;16", "I;16B", "I;16L", "I"):
