@@ -261,6 +261,35 @@ def test_benchmark_can_see_motion_with_an_order_aware_aggregator(encoder):
     assert direction["mAP"] > direction["random_mAP"] + 0.2
 
 
+def test_par_keeps_the_confident_top_k_with_a_threshold_from_the_other_queries():
+    # two tight classes and one loose one: PAR's threshold cuts the loose class's far neighbours
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 12)
+    spread = np.where(labels == 2, 3.0, 0.3)[:, None]
+    v = np.eye(8)[labels] * 2 + rng.normal(size=(36, 8)) * spread
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    sim = (v @ v.T).astype(np.float32)
+    np.fill_diagonal(sim, -np.inf)
+    par = fm.par_scores(sim, fm._rank(sim)[:, :-1], labels.tolist(), 5)
+    assert par["n_queries"] == 18 and par["calibrated_on"] == "even-numbered queries"
+    plain, cut = par["plain"], par["par"]
+    assert plain["empty_answers"] == 0.0
+    # it cut something: precision up, recall down (measured 0.856 -> 0.867, 0.389 -> 0.379)
+    assert cut["precision@5"] > plain["precision@5"] and cut["recall@5"] < plain["recall@5"]
+    # the threshold is one the even queries' top 5 saw (or below all), and it never keeps more than plain
+    evens = np.take_along_axis(sim, fm._rank(sim)[:, :5], axis=1)[::2]
+    assert par["threshold"] < evens.min() or np.isclose(evens, par["threshold"], atol=1e-4).any()
+
+
+def test_moving_benchmark_reports_par(encoder):
+    result = fm.run_moving_fashion(encoder, n_per_class=2, items=(0, 1, 5, 8, 9), encode_frames=4,
+                                   seed=0, aggregator=FirstMinusLast())
+    par = result["labels"]["motion_par"]
+    assert par["n_queries"] == 40 and set(par) >= {"threshold", "plain", "par"}
+    # plain top-5 on the odd queries equals the leave-one-out figures' top 5 on those queries (same rankings)
+    assert 0 < par["plain"]["precision@5"] <= 1 and 0 <= par["par"]["empty_answers"] <= 1
+
+
 def test_write_clip_round_trip(tmp_path):
     from vidsearch.decode import iter_frames
 

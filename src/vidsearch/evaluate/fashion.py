@@ -643,6 +643,51 @@ def run_moving_fashion(
     return score_moving(data, aggregator, k)
 
 
+def par_scores(similarity: NDArray[np.float32], rankings: NDArray[np.int64], key: Sequence[Hashable],
+               k: int) -> dict[str, Any]:
+    """P/R/F1@k with and without proximal-affinity re-ranking (PAR, the CNN + LSTM paper: of the top k, keep
+    only those whose cosine exceeds a threshold), relevant = same ``key``.
+
+    The threshold is calibrated on the even-numbered queries (the best macro F1@k among the top-k
+    similarities they see) and both rankings are scored on the odd-numbered queries only, so the
+    threshold never sees the queries it is scored on. With PAR a query's precision is over what it
+    returns (fewer than k when the threshold cuts; an empty answer scores 0) and its recall over all its
+    relevant clips; F1 per query. Macro means over ``key``'s classes, like the other figures.
+    """
+    n = len(key)
+    index = {v: i for i, v in enumerate(dict.fromkeys(key))}
+    label = np.asarray([index[v] for v in key])
+    top = rankings[:, :k]
+    top_sim = np.take_along_axis(similarity, top, axis=1)  # (n, k), best first
+    hit = label[top] == label[:, None]
+    n_rel = np.asarray([int((label == label[q]).sum()) - 1 for q in range(n)])
+
+    def per_query(rows: NDArray[np.int64], threshold: float | None) -> tuple[NDArray[np.float64], ...]:
+        kept = np.ones((len(rows), k), bool) if threshold is None else top_sim[rows] > threshold
+        hits = (hit[rows] & kept).sum(axis=1).astype(np.float64)
+        returned = kept.sum(axis=1)
+        p = np.where(returned > 0, hits / np.maximum(returned, 1), 0.0)
+        r = np.where(n_rel[rows] > 0, hits / np.maximum(n_rel[rows], 1), 0.0)
+        f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
+        return p, r, f1, (returned == 0).astype(np.float64)
+
+    def macro(values: NDArray[np.float64], rows: NDArray[np.int64]) -> float:
+        return metrics.macro_mean(values.tolist(), [key[q] for q in rows])
+
+    even, odd = np.arange(0, n, 2), np.arange(1, n, 2)
+    candidates = np.unique(np.round(top_sim[even].ravel(), 4))
+    # below the lowest similarity (keeps everything) and each value seen; the best F1, the lower threshold on ties
+    grid = np.concatenate([[candidates.min() - 1e-3], candidates]) if len(candidates) else np.asarray([-1.0])
+    best = max(grid, key=lambda t: (round(macro(per_query(even, float(t))[2], even), 6), -t))
+    out: dict[str, Any] = {"threshold": round(float(best), 4), "calibrated_on": "even-numbered queries",
+                           "scored_on": "odd-numbered queries", "n_queries": len(odd), "k": k}
+    for name, threshold in (("plain", None), ("par", float(best))):
+        p, r, f1, empty = per_query(odd, threshold)
+        out[name] = {f"precision@{k}": macro(p, odd), f"recall@{k}": macro(r, odd), f"f1@{k}": macro(f1, odd),
+                     "empty_answers": float(empty.mean())}
+    return out
+
+
 def score_moving(data: MovingVectors, aggregator: TemporalAggregator | None = None, k: int = 5,
                  unseen_items: Sequence[int] | None = None) -> dict[str, Any]:
     """The retrieval figures of :func:`run_moving_fashion` for already encoded clips and one aggregator.
@@ -683,6 +728,7 @@ def score_moving(data: MovingVectors, aggregator: TemporalAggregator | None = No
             ap = metrics.by_class(scores["AP"], key)
             pk = metrics.by_class(scores[f"precision@{k}"], key)
             by_motion = {m: {"mAP": ap[m], f"precision@{k}": pk[m]} for m in motions}
+    labels_out["motion_par"] = par_scores(similarity, rankings, keys["motion"], k)
     # Direction: each query ranks only the clips of its own axis (other items included); relevant =
     # same motion. Frames are the same set either way, so only frame order tells the two apart.
     axis = keys["motion_axis"]

@@ -231,6 +231,11 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
                     part = moving[variant]["labels"].get(label)
                     if part and part["mAP"] is not None:
                         m[f"moving_{label}_mAP"] = part["mAP"]
+                par = moving[variant]["labels"].get("motion_par")
+                if par:
+                    m[f"moving_motion_F1@{k}_odd"] = par["plain"][f"f1@{k}"]
+                    m[f"moving_motion_par_F1@{k}_odd"] = par["par"][f"f1@{k}"]
+                    m["moving_motion_par_threshold"] = par["threshold"]
                 if "+" in variant:
                     m["aggregate_vs_encode"] = moving[variant]["timing"]["aggregate_vs_encode"]
                     if "training" in moving[variant]:
@@ -275,6 +280,21 @@ def moving_table(moving: dict[str, Any], k: int) -> str:
     return "\n".join(lines)
 
 
+def par_table(moving: dict[str, Any], k: int) -> str:
+    """Motion P/R/F1@k with and without proximal-affinity re-ranking (``fashion.par_scores``), one row per method."""
+    lines = [f"| method | PAR threshold | P@{k} | R@{k} | F1@{k} | with PAR: P@{k} | R@{k} | F1@{k} | empty answers |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in moving.items():
+        par = r["labels"].get("motion_par")
+        if not par:
+            continue
+        a, b = par["plain"], par["par"]
+        lines.append(f"| {name} | {par['threshold']:.4f} | " + " | ".join(
+            f"{x[s]:.3f}" for x in (a, b) for s in (f"precision@{k}", f"recall@{k}", f"f1@{k}"))
+            + f" | {b['empty_answers']:.1%} |")
+    return "\n".join(lines)
+
+
 def markdown_tables(doc: dict[str, Any]) -> str:
     text = ["## Fashion-MNIST image retrieval (test split; gallery holds all classes)", "",
             retrieval_table(doc["retrieval"], doc["k"])]
@@ -286,6 +306,11 @@ def markdown_tables(doc: dict[str, Any]) -> str:
                  "axis: relevant = same motion pair (left/right, up/down, zoom, rotate); direction in axis: each "
                  "query ranks only its own axis's clips, relevant = same motion (frames are the same set, only "
                  "their order differs)"]
+        if any("motion_par" in r["labels"] for r in doc["moving"].values()):
+            par = next(r["labels"]["motion_par"] for r in doc["moving"].values() if "motion_par" in r["labels"])
+            text += ["", f"Motion with proximal-affinity re-ranking (PAR: of the top {doc['k']}, only those above the "
+                     f"threshold; calibrated for the best F1 on the {par['calibrated_on']}, both scored on the "
+                     f"{par['n_queries']} {par['scored_on']})", "", par_table(doc["moving"], doc["k"])]
         if doc.get("temporal_training"):
             tr = doc["temporal_training"]
             text += ["", f"Temporal models: trained on {tr['clips']} clips per (item, motion) of the train split (seed "
