@@ -766,7 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neardup: run even if some footage or data is missing (results.json is then marked "
                         "\"partial\": true with what is missing); by default a missing source is an error")
     p.add_argument("--temporal", help="fashion, comma-separated: temporal models to compare on Moving Fashion-MNIST, "
-                   "mean|lstm|attention|seq2seq|dual[:infonce|triplet|ce|reconstruct] (learned ones are trained on clips "
+                   "mean|lstm|attention|seq2seq|dual[+flow][:infonce|triplet|ce|reconstruct] (+flow: the frame vectors fused "
+                   "with optical flow from the decoded pixels; learned ones are trained on clips "
                    "of the train split "
                    "first, a few minutes each); each reported as ENCODER+MODEL")
     p.add_argument("--temporal-seen-only", action="store_true",

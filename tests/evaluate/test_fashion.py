@@ -366,10 +366,15 @@ def test_eval_fashion_temporal_trains_and_reports_encoder_plus_model(tmp_path) -
     """``eval fashion --temporal mean,lstm`` (training cut to 2 clips per class and 2 epochs)."""
     from vidsearch.evaluate.fashion_eval import run_fashion_eval, summary
 
-    doc = run_fashion_eval(tmp_path, size="small", temporal=["mean", "lstm"], train_overrides={"clips": 2, "epochs": 2},
-                           seen_only=True)
+    doc = run_fashion_eval(tmp_path, size="small", temporal=["mean", "lstm", "lstm+flow"],
+                           train_overrides={"clips": 2, "epochs": 2}, seen_only=True)
     methods = summary(doc)["methods"]
-    assert list(methods) == ["sscd-distilled+mean", "sscd-distilled+lstm"]
+    assert list(methods) == ["sscd-distilled+mean", "sscd-distilled+lstm", "sscd-distilled+lstm+flow"]
+    # the flow stream: frame vectors (512) fused with the optical flow vectors (33) at the model's input
+    from vidsearch.encode.temporal import read_model_info
+
+    assert read_model_info(tmp_path / "models" / "sscd-distilled+lstm+flow.onnx").dim == 512 + 33
+    assert doc["timing_s"]["flow_evaluation_sscd-distilled"] > 0
     for m in methods.values():
         assert {"mAP", "moving_direction_within_axis_mAP", "moving_motion_mAP", "aggregate_vs_encode"} <= set(m)
     assert "train_s" in methods["sscd-distilled+lstm"] and "train_s" not in methods["sscd-distilled+mean"]

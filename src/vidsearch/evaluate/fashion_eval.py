@@ -66,11 +66,30 @@ def parse_temporal(names: list[str]) -> list[tuple[str, str | None]]:
     out: list[tuple[str, str | None]] = []
     for name in names:
         model, _, loss = name.partition(":")
-        if model not in ("mean", *DEFAULT_LOSS) or (loss and (model == "mean" or loss not in LOSSES)):
+        base, plus, stream = model.partition("+")
+        if (base not in ("mean", *DEFAULT_LOSS) or (loss and (base == "mean" or loss not in LOSSES))
+                or (plus and (stream != "flow" or base == "mean"))):
             raise ConfigError(f"unknown temporal model {name!r}; expected mean, lstm, attention, seq2seq or dual, a learned "
-                              "one optionally with :infonce, :triplet, :ce or :reconstruct (e.g. lstm:triplet)")
-        out.append((model, loss or (DEFAULT_LOSS[model] if model != "mean" else None)))
+                              "one optionally with +flow (the pixel-motion stream fused with the frame vectors) and "
+                              ":infonce, :triplet, :ce or :reconstruct (e.g. lstm:triplet, dual+flow)")
+        out.append((model, loss or (DEFAULT_LOSS[base] if base != "mean" else None)))
     return out
+
+
+def with_flow(data: Any) -> Any:
+    """``data`` (``fashion.MovingVectors``) with each encoded frame's vector fused with the pixel-motion vector
+    (``encode/motion.py``: optical flow from the frame before it) of the same frame."""
+    import dataclasses
+
+    import numpy as np
+
+    from vidsearch.encode.depth import fuse
+    from vidsearch.encode.motion import flow_vectors
+
+    flow = np.stack([flow_vectors(c.frames, data.picks) for c in data.clips])
+    n, p, d = data.vectors.shape
+    fused = fuse(data.vectors.reshape(n * p, d), flow.reshape(n * p, -1)).reshape(n, p, -1)
+    return dataclasses.replace(data, vectors=fused, encoder={**data.encoder, "stream": "frames + optical flow"})
 
 
 def run_fashion_eval(out: Path, size: str = "small", encoders: list[str] | None = None, seed: int = 0,
@@ -168,8 +187,18 @@ def run_temporal_moving(models_dir: Path, encoder: str, cfg: dict[str, Any], mod
                                              seed=seed, encode_frames=cfg["encode_frames"] or None)
     timing[f"moving_{encoder}"] = round(time.perf_counter() - t, 2)
     train_data = None
-    for model, loss in models:
-        label = f"{encoder}+{model}" if loss is None or loss == DEFAULT_LOSS.get(model) else f"{encoder}+{model}:{loss}"
+    flowed: dict[str, Any] = {}  # the evaluation and training clips with the flow stream, made once
+
+    def streams(data: Any, which: str) -> Any:
+        if which not in flowed:
+            t = time.perf_counter()
+            flowed[which] = with_flow(data)
+            timing[f"flow_{which}_{encoder}"] = round(time.perf_counter() - t, 2)  # the optical flow's cost
+        return flowed[which]
+
+    for name, loss in models:
+        model, _, stream = name.partition("+")
+        label = f"{encoder}+{name}" if loss is None or loss == DEFAULT_LOSS.get(model) else f"{encoder}+{name}:{loss}"
         aggregator = None
         record: dict[str, Any] = {}
         if model != "mean":
@@ -186,7 +215,7 @@ def run_temporal_moving(models_dir: Path, encoder: str, cfg: dict[str, Any], mod
                     items=[c for c in range(len(fashion.CLASS_NAMES)) if c not in held_out] if held_out else None,
                     encode_frames=cfg["encode_frames"] or None, split="train")
                 timing[f"train_clips_{encoder}"] = round(time.perf_counter() - t, 2)
-            clips = fashion.moving_training_set(train_data, "motion")
+            clips = fashion.moving_training_set(streams(train_data, "train") if stream else train_data, "motion")
             if progress:
                 progress(f"training {label} ({loss}, {training['epochs']} epochs) on {len(clips)} clips")
             pretrain = SEQ2SEQ_PRETRAIN if model == "seq2seq" and loss != "reconstruct" else 0
@@ -200,7 +229,8 @@ def run_temporal_moving(models_dir: Path, encoder: str, cfg: dict[str, Any], mod
                       "train_s": round(result.seconds, 2), "history": [round(v, 5) for v in result.history],
                       "hard": result.hard, "clips": len(clips), "data": clips.source, "config": config.to_dict(),
                       "load_avg": [round(x, 2) for x in os.getloadavg()]}
-        scored = fashion.score_moving(evaluation, aggregator, k, unseen_items=training.get("unseen_items"))
+        scored = fashion.score_moving(streams(evaluation, "evaluation") if stream else evaluation, aggregator, k,
+                                      unseen_items=training.get("unseen_items"))
         if record:
             scored["training"] = record
         out[label] = scored

@@ -1,0 +1,77 @@
+"""Motion from the decoded pixels: dense optical flow as a per-frame vector, the motion stream of a dual-stream model.
+
+The frame encoders' vectors change little when a picture shifts by a few pixels, so the difference of two frame
+vectors (what :class:`vidsearch.train.models.DualStreamTemporal` takes as motion) carries little of *where*
+things move. This stream measures it on the pixels: OpenCV's Farneback dense optical flow (a well-kept library;
+``opencv-contrib-python-headless``, in the ``eval`` extra) between a frame and the one before it, averaged over a
+``grid`` x ``grid`` layout of cells, in units of the frame's width, plus one constant component, L2-normalised:
+the direction of motion in each region and, through the constant component, how large it is (still frames give
+the constant alone). :func:`vidsearch.encode.depth.fuse` joins it with the frame vectors (the two streams fused at
+the input of the temporal model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vidsearch.encode.temporal import l2_normalize
+from vidsearch.errors import ConfigError, ShapeError
+
+FLOW_GRID = 4
+"""Cells a side of :func:`flow_vectors` (2 x 16 cells + 1 = 33-d)."""
+FLOW_SCALE = 0.02
+"""The constant component: a motion of 2 % of the frame's width a frame weighs as much as stillness."""
+
+
+def flow_dim(grid: int = FLOW_GRID) -> int:
+    """Length of a :func:`flow_vectors` row."""
+    return 2 * grid * grid + 1
+
+
+def _grey(frames: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    f = np.asarray(frames)
+    if f.ndim == 4 and f.shape[-1] == 3:
+        f = (f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114).astype(np.uint8)
+    if f.ndim != 3 or f.dtype != np.uint8:
+        raise ShapeError(f"expected frames (T, H, W) or (T, H, W, 3) uint8, got {np.asarray(frames).shape} "
+                         f"{np.asarray(frames).dtype}")
+    return f
+
+
+def flow_vectors(frames: NDArray[np.uint8], picks: Sequence[int] | NDArray[np.integer] | None = None,
+                 grid: int = FLOW_GRID) -> NDArray[np.float32]:
+    """(T, H, W[, 3]) uint8 frames -> (len(picks), 2 * grid * grid + 1) float32, rows L2-normalised: for each
+    picked frame the flow from the frame before it (the first frame: the flow to the next, so every row has one).
+
+    Raises:
+        ShapeError: fewer than 2 frames, frames smaller than ``grid``, or a pick outside them.
+        ConfigError: OpenCV is not installed.
+    """
+    try:
+        import cv2
+    except ImportError as exc:  # the eval extra installs it
+        raise ConfigError("the pixel-motion stream needs OpenCV: pip install 'vidsearch[eval]'") from exc
+    grey = _grey(frames)
+    t, h, w = grey.shape
+    if t < 2 or h < grid or w < grid:
+        raise ShapeError(f"expected at least 2 frames of at least {grid} x {grid} pixels, got {grey.shape}")
+    rows = np.arange(t) if picks is None else np.asarray(picks, np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= t):
+        raise ShapeError(f"picks must be frame indices in 0..{t - 1}, got {rows.tolist()}")
+    ys, xs = (np.arange(h) * grid) // h, (np.arange(w) * grid) // w
+    cell = (ys[:, None] * grid + xs[None, :]).ravel()
+    counts = np.bincount(cell, minlength=grid * grid).astype(np.float32)
+    out = np.empty((len(rows), flow_dim(grid)), np.float32)
+    for n, i in enumerate(rows):
+        a, b = (i - 1, i) if i > 0 else (0, 1)
+        # Farneback's usual parameters (OpenCV's sample): pyramid 0.5 x 3 levels, window 15, 3 iterations
+        flow = np.asarray(cv2.calcOpticalFlowFarneback(grey[a], grey[b], np.zeros((h, w, 2), np.float32),
+                                                       0.5, 3, 15, 3, 5, 1.2, 0))
+        for c in range(2):
+            out[n, c * grid * grid:(c + 1) * grid * grid] = np.bincount(
+                cell, weights=flow[..., c].ravel(), minlength=grid * grid) / counts / w
+        out[n, -1] = FLOW_SCALE
+    return l2_normalize(out)
