@@ -1,22 +1,16 @@
-"""docs/RESULTS.md section 12's table must equal bench/results/fashion-temporal.json."""
+"""docs/RESULTS.md section 12's Moving Fashion-MNIST tables must equal their bench/results files."""
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
-
+import pytest
 from results_doc import marked_rows, result
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def test_the_temporal_table_matches_its_result_file() -> None:
-    doc = (ROOT / "docs" / "RESULTS.md").read_text()
-    table = re.search(r"<!-- fashion-temporal-table:begin -->(.*?)<!-- fashion-temporal-table:end -->", doc, re.S)
-    assert table, "the fashion-temporal table markers are missing from docs/RESULTS.md"
-    rows = [r.strip().strip("|").split("|") for r in table.group(1).strip().splitlines()[2:]]
-    data = json.loads((ROOT / "bench" / "results" / "fashion-temporal.json").read_text())["moving"]
+@pytest.mark.parametrize("marker, name", [("fashion-temporal-table", "fashion-temporal.json"),
+                                          ("fashion-flow-table", "fashion-temporal-flow.json")])
+def test_the_temporal_tables_match_their_result_files(marker: str, name: str) -> None:
+    rows = [r.strip("|").split("|") for r in marked_rows(marker)]
+    data = result(name)["moving"]
     assert [r[0].strip() for r in rows] == list(data)
     for cells, (name, m) in zip(rows, data.items()):
         labels = m["labels"]
