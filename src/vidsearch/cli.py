@@ -703,9 +703,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nprobe", type=_count(1), default=16, help="IVF lists scanned (compressed index; default 16)")
     p.add_argument("--rerank-depth", type=_count(0), default=128,
                    help="segment candidates re-scored exactly (compressed index; default 128)")
-    p.add_argument("--rerank", choices=["none", "exact", "par", "dtw", "bidtw", "learned"], default="none",
+    p.add_argument("--rerank", choices=["none", "exact", "par", "dtw", "bidtw", "tn", "learned"], default="none",
                    help="re-rank the top videos: exact re-score, proximal-affinity filter, (bi-directional) DTW, "
-                        "the learned comparator (--comparator)")
+                        "the temporal network (tn: the copied runs as matched ranges), the learned comparator "
+                        "(--comparator)")
     p.add_argument("--comparator", metavar="ONNX",
                    help="the learned comparator of --rerank learned (default: $VIDSEARCH_COMPARATOR, else the cache's "
                         "models/comparator.onnx)")

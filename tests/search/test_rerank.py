@@ -1,4 +1,5 @@
-"""Re-ranking modes on a real collection: exact, PAR, DTW and Bi-DTW (reversed playback, localisation)."""
+"""Re-ranking modes on a real collection: exact, PAR, DTW, Bi-DTW (reversed playback, localisation) and the
+temporal network."""
 
 from __future__ import annotations
 
@@ -51,6 +52,23 @@ def test_dtw_localises_an_excerpt_inserted_into_unrelated_footage(coll, demo, tm
     # truth: query 4-14 s shows reference 30-40 s
     assert m.ref_start >= 28 and m.ref_end <= 42 and m.ref_end - m.ref_start >= 6
     assert m.query_start >= 2.5 and m.query_end <= 15.5
+
+
+def test_tn_localises_an_excerpt_inserted_into_unrelated_footage(coll, demo, tmp_path_factory):
+    frames, fps = edits.decode_rgb(demo, 30, 40)
+    cup = next((p for p in samples.opencv_videos() if p.name == "cup.mp4"), None) or samples.perception_videos()[0]
+    filler, _ = edits.decode_rgb(cup, 0, 8)
+    k = int(4 * fps)
+    out, _ = edits.insert_into(filler[:k], filler[k : 2 * k])(frames, fps)
+    q = edits.encode_rgb(out, fps, tmp_path_factory.mktemp("ins-tn") / "inserted.mp4")
+    result = coll.search(q, k=2, params=SearchParams(rerank="tn"))
+    top = result.results[0]
+    assert _name(coll, top) == "demo.mp4" and top.score > 0.6
+    m = top.matches[0]
+    # truth: query 4-14 s shows reference 30-40 s; the network's path covers it, the filler stays out
+    assert abs(m.ref_start - 30) <= 2 and abs(m.ref_end - 40) <= 2.5
+    assert abs(m.query_start - 4) <= 2 and abs(m.query_end - 14) <= 2.5
+    assert len(result.results) < 2 or result.results[1].score < top.score - 0.2
 
 
 def test_par_threshold_leaves_a_no_match_query_empty(coll):

@@ -10,6 +10,9 @@ DTW here is the subsequence variant (the query is usually a part of a longer ref
 ``dtw`` = subsequence DTW, ``bidtw`` = min(subDTW(q, r), subDTW(reverse(q), r)), which matches
 reversed playback (see ``search/align.py`` for why reversing one side is the informative reading).
 
+``tn``: the temporal network (``search/tn.py``, Tan et al.; VCSL's TN): the heaviest forward paths through
+each query segment's most similar reference segments, each path a matched range.
+
 ``learned``: the learned sequence comparator (``search/comparator.py``, ViSiL-style): a small CNN refines
 each candidate's query-by-reference similarity matrix; the video is scored by its refined map, and each
 matched range of the vote is kept and scored by the map inside it.
@@ -48,7 +51,7 @@ def rerank(
     """Re-score ``candidates`` (best first from voting) and return them re-ranked.
 
     Args:
-        mode: ``none``, ``exact``, ``par``, ``dtw``, ``bidtw`` or ``learned``.
+        mode: ``none``, ``exact``, ``par``, ``dtw``, ``bidtw``, ``tn`` or ``learned``.
         query: (n, d) L2-normalised query segment vectors.
         q_starts, q_ends: (n,) query segment times in seconds.
         candidates: videos from voting.
@@ -85,6 +88,8 @@ def rerank(
         out.sort(key=lambda v: (-v.score, v.video_id))
     elif mode in ("dtw", "bidtw"):
         out = _align(mode, query, q_starts, q_ends, candidates, fetch)
+    elif mode == "tn":
+        out = _temporal_network(query, q_starts, q_ends, candidates, fetch, regions or [], region_blank)
     elif mode == "learned":
         out = _learned(query, q_starts, q_ends, candidates, fetch, regions or [], region_blank, comparator)
     else:  # unreachable: checked above
@@ -125,6 +130,30 @@ def range_score(prob: NDArray[np.float32], match: Match, q_starts: NDArray[np.fl
     if not rows.any() or not cols.any():
         return top_rows_score(prob, top_rows)
     return top_rows_score(prob[np.ix_(rows, cols)], top_rows)
+
+
+def _temporal_network(query: NDArray[np.float32], q_starts: NDArray[np.float64], q_ends: NDArray[np.float64],
+                      candidates: list[VideoVote], fetch: Fetch, regions: list[NDArray[np.float32]],
+                      region_blank: list[NDArray[np.bool_]] | None) -> list[VideoVote]:
+    """Each candidate localised by the temporal network (``search/tn.py``) on its segment similarities (a query
+    segment's best region per cell, as ``exact``); its matches are the network's paths, its score the best one's
+    mean similarity (0 and no match when no path qualifies)."""
+    from vidsearch.search.tn import temporal_network
+
+    out = []
+    for cand in candidates:
+        r_starts, r_ends, vectors = fetch(cand.video_id)
+        sims = query @ vectors.T
+        for r, region in enumerate(regions):
+            rs = region @ vectors.T
+            if region_blank is not None:
+                rs[region_blank[r]] = -np.inf
+            np.maximum(sims, rs, out=sims)
+        matches = [Match(float(q_starts[t.q0]), float(q_ends[t.q1]), float(r_starts[t.r0]), float(r_ends[t.r1]),
+                         t.score) for t in temporal_network(sims)]
+        out.append(VideoVote(cand.video_id, matches[0].score if matches else 0.0, matches))
+    out.sort(key=lambda v: (-v.score, v.video_id))
+    return out
 
 
 def _align(mode: str, query: NDArray[np.float32], q_starts: NDArray[np.float64], q_ends: NDArray[np.float64], candidates: list[VideoVote],

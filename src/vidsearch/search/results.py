@@ -9,7 +9,7 @@ from vidsearch.encode import registry
 from vidsearch.errors import QueryError
 
 
-RERANK_MODES = ("none", "exact", "par", "dtw", "bidtw", "learned")
+RERANK_MODES = ("none", "exact", "par", "dtw", "bidtw", "tn", "learned")
 
 
 @dataclass(frozen=True)

@@ -391,7 +391,7 @@ SEARCH_FORM = {"type": "object", "properties": {
     "file": {"type": "string", "format": "binary", "description": "a video or image (or give ref)"},
     "ref": {"type": "string", "description": "VIDEO_ID@START-END (seconds) of an indexed video (or give file)"},
     "k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10, "description": "videos to return"},
-    "rerank": {"type": "string", "enum": ["none", "exact", "par", "dtw", "bidtw"], "default": "none"},
+    "rerank": {"type": "string", "enum": ["none", "exact", "par", "dtw", "bidtw", "tn"], "default": "none"},
     "crops": {"type": "boolean", "default": False,
               "description": "also search 5 crops of each frame (picture-in-picture; 6x the encoding)"},
     "insets": {"type": "boolean", "default": True,
