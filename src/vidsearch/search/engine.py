@@ -133,6 +133,19 @@ class Snapshot:
         return order[bounds[video] : bounds[video + 1]]
 
 
+def row_background(scores: NDArray[np.float32], rank: int) -> NDArray[np.float32]:
+    """(Q, K) hit similarities, sorted best first per row -> (Q,) each row's background: its ``rank``-th
+    similarity, the last real one when a row has fewer hits (padding is -inf, at the end), 0 with none."""
+    if scores.shape[1] == 0:
+        return np.zeros(scores.shape[0], np.float32)
+    background = scores[:, min(rank, scores.shape[1]) - 1].astype(np.float32)
+    short = ~np.isfinite(background)  # rows with fewer real hits than the rank (padding is at the end)
+    for i in np.flatnonzero(short):
+        real = scores[i][np.isfinite(scores[i])]
+        background[i] = real[-1] if len(real) else 0.0
+    return background
+
+
 def normalized_scores(scores: NDArray[np.float32], rank: int, beta: float) -> NDArray[np.float32]:
     """(Q, K) hit similarities, sorted best first per row, minus ``beta`` times each row's background: its
     ``rank``-th similarity (the last real one when a row has fewer hits; padding is -inf and stays so);
@@ -148,11 +161,7 @@ def normalized_scores(scores: NDArray[np.float32], rank: int, beta: float) -> ND
     col = min(rank, scores.shape[1]) - 1
     if scores.shape[0] == 1 and math.isfinite(float(scores[0, -1])):  # one segment, no padding: two array operations
         return np.maximum(scores - np.float32(beta * float(scores[0, col])), np.float32(0.0))
-    background = scores[:, col].astype(np.float32)
-    short = ~np.isfinite(background)  # rows with fewer real hits than the rank (padding is at the end)
-    for i in np.flatnonzero(short):
-        real = scores[i][np.isfinite(scores[i])]
-        background[i] = real[-1] if len(real) else 0.0
+    background = row_background(scores, rank)
     out = np.maximum(scores - np.float32(beta) * background[:, None], np.float32(0.0))
     if not np.isfinite(scores[:, -1]).all():
         out = np.where(np.isfinite(scores), out, scores)
@@ -580,9 +589,14 @@ class Engine:
                 ids = snap.video_segment_ids(snap.position[video_id])
                 return snap.table.start[ids], snap.table.end[ids], np.asarray(snap.segments[ids], np.float32)
 
+            background = None
+            if params.norm_beta > 0:  # what the votes' normalisation took off each row (the query, each region)
+                bg = np.float32(params.norm_beta) * row_background(hits.scores, params.norm_rank)
+                background = [bg[i * n_seg : (i + 1) * n_seg] for i in range(1 + len(media.region_segment_vectors))]
             votes = rerank(params.rerank, media.segment_vectors, starts, ends, votes[: params.rerank_candidates],
                            fetch, threshold, regions=media.region_segment_vectors,
-                           region_blank=media.region_segment_blank, comparator=params.comparator)
+                           region_blank=media.region_segment_blank, comparator=params.comparator,
+                           background=background)
             rerank_ms = (time.perf_counter() - t) * 1000
         votes = votes[:k]
         results = [VideoHit(i + 1, v.video_id, snap.paths.get(v.video_id, ""), v.score, v.matches)

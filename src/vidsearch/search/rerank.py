@@ -47,6 +47,7 @@ def rerank(
     regions: list[NDArray[np.float32]] | None = None,
     region_blank: list[NDArray[np.bool_]] | None = None,
     comparator: str | os.PathLike[str] | None = None,
+    background: list[NDArray[np.float32]] | None = None,
 ) -> list[VideoVote]:
     """Re-score ``candidates`` (best first from voting) and return them re-ranked.
 
@@ -62,6 +63,8 @@ def rerank(
             ``par`` score each query segment by its best region (blank regions, ``region_blank``,
             excluded); DTW aligns the whole frames; ``learned`` takes the best region per cell too.
         comparator: ``learned``: the comparator's ONNX file (None: ``comparator.default_path()``).
+        background: ``tn``: what score normalisation subtracts from each row's similarities (``SearchParams.norm_beta``
+            times its background), for the query rows then each region's (None: raw cosines).
 
     Raises:
         ConfigError: an unknown mode, ``par`` without a threshold, ``learned`` without a model file.
@@ -89,7 +92,7 @@ def rerank(
     elif mode in ("dtw", "bidtw"):
         out = _align(mode, query, q_starts, q_ends, candidates, fetch)
     elif mode == "tn":
-        out = _temporal_network(query, q_starts, q_ends, candidates, fetch, regions or [], region_blank)
+        out = _temporal_network(query, q_starts, q_ends, candidates, fetch, regions or [], region_blank, background)
     elif mode == "learned":
         out = _learned(query, q_starts, q_ends, candidates, fetch, regions or [], region_blank, comparator)
     else:  # unreachable: checked above
@@ -134,18 +137,24 @@ def range_score(prob: NDArray[np.float32], match: Match, q_starts: NDArray[np.fl
 
 def _temporal_network(query: NDArray[np.float32], q_starts: NDArray[np.float64], q_ends: NDArray[np.float64],
                       candidates: list[VideoVote], fetch: Fetch, regions: list[NDArray[np.float32]],
-                      region_blank: list[NDArray[np.bool_]] | None) -> list[VideoVote]:
+                      region_blank: list[NDArray[np.bool_]] | None,
+                      background: list[NDArray[np.float32]] | None) -> list[VideoVote]:
     """Each candidate localised by the temporal network (``search/tn.py``) on its segment similarities (a query
-    segment's best region per cell, as ``exact``); its matches are the network's paths, its score the best one's
-    mean similarity (0 and no match when no path qualifies)."""
+    segment's best region per cell, as ``exact``; each row less its ``background``, normalised as the votes are);
+    its matches are the network's paths, its score the best one's mean similarity (0 and no match when no path
+    qualifies)."""
     from vidsearch.search.tn import temporal_network
 
     out = []
     for cand in candidates:
         r_starts, r_ends, vectors = fetch(cand.video_id)
         sims = query @ vectors.T
+        if background is not None:
+            sims -= background[0][:, None]
         for r, region in enumerate(regions):
             rs = region @ vectors.T
+            if background is not None:
+                rs -= background[r + 1][:, None]
             if region_blank is not None:
                 rs[region_blank[r]] = -np.inf
             np.maximum(sims, rs, out=sims)
