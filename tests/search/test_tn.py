@@ -19,7 +19,11 @@ def test_two_copies_one_at_double_speed_are_found_with_their_ranges() -> None:
     query = _unit(rng.normal(size=(40, 256)))
     query[10:25] = _unit(ref[50:65] + 0.3 * _unit(rng.normal(size=(15, 256))))  # query 10-24 = ref 50-64
     query[30:36] = _unit(ref[100:112:2] + 0.3 * _unit(rng.normal(size=(6, 256))))  # 2x: ref 100-110
-    found = temporal_network(query @ ref.T)
+    sims = query @ ref.T
+    # the default min_sim (0.1) is for normalised similarities: on raw ones chance paths follow the copies
+    loose = temporal_network(sims)
+    assert {(m.q0, m.r0) for m in loose[:2]} == {(10, 50), (30, 100)} and all(m.score < 0.3 for m in loose[2:])
+    found = temporal_network(sims, TNParams(min_sim=0.3))
     assert len(found) == 2  # unrelated 256-d segments (cosine ~0.06) never reach min_sim 0.3
     assert found[0].score >= found[1].score  # best first
     a, b = sorted(found, key=lambda m: m.q0)
