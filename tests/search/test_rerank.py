@@ -39,14 +39,19 @@ def test_bidtw_matches_reversed_playback_and_dtw_does_not(coll, demo, tmp_path_f
     assert abs(m.ref_start - 20) <= 2 and abs(m.ref_end - 32) <= 2
 
 
-def test_dtw_localises_an_excerpt_inserted_into_unrelated_footage(coll, demo, tmp_path_factory):
+@pytest.fixture(scope="module")
+def inserted(demo, tmp_path_factory) -> Path:
+    """demo.mp4 30-40 s at query 4-14 s, between 4 s of unrelated footage on each side."""
     frames, fps = edits.decode_rgb(demo, 30, 40)
     cup = next((p for p in samples.opencv_videos() if p.name == "cup.mp4"), None) or samples.perception_videos()[0]
     filler, _ = edits.decode_rgb(cup, 0, 8)
     k = int(4 * fps)
     out, _ = edits.insert_into(filler[:k], filler[k : 2 * k])(frames, fps)
-    q = edits.encode_rgb(out, fps, tmp_path_factory.mktemp("ins") / "inserted.mp4")
-    top = coll.search(q, k=1, params=SearchParams(rerank="dtw")).results[0]
+    return edits.encode_rgb(out, fps, tmp_path_factory.mktemp("ins") / "inserted.mp4")
+
+
+def test_dtw_localises_an_excerpt_inserted_into_unrelated_footage(coll, inserted):
+    top = coll.search(inserted, k=1, params=SearchParams(rerank="dtw")).results[0]
     assert _name(coll, top) == "demo.mp4"
     m = top.matches[0]
     # truth: query 4-14 s shows reference 30-40 s
@@ -54,14 +59,8 @@ def test_dtw_localises_an_excerpt_inserted_into_unrelated_footage(coll, demo, tm
     assert m.query_start >= 2.5 and m.query_end <= 15.5
 
 
-def test_tn_localises_an_excerpt_inserted_into_unrelated_footage(coll, demo, tmp_path_factory):
-    frames, fps = edits.decode_rgb(demo, 30, 40)
-    cup = next((p for p in samples.opencv_videos() if p.name == "cup.mp4"), None) or samples.perception_videos()[0]
-    filler, _ = edits.decode_rgb(cup, 0, 8)
-    k = int(4 * fps)
-    out, _ = edits.insert_into(filler[:k], filler[k : 2 * k])(frames, fps)
-    q = edits.encode_rgb(out, fps, tmp_path_factory.mktemp("ins-tn") / "inserted.mp4")
-    result = coll.search(q, k=2, params=SearchParams(rerank="tn"))
+def test_tn_localises_an_excerpt_inserted_into_unrelated_footage(coll, inserted):
+    result = coll.search(inserted, k=2, params=SearchParams(rerank="tn"))
     top = result.results[0]
     assert _name(coll, top) == "demo.mp4" and top.score > 0.6
     m = top.matches[0]
