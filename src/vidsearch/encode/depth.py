@@ -38,6 +38,22 @@ def depth_dim(grid: int = DEPTH_GRID) -> int:
     return grid * grid + 1
 
 
+def cell_means(values: NDArray[np.floating], grid: int,
+               valid: NDArray[np.bool_] | None = None) -> NDArray[np.float32]:
+    """(T, H, W) values -> (T, grid * grid): the mean of each cell of a ``grid`` x ``grid`` layout (every pixel in
+    exactly one cell, cells within one pixel of each other in size), over the ``valid`` pixels only when given
+    (0 for a cell with none). Shared by the depth and the optical-flow vectors."""
+    v = np.asarray(values, np.float32)
+    t, h, w = v.shape
+    ys, xs = (np.arange(h) * grid) // h, (np.arange(w) * grid) // w
+    member = np.zeros((h * w, grid * grid), np.float32)  # pixel -> its cell, as a product (BLAS sums the cells)
+    member[np.arange(h * w), (ys[:, None] * grid + xs[None, :]).ravel()] = 1.0
+    mask = np.ones((t, h * w), np.float32) if valid is None else valid.reshape(t, -1).astype(np.float32)
+    sums = (v.reshape(t, -1) * mask) @ member
+    counts = mask @ member
+    return np.where(counts > 0, sums / np.maximum(counts, 1.0), 0.0).astype(np.float32)
+
+
 def depth_vectors(depth: NDArray[np.integer], grid: int = DEPTH_GRID) -> NDArray[np.float32]:
     """(T, H, W) depth in millimetres (0 = no reading) -> (T, grid * grid + 1) float32, rows L2-normalised:
     the mean inverse depth (1/m) of the valid pixels of each cell (0 for a cell with none), then the scale
@@ -49,19 +65,11 @@ def depth_vectors(depth: NDArray[np.integer], grid: int = DEPTH_GRID) -> NDArray
     d = np.asarray(depth)
     if d.ndim != 3 or d.shape[1] < grid or d.shape[2] < grid or grid < 1:
         raise ShapeError(f"expected depth frames (T, H >= {grid}, W >= {grid}), got {d.shape}")
-    t, h, w = d.shape
+    t = d.shape[0]
     metres = d.astype(np.float32) / 1000.0
     valid = d > 0
     inverse = np.where(valid, 1.0 / np.maximum(metres, MIN_DEPTH_M), 0.0).astype(np.float32)
-    # cell edges: every pixel in exactly one cell, cells within one pixel of each other in size
-    ys = (np.arange(h) * grid) // h
-    xs = (np.arange(w) * grid) // w
-    cell = (ys[:, None] * grid + xs[None, :]).ravel()
-    member = np.zeros((h * w, grid * grid), np.float32)  # pixel -> its cell, as a product (BLAS sums the cells)
-    member[np.arange(h * w), cell] = 1.0
-    sums = inverse.reshape(t, -1) @ member
-    counts = valid.reshape(t, -1).astype(np.float32) @ member
-    means = np.where(counts > 0, sums / np.maximum(counts, 1.0), 0.0)
+    means = cell_means(inverse, grid, valid)
     # the scale component: the norm of the cells of a flat scene at SCALE_M, so that near and far weigh alike
     scale = np.full((t, 1), grid / SCALE_M, np.float32)
     out = np.concatenate([means, scale], axis=1)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from vidsearch.encode.depth import cell_means
 from vidsearch.encode.temporal import l2_normalize
 from vidsearch.errors import ConfigError, ShapeError
 
@@ -61,17 +62,12 @@ def flow_vectors(frames: NDArray[np.uint8], picks: Sequence[int] | NDArray[np.in
     rows = np.arange(t) if picks is None else np.asarray(picks, np.int64)
     if rows.size and (rows.min() < 0 or rows.max() >= t):
         raise ShapeError(f"picks must be frame indices in 0..{t - 1}, got {rows.tolist()}")
-    ys, xs = (np.arange(h) * grid) // h, (np.arange(w) * grid) // w
-    cell = (ys[:, None] * grid + xs[None, :]).ravel()
-    counts = np.bincount(cell, minlength=grid * grid).astype(np.float32)
-    out = np.empty((len(rows), flow_dim(grid)), np.float32)
+    flows = np.empty((len(rows), h, w, 2), np.float32)
     for n, i in enumerate(rows):
         a, b = (i - 1, i) if i > 0 else (0, 1)
         # Farneback's usual parameters (OpenCV's sample): pyramid 0.5 x 3 levels, window 15, 3 iterations
-        flow = np.asarray(cv2.calcOpticalFlowFarneback(grey[a], grey[b], np.zeros((h, w, 2), np.float32),
-                                                       0.5, 3, 15, 3, 5, 1.2, 0))
-        for c in range(2):
-            out[n, c * grid * grid:(c + 1) * grid * grid] = np.bincount(
-                cell, weights=flow[..., c].ravel(), minlength=grid * grid) / counts / w
-        out[n, -1] = FLOW_SCALE
+        flows[n] = np.asarray(cv2.calcOpticalFlowFarneback(grey[a], grey[b], np.zeros((h, w, 2), np.float32),
+                                                           0.5, 3, 15, 3, 5, 1.2, 0))
+    scale = np.full((len(rows), 1), FLOW_SCALE, np.float32)
+    out = np.concatenate([cell_means(flows[..., 0], grid) / w, cell_means(flows[..., 1], grid) / w, scale], axis=1)
     return l2_normalize(out)

@@ -186,12 +186,12 @@ def _train(name: str, frames: NDArray[np.float32], labels: NDArray[np.int64], ep
 def _retrieval(vectors: NDArray[np.float32], labels: NDArray[np.int64], k: int) -> dict[str, Any]:
     """Leave-one-out cosine retrieval; relevant = same label: mAP, P/R/F1@k (macro over labels), chance."""
     from vidsearch.encode.temporal import l2_normalize
-    from vidsearch.evaluate.fashion import _label_scores
+    from vidsearch.evaluate.fashion import _label_scores, _rank
 
     v = l2_normalize(np.asarray(vectors, np.float32))
     sim = v @ v.T
     np.fill_diagonal(sim, -np.inf)
-    order = np.argsort(-sim, axis=1, kind="stable")[:, :-1]  # the query itself (-inf) is last: dropped
+    order = _rank(sim)[:, :-1]  # the query itself (-inf) is last: dropped
     _, summary = _label_scores(order, labels.tolist(), k)
     return {key: (round(val, 4) if isinstance(val, float) else val) for key, val in summary.items()}
 
@@ -246,9 +246,10 @@ def run_rgbd(out: Path, size: str = "small", seed: int = 0, encoder: str = "sscd
     # late fusion's weight of the depth part: chosen on the train split (best mean of motion and appearance mAP)
     train_depth = models["depth"].aggregate_many(list(train_s["depth"]))
     train_colour = train_v.colour.mean(axis=1)
-    scored = {w: (_retrieval(fuse(train_colour, train_depth, w), train_v.motion, k)["mAP"]
-                  + _retrieval(fuse(train_colour, train_depth, w), train_v.appearance, k)["mAP"]) / 2
-              for w in LATE_WEIGHTS}
+    scored = {}
+    for w in LATE_WEIGHTS:
+        fused = fuse(train_colour, train_depth, w)
+        scored[w] = (_retrieval(fused, train_v.motion, k)["mAP"] + _retrieval(fused, train_v.appearance, k)["mAP"]) / 2
     late_weight = max(LATE_WEIGHTS, key=lambda w: (scored[w], -w))
     segments["rgbd-late"] = fuse(segments["colour+mean"], segments["depth+lstm"], late_weight)
     training["rgbd-late"] = {"depth_weight": late_weight, "chosen_on": "train split",
