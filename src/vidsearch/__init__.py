@@ -31,6 +31,13 @@ def _openblas_coretype() -> str | None:
 if "OPENBLAS_CORETYPE" not in os.environ and (_coretype := _openblas_coretype()):
     os.environ["OPENBLAS_CORETYPE"] = _coretype
 
+# gRPC (pymilvus's client, milvus-lite) 1.80 and newer re-runs its poller in a forked child when fork support
+# is on, and the child can die before exec() (grpc/grpc#43055): a Spark session (PySpark starts Java by
+# Popen with preexec_fn) or any subprocess started while a Milvus channel is busy then fails now and then
+# ("Java gateway process exited"). vidsearch never uses gRPC in a forked child, so fork support is off
+# unless the user says otherwise. Read by gRPC at its import: set before it loads.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 __version__ = "0.1.0"
 
 from vidsearch.config import (  # noqa: E402
