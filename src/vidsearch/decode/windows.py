@@ -45,15 +45,23 @@ def make_segments(times: NDArray[np.float64], duration: float, window: float, st
     end_of_video = max(float(duration), float(times[-1]) + 1e-3)
     if end_of_video <= window:
         return [Segment(0.0, round(end_of_video, 3), 0, n)]
-    segments: list[Segment] = []
-    start = 0.0
+    # every window at once (a stored-range query cuts ~9 per search, a long video thousands): the starts are
+    # the loop's own sums (0, stride, stride + stride, ...: np.cumsum adds in order, so the same floats as
+    # ``start += stride``), the last one the first window reaching the end (one window per loop took 46 against
+    # 34 us for a 10 s range at 1 fps, 19 against 7 ms for an hour; the Segment objects are most of what is left)
+    count = int((end_of_video - window) / stride) + 2
     while True:
-        end = min(start + window, end_of_video)
-        lo = int(np.searchsorted(times, start - 1e-6, side="left"))
-        hi = int(np.searchsorted(times, end - 1e-6, side="left"))
-        if hi > lo:
-            segments.append(Segment(round(start, 3), round(end, 3), lo, hi))
-        if start + window >= end_of_video - 1e-6:  # this window reaches the end: every frame is covered
+        steps = np.full(count, stride, np.float64)
+        steps[0] = 0.0
+        starts = np.cumsum(steps)
+        reach = np.flatnonzero(starts + window >= end_of_video - 1e-6)
+        if len(reach):
+            starts = starts[: reach[0] + 1]
             break
-        start += stride
-    return segments
+        count *= 2
+    ends = np.minimum(starts + window, end_of_video)
+    lo = np.searchsorted(times, starts - 1e-6, side="left")
+    hi = np.searchsorted(times, ends - 1e-6, side="left")
+    keep = np.flatnonzero(hi > lo)
+    return [Segment(round(a, 3), round(b, 3), f0, f1)
+            for a, b, f0, f1 in zip(starts[keep].tolist(), ends[keep].tolist(), lo[keep].tolist(), hi[keep].tolist())]
