@@ -151,6 +151,8 @@ IMAGE_RUNS = (
     ("serve-light-after-2", "the same (`--light-encoder sscd-distilled`), its cost learnt as measured"),
     ("serve-insets-default", "the AMD VM, full sweep, queries sent with the server's defaults (insets on), their "
                              "insets batched by the encode scheduler (the code now); no light encoder"),
+    ("serve-intel-defaults", "the Intel VM (AVX-512) again, full sweep, the server's defaults (insets on), after "
+                             "this session's stored-range CPU cuts (vote kernel, top-k, windows)"),
 )
 
 
