@@ -33,8 +33,9 @@ SCORE_BLOCK = 1 << 22
 SMALL_BLOCK = 16
 """Up to this many query rows, :func:`top_k_inner` multiplies the base by the queries (``base @ q.T``, then
 transposes the small result), not the queries by the base: OpenBLAS (SkylakeX kernels, one thread, d = 512) did
-that 1.3-1.9x faster for 4-9 rows over 1,337-200,000 rows (1,337 x 9: 0.40 against 0.65 ms) and 1.2-2x slower
-for 72 and more (``/tmp`` microbenchmark, 2026-12-02, Intel VM)."""
+that 1.3-1.9x faster for 4-9 rows over 1,337-200,000 rows (1,337 x 9: 0.40 against 0.65 ms); at 36 rows 1.22x /
+1.04x / 0.75x over 1,337 / 20,000 / 200,000 rows, at 256 rows 0.46-0.83x (``/tmp`` microbenchmark, 2026-12-02,
+Intel VM)."""
 
 
 def top_k_inner(queries: NDArray[np.float32], base: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:

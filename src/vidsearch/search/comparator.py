@@ -62,22 +62,30 @@ def default_path() -> Path:
 
 def similarity_matrix(query: NDArray[np.float32], reference: NDArray[np.float32],
                       regions: Sequence[NDArray[np.float32]] = (),
-                      region_blank: Sequence[NDArray[np.bool_]] | None = None) -> NDArray[np.float32]:
+                      region_blank: Sequence[NDArray[np.bool_]] | None = None,
+                      background: Sequence[NDArray[np.float32]] | None = None) -> NDArray[np.float32]:
     """(n, m) cosine of every query segment with every reference segment, each query segment at its best
-    over the whole frame and its ``regions`` (blank ones, ``region_blank``, left out).
+    over the whole frame and its ``regions`` (blank ones, ``region_blank``, left out). The one place for this
+    map: the comparator, its training and the re-ranks (``exact``, ``tn``) use it.
 
     Args:
         query: (n, d) L2-normalised query segment vectors.
         reference: (m, d) L2-normalised reference segment vectors.
         regions: each (n, d): the same segments' vectors of one crop or inset slot.
         region_blank: each (n,) bool: the region is blank in that segment.
+        background: (n,) for the whole frame, then one per region: subtracted from each row before the best is
+            taken (score normalisation, as the votes get it); None: raw cosines.
     """
     if query.ndim != 2 or reference.ndim != 2 or query.shape[1] != reference.shape[1]:
         raise ShapeError(f"expected (n, d) query and (m, d) reference vectors of one width, got {query.shape} and "
                          f"{reference.shape}")
     sims = np.asarray(query @ reference.T, np.float32)
+    if background is not None:
+        sims -= background[0][:, None]
     for r, region in enumerate(regions):
         rs = np.asarray(region @ reference.T, np.float32)
+        if background is not None:
+            rs -= background[r + 1][:, None]
         if region_blank is not None:
             rs[region_blank[r]] = -np.inf
         np.maximum(sims, rs, out=sims)

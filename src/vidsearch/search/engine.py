@@ -590,7 +590,8 @@ class Engine:
                 return snap.table.start[ids], snap.table.end[ids], np.asarray(snap.segments[ids], np.float32)
 
             background = None
-            if params.norm_beta > 0:  # what the votes' normalisation took off each row (the query, each region)
+            if params.norm_beta > 0 and params.rerank == "tn":  # what the votes' normalisation took off each row
+                # (the query, each region): only the temporal network reads it
                 bg = np.float32(params.norm_beta) * row_background(hits.scores, params.norm_rank)
                 background = [bg[i * n_seg : (i + 1) * n_seg] for i in range(1 + len(media.region_segment_vectors))]
             votes = rerank(params.rerank, media.segment_vectors, starts, ends, votes[: params.rerank_candidates],

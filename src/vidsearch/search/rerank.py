@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import ConfigError
+from vidsearch.search.comparator import similarity_matrix
 from vidsearch.search.results import RERANK_MODES, Match
 from vidsearch.search.vote import VideoVote
 
@@ -81,7 +82,7 @@ def rerank(
         out = []
         for cand in candidates:
             _, _, vectors = fetch(cand.video_id)
-            sims = _similarities(query, vectors, regions or [], region_blank)
+            sims = similarity_matrix(query, vectors, regions or [], region_blank)
             out.append(VideoVote(cand.video_id, float(sims.max(axis=1).mean()), cand.matches))
         out.sort(key=lambda v: (-v.score, v.video_id))
     elif mode in ("dtw", "bidtw"):
@@ -130,24 +131,6 @@ def range_score(prob: NDArray[np.float32], match: Match, q_starts: NDArray[np.fl
     return top_rows_score(prob[np.ix_(rows, cols)], top_rows)
 
 
-def _similarities(query: NDArray[np.float32], vectors: NDArray[np.float32], regions: list[NDArray[np.float32]],
-                  region_blank: list[NDArray[np.bool_]] | None,
-                  background: list[NDArray[np.float32]] | None = None) -> NDArray[np.float32]:
-    """(n, m) similarities of the query segments to a video's: each cell the best of the whole frame and the
-    regions (blank regions left out), each row less its ``background`` when given."""
-    sims = query @ vectors.T
-    if background is not None:
-        sims -= background[0][:, None]
-    for r, region in enumerate(regions):
-        rs = region @ vectors.T
-        if background is not None:
-            rs -= background[r + 1][:, None]
-        if region_blank is not None:
-            rs[region_blank[r]] = -np.inf
-        np.maximum(sims, rs, out=sims)
-    return sims
-
-
 def _temporal_network(query: NDArray[np.float32], q_starts: NDArray[np.float64], q_ends: NDArray[np.float64],
                       candidates: list[VideoVote], fetch: Fetch, regions: list[NDArray[np.float32]],
                       region_blank: list[NDArray[np.bool_]] | None,
@@ -161,7 +144,7 @@ def _temporal_network(query: NDArray[np.float32], q_starts: NDArray[np.float64],
     out = []
     for cand in candidates:
         r_starts, r_ends, vectors = fetch(cand.video_id)
-        sims = _similarities(query, vectors, regions, region_blank, background)
+        sims = similarity_matrix(query, vectors, regions, region_blank, background)
         matches = [Match(float(q_starts[t.q0]), float(q_ends[t.q1]), float(r_starts[t.r0]), float(r_ends[t.r1]),
                          t.score) for t in temporal_network(sims)]
         out.append(VideoVote(cand.video_id, matches[0].score if matches else 0.0, matches))
