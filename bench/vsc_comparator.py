@@ -3,6 +3,8 @@ the VSC-style benchmark (issue #16's target: the best learned aggregator or comp
 re-rank by >= 3 points of segment micro-AP at equal bytes).
 
     python bench/vsc_comparator.py --size small --train-seed 1 --eval-seeds 0,4 --json
+    python bench/vsc_comparator.py --size small --split-sources --train-seed 1 --eval-seeds 0,4,5,6 \
+        --out vsc-comparator-split --json
 
 Steps (every search through the product's ``Engine``; the default collection, today's default search parameters):
 
@@ -18,6 +20,12 @@ Steps (every search through the product's ``Engine``; the default collection, to
    (``vsc_run.score``); the re-rank's time per query (``SearchResult.rerank_ms``, best of ``--repeats``) and the
    whole search stage. Where the evaluated references' imagery also appears in the training references
    (``dataset.sources``), the figures are given again for the copies of references whose imagery does not.
+4. With several evaluated seeds, the figures again over all their queries pooled (``pooled``), with the paired
+   bootstrap of the learned comparator against the best other method over the pooled queries.
+
+``--split-sources``: training on the ``train`` side of the source split and evaluating on the ``test`` side
+(``vsc_data.source_side``: no sample video or photograph in both; both sides draw on the wallpaper packages,
+``make vsc-data``), so that no evaluated copy shows imagery the model was trained on.
 
 Equal bytes: every method reads the same stored 512-d segment vectors; the comparator adds a model file of a few KB
 per collection, nothing per video. The models are written under ``--work`` (a cache folder), never into the repo.
@@ -131,6 +139,50 @@ def _pick(figures: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def pool(parts: Sequence[tuple[int, Any, dict[str, dict[str, Any]]]]) -> tuple[list[Any], dict[str, dict[str, Any]], list[str]]:
+    """Several evaluated data sets as one: [(seed, dataset, method -> query id -> QueryPrediction)] ->
+    (ground truth, method -> query -> prediction, query ids), each query id prefixed ``s<seed>:`` so that the
+    queries of different seeds stay apart (references too: ``R000000`` of seed 0 is not that of seed 4)."""
+    from vidsearch.evaluate.vsc_methods import QueryPrediction
+
+    def rename(m: Any, seed: int) -> Any:
+        return dataclasses.replace(m, query_id=f"s{seed}:{m.query_id}", ref_id=f"s{seed}:{m.ref_id}")
+
+    truth: list[Any] = []
+    ids: list[str] = []
+    preds: dict[str, dict[str, Any]] = {}
+    for seed, dataset, predictions in parts:
+        truth += [rename(g, seed) for g in dataset.ground_truth]
+        ids += [f"s{seed}:{q}" for q in dataset.query_ids]
+        for name, by_query in predictions.items():
+            preds.setdefault(name, {}).update({f"s{seed}:{q}": QueryPrediction([rename(m, seed) for m in p.matches])
+                                               for q, p in by_query.items()})
+    return truth, preds, ids
+
+
+def pooled_figures(parts: Sequence[tuple[int, Any, dict[str, dict[str, Any]]]], bootstrap: int) -> dict[str, Any]:
+    """Segment and pair micro-AP of each method over the pooled queries of :func:`pool`, and the paired bootstrap
+    of each learned method against the best other one."""
+    from vidsearch.evaluate.vsc_metrics import pair_micro_ap, segment_micro_ap
+
+    truth, preds, ids = pool(parts)
+    methods = {n: {"segment_micro_ap": round(segment_micro_ap(truth, [m for q in ids for m in p[q].matches]).ap, 4),
+                   "pair_micro_ap": round(pair_micro_ap(truth, [m for q in ids for m in p[q].matches]).ap, 4)}
+               for n, p in preds.items()}
+    base = {n: v["segment_micro_ap"] for n, v in methods.items() if not n.startswith("vidsearch:learned")}
+    best = max(base, key=lambda n: base[n])
+    out: dict[str, Any] = {"seeds": [seed for seed, _, _ in parts], "queries": len(ids), "copies": len(truth),
+                           "methods": methods, "best_baseline": best,
+                           "learned_minus_best_baseline_segment_micro_ap": {
+                               n: round(v["segment_micro_ap"] - base[best], 4) for n, v in methods.items()
+                               if n.startswith("vidsearch:learned")}}
+    if bootstrap:
+        out["bootstrap_vs_best_baseline"] = {
+            n: {"baseline": best, **paired_bootstrap(truth, preds[n], preds[best], ids, bootstrap)}
+            for n in methods if n.startswith("vidsearch:learned")}
+    return out
+
+
 def search_all(prepared: Any, methods: dict[str, Any], query_ids: Sequence[str], k: int, repeats: int
                ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, list[float]]]]:
     """Every query searched with every method (rotating order per query, ``repeats`` times, best time kept).
@@ -204,15 +256,18 @@ def _ms(values: Sequence[float]) -> dict[str, float]:
 
 def evaluate_methods(prepared: Any, methods: dict[str, Any], k: int, repeats: int,
                      query_ids: Sequence[str] | None = None, seen: dict[str, set[str]] | None = None,
-                     bootstrap: int = 0) -> dict[str, Any]:
+                     bootstrap: int = 0, keep: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Figures (``vsc_run.score``) and re-rank times of each method on ``prepared`` (or its ``query_ids`` only);
     ``seen``: name -> evaluated references whose imagery the training data has (figures of the copies of the
-    others, and of theirs); ``bootstrap``: resamples of :func:`paired_bootstrap` (learned vs the best other)."""
+    others, and of theirs); ``bootstrap``: resamples of :func:`paired_bootstrap` (learned vs the best other);
+    ``keep``: filled with the predictions (method -> query id -> QueryPrediction), for :func:`pooled_figures`."""
     from vidsearch.evaluate.vsc_methods import dataset_subset
     from vidsearch.evaluate.vsc_run import breakdown, score
 
     dataset = prepared.dataset if query_ids is None else dataset_subset(prepared.dataset, query_ids)
     predictions, times = search_all(prepared, methods, list(dataset.query_ids), k, repeats)
+    if keep is not None:
+        keep.update(predictions)
     wanted = set(dataset.query_ids)
     decode_encode = [1000 * (m.timings.get("decode", 0.0) + m.timings.get("encode", 0.0))
                      for q, m in prepared.media.items() if q in wanted]
@@ -255,6 +310,8 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=500, help="query resamples for the learned-minus-best CI")
     ap.add_argument("--wait-quiet", type=float, default=0.0)
     ap.add_argument("--out", default="vsc-comparator", help="result name under bench/results")
+    ap.add_argument("--split-sources", action="store_true",
+                    help="train on the train side of the source split, evaluate on the test side (no shared imagery)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     eval_seeds = [int(s) for s in args.eval_seeds.split(",") if s.strip()]
@@ -271,9 +328,10 @@ def main() -> None:
 
     payload = C.header("vsc-comparator", {**vars(args), "work": str(work), "trial_configs": {t: TRIALS[t] for t in trials},
                                            "search_params": dataclasses.asdict(SearchParams())})
-    train = prepare_vsc(work, args.size, args.train_seed, progress=C.log)
+    train_side, eval_side = ("train", "test") if args.split_sources else ("all", "all")
+    train = prepare_vsc(work, args.size, args.train_seed, progress=C.log, sources=train_side)
     fit, held = held_out(train.dataset.query_ids)
-    payload["train_data"] = {"seed": args.train_seed, "root": str(train.dataset.root),
+    payload["train_data"] = {"seed": args.train_seed, "sources": train_side, "root": str(train.dataset.root),
                              "references": len(train.dataset.reference_ids), "queries": len(train.dataset.query_ids),
                              "copies": len(train.dataset.ground_truth), "fit_queries": fit, "held_out_queries": held}
 
@@ -283,7 +341,8 @@ def main() -> None:
         config, params = trial_config(name)
         t = time.perf_counter()
         path = train_vsc_comparator(work, work / f"comparator-{args.size}-seed{args.train_seed}-{name}-fit.onnx",
-                                    args.size, args.train_seed, config, params, C.log, query_ids=fit)
+                                    args.size, args.train_seed, config, params, C.log, query_ids=fit,
+                                    sources=train_side)
         train_s = time.perf_counter() - t
         methods = {"vidsearch": SearchParams(), "vidsearch:learned": dataclasses.replace(
             params, rerank="learned", comparator=str(path))}
@@ -309,7 +368,7 @@ def main() -> None:
         config, params = trial_config(name)
         t = time.perf_counter()
         path = train_vsc_comparator(work, work / f"comparator-{args.size}-seed{args.train_seed}-{name}.onnx",
-                                    args.size, args.train_seed, config, params, C.log)
+                                    args.size, args.train_seed, config, params, C.log, sources=train_side)
         info = load_comparator(path).info
         models[name] = str(path)
         payload.setdefault("models", {})[name] = {
@@ -325,12 +384,16 @@ def main() -> None:
     payload["config"]["methods"] = {n: dataclasses.asdict(p) for n, p in methods.items()}
     payload["quiet_wait"] = C.wait_for_quiet(args.wait_quiet)
     payload["evaluation"] = {}
+    parts = []
     for seed in eval_seeds:
-        prepared = prepare_vsc(work, args.size, seed, progress=C.log)
+        prepared = prepare_vsc(work, args.size, seed, progress=C.log, sources=eval_side)
         seen = seen_references(prepared.dataset.sources, train.dataset.sources)
         load_before = C.load_average()
-        figures = evaluate_methods(prepared, methods, args.k, args.repeats, seen=seen, bootstrap=args.bootstrap)
-        figures.update({"seed": seed, "root": str(prepared.dataset.root), "references": len(prepared.dataset.reference_ids),
+        kept: dict[str, dict[str, Any]] = {}
+        figures = evaluate_methods(prepared, methods, args.k, args.repeats, seen=seen, bootstrap=args.bootstrap,
+                                   keep=kept)
+        parts.append((seed, prepared.dataset, kept))
+        figures.update({"seed": seed, "sources": eval_side, "root": str(prepared.dataset.root), "references": len(prepared.dataset.reference_ids),
                         "references_sharing_training_imagery": {k: len(v) for k, v in seen.items()},
                         "load_before": load_before, "load_after": C.load_average()})
         base = {n: v["segment_micro_ap"] for n, v in figures["methods"].items() if not n.startswith("vidsearch:learned")}
@@ -343,6 +406,11 @@ def main() -> None:
         C.log(C.table(["seed", "method", "segment", "pair", "rerank ms p50"],
                       [[seed, n, v["segment_micro_ap"], v["pair_micro_ap"], v["rerank_ms"]["p50"]]
                        for n, v in figures["methods"].items()]))
+    if len(parts) > 1:
+        payload["pooled"] = pooled_figures(parts, args.bootstrap)
+        C.log(C.table(["pooled seeds", "method", "segment", "pair"],
+                      [[",".join(map(str, eval_seeds)), n, v["segment_micro_ap"], v["pair_micro_ap"]]
+                       for n, v in payload["pooled"]["methods"].items()]))
     C.emit(args.out, payload, args.json)
 
 

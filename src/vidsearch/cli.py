@@ -437,6 +437,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     if args.benchmark == "vsc":
         return _eval_vsc(args, methods, progress)
+    if args.sources != "all":
+        from vidsearch.errors import ConfigError
+
+        raise ConfigError(f"--sources is for 'eval vsc' only; {args.benchmark} has no source split (drop --sources)")
     if args.benchmark == "rgbd":
         return _eval_rgbd(args, methods, progress)
     if args.size == "tiny":
@@ -502,7 +506,7 @@ def _eval_vsc(args: argparse.Namespace, methods: list[str] | None, progress: Cal
 
         raise ConfigError("--allow-partial is for 'eval neardup'; 'eval vsc' always runs the methods that can run "
                           "and says which could not (\"partial\": true)")
-    doc = run_vsc(Path(args.out), size=args.size, methods=methods, seed=args.seed,
+    doc = run_vsc(Path(args.out), size=args.size, methods=methods, seed=args.seed, sources=args.sources,
                   data_root=Path(args.data) if args.data else None,
                   collection={"fps": args.fps, "window": args.window, "stride": args.stride}, progress=progress)
     if args.json:
@@ -758,6 +762,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default vidsearch,exact-frame-scan,peers); rgbd: the colour stream's encoder (default "
                    "sscd-distilled)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sources", choices=["all", "train", "test"], default="all",
+                   help="vsc: all the source imagery (default, the benchmark), or one side of a fixed split of it "
+                        "(train ~1/3, test ~2/3; the two share no video or photograph; both need the wallpaper "
+                        "packages, make vsc-data): train a model on one, score it on the other")
     p.add_argument("--data", help="folder for the rendered benchmark videos (default: OUT/data-SIZE-seedN; "
                                   "vsc: the cache, ~/.cache/vidsearch/vsc/...)")
     p.add_argument("--fps", type=_positive, help="neardup, vsc: frames per second of every vidsearch collection (default 1)")

@@ -22,9 +22,15 @@ from vidsearch.evaluate.vsc_data import (
     _frame_rate_change,
     _photo_family,
     _place,
+    _footage,
+    _plan,
     _random_chain,
     build_dataset,
+    dataset_config,
+    default_root,
+    find_photos,
     load_dataset,
+    source_side,
 )
 from vidsearch.evaluate.vsc_metrics import GROUND_TRUTH_COLUMNS
 
@@ -200,3 +206,52 @@ def test_photo_families_group_variants_of_one_picture() -> None:
     assert _photo_family(Path("/w/Autumn/contents/images/1920x1080.jpg")) == \
         _photo_family(Path("/w/Autumn/contents/images/5120x2880.jpg")) == "autumn"
     assert _photo_family(Path("/b/mate/Dune.jpg")) != _photo_family(Path("/b/mate/Storm.jpg"))
+
+
+def _files_and_families(items: list) -> set[str]:
+    return {Path(i.path).name if hasattr(i, "start") else "photo:" + _photo_family(Path(i.path)) for i in items}
+
+
+def test_the_two_sides_of_the_source_split_share_no_imagery_whatever_the_seeds() -> None:
+    photos, footage = find_photos(()), _footage()
+    sides = {side: [] for side in ("train", "test")}
+    for p, _ in footage:
+        sides[source_side(p.name)].append(p.name)
+    assert sides["train"] and sides["test"] and len(sides["train"]) < len(sides["test"])  # about a third on train
+    used: dict[str, set[str]] = {}
+    for side, seed in (("train", 1), ("test", 0), ("test", 4)):
+        plan = _plan(VSCDataConfig(size=DatasetSize.TINY, seed=seed, photo_roots=(), sources=side), photos, footage)
+        items = [i for _, its in plan.references for i in its] + plan.background
+        names = _files_and_families(items)
+        assert all(source_side(n.removeprefix("photo:")) == side for n in names), (side, names)
+        used[side] = used.get(side, set()) | names
+        everything = _plan(VSCDataConfig(size=DatasetSize.TINY, seed=seed, photo_roots=()), photos, footage)
+        assert {source_side(n.removeprefix("photo:"))
+                for n in _files_and_families([i for _, its in everything.references for i in its])} == {"train", "test"}
+    assert used["train"] and used["test"] and not used["train"] & used["test"]
+
+
+def test_the_source_split_keeps_the_benchmark_data_sets_and_their_cache_keys() -> None:
+    # the keys of the cached data sets before the split existed: "all" must not rebuild an hour of footage
+    assert default_root(dataset_config("small", 0)).name == "small-seed0-9fbbbd7bf9"
+    assert default_root(dataset_config("full", 0)).name == "full-seed0-c602ebb186"
+    train, test = dataset_config("small", 1, "train"), dataset_config("small", 1, "test")
+    assert train.photo_roots and test.photo_roots  # opencv-doc's photographs alone are too few for one side
+    assert len({default_root(c) for c in (train, test, dataset_config("small", 1))}) == 3
+    with pytest.raises(ConfigError, match="sources must be one of all, train, test"):
+        dataset_config("small", 0, "eval")
+    with pytest.raises(ConfigError, match="VSCDataConfig.sources"):
+        VSCDataConfig(sources="both")
+
+
+@pytest.mark.slow  # builds a tiny data set (~13 s)
+def test_a_data_set_of_one_side_records_it_and_uses_only_its_imagery(tmp_path: Path) -> None:
+    config = VSCDataConfig(size=DatasetSize.TINY, seed=SEED, photo_roots=(), sources="test")
+    built = build_dataset(config, tmp_path / "test-side")
+    assert load_dataset(built.root).config == config
+    sides = set()
+    for text in built.sources.values():
+        for part in text.split(" + "):  # "video.mp4@START-END" or "photo.jpg#(cell)"
+            photo, hashmark, _ = part.partition("#")
+            sides.add(source_side(_photo_family(Path(photo))) if hashmark else source_side(part.rpartition("@")[0]))
+    assert sides == {"test"}

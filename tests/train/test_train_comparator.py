@@ -239,3 +239,27 @@ def test_paired_bootstrap_of_a_difference():
     better = bench.paired_bootstrap(truth, right, wrong, ["Q1", "Q2", "Q3"], resamples=50)
     assert better["mean"] > 0.3 and better["ci95"][0] >= 0.0 and better["share_above_0"] > 0.8
     assert 0 < better["resamples"] <= 50  # samples without a copy have no AP: left out
+
+
+def test_pooled_figures_keep_the_queries_and_references_of_each_seed_apart():
+    from types import SimpleNamespace
+
+    from vidsearch.evaluate.vsc_methods import QueryPrediction
+    from vidsearch.evaluate.vsc_metrics import Match
+
+    bench = _bench()
+    # both seeds have a Q000000 and an R000001; seed 4's copy is of R000002
+    seed0 = SimpleNamespace(query_ids=("Q000000",), ground_truth=(Match("Q000000", "R000001", 0, 5, 0, 5),))
+    seed4 = SimpleNamespace(query_ids=("Q000000",), ground_truth=(Match("Q000000", "R000002", 0, 5, 0, 5),))
+    r1 = {"Q000000": QueryPrediction([Match("Q000000", "R000001", 0, 5, 0, 5, 0.9)])}
+    r2 = {"Q000000": QueryPrediction([Match("Q000000", "R000002", 0, 5, 0, 5, 0.9)])}
+    parts = [(0, seed0, {"vidsearch": r1, "vidsearch:learned": r1}), (4, seed4, {"vidsearch": r1, "vidsearch:learned": r2})]
+    out = bench.pooled_figures(parts, bootstrap=20)
+    assert out["queries"] == 2 and out["copies"] == 2 and out["seeds"] == [0, 4]
+    assert out["methods"]["vidsearch:learned"] == {"segment_micro_ap": 1.0, "pair_micro_ap": 1.0}
+    # one right and one wrong pair at one score, of two: 0.25 (0.5 if seed 4's R000001 were taken for seed 0's)
+    assert out["methods"]["vidsearch"]["pair_micro_ap"] == 0.25
+    assert out["best_baseline"] == "vidsearch"
+    assert out["learned_minus_best_baseline_segment_micro_ap"]["vidsearch:learned"] == pytest.approx(
+        1.0 - out["methods"]["vidsearch"]["segment_micro_ap"])
+    assert out["bootstrap_vs_best_baseline"]["vidsearch:learned"]["baseline"] == "vidsearch"

@@ -19,6 +19,12 @@ ref_start, ref_end`` in seconds (VSC's names; ids ``Q%06d``/``R%06d`` as the ref
 expects). Every video is written at :data:`FPS` frames/s and :data:`WIDTH` x :data:`HEIGHT`, so
 frame ``k`` is shown at ``k / FPS`` s; a reversed copy keeps the time ranges of its source.
 
+**Source sides** (``VSCDataConfig.sources``): every sample video and every photograph family falls on a fixed
+side, ``train`` (about a third) or ``test``, by a hash of its name (:func:`source_side`); a data set built with
+``sources="train"`` shares no imagery (references, copies or unrelated footage) with one built with
+``sources="test"``, whatever their seeds, so a model trained on the first is scored on imagery it never saw.
+``"all"`` (the default, the benchmark's data sets) uses both sides.
+
 Deterministic: the same :class:`VSCDataConfig` (size, seed, edits, the installed photographs)
 gives the same bytes (x264 single-threaded, every random draw from ``numpy``'s generator seeded
 by (seed, kind, index)). The data set is cached under ``$VIDSEARCH_CACHE/vsc/<key>`` (see
@@ -68,6 +74,10 @@ OPENCV_PHOTOS = ("aero1.jpg", "apple.jpg", "baboon.jpg", "basketball1.png", "Ble
 EXCLUDED_FOOTAGE = ("carphone_distorted.mp4", "v2.m4v", "v2s.mov")
 """Sample videos that show what another shows (a distorted carphone; v2 and v2s, the skyline of v1 moments later)."""
 MIN_PHOTO_SIDE = 300
+SOURCE_SIDES = ("all", "train", "test")
+"""Values of ``VSCDataConfig.sources``."""
+TRAIN_SHARE = 1 / 3
+"""About this share of the sample videos and photograph families is on the ``train`` side."""
 
 
 class DatasetSize(str, Enum):
@@ -107,6 +117,7 @@ class VSCDataConfig:
     max_edits: int = 3
     no_copy_fraction: float = 1 / 3
     photo_roots: tuple[str, ...] = WALLPAPER_ROOTS
+    sources: str = "all"  # "all", or one side of the fixed split of the source imagery: "train" or "test"
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, DatasetSize):
@@ -116,6 +127,8 @@ class VSCDataConfig:
             raise ConfigError(f"VSCDataConfig.max_edits must be in [0, 8], got {self.max_edits}")
         if not 0.0 <= self.no_copy_fraction < 1.0:
             raise ConfigError(f"VSCDataConfig.no_copy_fraction must be in [0, 1), got {self.no_copy_fraction}")
+        if self.sources not in SOURCE_SIDES:
+            raise ConfigError(f"VSCDataConfig.sources must be one of {', '.join(SOURCE_SIDES)}, got {self.sources!r}")
 
 
 @dataclass(frozen=True)
@@ -203,6 +216,17 @@ def find_photos(roots: tuple[str, ...] = WALLPAPER_ROOTS) -> list[Path]:
         if key not in best or w * h > best[key][0]:
             best[key] = (w * h, p)
     return sorted(p for _, p in best.values())
+
+
+def source_side(key: str) -> str:
+    """``"train"`` or ``"test"``: the fixed side of a sample video (its file name) or of a photograph family
+    (:func:`_photo_family`), from a hash of the name, so it does not depend on what else is installed."""
+    h = int(hashlib.sha256(f"vidsearch-vsc-sources:{key}".encode()).hexdigest()[:8], 16)
+    return "train" if h < TRAIN_SHARE * 2**32 else "test"
+
+
+def _on_side(sources: str, key: str) -> bool:
+    return sources == "all" or source_side(key) == sources
 
 
 def _footage() -> list[tuple[Path, float]]:
@@ -433,6 +457,8 @@ def _plan(config: VSCDataConfig, photos: list[Path], footage: list[tuple[Path, f
     spec = SIZES[config.size]
     rng = _rng(config.seed, 0, 0)
     lo, hi = spec.reference_seconds
+    footage = [(p, d) for p, d in footage if _on_side(config.sources, p.name)]
+    photos = [p for p in photos if _on_side(config.sources, _photo_family(p))]
     # Whole videos are held out for the queries' unrelated footage (windows of one video look alike: a
     # static camera), the others are cut into disjoint reference windows.
     videos = list(footage)
@@ -468,7 +494,9 @@ def _plan(config: VSCDataConfig, photos: list[Path], footage: list[tuple[Path, f
         if len(slots) < shots:
             raise MissingDataError(
                 f"a {config.size.value} VSC data set needs {spec.references} references, but the installed photographs "
-                f"give only {len(items)} (found {len(photos)} photographs); install Debian's wallpaper packages "
+                f"give only {len(items)} (found {len(photos)} photographs"
+                + ("" if config.sources == "all" else f" on the {config.sources!r} side of the source split")
+                + "); install Debian's wallpaper packages "
                 "('make vsc-data' as root, or apt-get install mate-backgrounds ukui-wallpapers "
                 "plasma-workspace-wallpapers gnome-backgrounds) or use a smaller size")
         total = float(rng.uniform(lo, hi))
@@ -552,23 +580,30 @@ def default_root(config: VSCDataConfig) -> Path:
 
 
 def _manifest(config: VSCDataConfig, photos: list[Path]) -> dict[str, object]:
-    return {"format": "vidsearch-vsc-dataset", "format_version": FORMAT_VERSION,
-            "config": {**asdict(config), "size": config.size.value, "photo_roots": list(config.photo_roots)},
+    cfg = {**asdict(config), "size": config.size.value, "photo_roots": list(config.photo_roots)}
+    if config.sources == "all":  # as before the split existed: the cached data sets (and their keys) stay valid
+        del cfg["sources"]
+    return {"format": "vidsearch-vsc-dataset", "format_version": FORMAT_VERSION, "config": cfg,
             "fps": FPS, "width": WIDTH, "height": HEIGHT, "photos": [str(p) for p in photos]}
 
 
-def dataset_config(size: str, seed: int = 0) -> VSCDataConfig:
+def dataset_config(size: str, seed: int = 0, sources: str = "all") -> VSCDataConfig:
     """The data set of a size: tiny and small from opencv-doc's photographs only (so that installing
-    the wallpaper packages does not change them), full from the wallpaper packages as well.
+    the wallpaper packages does not change them), full from the wallpaper packages as well. One side of the
+    source split (``sources`` "train" or "test") draws on the wallpapers at every size: opencv-doc's
+    23 photographs, split in two, are too few for a small data set's 60 references.
 
     Raises:
-        ConfigError: an unknown size.
+        ConfigError: an unknown size or side.
     """
     names = tuple(s.value for s in DatasetSize)
     if size not in names:
         raise ConfigError(f"size must be one of {', '.join(names)}, got {size!r}")
+    if sources not in SOURCE_SIDES:
+        raise ConfigError(f"sources must be one of {', '.join(SOURCE_SIDES)}, got {sources!r}")
     ds = DatasetSize(size)
-    return VSCDataConfig(size=ds, seed=seed, photo_roots=WALLPAPER_ROOTS if ds is DatasetSize.FULL else ())
+    wallpapers = ds is DatasetSize.FULL or sources != "all"
+    return VSCDataConfig(size=ds, seed=seed, photo_roots=WALLPAPER_ROOTS if wallpapers else (), sources=sources)
 
 
 def build_dataset(config: VSCDataConfig = VSCDataConfig(), root: str | os.PathLike[str] | None = None,
@@ -644,7 +679,8 @@ def load_dataset(root: str | os.PathLike[str]) -> VSCDataset:
     manifest = json.loads((root / "manifest.json").read_text())
     cfg = dict(manifest["config"])
     config = VSCDataConfig(size=DatasetSize(cfg["size"]), seed=int(cfg["seed"]), max_edits=int(cfg["max_edits"]),
-                           no_copy_fraction=float(cfg["no_copy_fraction"]), photo_roots=tuple(cfg["photo_roots"]))
+                           no_copy_fraction=float(cfg["no_copy_fraction"]), photo_roots=tuple(cfg["photo_roots"]),
+                           sources=str(cfg.get("sources", "all")))
     raw = json.loads((root / "copies.json").read_text())
     copies = {q: tuple(CopyInfo(**{**c, "edits": tuple(c["edits"])}) for c in rows) for q, rows in raw.items()}
     return VSCDataset(

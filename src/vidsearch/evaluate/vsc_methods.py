@@ -216,12 +216,14 @@ class PreparedVSC:
 
 
 def prepare_vsc(work: str | Path, size: str = "small", seed: int = 0, params: SearchParams | None = None,
-                progress: Callable[[str], None] | None = None, data_root: str | Path | None = None) -> PreparedVSC:
+                progress: Callable[[str], None] | None = None, data_root: str | Path | None = None,
+                sources: str = "all") -> PreparedVSC:
     """Build (or find) the VSC-style data set of ``size`` and ``seed``, index its references into
     ``work/coll-<data set>`` and encode its queries into ``work/queries-<data set>.pkl``, both
     reused when present (the queries only when encoded for the same data set, encoder and ``crops`` /
     ``insets``). ``data_root``: where the data set is built or found (default: the cache,
-    ``vsc_data.default_root``).
+    ``vsc_data.default_root``). ``sources``: the whole source imagery or one side of its split
+    (``vsc_data.dataset_config``).
 
     Searching the encoded queries (``Engine.search_encoded``) is what ``Engine.search`` does after
     encoding: methods that differ only in their search parameters can then be compared on one encoding.
@@ -242,7 +244,7 @@ def prepare_vsc(work: str | Path, size: str = "small", seed: int = 0, params: Se
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     params = params or SearchParams()
-    dataset = build_dataset(dataset_config(size, seed), data_root, progress=say)
+    dataset = build_dataset(dataset_config(size, seed, sources), data_root, progress=say)
     coll_path = work / f"coll-{dataset.root.name}"  # the root's name holds size, seed and the config's hash
     if not (coll_path / "manifest.json").is_file():
         tmp_path = coll_path.with_name(coll_path.name + f".tmp-{os.getpid()}")
@@ -295,7 +297,8 @@ def dataset_subset(dataset: VSCDataset, query_ids: Sequence[str]) -> VSCDataset:
 def train_vsc_comparator(work: str | Path, out: str | Path | None = None, size: str = "small", seed: int = TRAIN_SEED,
                          config: Any = None, params: SearchParams | None = None,
                          progress: Callable[[str], None] | None = None,
-                         query_ids: Sequence[str] | None = None, data_root: str | Path | None = None) -> Path:
+                         query_ids: Sequence[str] | None = None, data_root: str | Path | None = None,
+                         sources: str = "all") -> Path:
     """Train the learned comparator on the VSC-style data set of ``seed`` and write it to ``out``.
 
     The data set is prepared by :func:`prepare_vsc` (its references indexed with the default collection
@@ -313,6 +316,8 @@ def train_vsc_comparator(work: str | Path, out: str | Path | None = None, size: 
         progress: called with one line per step.
         query_ids: train on these queries only (default: all; e.g. the rest held out to choose a configuration).
         data_root: where the data set is built or found (default: the cache).
+        sources: the data set's side of the source split (``vsc_data.dataset_config``): ``train`` keeps
+            every evaluated ``test`` data set's imagery out of training.
 
     Returns:
         The path written.
@@ -325,7 +330,7 @@ def train_vsc_comparator(work: str | Path, out: str | Path | None = None, size: 
 
     say = progress or (lambda _line: None)
     params = params or SearchParams()
-    prepared = prepare_vsc(work, size, seed, params, say, data_root)
+    prepared = prepare_vsc(work, size, seed, params, say, data_root, sources)
     dataset = prepared.dataset
     chosen = list(dataset.query_ids) if query_ids is None else list(dataset_subset(dataset, query_ids).query_ids)
     media = {q: prepared.media[q] for q in chosen}
@@ -336,7 +341,8 @@ def train_vsc_comparator(work: str | Path, out: str | Path | None = None, size: 
         groups = pairs_from_engine(engine, media, copies, params, ref_id=lambda v: prepared.ref_of_video[v])
     cfg = config or ComparatorConfig()
     subset = "" if query_ids is None else f", {len(chosen)} of {len(dataset.query_ids)} queries"
-    result = train_comparator(groups, cfg, progress=say, source=f"vsc {size} seed {seed}{subset}: engine candidates "
+    side = "" if sources == "all" else f" sources {sources}"
+    result = train_comparator(groups, cfg, progress=say, source=f"vsc {size} seed {seed}{side}{subset}: engine candidates "
                               f"(top {params.rerank_candidates}) of {len(groups)} queries")
     target = Path(out) if out is not None else default_path()
     return export_comparator(result, target, extra={"data": {

@@ -303,7 +303,7 @@ def _versions() -> dict[str, str]:
 
 def run_vsc(out: Path, size: str = "small", methods: list[str] | None = None, seed: int = 0,
             data_root: Path | None = None, progress: Callable[[str], None] | None = None,
-            collection: dict[str, Any] | None = None, k: int = K) -> dict[str, Any]:
+            collection: dict[str, Any] | None = None, k: int = K, sources: str = "all") -> dict[str, Any]:
     """Run ``methods`` (default :data:`~vidsearch.evaluate.vsc_methods.DEFAULT_METHODS`) on the ``size``
     data set; write ``out/ground_truth.csv``, ``out/predictions/<method>.csv``, ``out/results.json``
     and ``out/report.html`` (module docstring).
@@ -313,6 +313,8 @@ def run_vsc(out: Path, size: str = "small", methods: list[str] | None = None, se
         size: ``tiny`` (tests), ``small`` (CI) or ``full``.
         methods: method names (``vsc_methods.make_predictor``); ``peers`` stands for every peer.
         seed: the data set's seed.
+        sources: ``all`` (the benchmark), or one side of the fixed source split, ``train`` or ``test``
+            (``vsc_data.source_side``: data sets of the two sides share no imagery).
         data_root: where the data set is built or found (default: the cache, ``vsc_data.default_root``).
         progress: called with a line of progress now and then (the CLI prints it on stderr).
         collection: ``fps`` / ``window`` / ``stride`` overriding the default collection of vidsearch methods.
@@ -337,7 +339,7 @@ def run_vsc(out: Path, size: str = "small", methods: list[str] | None = None, se
     from vidsearch.store.manifest import atomic_write_text
 
     record = provenance.start()
-    config = dataset_config(size, seed)
+    config = dataset_config(size, seed, sources)
     try:  # the report's plots: checked before an hour of work, not after
         import matplotlib  # noqa: F401
     except ImportError as exc:
@@ -363,7 +365,7 @@ def run_vsc(out: Path, size: str = "small", methods: list[str] | None = None, se
     n_copy_queries = sum(1 for q in dataset.query_ids if dataset.copies.get(q))
     results: dict[str, Any] = {}
     doc: dict[str, Any] = {
-        "benchmark": "vsc", "size": size, "seed": seed,
+        "benchmark": "vsc", "size": size, "seed": seed, "sources": sources,
         "dataset": {"root": str(dataset.root), "cached": cached, "build_s": round(build_s, 2),
                     "config": json.loads((dataset.root / "manifest.json").read_text())["config"],
                     "references": len(dataset.reference_ids), "queries": len(dataset.query_ids),
@@ -427,6 +429,6 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
         row["per_layout_segment_micro_ap"] = {c: _rounded(x["segment_micro_ap"]) for c, x in v["per_layout"].items()}
         row["per_layout_pair_micro_ap"] = {c: _rounded(x["pair_micro_ap"]) for c, x in v["per_layout"].items()}
         methods[name] = row
-    return {"benchmark": "vsc", "size": doc["size"], "seed": doc["seed"],
+    return {"benchmark": "vsc", "size": doc["size"], "seed": doc["seed"], "sources": doc.get("sources", "all"),
             "references": doc["dataset"]["references"], "queries": doc["dataset"]["queries"],
             "partial": doc["partial"], "unavailable": doc["unavailable"], "methods": methods}
