@@ -8,11 +8,12 @@ re-rank by >= 3 points of segment micro-AP at equal bytes).
 
 Steps (every search through the product's ``Engine``; the default collection, today's default search parameters):
 
-1. Training data: the data set of ``--train-seed`` (never an evaluated seed), its references indexed and its queries
-   encoded once (``vsc_methods.prepare_vsc``; cached in ``--work``).
+1. Training data: the data set of ``--train-seed`` (never an evaluated seed; several seeds, comma-separated, are
+   pooled), its references indexed and its queries encoded once (``vsc_methods.prepare_vsc``; cached in ``--work``).
 2. Choosing a configuration without the evaluated seeds: every third training query (sorted ids) is held out; each
    ``--trials`` configuration is trained on the other queries (``vsc_methods.train_vsc_comparator(query_ids=...)``)
-   and scored on the held-out ones (segment micro-AP of ``rerank="learned"``). The default configuration, and the
+   and scored on the held-out ones (segment micro-AP of ``rerank="learned"``; with several training data sets, the
+   same ids held out of each and scored pooled). The default configuration, and the
    trial with the best held-out segment micro-AP, are then trained on every training query.
 3. Evaluation on each ``--eval-seeds`` data set: each query encoded once, then searched with every method in a
    rotating order (``vidsearch`` = no re-rank, ``vidsearch:exact|dtw|bidtw``, ``vidsearch:learned`` = the default
@@ -301,7 +302,7 @@ def evaluate_methods(prepared: Any, methods: dict[str, Any], k: int, repeats: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="small", choices=["tiny", "small", "full"])
-    ap.add_argument("--train-seed", type=int, default=1)
+    ap.add_argument("--train-seed", default="1", help="comma-separated: the training data sets (pooled)")
     ap.add_argument("--eval-seeds", default="0", help="comma-separated; 0 is the benchmark's")
     ap.add_argument("--trials", default="default", help=f"comma-separated, of {', '.join(TRIALS)}")
     ap.add_argument("--work", type=Path, default=None, help="cache folder for collections, queries and models")
@@ -315,38 +316,51 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     eval_seeds = [int(s) for s in args.eval_seeds.split(",") if s.strip()]
+    train_seeds = [int(s) for s in args.train_seed.split(",") if s.strip()]
     trials = [t.strip() for t in args.trials.split(",") if t.strip()]
     bad = [t for t in trials if t not in TRIALS]
-    if bad or args.train_seed in eval_seeds:
-        ap.error(f"unknown trials {bad} (expected some of {', '.join(TRIALS)}) or the training seed "
-                 f"{args.train_seed} among the evaluated seeds {eval_seeds}")
+    if bad or set(train_seeds) & set(eval_seeds) or not train_seeds or len(set(train_seeds)) != len(train_seeds):
+        ap.error(f"unknown trials {bad} (expected some of {', '.join(TRIALS)}), or training seeds {train_seeds} "
+                 f"empty, repeated or among the evaluated seeds {eval_seeds}")
     work = args.work or default_work()
 
-    from vidsearch.evaluate.vsc_methods import prepare_vsc, train_vsc_comparator
+    from vidsearch.evaluate.vsc_methods import dataset_subset, prepare_vsc, train_vsc_comparator
     from vidsearch.search.comparator import load_comparator
     from vidsearch.search.results import SearchParams
 
     payload = C.header("vsc-comparator", {**vars(args), "work": str(work), "trial_configs": {t: TRIALS[t] for t in trials},
                                            "search_params": dataclasses.asdict(SearchParams())})
     train_side, eval_side = ("train", "test") if args.split_sources else ("all", "all")
-    train = prepare_vsc(work, args.size, args.train_seed, progress=C.log, sources=train_side)
-    fit, held = held_out(train.dataset.query_ids)
-    payload["train_data"] = {"seed": args.train_seed, "sources": train_side, "root": str(train.dataset.root),
-                             "references": len(train.dataset.reference_ids), "queries": len(train.dataset.query_ids),
-                             "copies": len(train.dataset.ground_truth), "fit_queries": fit, "held_out_queries": held}
+    trains = [prepare_vsc(work, args.size, seed, progress=C.log, sources=train_side) for seed in train_seeds]
+    fit, held = held_out(trains[0].dataset.query_ids)  # the same ids held out of every training data set
+    payload["train_data"] = {"seed": train_seeds[0] if len(train_seeds) == 1 else train_seeds, "sources": train_side,
+                             "root": [str(t.dataset.root) for t in trains],
+                             "references": sum(len(t.dataset.reference_ids) for t in trains),
+                             "queries": sum(len(t.dataset.query_ids) for t in trains),
+                             "copies": sum(len(t.dataset.ground_truth) for t in trains), "fit_queries": fit,
+                             "held_out_queries": held}
+    train_seed: int | list[int] = train_seeds[0] if len(train_seeds) == 1 else train_seeds
+    tag = f"{args.size}-seed{'-'.join(map(str, train_seeds))}" + ("-split" if args.split_sources else "")
 
     # 2. choose on held-out training queries
     selection: dict[str, Any] = {}
     for name in trials:
         config, params = trial_config(name)
         t = time.perf_counter()
-        path = train_vsc_comparator(work, work / f"comparator-{args.size}-seed{args.train_seed}-{name}-fit.onnx",
-                                    args.size, args.train_seed, config, params, C.log, query_ids=fit,
-                                    sources=train_side)
+        path = train_vsc_comparator(work, work / f"comparator-{tag}-{name}-fit.onnx", args.size, train_seed,
+                                    config, params, C.log, query_ids=fit, sources=train_side)
         train_s = time.perf_counter() - t
         methods = {"vidsearch": SearchParams(), "vidsearch:learned": dataclasses.replace(
             params, rerank="learned", comparator=str(path))}
-        figures = evaluate_methods(train, methods, args.k, 1, query_ids=held, bootstrap=args.bootstrap)
+        if len(trains) == 1:
+            figures = evaluate_methods(trains[0], methods, args.k, 1, query_ids=held, bootstrap=args.bootstrap)
+        else:  # the held-out queries of every training data set, pooled
+            parts = []
+            for seed, tr in zip(train_seeds, trains):
+                kept: dict[str, dict[str, Any]] = {}
+                evaluate_methods(tr, methods, args.k, 1, query_ids=held, keep=kept)
+                parts.append((seed, dataset_subset(tr.dataset, held), kept))
+            figures = pooled_figures(parts, args.bootstrap)
         info = load_comparator(path).info
         selection[name] = {"config": dataclasses.asdict(config), "candidates": params.rerank_candidates,
                            "train_s": round(train_s, 1), "model": info.name,
@@ -367,8 +381,8 @@ def main() -> None:
     for name in dict.fromkeys(["default", chosen]):
         config, params = trial_config(name)
         t = time.perf_counter()
-        path = train_vsc_comparator(work, work / f"comparator-{args.size}-seed{args.train_seed}-{name}.onnx",
-                                    args.size, args.train_seed, config, params, C.log, sources=train_side)
+        path = train_vsc_comparator(work, work / f"comparator-{tag}-{name}.onnx", args.size, train_seed, config,
+                                    params, C.log, sources=train_side)
         info = load_comparator(path).info
         models[name] = str(path)
         payload.setdefault("models", {})[name] = {
@@ -387,7 +401,8 @@ def main() -> None:
     parts = []
     for seed in eval_seeds:
         prepared = prepare_vsc(work, args.size, seed, progress=C.log, sources=eval_side)
-        seen = seen_references(prepared.dataset.sources, train.dataset.sources)
+        seen = seen_references(prepared.dataset.sources, {f"s{seed}:{r}": text for seed, t in zip(train_seeds, trains)
+                                                          for r, text in t.dataset.sources.items()})
         load_before = C.load_average()
         kept: dict[str, dict[str, Any]] = {}
         figures = evaluate_methods(prepared, methods, args.k, args.repeats, seen=seen, bootstrap=args.bootstrap,

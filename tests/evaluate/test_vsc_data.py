@@ -21,10 +21,12 @@ from vidsearch.evaluate.vsc_data import (
     VSCDataset,
     _frame_rate_change,
     _photo_family,
+    _PhotoShot,
     _place,
     _footage,
     _plan,
     _random_chain,
+    _source_name,
     build_dataset,
     dataset_config,
     default_root,
@@ -198,6 +200,13 @@ def test_config_is_checked_and_missing_photographs_are_reported(tmp_path: Path) 
     with pytest.raises(ConfigError, match="not a VSC data set"):
         build_dataset(VSCDataConfig(size=DatasetSize.TINY), tmp_path / "other")
     assert (tmp_path / "other" / "keep.txt").exists()
+
+
+def test_photographs_are_named_apart_in_the_sources() -> None:
+    # plasma's pictures all have files named by size: the name must keep the picture (siblings, shared imagery)
+    a, b = (_PhotoShot(f"/w/{pic}/contents/images/1920x1080.jpg", (0.0, 0.0, 0.5, 0.5), 3.0) for pic in ("Autumn", "Kite"))
+    assert _source_name([a]) == "Autumn/1920x1080.jpg#(0.0, 0.0, 0.5, 0.5)" != _source_name([b])
+    assert _source_name([_PhotoShot("/d/baboon.jpg", (0.0, 0.0, 1.0, 1.0), 3.0)]) == "baboon.jpg#(0.0, 0.0, 1.0, 1.0)"
 
 
 def test_photo_families_group_variants_of_one_picture() -> None:

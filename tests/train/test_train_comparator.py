@@ -263,3 +263,28 @@ def test_pooled_figures_keep_the_queries_and_references_of_each_seed_apart():
     assert out["learned_minus_best_baseline_segment_micro_ap"]["vidsearch:learned"] == pytest.approx(
         1.0 - out["methods"]["vidsearch"]["segment_micro_ap"])
     assert out["bootstrap_vs_best_baseline"]["vidsearch:learned"]["baseline"] == "vidsearch"
+
+
+def test_train_vsc_comparator_checks_its_seeds_before_building_anything(tmp_path):
+    from vidsearch.evaluate.vsc_methods import train_vsc_comparator
+
+    for seeds, root in (([1, 1], None), ([], None), ([1, 2], tmp_path / "data")):
+        with pytest.raises(ConfigError, match="distinct seeds"):
+            train_vsc_comparator(tmp_path / "work", tmp_path / "m.onnx", "tiny", seeds, data_root=root)
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.slow  # builds, indexes and encodes two tiny VSC data sets (the cache's): ~1-2 min on a cold cache
+def test_train_vsc_comparator_pools_several_seeds(tmp_path):
+    from vidsearch.evaluate.vsc_methods import train_vsc_comparator
+    from vidsearch.search.comparator import OnnxComparator
+
+    held = ["Q000000", "Q000003"]
+    fit = ["Q000001", "Q000002", "Q000004"]
+    path = train_vsc_comparator(tmp_path / "work", tmp_path / "m.onnx", "tiny", [VSC_TINY_SEED, 5],
+                                ComparatorConfig(width=4, epochs=2), query_ids=fit)
+    info = OnnxComparator(path).info
+    assert info.meta["data"]["seed"] == [VSC_TINY_SEED, 5] and not set(held) & set(info.meta["data"]["queries"]["5"])
+    assert info.meta["data"]["queries"] == {str(VSC_TINY_SEED): fit, "5": fit}
+    assert f"seeds {VSC_TINY_SEED},5" in info.meta["train"]["data"] and "6 of 10 queries" in info.meta["train"]["data"]
+    assert info.meta["train"]["counts"]["queries"] == 6  # three of each seed, kept apart (ids prefixed by seed)

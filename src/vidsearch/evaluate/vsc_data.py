@@ -528,9 +528,17 @@ def _background(plan: _Plan, n: int, rng: np.random.Generator) -> Frames:
     return frames[:n]
 
 
+def _photo_name(path: Path) -> str:
+    """A photograph's name in ``sources.json``: its file name, with its picture's folder where the file name
+    alone names a size (plasma's ``<Picture>/contents/images/1920x1080.jpg``: many pictures, one file name)."""
+    if "contents" in path.parts:
+        return f"{path.parts[path.parts.index('contents') - 1]}/{path.name}"
+    return path.name
+
+
 def _source_name(items: list[_FootageWindow | _PhotoShot]) -> str:
     return " + ".join(f"{Path(i.path).name}@{i.start}-{i.end}" if isinstance(i, _FootageWindow)
-                      else f"{Path(i.path).name}#{i.cell}" for i in items)
+                      else f"{_photo_name(Path(i.path))}#{i.cell}" for i in items)
 
 
 def _build_query(plan: _Plan, config: VSCDataConfig, index: int, ref_frames: Callable[[str], Frames],

@@ -294,33 +294,39 @@ def dataset_subset(dataset: VSCDataset, query_ids: Sequence[str]) -> VSCDataset:
         copies={q: c for q, c in dataset.copies.items() if q in keep})
 
 
-def train_vsc_comparator(work: str | Path, out: str | Path | None = None, size: str = "small", seed: int = TRAIN_SEED,
-                         config: Any = None, params: SearchParams | None = None,
+def train_vsc_comparator(work: str | Path, out: str | Path | None = None, size: str = "small",
+                         seed: int | Sequence[int] = TRAIN_SEED, config: Any = None, params: SearchParams | None = None,
                          progress: Callable[[str], None] | None = None,
                          query_ids: Sequence[str] | None = None, data_root: str | Path | None = None,
                          sources: str = "all") -> Path:
-    """Train the learned comparator on the VSC-style data set of ``seed`` and write it to ``out``.
+    """Train the learned comparator on the VSC-style data set of ``seed`` (or of several seeds) and write it to ``out``.
 
-    The data set is prepared by :func:`prepare_vsc` (its references indexed with the default collection
+    Each data set is prepared by :func:`prepare_vsc` (its references indexed with the default collection
     configuration, its queries encoded as searches encode them, insets on; both cached in ``work``); the
-    training pairs are each query's top candidates from the vote (``train.comparator.pairs_from_engine``).
+    training pairs are each query's top candidates from the vote (``train.comparator.pairs_from_engine``),
+    those of several data sets trained on together.
 
     Args:
         work: a folder for the collection and the encoded queries (created).
         out: the ONNX file to write (default: ``search.comparator.default_path()``, where
             ``rerank="learned"`` looks).
-        size, seed: the data set (``vsc_data.dataset_config``); never the evaluated seed (0).
+        size, seed: the data set (``vsc_data.dataset_config``), or a sequence of seeds for several; never an
+            evaluated seed (0).
         config: ``train.comparator.ComparatorConfig`` (default: its defaults).
         params: the search parameters of the vote (default ``SearchParams()``); ``rerank_candidates`` is
             the number of candidates per query that become training pairs.
         progress: called with one line per step.
-        query_ids: train on these queries only (default: all; e.g. the rest held out to choose a configuration).
-        data_root: where the data set is built or found (default: the cache).
-        sources: the data set's side of the source split (``vsc_data.dataset_config``): ``train`` keeps
+        query_ids: train on these queries only, of every data set (default: all; e.g. the rest held out to
+            choose a configuration).
+        data_root: where the data set is built or found (default: the cache; one seed only).
+        sources: the data sets' side of the source split (``vsc_data.dataset_config``): ``train`` keeps
             every evaluated ``test`` data set's imagery out of training.
 
     Returns:
         The path written.
+
+    Raises:
+        ConfigError: no seed, a seed twice, or ``data_root`` with several seeds.
     """
     import dataclasses
 
@@ -328,23 +334,38 @@ def train_vsc_comparator(work: str | Path, out: str | Path | None = None, size: 
     from vidsearch.search.engine import Engine
     from vidsearch.train.comparator import ComparatorConfig, CopySpan, export_comparator, pairs_from_engine, train_comparator
 
+    seeds = [int(seed)] if isinstance(seed, int) else [int(s) for s in seed]
+    if not seeds or len(set(seeds)) != len(seeds) or (data_root is not None and len(seeds) > 1):
+        raise ConfigError(f"expected one or more distinct seeds (and data_root with one seed only), got seeds {seeds} "
+                          f"and data_root {data_root}")
     say = progress or (lambda _line: None)
     params = params or SearchParams()
-    prepared = prepare_vsc(work, size, seed, params, say, data_root, sources)
-    dataset = prepared.dataset
-    chosen = list(dataset.query_ids) if query_ids is None else list(dataset_subset(dataset, query_ids).query_ids)
-    media = {q: prepared.media[q] for q in chosen}
-    copies = {q: [CopySpan(c.ref_id, c.query_start, c.query_end, c.ref_start, c.ref_end,
-                           any(e.startswith("reverse") for e in c.edits)) for c in dataset.copies.get(q, ())]
-              for q in chosen}
-    with Engine.open(prepared.collection) as engine:
-        groups = pairs_from_engine(engine, media, copies, params, ref_id=lambda v: prepared.ref_of_video[v])
+    groups = []
+    chosen_of: dict[int, list[str]] = {}
+    total = 0
+    for one in seeds:
+        prepared = prepare_vsc(work, size, one, params, say, data_root, sources)
+        dataset = prepared.dataset
+        chosen = list(dataset.query_ids) if query_ids is None else list(dataset_subset(dataset, query_ids).query_ids)
+        chosen_of[one], total = chosen, total + len(dataset.query_ids)
+        media = {q: prepared.media[q] for q in chosen}
+        copies = {q: [CopySpan(c.ref_id, c.query_start, c.query_end, c.ref_start, c.ref_end,
+                               any(e.startswith("reverse") for e in c.edits)) for c in dataset.copies.get(q, ())]
+                  for q in chosen}
+        with Engine.open(prepared.collection) as engine:
+            found = pairs_from_engine(engine, media, copies, params, ref_id=prepared.ref_of_video.__getitem__)
+        # the query (and reference) ids of two seeds name different videos
+        groups += found if len(seeds) == 1 else [dataclasses.replace(g, query_id=f"s{one}:{g.query_id}") for g in found]
     cfg = config or ComparatorConfig()
-    subset = "" if query_ids is None else f", {len(chosen)} of {len(dataset.query_ids)} queries"
+    n_chosen = sum(len(c) for c in chosen_of.values())
+    subset = "" if query_ids is None else f", {n_chosen} of {total} queries"
     side = "" if sources == "all" else f" sources {sources}"
-    result = train_comparator(groups, cfg, progress=say, source=f"vsc {size} seed {seed}{side}{subset}: engine candidates "
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))}"
+    result = train_comparator(groups, cfg, progress=say, source=f"vsc {size} {which}{side}{subset}: engine candidates "
                               f"(top {params.rerank_candidates}) of {len(groups)} queries")
     target = Path(out) if out is not None else default_path()
+    queries = None if query_ids is None else (chosen_of[seeds[0]] if len(seeds) == 1 else
+                                              {str(s): c for s, c in chosen_of.items()})
     return export_comparator(result, target, extra={"data": {
-        "benchmark": "vsc", "size": size, "seed": seed, "params": dataclasses.asdict(params),
-        "queries": None if query_ids is None else chosen}})
+        "benchmark": "vsc", "size": size, "seed": seeds[0] if len(seeds) == 1 else seeds, "sources": sources,
+        "params": dataclasses.asdict(params), "queries": queries}})
