@@ -288,3 +288,15 @@ def test_train_vsc_comparator_pools_several_seeds(tmp_path):
     assert info.meta["data"]["queries"] == {str(VSC_TINY_SEED): fit, "5": fit}
     assert f"seeds {VSC_TINY_SEED},5" in info.meta["train"]["data"] and "6 of 10 queries" in info.meta["train"]["data"]
     assert info.meta["train"]["counts"]["queries"] == 6  # three of each seed, kept apart (ids prefixed by seed)
+
+
+def test_a_one_segment_query_trains_when_its_axes_are_flipped():
+    """A one-segment query against one-segment references (1 x 1 maps), time axes reversed by the augmentation: numpy calls the
+    flipped view contiguous, torch refuses its negative stride (found on the VSC split's training seeds)."""
+    from vidsearch.train.comparator import ComparatorPair, QueryGroup, train_comparator
+
+    rng = np.random.default_rng(0)
+    pairs = tuple(ComparatorPair(f"R{i}", rng.random((1, 1), dtype=np.float32), np.full((1, 1), float(i == 0), np.float32),
+                                 int(i == 0)) for i in range(3))
+    result = train_comparator([QueryGroup("Q0", pairs)], ComparatorConfig(width=4, epochs=3, flip=1.0, crop=0.0))
+    assert len(result.history) == 3 and all(np.isfinite(result.history))

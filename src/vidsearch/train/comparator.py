@@ -287,7 +287,9 @@ def _augment(group: QueryGroup, rng: np.random.Generator, config: ComparatorConf
         sims, targets = [s[:, ::-1] for s in sims], [t[:, ::-1] for t in targets]
     if config.noise:
         sims = [s + rng.normal(0.0, config.noise, s.shape).astype(np.float32) for s in sims]
-    return [np.ascontiguousarray(s, np.float32) for s in sims], [np.ascontiguousarray(t) for t in targets]
+    # copies, not ascontiguousarray: a reversed axis of length 1 counts as contiguous to numpy and keeps its
+    # negative stride, which torch.from_numpy refuses (a one-segment query, flipped)
+    return [np.array(s, np.float32) for s in sims], [np.array(t) for t in targets]
 
 
 def group_loss(model: Any, sims: Sequence[NDArray[np.float32]], targets: Sequence[NDArray[np.float32]],
