@@ -43,6 +43,7 @@ from vidsearch.encode.frame import FrameEncoder, load_encoder
 from vidsearch.encode.temporal import MeanPool, TemporalAggregator
 from vidsearch.errors import ConfigError, DecodeError
 from vidsearch.evaluate import metrics
+from vidsearch.evaluate.edits import x264_options
 
 log = logging.getLogger(__name__)
 
@@ -797,7 +798,7 @@ def write_clip(clip: MovingClip | NDArray[np.uint8], path: str | os.PathLike[str
     tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
     try:
         with av.open(str(tmp), "w", format="mp4") as out:
-            stream = out.add_stream("libx264", rate=fps, options={"crf": "18"})
+            stream = out.add_stream("libx264", rate=fps, options=x264_options({"crf": "18"}))
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             for i, image in enumerate(video):
                 rgb = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image

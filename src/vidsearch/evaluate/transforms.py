@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from vidsearch.errors import ConfigError
+from vidsearch.evaluate.edits import x264_options
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def make_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str], t: Trans
         tmp = dst.with_name(dst.name + ".tmp" + dst.suffix)
         with av.open(str(tmp), "w") as out:
             frame_rate = Fraction(rate).limit_denominator(1001)
-            ostream = out.add_stream(t.codec, rate=frame_rate)
+            ostream = out.add_stream(t.codec, rate=frame_rate, options=x264_options(codec=t.codec))
             if not isinstance(ostream, av.VideoStream):
                 raise ConfigError(f"Transform.codec must name a video encoder, got {t.codec!r}; use one such as 'libx264'")
             ostream.width, ostream.height, ostream.pix_fmt = out_w, out_h, "yuv420p"

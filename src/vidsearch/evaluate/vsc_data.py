@@ -26,7 +26,8 @@ side, ``train`` (about a third) or ``test``, by a hash of its name (:func:`sourc
 ``"all"`` (the default, the benchmark's data sets) uses both sides.
 
 Deterministic: the same :class:`VSCDataConfig` (size, seed, edits, the installed photographs)
-gives the same bytes (x264 single-threaded, every random draw from ``numpy``'s generator seeded
+gives the same bytes (x264 single-threaded, its assembly capped at AVX2 on an AVX-512 CPU:
+``edits.x264_options``; every random draw from ``numpy``'s generator seeded
 by (seed, kind, index)). The data set is cached under ``$VIDSEARCH_CACHE/vsc/<key>`` (see
 :func:`build_dataset`) and rebuilt only if its manifest differs.
 """
