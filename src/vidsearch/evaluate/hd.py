@@ -144,8 +144,8 @@ def _write(spec: HDSpec, sources: list[Path], path: Path) -> None:
     with av.open(str(path), mode="w") as out:
         stream = out.add_stream("libx264", rate=spec.fps)
         stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, "yuv420p"
-        stream.options = x264_options({"preset": spec.preset, "crf": str(spec.crf),
-                                       "x264-params": f"keyint={spec.gop}:min-keyint={spec.gop}:scenecut=0"})
+        stream.options = dict(x264_options({"preset": spec.preset, "crf": str(spec.crf),
+                                            "x264-params": f"keyint={spec.gop}:min-keyint={spec.gop}:scenecut=0"}))
         n = 0
         while total is None or n < total:
             before = n
