@@ -2,10 +2,11 @@
 
 The frame encoders' vectors change little when a picture shifts by a few pixels, so the difference of two frame
 vectors (what :class:`vidsearch.train.models.DualStreamTemporal` takes as motion) carries little of *where*
-things move. This stream measures it on the pixels: OpenCV's DIS dense optical flow (a well-kept library;
-``opencv-contrib-python-headless``, in the ``eval`` extra; the ultrafast preset: on 64 px frames 2.3x faster than
-Farneback with OpenCV's sample parameters, 1.5 against 3.5 ms for the 4 flows of a clip, Intel VM) between a
-frame and the one before it, averaged over a ``grid`` x ``grid`` layout of cells, in units of the frame's width,
+things move. This stream measures it on the pixels: OpenCV's pyramidal Lucas-Kanade optical flow (a well-kept
+library; ``opencv-contrib-python-headless``, in the ``eval`` extra) of :data:`FLOW_POINTS` x :data:`FLOW_POINTS`
+points a cell between a frame and the one before it (dense flows, OpenCV's DIS and before it Farneback, cost 3.6x
+and ~8x more on a 64 px pair, Intel VM: 0.56 / 0.15 ms, most of DIS's fixed per call), averaged over a ``grid`` x
+``grid`` layout of cells, in units of the frame's width,
 plus one constant component, L2-normalised:
 the direction of motion in each region and, through the constant component, how large it is (still frames give
 the constant alone). :func:`vidsearch.encode.depth.fuse` joins it with the frame vectors (the two streams fused at
@@ -25,6 +26,10 @@ from vidsearch.errors import ConfigError, ShapeError
 
 FLOW_GRID = 4
 """Cells a side of :func:`flow_vectors` (2 x 16 cells + 1 = 33-d)."""
+FLOW_POINTS = 2
+"""Tracked points a side of each cell (4 a cell)."""
+FLOW_WINDOW = 9
+"""Side in pixels of the window Lucas-Kanade matches around each point (at each of 3 pyramid levels)."""
 FLOW_SCALE = 0.02
 """The constant component: a motion of 2 % of the frame's width a frame weighs as much as stillness."""
 
@@ -64,13 +69,19 @@ def flow_vectors(frames: NDArray[np.uint8], picks: Sequence[int] | NDArray[np.in
     rows = np.arange(t) if picks is None else np.asarray(picks, np.int64)
     if rows.size and (rows.min() < 0 or rows.max() >= t):
         raise ShapeError(f"picks must be frame indices in 0..{t - 1}, got {rows.tolist()}")
-    flows = np.empty((len(rows), h, w, 2), np.float32)
-    dis = cv2.DISOpticalFlow.create(cv2.DISOpticalFlow_PRESET_ULTRAFAST)
+    per = FLOW_POINTS
+    ys = ((np.arange(grid)[:, None] + (np.arange(per)[None, :] + 0.5) / per) * h / grid).ravel()
+    xs = ((np.arange(grid)[:, None] + (np.arange(per)[None, :] + 0.5) / per) * w / grid).ravel()
+    gy, gx = np.meshgrid(ys, xs, indexing="ij")  # row-major: cell row, point row, cell column, point column
+    points = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32).reshape(-1, 1, 2)
+    moved = np.empty((len(rows), grid * per, grid * per, 2), np.float32)
     for n, i in enumerate(rows):
         a, b = (i - 1, i) if i > 0 else (0, 1)
-        # no flow given (None), as measured: passing an array (zeros) changed the flows by up to 1.9 px;
-        # OpenCV's stubs want an array there
-        flows[n] = np.asarray(dis.calc(grey[a], grey[b], None))  # type: ignore[call-overload]
+        found, status, _ = cv2.calcOpticalFlowPyrLK(grey[a], grey[b], points, None, winSize=(FLOW_WINDOW, FLOW_WINDOW),
+                                                    maxLevel=2)
+        d = (found - points).reshape(-1, 2) * status.reshape(-1, 1)  # a point it lost counts as still
+        moved[n] = d.reshape(grid * per, grid * per, 2)
+    cells = moved.reshape(len(rows), grid, per, grid, per, 2).mean(axis=(2, 4)).reshape(len(rows), grid * grid, 2)
     scale = np.full((len(rows), 1), FLOW_SCALE, np.float32)
-    out = np.concatenate([cell_means(flows[..., 0], grid) / w, cell_means(flows[..., 1], grid) / w, scale], axis=1)
+    out = np.concatenate([cells[..., 0] / w, cells[..., 1] / w, scale], axis=1)
     return l2_normalize(out)
