@@ -77,9 +77,10 @@ def flow_vectors(frames: NDArray[np.uint8], picks: Sequence[int] | NDArray[np.in
     moved = np.empty((len(rows), grid * per, grid * per, 2), np.float32)
     for n, i in enumerate(rows):
         a, b = (i - 1, i) if i > 0 else (0, 1)
-        found, status, _ = cv2.calcOpticalFlowPyrLK(grey[a], grey[b], points, None, winSize=(FLOW_WINDOW, FLOW_WINDOW),
-                                                    maxLevel=2)
-        d = (found - points).reshape(-1, 2) * status.reshape(-1, 1)  # a point it lost counts as still
+        # nextPts None (no initial guess), as OpenCV documents it; its stubs want an array there
+        found, status, _ = cv2.calcOpticalFlowPyrLK(  # type: ignore[call-overload]
+            grey[a], grey[b], points, None, winSize=(FLOW_WINDOW, FLOW_WINDOW), maxLevel=2)
+        d = (np.asarray(found) - points).reshape(-1, 2) * np.asarray(status).reshape(-1, 1)  # lost points: still
         moved[n] = d.reshape(grid * per, grid * per, 2)
     cells = moved.reshape(len(rows), grid, per, grid, per, 2).mean(axis=(2, 4)).reshape(len(rows), grid * grid, 2)
     scale = np.full((len(rows), 1), FLOW_SCALE, np.float32)
