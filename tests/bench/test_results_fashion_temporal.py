@@ -8,7 +8,8 @@ from results_doc import marked_rows, result
 
 @pytest.mark.parametrize("marker, name", [("fashion-temporal-table", "fashion-temporal.json"),
                                           ("fashion-flow-table", "fashion-temporal-flow.json"),
-                                          ("fashion-flow-dis-table", "fashion-temporal-flow-dis.json")])
+                                          ("fashion-flow-dis-table", "fashion-temporal-flow-dis.json"),
+                                          ("fashion-flow-lk-table", "fashion-temporal-flow-lk.json")])
 def test_the_temporal_tables_match_their_result_files(marker: str, name: str) -> None:
     rows = [r.strip("|").split("|") for r in marked_rows(marker)]
     data = result(name)["moving"]
