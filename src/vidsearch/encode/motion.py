@@ -1,13 +1,12 @@
-"""Motion from the decoded pixels: dense optical flow as a per-frame vector, the motion stream of a dual-stream model.
+"""Motion from the decoded pixels: optical flow as a per-frame vector, the motion stream of a dual-stream model.
 
 The frame encoders' vectors change little when a picture shifts by a few pixels, so the difference of two frame
 vectors (what :class:`vidsearch.train.models.DualStreamTemporal` takes as motion) carries little of *where*
 things move. This stream measures it on the pixels: OpenCV's pyramidal Lucas-Kanade optical flow (a well-kept
 library; ``opencv-contrib-python-headless``, in the ``eval`` extra) of :data:`FLOW_POINTS` x :data:`FLOW_POINTS`
-points a cell between a frame and the one before it (dense flows, OpenCV's DIS and before it Farneback, cost 3.6x
-and ~8x more on a 64 px pair, Intel VM: 0.56 / 0.15 ms, most of DIS's fixed per call), averaged over a ``grid`` x
-``grid`` layout of cells, in units of the frame's width,
-plus one constant component, L2-normalised:
+points a cell between a frame and the one before it (the dense flows used before, OpenCV's DIS and Farneback, cost
+3.7x and ~6x as much on a 64 px pair, Intel VM: 0.56 and ~0.9 against 0.15 ms), averaged over a ``grid`` x ``grid``
+layout of cells, in units of the frame's width, plus one constant component, L2-normalised:
 the direction of motion in each region and, through the constant component, how large it is (still frames give
 the constant alone). :func:`vidsearch.encode.depth.fuse` joins it with the frame vectors (the two streams fused at
 the input of the temporal model).
