@@ -167,9 +167,11 @@ def pooled_figures(parts: Sequence[tuple[int, Any, dict[str, dict[str, Any]]]], 
     from vidsearch.evaluate.vsc_metrics import pair_micro_ap, segment_micro_ap
 
     truth, preds, ids = pool(parts)
-    methods = {n: {"segment_micro_ap": round(segment_micro_ap(truth, [m for q in ids for m in p[q].matches]).ap, 4),
-                   "pair_micro_ap": round(pair_micro_ap(truth, [m for q in ids for m in p[q].matches]).ap, 4)}
-               for n, p in preds.items()}
+    methods = {}
+    for n, p in preds.items():
+        matches = [m for q in ids for m in p[q].matches]
+        methods[n] = {"segment_micro_ap": round(segment_micro_ap(truth, matches).ap, 4),
+                      "pair_micro_ap": round(pair_micro_ap(truth, matches).ap, 4)}
     base = {n: v["segment_micro_ap"] for n, v in methods.items() if not n.startswith("vidsearch:learned")}
     best = max(base, key=lambda n: base[n])
     out: dict[str, Any] = {"seeds": [seed for seed, _, _ in parts], "queries": len(ids), "copies": len(truth),
@@ -352,15 +354,12 @@ def main() -> None:
         train_s = time.perf_counter() - t
         methods = {"vidsearch": SearchParams(), "vidsearch:learned": dataclasses.replace(
             params, rerank="learned", comparator=str(path))}
-        if len(trains) == 1:
-            figures = evaluate_methods(trains[0], methods, args.k, 1, query_ids=held, bootstrap=args.bootstrap)
-        else:  # the held-out queries of every training data set, pooled
-            parts = []
-            for seed, tr in zip(train_seeds, trains):
-                kept: dict[str, dict[str, Any]] = {}
-                evaluate_methods(tr, methods, args.k, 1, query_ids=held, keep=kept)
-                parts.append((seed, dataset_subset(tr.dataset, held), kept))
-            figures = pooled_figures(parts, args.bootstrap)
+        held_parts = []  # the held-out queries of every training data set, pooled
+        for seed, tr in zip(train_seeds, trains):
+            held_kept: dict[str, dict[str, Any]] = {}
+            evaluate_methods(tr, methods, args.k, 1, query_ids=held, keep=held_kept)
+            held_parts.append((seed, dataset_subset(tr.dataset, held), held_kept))
+        figures = pooled_figures(held_parts, args.bootstrap)
         info = load_comparator(path).info
         selection[name] = {"config": dataclasses.asdict(config), "candidates": params.rerank_candidates,
                            "train_s": round(train_s, 1), "model": info.name,

@@ -42,7 +42,7 @@ def cell_means(values: NDArray[np.floating], grid: int,
                valid: NDArray[np.bool_] | None = None) -> NDArray[np.float32]:
     """(T, H, W) values -> (T, grid * grid): the mean of each cell of a ``grid`` x ``grid`` layout (every pixel in
     exactly one cell, cells within one pixel of each other in size), over the ``valid`` pixels only when given
-    (0 for a cell with none). Shared by the depth and the optical-flow vectors."""
+    (0 for a cell with none)."""
     v = np.asarray(values, np.float32)
     t, h, w = v.shape
     ys, xs = (np.arange(h) * grid) // h, (np.arange(w) * grid) // w

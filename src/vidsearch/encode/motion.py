@@ -19,7 +19,6 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from vidsearch.encode.depth import cell_means
 from vidsearch.encode.temporal import l2_normalize
 from vidsearch.errors import ConfigError, ShapeError
 

@@ -183,10 +183,17 @@ class _PhotoShot:
     seconds: float
 
 
+def _plasma_picture(path: Path) -> str | None:
+    """The picture's folder of a plasma wallpaper (``<Picture>/contents/images/<WxH>.png``: its files are named by
+    size), else None."""
+    return path.parts[path.parts.index("contents") - 1] if "contents" in path.parts else None
+
+
 def _photo_family(path: Path) -> str:
     """A key shared by resolution, light/dark and numbered variants of one picture."""
-    if "contents" in path.parts:  # plasma: <name>/contents/images/<WxH>.png
-        return path.parts[path.parts.index("contents") - 1].lower()
+    picture = _plasma_picture(path)
+    if picture is not None:
+        return picture.lower()
     stem = path.stem.lower()
     return re.sub(r"([-_ ]?(\d+x\d+|\d+|light|dark|d|l|no-logo))+$", "", stem) or stem
 
@@ -531,10 +538,9 @@ def _background(plan: _Plan, n: int, rng: np.random.Generator) -> Frames:
 
 def _photo_name(path: Path) -> str:
     """A photograph's name in ``sources.json``: its file name, with its picture's folder where the file name
-    alone names a size (plasma's ``<Picture>/contents/images/1920x1080.jpg``: many pictures, one file name)."""
-    if "contents" in path.parts:
-        return f"{path.parts[path.parts.index('contents') - 1]}/{path.name}"
-    return path.name
+    alone names a size (plasma: many pictures, one file name)."""
+    picture = _plasma_picture(path)
+    return path.name if picture is None else f"{picture}/{path.name}"
 
 
 def _source_name(items: list[_FootageWindow | _PhotoShot]) -> str:
