@@ -213,7 +213,7 @@ class Collection:
         Raises:
             CollectionError: ``path`` exists and is not empty.
         """
-        from vidsearch.encode import registry
+        from vidsearch.encode.motion import frame_dim as stored_frame_dim
         from vidsearch.encode.temporal import load_aggregator
 
         config = _own_milvus_collection(config or CollectionConfig())
@@ -223,7 +223,7 @@ class Collection:
             what = "a collection" if (target / MANIFEST).exists() else "not empty"
             raise CollectionError(f"cannot create a collection at {target}: it is {what}; open it or choose a new directory")
         target.parent.mkdir(parents=True, exist_ok=True)
-        frame_dim = registry.get(config.encode.encoder).dim
+        frame_dim = stored_frame_dim(config.encode)  # the encoder's width, + the motion stream's
         segment_dim = load_aggregator(config.encode.aggregator).output_dim(frame_dim)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.creating-"))
         try:

@@ -136,8 +136,12 @@ class EncodeConfig:
             ``onnx-int8``); "" is ``onnx``, what every collection made before this field ran. A new collection
             records its encoder's default variant (:func:`resolve_variant`; ``effnet-lite0``: ``onnx-int8``), so
             a later change of the default never changes how an existing collection encodes.
+        motion: a pixel-motion stream fused with each frame vector (:data:`MOTIONS`): "" none (the default), or
+            ``flow`` (:mod:`vidsearch.encode.motion`: optical flow from the frame before, at 64 px, fused as
+            :func:`vidsearch.encode.depth.fuse` does): the stored frame vectors are then
+            ``encoder dim + flow dim`` wide (:func:`frame_dim`); what a ``+flow`` temporal model takes.
 
-    The ``temporal_*`` and ``variant`` fields came after format_version 1: :meth:`CollectionConfig.to_dict`
+    The ``temporal_*``, ``variant`` and ``motion`` fields came after format_version 1: :meth:`CollectionConfig.to_dict`
     writes them only when set, so a collection without a learned model, on fp32, has the manifest it always had.
     """
 
@@ -147,9 +151,13 @@ class EncodeConfig:
     temporal_model: str = ""
     temporal_hash: str = ""
     variant: str = ""
+    motion: str = ""
 
     def __post_init__(self) -> None:
         spec = registry.get(self.encoder)  # ConfigError naming the registered encoders
+        if self.motion not in MOTIONS:
+            raise ConfigError(f"motion must be one of {', '.join(repr(m) for m in MOTIONS)} (\"\": none), got "
+                              f"{self.motion!r}")
         if not isinstance(self.variant, str):
             raise ConfigError(f"variant must be a string, got {self.variant!r}")
         if self.variant:
@@ -166,6 +174,10 @@ class EncodeConfig:
             raise ConfigError(f"a temporal model needs the 64-hex SHA-256 of its weights (and a hash needs its model), "
                               f"got temporal_model={self.temporal_model!r}, temporal_hash={self.temporal_hash!r}; "
                               "pass the model with `vidsearch index --temporal MODEL`, which reads its hash")
+
+
+MOTIONS = ("", "flow")
+"""Values of ``EncodeConfig.motion``."""
 
 
 def resolve_variant(encode: EncodeConfig) -> EncodeConfig:
@@ -250,12 +262,12 @@ class CollectionConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (choices as their string values), the form the manifest stores; fields added after
-        format_version 1 (``decode.skip_*``, ``encode.temporal_*``, ``encode.variant``, ``index.milvus_*``) only
+        format_version 1 (``decode.skip_*``, ``encode.temporal_*``, ``encode.variant``, ``encode.motion``, ``index.milvus_*``) only
         when set."""
         plain = dataclasses.asdict(self, dict_factory=_plain_dict)
         if not plain["decode"]["skip_nonref"] and plain["decode"]["skip_loop_filter"] == "none":
             del plain["decode"]["skip_nonref"], plain["decode"]["skip_loop_filter"]  # exact decoding, as always
-        for name in ("temporal_model", "temporal_hash", "variant"):
+        for name in ("temporal_model", "temporal_hash", "variant", "motion"):
             if not plain["encode"][name]:
                 del plain["encode"][name]
         if not plain["index"]["milvus_uri"]:

@@ -130,3 +130,51 @@ def test_hd_footage_is_made_once_and_reused(hd_clip: Path) -> None:
     assert hd_footage(720, seconds=6) == hd_clip and hd_clip.stat().st_mtime_ns == mtime
     with pytest.raises(ConfigError, match="heights"):
         hd_footage(480)
+
+
+def _same_pairs(a, b) -> bool:  # type: ignore[no-untyped-def]
+    return _same(a, b) and all(x.pair is not None and np.array_equal(x.pair, y.pair) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("fps", [1.0, 0.25])
+def test_pairs_hold_the_frame_before_each_sample_as_a_decode_of_every_frame_has_it(hd_clip: Path, fps: float) -> None:
+    """The plan also decodes the frame before each sample, across a group boundary too (the samples at 2 and 4 s
+    are key frames: the frame before is the previous group's last, a group 0.25 fps would not decode at all)."""
+    every, _ = _frames(hd_clip, fps=fps, skip_unsampled=False, pair_size=(40, 24))
+    planned, stats = _frames(hd_clip, fps=fps, pair_size=(40, 24))
+    assert stats.planned and _same_pairs(planned, every)
+    assert planned[0].pair is not None and planned[0].pair.shape == (2, 24, 40)
+    without, _ = _frames(hd_clip, fps=fps)
+    assert _same(planned, without)  # the images and times do not change
+    if fps == 0.25:
+        assert stats.packets_not_decoded == 0  # the group 2-4 s is decoded for the frame just before 4 s
+
+
+def test_a_pair_is_the_frame_before_and_the_first_frame_is_paired_with_the_next(hd_clip: Path) -> None:
+    frames, _ = _frames(hd_clip, fps=1000.0, pair_size=(40, 24))  # every frame sampled
+    assert len(frames) == 180
+    pairs = np.stack([f.pair for f in frames])
+    assert np.array_equal(pairs[2:, 0], pairs[1:-1, 1])  # each frame's "before" is the previous frame itself
+    assert np.array_equal(pairs[1, 0], pairs[0, 0])
+    assert np.array_equal(pairs[0], pairs[1])  # the first frame: itself and the next (as the second: before, itself)
+    assert not np.array_equal(pairs[0, 0], pairs[0, 1])  # the footage moves
+
+
+def test_without_a_frame_near_a_sample_is_paired_with_itself(hd_clip: Path, tmp_path: Path) -> None:
+    keys, _ = _frames(hd_clip, keyframes_only=True, pair_size=(40, 24))  # nothing decoded between key frames
+    assert len(keys) == 3 and all(np.array_equal(f.pair[0], f.pair[1]) for f in keys[1:])
+    from PIL import Image
+
+    image = tmp_path / "still.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8)).save(image)
+    (still,), _ = _frames(image, pair_size=(40, 24))
+    assert still.pair is not None and still.pair.shape == (2, 24, 40) and np.array_equal(still.pair[0], still.pair[1])
+
+
+@pytest.mark.parametrize("path", [p for p in VIDEOS if probe(p).codec == "h264"][:6],
+                         ids=lambda p: p.name)
+def test_pairs_are_exact_on_the_real_h264_samples(path: Path) -> None:
+    for fps in (1.0, 0.3):
+        every, _ = _frames(path, fps=fps, skip_unsampled=False, pair_size=(32, 32))
+        planned, _ = _frames(path, fps=fps, pair_size=(32, 32))
+        assert _same_pairs(planned, every), (path.name, fps)

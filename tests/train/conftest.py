@@ -3,6 +3,8 @@ to one thread (the machine is shared)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -42,3 +44,19 @@ def directions():
 def make_directions():
     """:func:`direction_clips` itself, for tests that need other sizes or seeds."""
     return direction_clips
+
+
+@pytest.fixture(scope="session")
+def trained_models(built_collection: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two LSTM models trained (InfoNCE, 2 epochs) on the built collection's windows with different seeds,
+    through the CLI."""
+    from vidsearch.cli import main
+
+    folder = tmp_path_factory.mktemp("models")
+    out = {}
+    for seed in (0, 1):
+        path = folder / f"lstm-{seed}.onnx"
+        assert main(["train", "--collection", str(built_collection), "--model", "lstm", "--loss", "infonce",
+                     "--epochs", "2", "--seed", str(seed), "--out", str(path), "--json"]) == 0
+        out[f"seed{seed}"] = path
+    return out

@@ -16,20 +16,6 @@ from vidsearch.train.datasets import collection_clips
 
 
 @pytest.fixture(scope="session")
-def trained_models(built_collection: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two LSTM models trained (InfoNCE, 2 epochs) on the built collection's windows with different seeds,
-    through the CLI."""
-    folder = tmp_path_factory.mktemp("models")
-    out = {}
-    for seed in (0, 1):
-        path = folder / f"lstm-{seed}.onnx"
-        assert main(["train", "--collection", str(built_collection), "--model", "lstm", "--loss", "infonce",
-                     "--epochs", "2", "--seed", str(seed), "--out", str(path), "--json"]) == 0
-        out[f"seed{seed}"] = path
-    return out
-
-
-@pytest.fixture(scope="session")
 def temporal_collection(trained_models: dict[str, Path], footage: dict[str, Path],
                         tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("temporal") / "coll"

@@ -14,7 +14,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -54,10 +54,13 @@ class MediaInfo:
 
 @dataclass(frozen=True)
 class SampledFrame:
-    """One sampled frame: ``time`` in seconds from the start, ``image`` uint8 RGB (H, W, 3)."""
+    """One sampled frame: ``time`` in seconds from the start, ``image`` uint8 RGB (H, W, 3); with
+    ``iter_frames(pair_size=...)``, ``pair`` (2, h, w) uint8 grey: the frame's neighbour and the frame itself
+    (see :func:`iter_frames`), for the motion between them."""
 
     time: float
     image: NDArray[np.uint8]
+    pair: NDArray[np.uint8] | None = None
 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
@@ -180,6 +183,7 @@ def iter_frames(
     skip_unsampled: bool = True,
     threads: int = 0,
     stats: DecodeStats | None = None,
+    pair_size: tuple[int, int] | None = None,
 ) -> Iterator[SampledFrame]:
     """Yield frames sampled uniformly at ``fps`` (by presentation time), resized to ``size``.
 
@@ -205,6 +209,11 @@ def iter_frames(
         skip_unsampled: plan on the timestamps as described above (exact); False decodes every frame.
         threads: decoder threads (FFmpeg frame + slice threads); 0 lets FFmpeg choose (one per core + 1).
         stats: counts what was decoded and skipped, filled in as frames are yielded (benchmarks, tests).
+        pair_size: (width, height): each sample also carries ``pair``, (2, height, width) grey: the frame
+            decoded just before it (the plan decodes that frame too, so it is the one a decode of every frame
+            gives) and the sample itself. The first frame, having none before it, is paired with the frame after
+            it; a neighbour more than 1.5 frame periods away (nothing decoded near: key frames only, skipped
+            non-reference frames, a one-frame video or an image) gives the sample paired with itself (no motion).
 
     Yields:
         SampledFrame with ``time`` in seconds from the first frame and a (H, W, 3) uint8 image.
@@ -221,16 +230,25 @@ def iter_frames(
         raise ConfigError(f"skip_loop_filter must be one of {', '.join(LOOP_FILTER_SKIPS)}, got {skip_loop_filter!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ConfigError(f"threads must be an integer >= 0 (0: FFmpeg chooses), got {threads!r}")
+    if pair_size is not None and (len(pair_size) != 2 or min(pair_size) < 1):
+        raise ConfigError(f"pair_size must be (width, height) in pixels, both >= 1, got {pair_size!r}")
     p = Path(path)
     _check_file(p)
     if is_image_path(p):
-        yield SampledFrame(0.0, _read_image(p, size))
+        image = _read_image(p, size)
+        pair = None
+        if pair_size is not None:
+            from PIL import Image
+
+            grey = np.asarray(Image.fromarray(image).convert("L").resize(pair_size, Image.Resampling.BILINEAR))
+            pair = np.stack([grey, grey])
+        yield SampledFrame(0.0, image, pair)
         return
     with _open_container(p) as container:
         stream = _video_stream(container, p)
         yield from _decode_sampled(container, stream, p, size, 1.0 / fps, keyframes_only, skip_nonref,
                                    skip_loop_filter, skip_unsampled and not keyframes_only and not skip_nonref, threads,
-                                   stats if stats is not None else DecodeStats())
+                                   stats if stats is not None else DecodeStats(), pair_size)
 
 
 LOOP_FILTER_SKIPS = ("none", "nonref", "all")
@@ -278,31 +296,38 @@ class _Plan:
     ``ok`` turns False for good when the decoder's frames disagree with the plan (then all is decoded).
     """
 
-    def __init__(self, period: float) -> None:
+    def __init__(self, period: float, before: bool = False) -> None:
         self.period = period
+        self.before = before  # also decode the frame before each sampled one (``iter_frames(pair_size=...)``)
         self.origin: float | None = None  # time of the first frame, from the first group's timestamps
         self.next_time = 0.0
         self.ok = True
         self.wanted: set[int] = set()  # pts of the packets planned to be sampled, not yet seen decoded
 
     def plan(self, times: list[tuple[float, int]]) -> set[int]:
-        """The pts of the packets in ``times`` ((time in seconds, pts), any order) the sampler will take."""
+        """The pts of the packets in ``times`` ((time in seconds, pts), any order) the sampler will take and,
+        with ``before``, of the frame before each of them in presentation order (decoded, not taken)."""
         if self.origin is None:
             self.origin = min(t for t, _ in times)
-        taken = set()
+        taken: set[int] = set()
+        needed: set[int] = set()
+        previous: int | None = None
         for t, pts in sorted(times):
             rel = t - self.origin
             if rel + 1e-6 >= self.next_time:
                 taken.add(pts)
+                if self.before and previous is not None:
+                    needed.add(previous)
                 self.next_time = max(self.next_time + self.period, rel + self.period * 0.5)
+            previous = pts
         self.wanted |= taken
-        return taken
+        return taken | needed
 
 
 def _decode_sampled(
     container: InputContainer, stream: VideoStream, p: Path, size: tuple[int, int], period: float,
     keyframes_only: bool, skip_nonref: bool, skip_loop_filter: str, plan_ahead: bool, threads: int,
-    stats: DecodeStats,
+    stats: DecodeStats, pair_size: tuple[int, int] | None = None,
 ) -> Iterator[SampledFrame]:
     import av
 
@@ -315,10 +340,26 @@ def _decode_sampled(
     base_skip: _Skip = "NONKEY" if keyframes_only else "NONREF" if skip_nonref else "DEFAULT"
     codec.skip_frame = base_skip
     time_base = stream.time_base
-    plan = _Plan(period) if plan_ahead and time_base is not None and codec.name in _PLANNABLE_CODECS else None
+    plan = (_Plan(period, before=pair_size is not None)
+            if plan_ahead and time_base is not None and codec.name in _PLANNABLE_CODECS else None)
     rate = float(stream.average_rate or stream.base_rate or 25.0)
+    near = 1.5 / rate  # a pair's neighbour must be this close (seconds), else the sample is paired with itself
     state = _State()
     last_error: list[Exception] = []
+
+    def grey(frame: av.VideoFrame) -> NDArray[np.uint8]:
+        assert pair_size is not None
+        return cast("NDArray[np.uint8]", frame.reformat(width=pair_size[0], height=pair_size[1],
+                                                       format="gray").to_ndarray())
+
+    def held_out(neighbour: av.VideoFrame | None, t: float | None) -> Iterator[SampledFrame]:
+        """The first sample, held until the frame after it was decoded (or the end: ``neighbour`` None)."""
+        if state.held is None:
+            return
+        time_s, image, own, own_t = state.held
+        state.held = None
+        other = grey(neighbour) if neighbour is not None and t is not None and t - own_t <= near else own
+        yield SampledFrame(time_s, image, np.stack([own, other]))
 
     def decode(packet: av.Packet, skip: _Skip) -> Iterator[SampledFrame]:
         if codec.skip_frame != skip:
@@ -340,10 +381,16 @@ def _decode_sampled(
             if t is None:  # raw elementary streams carry no timestamps
                 t = state.index / rate
             state.index += 1
+            if pair_size is not None:
+                if state.held is not None:
+                    yield from held_out(frame, t)
+                last, last_t = state.last, state.last_t
+                state.last, state.last_t = frame, t
             if state.origin is None:
                 state.origin = t
                 if plan is not None and (plan.origin is None or abs(plan.origin - t) > 1e-9):
                     plan.ok = False
+            raw_t = t
             t -= state.origin
             if t + 1e-6 < state.next_time:
                 continue
@@ -357,8 +404,16 @@ def _decode_sampled(
             image = cast("NDArray[np.uint8]", rgb.to_ndarray())  # rgb24: uint8
             state.produced += 1
             stats.frames_sampled += 1
-            yield SampledFrame(float(t), image)
             state.next_time = max(state.next_time + period, t + period * 0.5)
+            if pair_size is None:
+                yield SampledFrame(float(t), image)
+                continue
+            own = grey(frame)
+            if last is None:  # the first frame: paired with the one after it, once decoded
+                state.held = (float(t), image, own, raw_t)
+                continue
+            before = grey(last) if last_t is not None and raw_t - last_t <= near else own
+            yield SampledFrame(float(t), image, np.stack([before, own]))
 
     def plannable(group: list[av.Packet]) -> list[tuple[float, int]] | None:
         assert time_base is not None
@@ -399,6 +454,11 @@ def _decode_sampled(
                     previous, previous_taken = pending
                     key_pts = group[0].pts  # frames before this key frame lean on the previous group:
                     leading = times is not None and key_pts is not None and min(times)[1] < key_pts
+                    if plan.before and taken and previous_taken is not None and times is not None \
+                            and min(times)[1] in taken:  # this group's first frame is sampled: the frame before
+                        before = plannable(previous)  # it, the previous group's last, must be decoded too
+                        if before is not None:
+                            previous_taken = previous_taken | {max(before)[1]}
                     if previous_taken is not None and not previous_taken and not leading and plan.ok:
                         stats.packets_not_decoded += len(previous)  # nothing sampled in it, nothing after refers to it
                     else:
@@ -437,6 +497,7 @@ def _decode_sampled(
     except av.error.FFmpegError as exc:
         state.failures += 1
         last_error[:] = [exc]
+    yield from held_out(None, None)  # a first sample with nothing decoded after it: paired with itself
     failures = state.failures
     error = last_error[0] if last_error else None
     if failures:
@@ -456,6 +517,9 @@ class _State:
     produced: int = 0
     failures: int = 0
     consecutive: int = 0
+    last: Any = None  # with pairs: the last frame decoded (av.VideoFrame) and its time
+    last_t: float | None = None
+    held: tuple[float, NDArray[np.uint8], NDArray[np.uint8], float] | None = None  # the first sample, see held_out
 
 
 class _TooManyErrors(Exception):

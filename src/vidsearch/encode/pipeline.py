@@ -20,6 +20,7 @@ from vidsearch.decode import MediaInfo, SampledFrame, Segment, iter_frames, make
 from vidsearch.decode.prefetch import Prefetcher
 from vidsearch.encode.frame import FrameEncoder, load_encoder
 from vidsearch.encode.layout import MAX_INSETS, detect_insets
+from vidsearch.encode.motion import FLOW_SIZE, motion_dim, pair_flow
 from vidsearch.encode.temporal import MeanPool, TemporalAggregator, l2_normalize, load_temporal
 from vidsearch.errors import QueryError, ShapeError
 
@@ -42,6 +43,9 @@ class EncodedMedia:
             region (:func:`blank_images`).
         query_encoder: set when a query was encoded by another encoder than its collection's
             (``SearchParams.query_encoder``); None otherwise.
+
+    With a motion stream (``EncodeConfig.motion``) ``frame_vectors`` and every region's vectors are the frame
+    encoder's fused with the frame's motion vector (:func:`with_motion`).
     """
 
     info: MediaInfo
@@ -68,6 +72,8 @@ class DecodedMedia:
         insets: with ``decode_file(insets=True)``, (K, H, W, 3) uint8: every inset found in the frames, cut and
             resized to the encoder's input size (K may be 0); None without insets.
         inset_where: (frame index, slot) of each of ``insets``.
+        motion: with a motion stream (``EncodeConfig.motion``), (F, M) float32: each frame's motion vector
+            (computed in the decode step, so off the server's event loop); None without.
     """
 
     info: MediaInfo
@@ -76,6 +82,7 @@ class DecodedMedia:
     decode_seconds: float
     insets: NDArray[np.uint8] | None = None
     inset_where: list[tuple[int, int]] = field(default_factory=list)
+    motion: NDArray[np.float32] | None = None
 
     @property
     def units(self) -> int:
@@ -118,6 +125,25 @@ CROP_REGIONS: tuple[tuple[float, float, float, float], ...] = (
     (0.0, 0.0, 0.55, 0.55), (0.45, 0.0, 1.0, 0.55), (0.0, 0.45, 0.55, 1.0), (0.45, 0.45, 1.0, 1.0),
     (0.225, 0.225, 0.775, 0.775),
 )
+
+
+def with_motion(vectors: NDArray[np.float32], motion: NDArray[np.float32] | None) -> NDArray[np.float32]:
+    """(F, D) frame (or region) vectors fused with the (F, M) motion vectors of their frames
+    (:func:`vidsearch.encode.depth.fuse`: each part unit length, joined, normalised again), as the ``+flow``
+    temporal models were trained; an all-zero row (a region slot with no inset) stays zero. ``motion`` None:
+    ``vectors`` unchanged.
+
+    A crop or inset region gets its whole frame's motion: the flow is measured once per frame.
+    """
+    if motion is None:
+        return vectors
+    from vidsearch.encode.depth import fuse
+
+    if len(vectors) != len(motion):
+        raise ShapeError(f"expected one motion vector per frame vector, got {len(motion)} for {len(vectors)}")
+    fused = fuse(vectors, motion)
+    fused[~np.any(vectors != 0, axis=1)] = 0.0
+    return fused
 
 
 def segment_vectors(
@@ -167,6 +193,8 @@ class MediaEncoder:
         self.config = config
         self.encoder = encoder or load_encoder(config.encode.encoder, runtime_variant(config.encode))
         self.aggregator = load_temporal(config.encode)  # mean pooling, or the collection's learned model
+        # a pixel-motion stream fused with each frame vector: the grey pairs its flow is measured on
+        self.pair_size = FLOW_SIZE if config.encode.motion == "flow" else None
         self.overlap = overlap
         self.decode_threads = decode_threads
         self.encode_chunk = encode_chunk
@@ -175,15 +203,22 @@ class MediaEncoder:
         """The sampled frames of ``path`` at ``size``, decoded as the configuration says (``DecodeConfig``)."""
         d = self.config.decode
         return iter_frames(path, size, fps=d.fps, keyframes_only=d.keyframes_only, skip_nonref=d.skip_nonref,
-                           skip_loop_filter=d.skip_loop_filter, threads=self.decode_threads)
+                           skip_loop_filter=d.skip_loop_filter, threads=self.decode_threads, pair_size=self.pair_size)
+
+    def motion(self, pairs: list[NDArray[np.uint8]]) -> NDArray[np.float32] | None:
+        """The motion vectors of the sampled frames whose grey ``pairs`` were decoded (None without a motion stream)."""
+        if self.pair_size is None:
+            return None
+        return pair_flow(np.stack(pairs))
 
     @property
     def frame_dim(self) -> int:
-        return self.encoder.dim
+        """Width of the frame vectors stored: the encoder's, + the motion stream's."""
+        return self.encoder.dim + motion_dim(self.config.encode)
 
     @property
     def segment_dim(self) -> int:
-        return self.aggregator.output_dim(self.encoder.dim)
+        return self.aggregator.output_dim(self.frame_dim)
 
     def encode_file(self, path: str | Path, crops: bool = False, insets: bool = False) -> EncodedMedia:
         """Decode, encode and segment one file.
@@ -215,6 +250,7 @@ class MediaEncoder:
         encode_s = 0.0
         batch: list[NDArray[np.uint8]] = []
         times: list[float] = []
+        pairs: list[NDArray[np.uint8]] = []
         chunks: list[NDArray[np.float32]] = []
         n_regions = (len(CROP_REGIONS) if crops else 0) + (MAX_INSETS if insets else 0)
         region_chunks: list[list[NDArray[np.float32]]] = [[] for _ in range(n_regions)]
@@ -248,6 +284,8 @@ class MediaEncoder:
             nonlocal encode_s
             batch.append(frame.image)
             times.append(frame.time)
+            if frame.pair is not None:
+                pairs.append(frame.pair)
             if len(batch) == call_size:
                 t = time.perf_counter()
                 flush()
@@ -279,14 +317,20 @@ class MediaEncoder:
             t = time.perf_counter()
             flush()
             encode_s += time.perf_counter() - t
-        frame_vectors = np.concatenate(chunks)
+        t = time.perf_counter()
+        motion = self.motion(pairs)
+        motion_s = time.perf_counter() - t
+        frame_vectors = with_motion(np.concatenate(chunks), motion)
         times_arr = np.asarray(times, dtype=np.float64)
         info = _decoded_duration(info, times_arr)
-        timings = {"decode": decode_s, "encode": encode_s}
+        timings = {"decode": decode_s, "encode": encode_s + motion_s}
+        if motion is not None:
+            timings["motion"] = motion_s  # part of "encode"
         if decode_thread_s:
             timings["decode_thread"] = decode_thread_s  # overlapped with encoding: not part of the wall time
         media = self.encode_frames(info, times_arr, frame_vectors, timings)
-        self._add_regions(media, [np.concatenate(c) for c in region_chunks], [np.concatenate(b) for b in region_blank])
+        self._add_regions(media, [with_motion(np.concatenate(c), motion) for c in region_chunks],
+                          [np.concatenate(b) for b in region_blank])
         if key is not None and MediaEncoder.cache is not None:
             MediaEncoder.cache[key] = media
         return media
@@ -327,6 +371,7 @@ class MediaEncoder:
         limit = None if max_seconds is None else int(math.ceil(max_seconds * cfg.decode.fps)) + 2
         images: list[NDArray[np.uint8]] = []
         times: list[float] = []
+        pairs: list[NDArray[np.uint8]] = []
         w, h = self.encoder.input_size
         for frame in self.iter_frames(path, (2 * w, 2 * h) if insets else (w, h)):
             if limit is not None and len(images) >= limit:
@@ -335,12 +380,16 @@ class MediaEncoder:
                                  "shorter clip")
             images.append(frame.image)
             times.append(frame.time)
+            if frame.pair is not None:
+                pairs.append(frame.pair)
         frames = np.stack(images)
         times_arr = np.asarray(times, dtype=np.float64)
+        motion = self.motion(pairs)
         if not insets:
-            return DecodedMedia(info, times_arr, frames, time.perf_counter() - t0)
+            return DecodedMedia(info, times_arr, frames, time.perf_counter() - t0, motion=motion)
         cuts, where = _cut_insets(frames, (w, h))
-        return DecodedMedia(info, times_arr, _resize_all(frames, (w, h)), time.perf_counter() - t0, cuts, where)
+        return DecodedMedia(info, times_arr, _resize_all(frames, (w, h)), time.perf_counter() - t0, cuts, where,
+                            motion=motion)
 
     def finish(self, decoded: DecodedMedia, frame_vectors: NDArray[np.float32],
                encode_seconds: float = 0.0) -> EncodedMedia:
@@ -350,22 +399,22 @@ class MediaEncoder:
         Args:
             decoded: from :meth:`decode_file`.
             frame_vectors: (F + K, D) float32 vectors of ``decoded.all_images`` (the F frames, then the K
-                insets) from this encoder.
+                insets) from this encoder (the motion stream, if any, is fused here).
             encode_seconds: time spent encoding them (reported in ``timings["encode"]``).
 
         Raises:
             ShapeError: not one vector of this encoder's width per decoded frame and inset.
         """
-        if frame_vectors.shape != (decoded.units, self.frame_dim):
-            raise ShapeError(f"expected ({decoded.units}, {self.frame_dim}) vectors, one per decoded frame and "
+        if frame_vectors.shape != (decoded.units, self.encoder.dim):
+            raise ShapeError(f"expected ({decoded.units}, {self.encoder.dim}) vectors, one per decoded frame and "
                              f"inset, got {frame_vectors.shape}")
         n = len(decoded.times)
         info = _decoded_duration(decoded.info, decoded.times)
-        media = self.encode_frames(info, decoded.times, frame_vectors[:n],
+        media = self.encode_frames(info, decoded.times, with_motion(frame_vectors[:n], decoded.motion),
                                    {"decode": decoded.decode_seconds, "encode": encode_seconds})
         if decoded.insets is not None:
             placed = _place_insets(n, decoded.insets, decoded.inset_where, frame_vectors[n:])
-            self._add_regions(media, [v for v, _ in placed], [b for _, b in placed])
+            self._add_regions(media, [with_motion(v, decoded.motion) for v, _ in placed], [b for _, b in placed])
         return media
 
     def encode_frames(

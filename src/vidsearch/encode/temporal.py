@@ -87,6 +87,8 @@ class TemporalModelInfo:
         frames: frames per window it takes (windows are resampled to this).
         weights_hash: SHA-256 (hex) of its weights (names, shapes and float32 values, in name order).
         meta: the whole description (training configuration, data, loss history).
+        motion: the motion stream its frame vectors were fused with (``EncodeConfig.motion``: "" none, ``flow``):
+            a collection indexed with the model computes the same.
     """
 
     path: Path
@@ -95,6 +97,7 @@ class TemporalModelInfo:
     frames: int
     weights_hash: str
     meta: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    motion: str = ""
 
     @property
     def name(self) -> str:
@@ -122,7 +125,10 @@ def _info_from_session(path: Path, session: Any) -> TemporalModelInfo:
     if len(inputs) != 1 or list(inputs[0].shape[1:]) != [frames, dim]:
         raise EncoderError(f"{path}: expected one input of shape (batch, {frames}, {dim}), found "
                            f"{[tuple(i.shape) for i in inputs]}; {fix}")
-    return TemporalModelInfo(path, kind, dim, frames, digest, meta)
+    motion = meta.get("motion", "")
+    if not isinstance(motion, str):
+        raise EncoderError(f"{path}: expected a string motion stream name in the metadata, found {motion!r}; {fix}")
+    return TemporalModelInfo(path, kind, dim, frames, digest, meta, motion)
 
 
 def read_model_info(path: str | Path) -> TemporalModelInfo:
