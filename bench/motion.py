@@ -39,8 +39,8 @@ def encode_set(files: list[Path], repeats: int) -> dict[str, Any]:
                 media = encoders[v].encode_file(path)
                 wall = time.perf_counter() - t
                 row = {"wall_s": wall, "decode_s": media.timings["decode"],
-                       "frame_encode_s": media.timings["encode"] - media.timings.get("motion", 0.0),
-                       "flow_s": media.timings.get("motion", 0.0), "frames": len(media.times),
+                       "frame_encode_s": media.timings["encode"] - media.timings.get("streams", 0.0),
+                       "flow_s": media.timings.get("streams", 0.0), "frames": len(media.times),
                        "duration_s": media.info.duration}
                 if str(path) not in best[v] or wall < best[v][str(path)]["wall_s"]:
                     best[v][str(path)] = row

@@ -82,9 +82,9 @@ def _config_from_args(args: argparse.Namespace) -> CollectionConfig | None:
 
     temporal = getattr(args, "temporal", None)
     store = getattr(args, "store", None)
-    motion = getattr(args, "motion", None)
+    motion, depth = getattr(args, "motion", None), getattr(args, "depth", None)
     given = any(v is not None for v in (args.encoder, args.fps, args.window, args.stride, args.keyframes or None,
-                                        args.index_kind, temporal, store, args.variant, motion))
+                                        args.index_kind, temporal, store, args.variant, motion, depth))
     if not given:
         return None
     base = CollectionConfig()
@@ -92,22 +92,24 @@ def _config_from_args(args: argparse.Namespace) -> CollectionConfig | None:
     if temporal is not None:  # the model's path and the hash of its weights go into the manifest
         from vidsearch.encode.temporal import read_model_info
 
-        from vidsearch.encode.motion import frame_dim
+        from vidsearch.encode.streams import describe, frame_dim
         from vidsearch.errors import ConfigError
 
         info = read_model_info(Path(temporal).resolve())
         model, weights = str(info.path), info.weights_hash
-        if motion is not None and motion != info.motion:
-            raise ConfigError(f"{temporal}: the temporal model was trained on frames fused with "
-                              f"{info.motion or 'no'} motion stream, not --motion {motion}; drop --motion (the model "
-                              "sets it) or train a model on a collection made with it")
-        motion = info.motion
+        parts = set(info.streams.split("+")) - {""}
+        asked = describe(EncodeConfig(motion=motion or "", depth=depth or ""))
+        if (motion is not None or depth is not None) and asked != info.streams:
+            raise ConfigError(f"{temporal}: the temporal model was trained on frame vectors fused with "
+                              f"{info.streams or 'no'} stream(s), not {asked}; drop --motion/--depth (the model "
+                              "sets them) or train a model on a collection made with them")
+        motion, depth = ("flow" if "flow" in parts else None), ("early" if "depth" in parts else None)
         encoder = args.encoder or base.encode.encoder
-        width = frame_dim(EncodeConfig(encoder=encoder, motion=motion))
+        width = frame_dim(EncodeConfig(encoder=encoder, motion=motion or "", depth=depth or ""))
         if info.dim != width:
             raise ConfigError(f"{temporal}: the temporal model takes {info.dim}-d frame vectors, the {encoder} encoder "
-                              f"{'with ' + motion + ' ' if motion else ''}gives {width}-d; pass the --encoder it was "
-                              f"trained on, or train one on a collection of {encoder}")
+                              f"{'with ' + info.streams + ' ' if info.streams else ''}gives {width}-d; pass the "
+                              f"--encoder it was trained on, or train one on a collection of {encoder}")
 
     def given_or(value: _T | None, default: _T) -> _T:  # 0 is a value, not "not given"
         return default if value is None else value
@@ -117,7 +119,7 @@ def _config_from_args(args: argparse.Namespace) -> CollectionConfig | None:
         segment=SegmentConfig(window=given_or(args.window, base.segment.window),
                               stride=given_or(args.stride, base.segment.stride)),
         encode=EncodeConfig(encoder=args.encoder or base.encode.encoder, temporal_model=model, temporal_hash=weights,
-                            variant=args.variant or "", motion=motion or ""),
+                            variant=args.variant or "", motion=motion or "", depth=depth or ""),
         index=IndexConfig(kind="milvus", milvus_uri=store, milvus_index=args.milvus_index) if store
         else IndexConfig(kind=args.index_kind or base.index.kind),
     )
@@ -229,11 +231,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     result = train_temporal(data, config, progress=progress)
     sample = data.resampled(config.frames)[:64]
+    from vidsearch.config import CollectionConfig
+    from vidsearch.encode.streams import describe
     from vidsearch.store.manifest import read_manifest
 
-    motion = read_manifest(Path(args.collection))["config"]["encode"].get("motion", "")  # the frames' motion stream
+    streams = describe(CollectionConfig.from_dict(read_manifest(Path(args.collection))["config"]).encode)
     path = export_onnx(result, args.out, sample=sample, extra={"collection": str(Path(args.collection).resolve())},
-                       motion=motion)
+                       streams=streams)
     out = {"model": str(path), "kind": args.model, "loss": args.loss, "weights_sha256": result.weights_hash(),
            "epochs": args.epochs, "seed": args.seed, "clips": len(data), "source": data.source,
            "seconds": round(result.seconds, 2), "history": [round(v, 5) for v in result.history]}
@@ -701,6 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--motion", choices=["flow"], help="fuse a pixel-motion stream with each frame vector (new "
                    "collections): flow = optical flow from the frame before, at 64 px (what +flow temporal models "
                    "take; with mean pooling, a collection to train one on with 'vidsearch train')")
+    p.add_argument("--depth", choices=["early"], help="fuse each frame vector with the depth of an RGB-D file's "
+                   "depth stream (new collections; early fusion, what rgbd-early models take; colour-only files get "
+                   "a zero depth part)")
     p.add_argument("--spark", metavar="MASTER", nargs="?", const="local[*]",
                    help="decode and encode on Spark executors, commit here (default master local[*]; "
                         "spark://HOST:7077 or any master; needs the [spark] extra and Java 17)")

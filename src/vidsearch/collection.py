@@ -213,7 +213,7 @@ class Collection:
         Raises:
             CollectionError: ``path`` exists and is not empty.
         """
-        from vidsearch.encode.motion import frame_dim as stored_frame_dim
+        from vidsearch.encode.streams import frame_dim as stored_frame_dim
         from vidsearch.encode.temporal import load_aggregator
 
         config = _own_milvus_collection(config or CollectionConfig())

@@ -139,9 +139,13 @@ class EncodeConfig:
         motion: a pixel-motion stream fused with each frame vector (:data:`MOTIONS`): "" none (the default), or
             ``flow`` (:mod:`vidsearch.encode.motion`: optical flow from the frame before, at 64 px, fused as
             :func:`vidsearch.encode.depth.fuse` does): the stored frame vectors are then
-            ``encoder dim + flow dim`` wide (:func:`frame_dim`); what a ``+flow`` temporal model takes.
+            ``encoder dim + flow dim`` wide (:func:`vidsearch.encode.streams.frame_dim`); what a ``+flow``
+            temporal model takes.
+        depth: :data:`DEPTHS`: "" none (the default), or ``early``: each frame vector fused with the depth vector
+            (:func:`vidsearch.encode.depth.depth_vectors`) of the file's depth frame nearest to it (an RGB-D
+            recording's depth stream; a colour-only file gets a zero depth part), what an ``rgbd-early`` model takes.
 
-    The ``temporal_*``, ``variant`` and ``motion`` fields came after format_version 1: :meth:`CollectionConfig.to_dict`
+    The ``temporal_*``, ``variant``, ``motion`` and ``depth`` fields came after format_version 1: :meth:`CollectionConfig.to_dict`
     writes them only when set, so a collection without a learned model, on fp32, has the manifest it always had.
     """
 
@@ -152,12 +156,16 @@ class EncodeConfig:
     temporal_hash: str = ""
     variant: str = ""
     motion: str = ""
+    depth: str = ""
 
     def __post_init__(self) -> None:
         spec = registry.get(self.encoder)  # ConfigError naming the registered encoders
         if self.motion not in MOTIONS:
             raise ConfigError(f"motion must be one of {', '.join(repr(m) for m in MOTIONS)} (\"\": none), got "
                               f"{self.motion!r}")
+        if self.depth not in DEPTHS:
+            raise ConfigError(f"depth must be one of {', '.join(repr(m) for m in DEPTHS)} (\"\": none), got "
+                              f"{self.depth!r}")
         if not isinstance(self.variant, str):
             raise ConfigError(f"variant must be a string, got {self.variant!r}")
         if self.variant:
@@ -178,6 +186,8 @@ class EncodeConfig:
 
 MOTIONS = ("", "flow")
 """Values of ``EncodeConfig.motion``."""
+DEPTHS = ("", "early")
+"""Values of ``EncodeConfig.depth``."""
 
 
 def resolve_variant(encode: EncodeConfig) -> EncodeConfig:
@@ -262,12 +272,12 @@ class CollectionConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (choices as their string values), the form the manifest stores; fields added after
-        format_version 1 (``decode.skip_*``, ``encode.temporal_*``, ``encode.variant``, ``encode.motion``, ``index.milvus_*``) only
+        format_version 1 (``decode.skip_*``, ``encode.temporal_*``, ``encode.variant``, ``encode.motion``, ``encode.depth``, ``index.milvus_*``) only
         when set."""
         plain = dataclasses.asdict(self, dict_factory=_plain_dict)
         if not plain["decode"]["skip_nonref"] and plain["decode"]["skip_loop_filter"] == "none":
             del plain["decode"]["skip_nonref"], plain["decode"]["skip_loop_filter"]  # exact decoding, as always
-        for name in ("temporal_model", "temporal_hash", "variant", "motion"):
+        for name in ("temporal_model", "temporal_hash", "variant", "motion", "depth"):
             if not plain["encode"][name]:
                 del plain["encode"][name]
         if not plain["index"]["milvus_uri"]:

@@ -34,3 +34,17 @@ def test_the_seen_unseen_table_matches_its_result_file() -> None:
             want.append(f"| {name} | {part} | {x['mAP']:.3f} | {x['precision@5']:.3f} | {x['f1@5']:.3f} | "
                         f"{y['mAP']:.3f} | {y['precision@5']:.3f} |")
     assert rows == want
+
+
+def test_the_motion_collection_table_matches_its_result_file() -> None:
+    data = result("motion.json")
+    assert not data["git"]["src_dirty"] and not data["partial"]
+    want = []
+    for name, label in (("sample footage", "sample footage (15 files, 258 s)"), ("720p", "720p (20 s)")):
+        r = data["results"][name]
+        flow, none = r["flow"], r["none"]
+        want.append(f"| {label} | {flow['frames']} | {flow['flow_s']:.3f} | {flow['frame_encode_s']:.2f} | "
+                    f"{100 * r['flow_over_frame_encoding']:.2f} % | {r['decode_ratio_flow_over_none']:.3f} | "
+                    f"{r['wall_ratio_flow_over_none']:.3f} |")
+        assert round(none["duration_s"]) == (258 if name == "sample footage" else 20) and r["files"] == (15 if name == "sample footage" else 1)
+    assert marked_rows("motion-collection-table") == want

@@ -66,11 +66,11 @@ def test_the_server_path_and_stored_ranges_see_the_same_stream(flow_collection: 
         media = MediaEncoder(coll.config)
     whole = media.encode_file(footage["v1.m4v"])
     decoded = media.decode_file(footage["v1.m4v"])
-    assert decoded.motion is not None and len(decoded.motion) == len(decoded.times)
+    assert decoded.streams is not None and len(decoded.streams) == len(decoded.times)
     batched = media.finish(decoded, media.encoder.encode(decoded.all_images))
     np.testing.assert_allclose(batched.frame_vectors, whole.frame_vectors, atol=1e-5)
     np.testing.assert_allclose(batched.segment_vectors, whole.segment_vectors, atol=1e-5)
-    assert "motion" in whole.timings and whole.timings["motion"] < whole.timings["encode"]
+    assert "streams" in whole.timings and whole.timings["streams"] < whole.timings["encode"]
 
 
 def test_train_on_it_writes_a_flow_model_and_indexing_with_it_turns_the_stream_on(
@@ -81,7 +81,7 @@ def test_train_on_it_writes_a_flow_model_and_indexing_with_it_turns_the_stream_o
     from vidsearch.search.results import SearchParams
 
     info = read_model_info(flow_model)
-    assert info.motion == "flow" and info.dim == 512 + flow_dim() and info.kind == "dual"
+    assert info.streams == "flow" and info.dim == 512 + flow_dim() and info.kind == "dual"
     coll = tmp_path / "dual"
     assert main(["index", "--collection", str(coll), "--temporal", str(flow_model), "--json",
                  *(str(footage[f]) for f in FILES)]) == 0
@@ -111,4 +111,4 @@ def test_a_model_without_the_stream_is_refused_with_motion(trained_models: dict[
     code = main(["index", "--collection", str(tmp_path / "c"), "--temporal", str(trained_models["seed0"]),
                  "--motion", "flow", "--json", str(footage["v1.m4v"])])
     assert code == 2 and not (tmp_path / "c").exists()
-    assert "no motion stream, not --motion flow" in json.loads(capsys.readouterr().out)["message"]
+    assert "fused with no stream(s), not flow" in json.loads(capsys.readouterr().out)["message"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,63 @@ def read_depth(path: str | os.PathLike[str], fps: float | None = None) -> DepthF
     if not frames:
         raise DecodeError(f"{p}: the depth stream has no frame")
     return DepthFrames(np.asarray(times, np.float64), np.stack(frames), f"{p}#stream {stream.index}")
+
+
+def depth_near(path: str | os.PathLike[str], times: Sequence[float] | NDArray[np.floating],
+               reduce: Callable[[NDArray[np.uint16]], NDArray[np.float32]]) -> NDArray[np.float32] | None:
+    """For each of ``times`` (seconds from the first frame, as ``iter_frames`` gives them), ``reduce`` of the
+    depth frame of ``path``'s depth stream nearest to it, streaming: only the reduced rows are kept, so an hour of
+    depth never sits in memory (what a collection with ``EncodeConfig.depth`` stores beside each sampled colour
+    frame). Depth times are taken from the depth stream's first frame, as the colour times are from the colour's.
+
+    Args:
+        reduce: (H, W) uint16 millimetres -> (M,) float32 (``encode.depth.depth_vectors`` of one frame).
+
+    Returns:
+        (len(times), M) float32, or None when the file has no depth stream (a colour-only file).
+
+    Raises:
+        DecodeError: the file cannot be opened, or its depth stream has no decodable frame.
+    """
+    import av
+
+    t = np.asarray(times, np.float64)
+    p = Path(path)
+    try:
+        container = av.open(str(p), metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError) as exc:
+        raise DecodeError(f"{p}: not a readable media file ({exc})") from exc
+    with container:
+        stream = _depth_stream(container)
+        if stream is None:
+            return None
+        best: NDArray[np.float32] | None = None
+        gap = np.full(len(t), np.inf)
+        origin: float | None = None
+        count = 0
+        try:
+            for frame in container.decode(stream):
+                ft = float(frame.time) if frame.time is not None else count / float(stream.average_rate or 30)
+                count += 1
+                origin = ft if origin is None else origin
+                distance = np.abs(t - (ft - origin))
+                closer = distance < gap
+                if not closer.any():
+                    if ft - origin > t.max(initial=0.0) + 1.0:  # past every sample time: nothing nearer follows
+                        break
+                    continue
+                arr = frame.to_ndarray(format="gray16le") if frame.format.name != "gray16le" else frame.to_ndarray()
+                row = reduce(np.ascontiguousarray(arr, np.uint16))
+                if best is None:
+                    best = np.zeros((len(t), len(row)), np.float32)
+                best[closer] = row
+                gap[closer] = distance[closer]
+        except av.error.FFmpegError as exc:
+            if best is None:
+                raise DecodeError(f"{p}: the depth stream could not be decoded ({exc})") from exc
+    if best is None:
+        raise DecodeError(f"{p}: the depth stream has no frame")
+    return best
 
 
 def _read_png_folder(folder: Path, fps: float | None) -> DepthFrames:

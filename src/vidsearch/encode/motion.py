@@ -15,16 +15,12 @@ the input of the temporal model).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.encode.temporal import l2_normalize
 from vidsearch.errors import ConfigError, ShapeError
-
-if TYPE_CHECKING:
-    from vidsearch.config import EncodeConfig
 
 FLOW_GRID = 4
 """Cells a side of :func:`flow_vectors` (2 x 16 cells + 1 = 33-d)."""
@@ -39,18 +35,6 @@ FLOW_SCALE = 0.02
 def flow_dim(grid: int = FLOW_GRID) -> int:
     """Length of a :func:`flow_vectors` row."""
     return 2 * grid * grid + 1
-
-
-def motion_dim(encode: EncodeConfig) -> int:
-    """Width of the motion stream ``encode`` fuses with each frame vector (``EncodeConfig.motion``; 0 without)."""
-    return flow_dim() if encode.motion == "flow" else 0
-
-
-def frame_dim(encode: EncodeConfig) -> int:
-    """Width of a collection's stored frame vectors: the encoder's, plus the motion stream's when it has one."""
-    from vidsearch.encode import registry
-
-    return registry.get(encode.encoder).dim + motion_dim(encode)
 
 
 def _grey(frames: NDArray[np.uint8]) -> NDArray[np.uint8]:

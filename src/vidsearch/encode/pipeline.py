@@ -16,11 +16,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.config import CollectionConfig, runtime_variant
-from vidsearch.decode import MediaInfo, SampledFrame, Segment, iter_frames, make_segments, probe
+from vidsearch.decode import MediaInfo, SampledFrame, Segment, is_image_path, iter_frames, make_segments, probe
 from vidsearch.decode.prefetch import Prefetcher
 from vidsearch.encode.frame import FrameEncoder, load_encoder
 from vidsearch.encode.layout import MAX_INSETS, detect_insets
-from vidsearch.encode.motion import FLOW_SIZE, motion_dim, pair_flow
+from vidsearch.encode.motion import FLOW_SIZE, pair_flow
+from vidsearch.encode.streams import fuse_streams, stream_dim
 from vidsearch.encode.temporal import MeanPool, TemporalAggregator, l2_normalize, load_temporal
 from vidsearch.errors import QueryError, ShapeError
 
@@ -44,8 +45,8 @@ class EncodedMedia:
         query_encoder: set when a query was encoded by another encoder than its collection's
             (``SearchParams.query_encoder``); None otherwise.
 
-    With a motion stream (``EncodeConfig.motion``) ``frame_vectors`` and every region's vectors are the frame
-    encoder's fused with the frame's motion vector (:func:`with_motion`).
+    With extra streams (``EncodeConfig.motion``, ``depth``) ``frame_vectors`` and every region's vectors are the
+    frame encoder's fused with the frame's streams (:func:`vidsearch.encode.streams.fuse_streams`).
     """
 
     info: MediaInfo
@@ -72,8 +73,9 @@ class DecodedMedia:
         insets: with ``decode_file(insets=True)``, (K, H, W, 3) uint8: every inset found in the frames, cut and
             resized to the encoder's input size (K may be 0); None without insets.
         inset_where: (frame index, slot) of each of ``insets``.
-        motion: with a motion stream (``EncodeConfig.motion``), (F, M) float32: each frame's motion vector
-            (computed in the decode step, so off the server's event loop); None without.
+        streams: with extra streams (``EncodeConfig.motion``, ``depth``), (F, M) float32: each frame's stream
+            rows (:meth:`MediaEncoder.streams`; computed in the decode step, so off the server's event loop);
+            None without.
     """
 
     info: MediaInfo
@@ -82,7 +84,7 @@ class DecodedMedia:
     decode_seconds: float
     insets: NDArray[np.uint8] | None = None
     inset_where: list[tuple[int, int]] = field(default_factory=list)
-    motion: NDArray[np.float32] | None = None
+    streams: NDArray[np.float32] | None = None
 
     @property
     def units(self) -> int:
@@ -125,25 +127,6 @@ CROP_REGIONS: tuple[tuple[float, float, float, float], ...] = (
     (0.0, 0.0, 0.55, 0.55), (0.45, 0.0, 1.0, 0.55), (0.0, 0.45, 0.55, 1.0), (0.45, 0.45, 1.0, 1.0),
     (0.225, 0.225, 0.775, 0.775),
 )
-
-
-def with_motion(vectors: NDArray[np.float32], motion: NDArray[np.float32] | None) -> NDArray[np.float32]:
-    """(F, D) frame (or region) vectors fused with the (F, M) motion vectors of their frames
-    (:func:`vidsearch.encode.depth.fuse`: each part unit length, joined, normalised again), as the ``+flow``
-    temporal models were trained; an all-zero row (a region slot with no inset) stays zero. ``motion`` None:
-    ``vectors`` unchanged.
-
-    A crop or inset region gets its whole frame's motion: the flow is measured once per frame.
-    """
-    if motion is None:
-        return vectors
-    from vidsearch.encode.depth import fuse
-
-    if len(vectors) != len(motion):
-        raise ShapeError(f"expected one motion vector per frame vector, got {len(motion)} for {len(vectors)}")
-    fused = fuse(vectors, motion)
-    fused[~np.any(vectors != 0, axis=1)] = 0.0
-    return fused
 
 
 def segment_vectors(
@@ -193,8 +176,9 @@ class MediaEncoder:
         self.config = config
         self.encoder = encoder or load_encoder(config.encode.encoder, runtime_variant(config.encode))
         self.aggregator = load_temporal(config.encode)  # mean pooling, or the collection's learned model
-        # a pixel-motion stream fused with each frame vector: the grey pairs its flow is measured on
+        # extra streams fused with each frame vector: the grey pairs the flow is measured on, depth
         self.pair_size = FLOW_SIZE if config.encode.motion == "flow" else None
+        self.depth = config.encode.depth == "early"
         self.overlap = overlap
         self.decode_threads = decode_threads
         self.encode_chunk = encode_chunk
@@ -205,16 +189,26 @@ class MediaEncoder:
         return iter_frames(path, size, fps=d.fps, keyframes_only=d.keyframes_only, skip_nonref=d.skip_nonref,
                            skip_loop_filter=d.skip_loop_filter, threads=self.decode_threads, pair_size=self.pair_size)
 
-    def motion(self, pairs: list[NDArray[np.uint8]]) -> NDArray[np.float32] | None:
-        """The motion vectors of the sampled frames whose grey ``pairs`` were decoded (None without a motion stream)."""
-        if self.pair_size is None:
-            return None
-        return pair_flow(np.stack(pairs))
+    def streams(self, path: str | Path, times: NDArray[np.float64] | list[float],
+                pairs: list[NDArray[np.uint8]]) -> NDArray[np.float32] | None:
+        """The extra stream rows of the sampled frames of ``path`` at ``times`` (None without streams): the flow of
+        each frame's grey pair (``pairs``, decoded with them), then the depth vector of the depth frame nearest
+        to it (zero for a file with no depth stream)."""
+        parts = []
+        if self.pair_size is not None:
+            parts.append(pair_flow(np.stack(pairs)))
+        if self.depth:
+            from vidsearch.decode.depth import depth_near
+            from vidsearch.encode.depth import depth_dim, depth_vectors
+
+            near = None if is_image_path(path) else depth_near(path, times, lambda frame: depth_vectors(frame[None])[0])
+            parts.append(np.zeros((len(times), depth_dim()), np.float32) if near is None else near)
+        return np.concatenate(parts, axis=1) if parts else None
 
     @property
     def frame_dim(self) -> int:
-        """Width of the frame vectors stored: the encoder's, + the motion stream's."""
-        return self.encoder.dim + motion_dim(self.config.encode)
+        """Width of the frame vectors stored: the encoder's, + the streams'."""
+        return self.encoder.dim + stream_dim(self.config.encode)
 
     @property
     def segment_dim(self) -> int:
@@ -318,18 +312,18 @@ class MediaEncoder:
             flush()
             encode_s += time.perf_counter() - t
         t = time.perf_counter()
-        motion = self.motion(pairs)
-        motion_s = time.perf_counter() - t
-        frame_vectors = with_motion(np.concatenate(chunks), motion)
+        streams = self.streams(path, times, pairs)
+        streams_s = time.perf_counter() - t
+        frame_vectors = fuse_streams(np.concatenate(chunks), streams)
         times_arr = np.asarray(times, dtype=np.float64)
         info = _decoded_duration(info, times_arr)
-        timings = {"decode": decode_s, "encode": encode_s + motion_s}
-        if motion is not None:
-            timings["motion"] = motion_s  # part of "encode"
+        timings = {"decode": decode_s, "encode": encode_s + streams_s}
+        if streams is not None:
+            timings["streams"] = streams_s  # part of "encode": the flow, the depth read and reduced
         if decode_thread_s:
             timings["decode_thread"] = decode_thread_s  # overlapped with encoding: not part of the wall time
         media = self.encode_frames(info, times_arr, frame_vectors, timings)
-        self._add_regions(media, [with_motion(np.concatenate(c), motion) for c in region_chunks],
+        self._add_regions(media, [fuse_streams(np.concatenate(c), streams) for c in region_chunks],
                           [np.concatenate(b) for b in region_blank])
         if key is not None and MediaEncoder.cache is not None:
             MediaEncoder.cache[key] = media
@@ -384,12 +378,12 @@ class MediaEncoder:
                 pairs.append(frame.pair)
         frames = np.stack(images)
         times_arr = np.asarray(times, dtype=np.float64)
-        motion = self.motion(pairs)
+        streams = self.streams(path, times_arr, pairs)
         if not insets:
-            return DecodedMedia(info, times_arr, frames, time.perf_counter() - t0, motion=motion)
+            return DecodedMedia(info, times_arr, frames, time.perf_counter() - t0, streams=streams)
         cuts, where = _cut_insets(frames, (w, h))
         return DecodedMedia(info, times_arr, _resize_all(frames, (w, h)), time.perf_counter() - t0, cuts, where,
-                            motion=motion)
+                            streams=streams)
 
     def finish(self, decoded: DecodedMedia, frame_vectors: NDArray[np.float32],
                encode_seconds: float = 0.0) -> EncodedMedia:
@@ -399,7 +393,7 @@ class MediaEncoder:
         Args:
             decoded: from :meth:`decode_file`.
             frame_vectors: (F + K, D) float32 vectors of ``decoded.all_images`` (the F frames, then the K
-                insets) from this encoder (the motion stream, if any, is fused here).
+                insets) from this encoder (the streams, if any, are fused here).
             encode_seconds: time spent encoding them (reported in ``timings["encode"]``).
 
         Raises:
@@ -410,11 +404,11 @@ class MediaEncoder:
                              f"inset, got {frame_vectors.shape}")
         n = len(decoded.times)
         info = _decoded_duration(decoded.info, decoded.times)
-        media = self.encode_frames(info, decoded.times, with_motion(frame_vectors[:n], decoded.motion),
+        media = self.encode_frames(info, decoded.times, fuse_streams(frame_vectors[:n], decoded.streams),
                                    {"decode": decoded.decode_seconds, "encode": encode_seconds})
         if decoded.insets is not None:
             placed = _place_insets(n, decoded.insets, decoded.inset_where, frame_vectors[n:])
-            self._add_regions(media, [with_motion(v, decoded.motion) for v, _ in placed], [b for _, b in placed])
+            self._add_regions(media, [fuse_streams(v, decoded.streams) for v, _ in placed], [b for _, b in placed])
         return media
 
     def encode_frames(

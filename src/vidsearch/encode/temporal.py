@@ -87,8 +87,8 @@ class TemporalModelInfo:
         frames: frames per window it takes (windows are resampled to this).
         weights_hash: SHA-256 (hex) of its weights (names, shapes and float32 values, in name order).
         meta: the whole description (training configuration, data, loss history).
-        motion: the motion stream its frame vectors were fused with (``EncodeConfig.motion``: "" none, ``flow``):
-            a collection indexed with the model computes the same.
+        streams: the streams its frame vectors were fused with (:func:`vidsearch.encode.streams.describe`: ""
+            none, ``flow``, ``depth``, ``flow+depth``): a collection indexed with the model computes the same.
     """
 
     path: Path
@@ -97,7 +97,7 @@ class TemporalModelInfo:
     frames: int
     weights_hash: str
     meta: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    motion: str = ""
+    streams: str = ""
 
     @property
     def name(self) -> str:
@@ -125,10 +125,11 @@ def _info_from_session(path: Path, session: Any) -> TemporalModelInfo:
     if len(inputs) != 1 or list(inputs[0].shape[1:]) != [frames, dim]:
         raise EncoderError(f"{path}: expected one input of shape (batch, {frames}, {dim}), found "
                            f"{[tuple(i.shape) for i in inputs]}; {fix}")
-    motion = meta.get("motion", "")
-    if not isinstance(motion, str):
-        raise EncoderError(f"{path}: expected a string motion stream name in the metadata, found {motion!r}; {fix}")
-    return TemporalModelInfo(path, kind, dim, frames, digest, meta, motion)
+    streams = meta.get("streams", "")
+    if streams not in ("", "flow", "depth", "flow+depth"):
+        raise EncoderError(f"{path}: expected streams '', 'flow', 'depth' or 'flow+depth' in the metadata, found "
+                           f"{streams!r}; {fix}")
+    return TemporalModelInfo(path, kind, dim, frames, digest, meta, streams)
 
 
 def read_model_info(path: str | Path) -> TemporalModelInfo:

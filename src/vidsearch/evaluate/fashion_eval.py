@@ -224,7 +224,7 @@ def run_temporal_moving(models_dir: Path, encoder: str, cfg: dict[str, Any], mod
             result = train_temporal(clips, config, progress=progress)
             path = export_onnx(result, models_dir / f"{label.replace(':', '-')}.onnx",
                                sample=clips.resampled(config.frames)[:64], extra={"data": clips.source},
-                               motion=stream)
+                               streams=stream)
             aggregator = OnnxTemporalModel(path)
             record = {"model": str(path), "loss": str(loss), "weights_sha256": result.weights_hash(),
                       "train_s": round(result.seconds, 2), "history": [round(v, 5) for v in result.history],

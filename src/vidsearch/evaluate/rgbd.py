@@ -177,7 +177,7 @@ def _train(name: str, frames: NDArray[np.float32], labels: NDArray[np.int64], ep
         progress(f"training {name}+lstm (ce, {epochs} epochs) on {len(clips)} clips of {frames.shape[2]}-d frames")
     result = train_temporal(clips, config, progress=progress)
     path = export_onnx(result, models_dir / f"{name}+lstm.onnx", sample=clips.resampled(config.frames)[:32],
-                       extra={"data": clips.source})
+                       extra={"data": clips.source}, streams="depth" if name == "rgbd-early" else "")
     return OnnxTemporalModel(path), {"model": str(path), "weights_sha256": result.weights_hash(),
                                      "train_s": round(result.seconds, 2),
                                      "history": [round(v, 5) for v in result.history], "clips": len(clips)}

@@ -79,12 +79,12 @@ def parse_ref(query: str) -> RefQuery | None:
 def stored_segmenter(config: CollectionConfig, frame_dim: int) -> MediaEncoder:
     """A ``MediaEncoder`` that only cuts and aggregates frames already encoded (stored frame vectors,
     imported vectors): it loads no frame model."""
-    from vidsearch.encode.motion import motion_dim
     from vidsearch.encode.pipeline import MediaEncoder
+    from vidsearch.encode.streams import stream_dim
 
     class _NoFrameModel:
         name = config.encode.encoder
-        dim = frame_dim - motion_dim(config.encode)  # the stored vectors hold the motion stream already
+        dim = frame_dim - stream_dim(config.encode)  # the stored vectors hold the streams already
         input_size = (0, 0)
 
         def encode(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:

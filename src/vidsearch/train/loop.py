@@ -360,7 +360,7 @@ def train_temporal(data: ClipSet, config: TrainConfig | None = None,
 
 
 def export_onnx(result: TrainResult, target: str | os.PathLike[str], sample: NDArray[np.float32] | None = None,
-                atol: float = 1e-4, extra: dict[str, Any] | None = None, motion: str = "") -> Path:
+                atol: float = 1e-4, extra: dict[str, Any] | None = None, streams: str = "") -> Path:
     """Write the trained model as ONNX with its description (``vidsearch.temporal`` metadata: kind, dim, frames,
     weights SHA-256, training record), after checking ONNX Runtime reproduces torch within ``atol``; atomic.
 
@@ -369,8 +369,9 @@ def export_onnx(result: TrainResult, target: str | os.PathLike[str], sample: NDA
         target: the .onnx file to write.
         sample: (N, frames, D) windows to compare torch and ONNX Runtime on (default: random unit vectors).
         extra: more JSON fields for the description (e.g. the data set's name).
-        motion: the motion stream the training frame vectors were fused with (``EncodeConfig.motion``), recorded
-            so that ``vidsearch index --temporal`` computes the same (written only when set).
+        streams: the streams the training frame vectors were fused with (``flow``, ``depth``, ``flow+depth``:
+            :func:`vidsearch.encode.streams.describe`), recorded so that ``vidsearch index --temporal`` computes
+            the same (written only when set).
 
     Raises:
         EncoderError: ONNX Runtime's output differs from torch's by more than ``atol``.
@@ -394,8 +395,8 @@ def export_onnx(result: TrainResult, target: str | os.PathLike[str], sample: NDA
                                            "hard_history": [round(v, 6) for v in result.hard_history],
                                            "pretrain_history": [round(v, 6) for v in result.pretrain_history],
                                            "torch": torch.__version__}, **(extra or {})}
-    if motion:
-        meta["motion"] = motion
+    if streams:
+        meta["streams"] = streams
     with torch.no_grad():
         expected = model(x).numpy()
 
