@@ -20,6 +20,7 @@ import os
 import re
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
@@ -210,11 +211,20 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``vidsearch train``: a temporal model trained on a collection's stored frame vectors, written as ONNX."""
-    from vidsearch.train.datasets import collection_clips
-    from vidsearch.train.loop import TrainConfig, export_onnx, require_torch, train_temporal
+    """``vidsearch train``: a temporal model trained on a collection's stored frame vectors, or the learned
+    comparator on VSC-style data sets, written as ONNX."""
+    from vidsearch.train.loop import require_torch
 
     require_torch()
+    if args.model == "comparator":
+        return _train_comparator(args)
+    from vidsearch.errors import ConfigError
+    from vidsearch.train.datasets import collection_clips
+    from vidsearch.train.loop import TrainConfig, export_onnx, train_temporal
+
+    if args.collection is None or args.out is None:
+        raise ConfigError(f"--model {args.model} trains on a collection's stored frame vectors and writes a model file: "
+                          "give --collection DIR and --out MODEL.onnx")
     pretrain = args.pretrain_epochs
     if pretrain is None:
         pretrain = 10 if args.model == "seq2seq" and args.loss != "reconstruct" else 0
@@ -247,6 +257,49 @@ def cmd_train(args: argparse.Namespace) -> int:
         _console().print(f"wrote {_safe(path)} (weights {out['weights_sha256'][:12]}, loss {result.history[0]:.4f} -> "
                          f"{result.history[-1]:.4f}, {out['seconds']} s); index with it: vidsearch index --collection "
                          f"NEW_DIR --temporal {_safe(path)} FILES", highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def _train_comparator(args: argparse.Namespace) -> int:
+    """``vidsearch train --model comparator``: the learned comparator of ``--rerank learned``, trained on the
+    VSC-style data sets of ``--vsc-seeds`` (built and indexed first, cached), written to ``--out`` (default: where
+    ``--rerank learned`` looks)."""
+    from vidsearch.errors import ConfigError
+    from vidsearch.evaluate.vsc_methods import train_vsc_comparator
+    from vidsearch.search.comparator import default_path
+    from vidsearch.train.comparator import ComparatorConfig
+
+    try:
+        seeds = [int(s) for s in args.vsc_seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--vsc-seeds must be comma-separated integers, e.g. 1,2,3; got {args.vsc_seeds!r}") from None
+    if 0 in seeds:
+        raise ConfigError("--vsc-seeds must not hold 0: seed 0 is the data set `vidsearch eval vsc` evaluates on")
+    if args.collection is not None:
+        raise ConfigError("--model comparator trains on VSC-style data sets (--vsc-size, --vsc-seeds), not a collection; "
+                          "drop --collection")
+    work = default_path().parent.parent / "vsc-comparator"  # the cache's (the bench's too: prepared sets shared)
+    config = ComparatorConfig(epochs=args.epochs, seed=args.seed, background_rank=args.background_rank)
+    console = None if args.json else _console()
+
+    def progress(line: str) -> None:
+        if console is not None:
+            console.print(_safe(line), highlight=False)
+
+    t0 = time.perf_counter()
+    path = train_vsc_comparator(work, args.out or default_path(), size=args.vsc_size, seed=seeds, config=config,
+                                progress=progress, sources=args.vsc_sources)
+    from vidsearch.search.comparator import OnnxComparator
+
+    info = OnnxComparator(path).info
+    out = {"model": str(path), "kind": "comparator", "weights_sha256": info.weights_hash, "epochs": args.epochs,
+           "seed": args.seed, "vsc_size": args.vsc_size, "vsc_seeds": seeds, "vsc_sources": args.vsc_sources,
+           "background_rank": args.background_rank, "seconds": round(time.perf_counter() - t0, 2)}
+    if args.json:
+        _emit(out)
+    else:
+        _console().print(f"wrote {_safe(path)} (weights {info.weights_hash[:12]}, {out['seconds']} s); use it: vidsearch "
+                         f"search --rerank learned --comparator {_safe(path)} ...", highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -806,20 +859,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "figures of seen and unseen items (7-9) apart")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("train", help="train a learned temporal model on a collection's stored frame vectors; "
-                                     "write it as ONNX (needs pip install 'vidsearch[train]')")
-    common(p)
-    p.add_argument("--model", choices=["lstm", "attention", "seq2seq", "dual"], required=True,
+    p = sub.add_parser("train", help="train a learned temporal model on a collection's stored frame vectors, or the "
+                                     "learned comparator on VSC-style data; write it as ONNX (needs pip install "
+                                     "'vidsearch[train]')")
+    common(p, collection=False)
+    p.add_argument("--collection", "-c", type=Path, help="collection directory (temporal models)")
+    p.add_argument("--model", choices=["lstm", "attention", "seq2seq", "dual", "comparator"], required=True,
                    help="lstm: LSTM over 16 sampled frames; attention: hierarchical windowed temporal attention; "
                         "seq2seq: the encoder of an LSTM autoencoder; dual: appearance and motion (frame-vector "
-                        "differences) streams, fused")
+                        "differences) streams, fused; comparator: the learned comparator of --rerank learned, trained "
+                        "on VSC-style data sets (--vsc-*; no collection)")
+    p.add_argument("--vsc-size", choices=["tiny", "small", "full"], default="small",
+                   help="comparator: the VSC-style data sets' size (default small)")
+    p.add_argument("--vsc-seeds", default="1,2,3",
+                   help="comparator: the data sets' seeds, comma-separated, never 0 (the evaluated one; default 1,2,3)")
+    p.add_argument("--vsc-sources", choices=["all", "train"], default="all",
+                   help="comparator: train keeps the imagery of --sources test data sets out (needs make vsc-data)")
+    p.add_argument("--background-rank", type=_count(1), default=10,
+                   help="comparator: rank of the background cosine among its features (default 10, chosen on held-out "
+                        "training queries: docs/RESULTS.md section 12)")
     p.add_argument("--loss", choices=["infonce", "reconstruct", "triplet", "ce"], default="infonce",
                    help="infonce (default; self-supervised: augmented views, reversed and other-time look-alikes); "
                         "reconstruct (self-supervised seq2seq autoencoding); triplet and ce need labelled clips "
                         "(a collection's windows have none)")
     p.add_argument("--pretrain-epochs", type=_count(0),
                    help="epochs of reconstruction pretraining before the loss (default: 10 for seq2seq, else 0)")
-    p.add_argument("--out", required=True, type=Path, help="the model file to write (.onnx)")
+    p.add_argument("--out", type=Path, help="the model file to write (.onnx; required but for the comparator, whose "
+                   "default is where --rerank learned looks)")
     p.add_argument("--epochs", type=_count(1), default=30, help="passes over the windows (default 30)")
     p.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and augmentations (default 0)")
     p.add_argument("--max-clips", type=_count(2), default=20_000,

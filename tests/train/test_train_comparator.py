@@ -4,6 +4,7 @@ determinism, and the ONNX file equal to torch and run by rerank='learned'."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -300,3 +301,33 @@ def test_a_one_segment_query_trains_when_its_axes_are_flipped():
                                  int(i == 0)) for i in range(3))
     result = train_comparator([QueryGroup("Q0", pairs)], ComparatorConfig(width=4, epochs=3, flip=1.0, crop=0.0))
     assert len(result.history) == 3 and all(np.isfinite(result.history))
+
+
+def test_the_cli_checks_what_each_model_trains_on(tmp_path, capsys):
+    from vidsearch.cli import main
+
+    cases = [(["--model", "lstm", "--out", str(tmp_path / "m.onnx")], "give --collection DIR and --out"),
+             (["--model", "lstm", "--collection", str(tmp_path)], "give --collection DIR and --out"),
+             (["--model", "comparator", "--vsc-seeds", "0,1"], "must not hold 0"),
+             (["--model", "comparator", "--vsc-seeds", "one"], "comma-separated integers"),
+             (["--model", "comparator", "--collection", str(tmp_path)], "drop --collection")]
+    for args, message in cases:
+        assert main(["train", *args, "--json"]) == 2, args
+        assert message in json.loads(capsys.readouterr().out)["message"], args
+    assert not any(tmp_path.iterdir())  # nothing built or written
+
+
+@pytest.mark.slow  # builds, indexes and encodes a tiny VSC data set in an empty cache: ~1 min
+def test_the_cli_trains_the_comparator_where_rerank_learned_looks(tmp_path, monkeypatch, capsys):
+    from vidsearch.cli import main
+    from vidsearch.search.comparator import OnnxComparator, default_path
+
+    monkeypatch.setenv("VIDSEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("VIDSEARCH_COMPARATOR", raising=False)
+    assert main(["train", "--model", "comparator", "--vsc-size", "tiny", "--vsc-seeds", str(VSC_TINY_SEED),
+                 "--epochs", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == str(default_path()) and default_path().is_file()
+    info = OnnxComparator(default_path()).info
+    assert info.background_rank == 10 and info.weights_hash == out["weights_sha256"]
+    assert info.meta["data"]["size"] == "tiny" and info.meta["data"]["seed"] == VSC_TINY_SEED

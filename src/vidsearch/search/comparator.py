@@ -155,9 +155,9 @@ class ComparatorInfo:
 
 def _session(path: Path) -> Any:
     if not path.is_file():
-        raise ConfigError(f"{path}: no such comparator model file; train one (vidsearch.train.comparator."
-                          "train_comparator, then export_comparator) or name an existing one "
-                          "($VIDSEARCH_COMPARATOR, or SearchParams.comparator)")
+        raise ConfigError(f"{path}: no such comparator model file; train one (`vidsearch train --model comparator`, "
+                          "which writes it here by default) or name an existing one (--comparator, "
+                          "$VIDSEARCH_COMPARATOR, or SearchParams.comparator)")
     return open_session(path, 1, fix="expected a comparator written by vidsearch.train.comparator.export_comparator")
 
 
