@@ -153,6 +153,8 @@ IMAGE_RUNS = (
                              "insets batched by the encode scheduler (the code now); no light encoder"),
     ("serve-intel-defaults", "the Intel VM (AVX-512) again, full sweep, the server's defaults (insets on), after "
                              "this session's stored-range CPU cuts (vote kernel, top-k, windows)"),
+    ("serve-vm5-full", "a faster Intel VM (AVX-512; the test suite 1.7x faster), full sweep, the server's defaults"),
+    ("serve-image-500", "the same VM, images only, `--latency-target-ms 500` (the server's default target)"),
 )
 
 
