@@ -278,7 +278,9 @@ def _train_comparator(args: argparse.Namespace) -> int:
     if args.collection is not None:
         raise ConfigError("--model comparator trains on VSC-style data sets (--vsc-size, --vsc-seeds), not a collection; "
                           "drop --collection")
-    work = default_path().parent.parent / "vsc-comparator"  # the cache's (the bench's too: prepared sets shared)
+    from vidsearch.encode.effnet import cache_dir
+
+    work = cache_dir().parent / "vsc-comparator"  # in the cache (the bench's folder too: prepared sets shared)
     config = ComparatorConfig(epochs=args.epochs, seed=args.seed, background_rank=args.background_rank)
     console = None if args.json else _console()
 

@@ -213,11 +213,13 @@ class Collection:
         Raises:
             CollectionError: ``path`` exists and is not empty.
         """
+        from vidsearch.encode.streams import check_streams
         from vidsearch.encode.streams import frame_dim as stored_frame_dim
         from vidsearch.encode.temporal import load_aggregator
 
         config = _own_milvus_collection(config or CollectionConfig())
         config = replace(config, encode=resolve_variant(config.encode))  # the encoder's runtime, pinned
+        check_streams(config.encode)  # OpenCV for the flow: refused before the collection exists
         target = Path(path)
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             what = "a collection" if (target / MANIFEST).exists() else "not empty"

@@ -121,3 +121,52 @@ def test_flow_and_depth_together(rgbd_file: tuple[Path, np.ndarray], tmp_path: P
     np.testing.assert_allclose(np.linalg.norm(media.frame_vectors[:, 512:545], axis=1), third, atol=1e-4)
     np.testing.assert_allclose(media.frame_vectors[:, 545:] / third, depth_vectors(rgbd_file[1][[0, 4, 8, 12]]),
                                atol=1e-4)
+
+
+def test_depth_is_matched_on_the_container_time_when_its_stream_starts_later(tmp_path: Path) -> None:
+    """A recorder's depth track may start after the colour: the depth frame nearest each sample is found on the
+    container's clock, not on each stream's own first frame."""
+    from fractions import Fraction
+
+    import av
+
+    from vidsearch.config import CollectionConfig, EncodeConfig
+    from vidsearch.encode.depth import depth_vectors
+    from vidsearch.encode.pipeline import MediaEncoder
+    from vidsearch.evaluate.rgbd import render_clip
+
+    clip = render_clip(seed=0, index=1, motion=1, frames=16, size=96)
+    path = tmp_path / "late-depth.mkv"
+    with av.open(str(path), "w", format="matroska") as out:
+        c = out.add_stream("libx264", rate=4, options={"preset": "veryfast"})
+        c.width, c.height, c.pix_fmt = 96, 96, "yuv420p"
+        d = out.add_stream("ffv1", rate=4)
+        d.width, d.height, d.pix_fmt = 96, 96, "gray16le"
+        d.metadata["title"] = "depth"
+        for i, (rgb, dep) in enumerate(zip(clip.colour, clip.depth)):
+            out.mux(c.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")))
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(dep), format="gray16le")
+            frame.pts, frame.time_base = i + 2, Fraction(1, 4)  # depth frame i shown at 0.5 s + i / 4
+            out.mux(d.encode(frame))
+        out.mux(c.encode())
+        out.mux(d.encode())
+    media = MediaEncoder(CollectionConfig(encode=EncodeConfig(depth="early"))).encode_file(path)
+    assert media.times.tolist() == [0.0, 1.0, 2.0, 3.0]
+    # samples at 0, 1, 2, 3 s of the colour; the depth frames at 0.5 + i / 4 s: nearest i = 0, 2, 6, 10
+    np.testing.assert_allclose(media.frame_vectors[:, 512:] * np.sqrt(2), depth_vectors(clip.depth[[0, 2, 6, 10]]),
+                               atol=1e-4)
+
+
+def test_depth_near_reduces_only_the_frames_it_picks(rgbd_file: tuple[Path, np.ndarray]) -> None:
+    from vidsearch.decode.depth import depth_near
+    from vidsearch.encode.depth import depth_vectors
+
+    calls = []
+
+    def reduce(frame: np.ndarray) -> np.ndarray:
+        calls.append(frame)
+        return depth_vectors(frame[None])[0]
+
+    rows = depth_near(rgbd_file[0], [3.0, 0.0, 1.1, 9.0], reduce)  # any order; 9 s is past the last frame (3.75 s)
+    assert rows is not None and len(calls) == 4  # of the 16 depth frames, the 4 picked
+    np.testing.assert_allclose(rows, depth_vectors(rgbd_file[1][[12, 0, 4, 15]]), atol=1e-6)

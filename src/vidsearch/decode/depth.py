@@ -133,10 +133,12 @@ def read_depth(path: str | os.PathLike[str], fps: float | None = None) -> DepthF
 
 def depth_near(path: str | os.PathLike[str], times: Sequence[float] | NDArray[np.floating],
                reduce: Callable[[NDArray[np.uint16]], NDArray[np.float32]]) -> NDArray[np.float32] | None:
-    """For each of ``times`` (seconds from the first frame, as ``iter_frames`` gives them), ``reduce`` of the
-    depth frame of ``path``'s depth stream nearest to it, streaming: only the reduced rows are kept, so an hour of
-    depth never sits in memory (what a collection with ``EncodeConfig.depth`` stores beside each sampled colour
-    frame). Depth times are taken from the depth stream's first frame, as the colour times are from the colour's.
+    """For each of ``times`` (seconds from the colour stream's start, as ``iter_frames`` gives them), ``reduce`` of
+    the frame of ``path``'s depth stream nearest to it in the container's time (colour and depth streams may start
+    at different times: a recorder's depth track starting later), streaming: each depth frame is compared with the
+    samples around it and only the chosen ones are reduced, so an hour of depth is never held in memory nor reduced
+    whole (what a collection with ``EncodeConfig.depth`` stores beside each sampled colour frame). Ties go to the
+    earlier frame, as :meth:`DepthFrames.at`.
 
     Args:
         reduce: (H, W) uint16 millimetres -> (M,) float32 (``encode.depth.depth_vectors`` of one frame).
@@ -147,9 +149,12 @@ def depth_near(path: str | os.PathLike[str], times: Sequence[float] | NDArray[np
     Raises:
         DecodeError: the file cannot be opened, or its depth stream has no decodable frame.
     """
+    import logging
+
     import av
 
     t = np.asarray(times, np.float64)
+    order = np.argsort(t, kind="stable")
     p = Path(path)
     try:
         container = av.open(str(p), metadata_errors="ignore")
@@ -159,33 +164,55 @@ def depth_near(path: str | os.PathLike[str], times: Sequence[float] | NDArray[np
         stream = _depth_stream(container)
         if stream is None:
             return None
-        best: NDArray[np.float32] | None = None
-        gap = np.full(len(t), np.inf)
-        origin: float | None = None
-        count = 0
+        colour = next((s for s in container.streams.video if not is_depth_stream(s)), None)
+        colour_start = (float(colour.start_time * colour.time_base)
+                        if colour is not None and colour.start_time is not None and colour.time_base else None)
+        out: NDArray[np.float32] | None = None
+        reduced: dict[int, NDArray[np.float32]] = {}  # frame number -> its row, for the frames chosen
+
+        def row(number: int, frame: Any) -> NDArray[np.float32]:
+            if number not in reduced:
+                arr = frame.to_ndarray(format="gray16le") if frame.format.name != "gray16le" else frame.to_ndarray()
+                reduced.clear()  # only the frame before and this one are ever chosen again
+                reduced[number] = np.asarray(reduce(np.ascontiguousarray(arr, np.uint16)), np.float32)
+            return reduced[number]
+
+        def place(i: int, value: NDArray[np.float32]) -> None:
+            nonlocal out
+            if out is None:
+                out = np.zeros((len(t), len(value)), np.float32)
+            out[order[i]] = value
+
+        prev: tuple[int, Any, float] | None = None  # (number, frame, time) of the frame before
+        i, count = 0, 0
         try:
             for frame in container.decode(stream):
                 ft = float(frame.time) if frame.time is not None else count / float(stream.average_rate or 30)
+                if count == 0 and colour_start is None:
+                    colour_start = ft  # no start time to align on: the streams' first frames taken together
+                assert colour_start is not None
+                ft -= colour_start
+                current = (count, frame, ft)
                 count += 1
-                origin = ft if origin is None else origin
-                distance = np.abs(t - (ft - origin))
-                closer = distance < gap
-                if not closer.any():
-                    if ft - origin > t.max(initial=0.0) + 1.0:  # past every sample time: nothing nearer follows
-                        break
-                    continue
-                arr = frame.to_ndarray(format="gray16le") if frame.format.name != "gray16le" else frame.to_ndarray()
-                row = reduce(np.ascontiguousarray(arr, np.uint16))
-                if best is None:
-                    best = np.zeros((len(t), len(row)), np.float32)
-                best[closer] = row
-                gap[closer] = distance[closer]
+                while i < len(t) and t[order[i]] <= ft:  # the samples between the frame before and this one
+                    ti = t[order[i]]
+                    pick = prev if prev is not None and ti - prev[2] <= ft - ti else current
+                    place(i, row(pick[0], pick[1]))
+                    i += 1
+                if i >= len(t):
+                    break
+                prev = current
         except av.error.FFmpegError as exc:
-            if best is None:
+            if prev is None:
                 raise DecodeError(f"{p}: the depth stream could not be decoded ({exc})") from exc
-    if best is None:
+            logging.getLogger(__name__).warning("%s: the depth stream failed after %d frames (%s); later samples "
+                                                "take its last good frame", p, count, exc)
+        while i < len(t) and prev is not None:  # samples after the last depth frame
+            place(i, row(prev[0], prev[1]))
+            i += 1
+    if out is None:
         raise DecodeError(f"{p}: the depth stream has no frame")
-    return best
+    return out
 
 
 def _read_png_folder(folder: Path, fps: float | None) -> DepthFrames:

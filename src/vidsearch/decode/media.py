@@ -2,7 +2,7 @@
 
 Frames are converted to RGB only when sampled, and straight to the encoder's input size in one
 swscale call (``VideoFrame.reformat``), so a 4K or 8K video never holds more than the decoder's
-own current frame at full size.
+own current frame at full size (and, with ``pair_size``, the frame decoded before it).
 """
 
 from __future__ import annotations
@@ -190,10 +190,11 @@ def iter_frames(
     Only what the sampler takes is decoded (``skip_unsampled``, on by default, exact): the packets of
     a group of pictures (key frame to key frame) are read ahead, the sampler is run on their timestamps,
     and the decoder is told to skip each non-reference frame it will not take; a group holding no sampled
-    frame is not decoded at all (the packet-level equivalent of seeking to the key frame before the next
-    sample: no decoder state is lost and no container index is needed). The frames yielded are the
-    very frames, with the very pixels and times, of a decode of every frame (tests/decode check it on
-    every sample video). Planning is done for H.264 and HEVC, whose frames carry their packets' timestamps;
+    frame, followed by an IDR frame, is not decoded at all (the packet-level equivalent of seeking to the key
+    frame before the next sample: no decoder state is lost and no container index is needed; before a key frame
+    that is not an IDR, an open group of pictures, it is decoded). The frames yielded are the very frames, with
+    the very pixels and times, of a decode of every frame (tests/decode check it on every sample video and on
+    open-GOP H.264 in MP4 and MKV). Planning is done for H.264 and HEVC, whose frames carry their packets' timestamps;
     where a file's timestamps cannot be planned on (another codec, no timestamps, decode-order timestamps
     with frame reordering, or the decoder's frames are not the planned ones) everything is decoded, as before.
 
@@ -277,6 +278,9 @@ class DecodeStats:
         frames_decoded: frames the decoder returned.
         frames_sampled: frames yielded.
         planned: the timestamps plan held to the end (False: from some point on every frame was decoded).
+        pairs_without_neighbour: with ``pair_size``, samples paired with themselves (no frame decoded within 1.5
+            frame periods of them: key frames only, skipped non-reference frames, a one-frame video; or a frame
+            rate the stream misstates).
     """
 
     packets: int = 0
@@ -285,6 +289,38 @@ class DecodeStats:
     frames_decoded: int = 0
     frames_sampled: int = 0
     planned: bool = False
+    pairs_without_neighbour: int = 0
+
+
+def _nal_length_size(codec: Any) -> int | None:
+    """Bytes of each NAL unit's length prefix in H.264/HEVC packets stored as in MP4/MKV (avcC/hvcC extradata),
+    or None for Annex B packets (start codes)."""
+    extra = bytes(codec.extradata or b"")
+    at = 21 if codec.name == "hevc" else 4  # lengthSizeMinusOne's byte; configurationVersion 1 first
+    return (extra[at] & 3) + 1 if len(extra) > at and extra[0] == 1 else None
+
+
+def _is_idr(packet: Any, codec_name: str, length_size: int | None) -> bool:
+    """Whether an H.264/HEVC packet holds an IDR picture (nothing after it refers to anything before it): its NAL
+    unit types, read from the length prefixes or the start codes. A key frame that is not an IDR (an open group of
+    pictures' recovery point, HEVC's CRA) lets later frames refer across it. (Parsed here: PyAV exposes only
+    ``is_keyframe``, which FFmpeg also sets for those.)"""
+    data = bytes(packet)
+    types: list[int] = []
+    if length_size is not None:
+        i = 0
+        while i + length_size < len(data):
+            n = int.from_bytes(data[i : i + length_size], "big")
+            types.append(data[i + length_size])
+            i += length_size + max(n, 1)
+    else:
+        i = data.find(b"\x00\x00\x01")
+        while 0 <= i < len(data) - 3:
+            types.append(data[i + 3])
+            i = data.find(b"\x00\x00\x01", i + 3)
+    if codec_name == "hevc":
+        return any((b >> 1) & 0x3F in (19, 20) for b in types)  # IDR_W_RADL, IDR_N_LP
+    return any(b & 0x1F == 5 for b in types)
 
 
 class _Plan:
@@ -342,6 +378,7 @@ def _decode_sampled(
     time_base = stream.time_base
     plan = (_Plan(period, before=pair_size is not None)
             if plan_ahead and time_base is not None and codec.name in _PLANNABLE_CODECS else None)
+    length_size = _nal_length_size(codec) if plan is not None else None
     rate = float(stream.average_rate or stream.base_rate or 25.0)
     near = 1.5 / rate  # a pair's neighbour must be this close (seconds), else the sample is paired with itself
     state = _State()
@@ -358,7 +395,8 @@ def _decode_sampled(
             return
         time_s, image, own, own_t = state.held
         state.held = None
-        other = grey(neighbour) if neighbour is not None and t is not None and t - own_t <= near else own
+        other = grey(neighbour) if neighbour is not None and t is not None and 0 < t - own_t <= near else own
+        stats.pairs_without_neighbour += other is own
         yield SampledFrame(time_s, image, np.stack([own, other]))
 
     def decode(packet: av.Packet, skip: _Skip) -> Iterator[SampledFrame]:
@@ -412,7 +450,8 @@ def _decode_sampled(
             if last is None:  # the first frame: paired with the one after it, once decoded
                 state.held = (float(t), image, own, raw_t)
                 continue
-            before = grey(last) if last_t is not None and raw_t - last_t <= near else own
+            before = grey(last) if last_t is not None and 0 < raw_t - last_t <= near else own
+            stats.pairs_without_neighbour += before is own
             yield SampledFrame(float(t), image, np.stack([before, own]))
 
     def plannable(group: list[av.Packet]) -> list[tuple[float, int]] | None:
@@ -459,7 +498,11 @@ def _decode_sampled(
                         before = plannable(previous)  # it, the previous group's last, must be decoded too
                         if before is not None:
                             previous_taken = previous_taken | {max(before)[1]}
-                    if previous_taken is not None and not previous_taken and not leading and plan.ok:
+                    # a group is left out only before an IDR: after a key frame that is not one (open groups of
+                    # pictures), the decoder's output of the frames that follow went wrong when the group before it
+                    # was not fed (frames missing, others late; an open-GOP x264 MP4 at 0.7 fps, tests/decode)
+                    idr = _is_idr(group[0], codec.name, length_size)
+                    if previous_taken is not None and not previous_taken and not leading and idr and plan.ok:
                         stats.packets_not_decoded += len(previous)  # nothing sampled in it, nothing after refers to it
                     else:
                         yield from decode_group(previous, previous_taken)
@@ -498,6 +541,10 @@ def _decode_sampled(
         state.failures += 1
         last_error[:] = [exc]
     yield from held_out(None, None)  # a first sample with nothing decoded after it: paired with itself
+    if stats.pairs_without_neighbour and base_skip == "DEFAULT" and stats.frames_sampled > 1:
+        log.warning("%s: %d of %d samples had no frame decoded within %.3f s (the stream's frame rate %.3g may be "
+                    "misstated): paired with themselves, no motion", p, stats.pairs_without_neighbour,
+                    stats.frames_sampled, near, rate)
     failures = state.failures
     error = last_error[0] if last_error else None
     if failures:

@@ -21,7 +21,7 @@ from vidsearch.decode.prefetch import Prefetcher
 from vidsearch.encode.frame import FrameEncoder, load_encoder
 from vidsearch.encode.layout import MAX_INSETS, detect_insets
 from vidsearch.encode.motion import FLOW_SIZE, pair_flow
-from vidsearch.encode.streams import fuse_streams, stream_dim
+from vidsearch.encode.streams import check_streams, fuse_streams, stream_dim
 from vidsearch.encode.temporal import MeanPool, TemporalAggregator, l2_normalize, load_temporal
 from vidsearch.errors import QueryError, ShapeError
 
@@ -176,6 +176,8 @@ class MediaEncoder:
         self.config = config
         self.encoder = encoder or load_encoder(config.encode.encoder, runtime_variant(config.encode))
         self.aggregator = load_temporal(config.encode)  # mean pooling, or the collection's learned model
+        info = getattr(self.aggregator, "info", None)
+        check_streams(config.encode, getattr(info, "streams", None))
         # extra streams fused with each frame vector: the grey pairs the flow is measured on, depth
         self.pair_size = FLOW_SIZE if config.encode.motion == "flow" else None
         self.depth = config.encode.depth == "early"

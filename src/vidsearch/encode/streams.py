@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.encode.temporal import l2_normalize
-from vidsearch.errors import ShapeError
+from vidsearch.errors import ConfigError, ShapeError
 
 if TYPE_CHECKING:
     from vidsearch.config import EncodeConfig
@@ -39,6 +39,25 @@ def frame_dim(encode: EncodeConfig) -> int:
 def describe(encode: EncodeConfig) -> str:
     """``flow``, ``depth``, ``flow+depth`` or "" (none): what a temporal model records and a collection checks."""
     return "+".join(name for name, on in (("flow", encode.motion == "flow"), ("depth", encode.depth == "early")) if on)
+
+
+def check_streams(encode: EncodeConfig, model_streams: str | None = None) -> None:
+    """Fail early, before any file is decoded: the flow needs OpenCV; a temporal model must have been trained on
+    the streams ``encode`` computes (``model_streams``: what its file records).
+
+    Raises:
+        ConfigError: OpenCV missing for ``motion="flow"``, or the model's streams differ.
+    """
+    if encode.motion == "flow":
+        try:
+            import cv2  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError("motion 'flow' needs OpenCV (the pixel-motion stream): pip install 'vidsearch[eval]'") \
+                from exc
+    if model_streams is not None and model_streams != describe(encode):
+        raise ConfigError(f"the temporal model was trained on frame vectors fused with {model_streams or 'no'} "
+                          f"stream(s), the configuration computes {describe(encode) or 'none'}; index with the "
+                          "model's streams (vidsearch index --temporal sets them) or train a model on such a collection")
 
 
 def fuse_streams(vectors: NDArray[np.float32], streams: NDArray[np.float32] | None) -> NDArray[np.float32]:
