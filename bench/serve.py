@@ -169,6 +169,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scheduler-args", default="", metavar="ARGS",
                    help="more `vidsearch serve` flags for the scheduler's server only, e.g. \"--encode-workers 2\" "
                         "(--max-batch 1 keeps one encoder session whatever they say: the baseline stays the same)")
+    p.add_argument("--server-args", default="", metavar="ARGS",
+                   help="more `vidsearch serve` flags for both servers, e.g. \"--admission-headroom 0\"")
     p.add_argument("--name", default=None, metavar="NAME",
                    help="write bench/results/NAME.json and NAME.png (default serve, serve-quick with --quick), "
                         "so a trial run leaves the recorded result alone")
@@ -1386,8 +1388,9 @@ def main(argv: list[str] | None = None) -> None:
     name = args.name or ("serve-quick" if args.quick else NAME)
     import shlex
 
-    modes = {"scheduler": ["--latency-target-ms", str(args.latency_target_ms), *shlex.split(args.scheduler_args)],
-             "max_batch_1": ["--latency-target-ms", str(args.latency_target_ms), "--max-batch", "1"]}
+    both = shlex.split(args.server_args)
+    modes = {"scheduler": ["--latency-target-ms", str(args.latency_target_ms), *both, *shlex.split(args.scheduler_args)],
+             "max_batch_1": ["--latency-target-ms", str(args.latency_target_ms), *both, "--max-batch", "1"]}
     config: dict[str, Any] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "json"}
     config["modes"] = modes
     payload = C.header(name, config)
