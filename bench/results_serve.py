@@ -1,9 +1,9 @@
-"""Render the serving section of docs/RESULTS.md from bench/results/serve.json, or check that it matches.
+"""Render the serving section of docs/RESULTS.md from the headline run (:data:`RESULT`), or check that it matches.
 
     python bench/results_serve.py            # rewrite the block between the markers (appends the section if absent)
     python bench/results_serve.py --check    # exit 1 when the block differs from what the JSON says (tests run this)
 
-Without bench/results/serve.json (no full run of bench/serve.py yet) there is nothing to show: ``--check``
+Without the headline file (no full run of bench/serve.py yet) there is nothing to show: ``--check``
 then passes only if docs/RESULTS.md has no serving block either.
 """
 
@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
-RESULT = BENCH / "results" / "serve.json"
+# The headline run: the latest full sweep on the current code and bench (`python bench/serve.py --wait-quiet 120
+# --name serve-vm5-retry --json`); session 13's, serve.json, is a row of the image runs now.
+RESULT = BENCH / "results" / "serve-vm5-retry.json"
 DOC = BENCH.parent / "docs" / "RESULTS.md"
 BEGIN, END = "<!-- serve-table:begin (bench/results_serve.py) -->", "<!-- serve-table:end -->"
 SECTION = """
@@ -133,6 +135,7 @@ def render_workers(result: Path = WORKERS_RESULT) -> str:
 I_BEGIN, I_END = "<!-- serve-image-runs-table:begin (bench/results_serve.py) -->", "<!-- serve-image-runs-table:end -->"
 # Image-only runs of bench/serve.py (``--kinds image --name NAME``), oldest first: what each one changed.
 IMAGE_RUNS = (
+    ("serve", "session 13's headline full sweep (the Intel VM of then, `insets=false` queries; bdfeeff)"),
     ("serve-image-baseline", "steps of >= 100 requests"),
     ("serve-image-300", "steps of >= 300 requests (`--image-min-requests 300`)"),
     ("serve-light", "the same, the scheduler's server with `--light-encoder sscd-distilled`"),
@@ -155,6 +158,9 @@ IMAGE_RUNS = (
                              "this session's stored-range CPU cuts (vote kernel, top-k, windows)"),
     ("serve-vm5-full", "a faster Intel VM (AVX-512; the test suite 1.7x faster), full sweep, the server's defaults"),
     ("serve-image-500", "the same VM, images only, `--latency-target-ms 500` (the server's default target)"),
+    ("serve-image-headroom0", "the same VM, images only, both servers with `--admission-headroom 0`"),
+    ("serve-image-retry", "the same VM, images only, default settings; a step failing on refusals alone is run again "
+                          "and judged with its repeat (the bench since 7b08ca7)"),
 )
 
 
