@@ -161,6 +161,7 @@ IMAGE_RUNS = (
     ("serve-image-headroom0", "the same VM, images only, both servers with `--admission-headroom 0`"),
     ("serve-image-retry", "the same VM, images only, default settings; a step failing on refusals alone is run again "
                           "and judged with its repeat (the bench since 7b08ca7)"),
+    ("serve-image-retry-2", "the same again, after the headline sweep"),
 )
 
 
