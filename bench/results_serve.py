@@ -162,6 +162,8 @@ IMAGE_RUNS = (
     ("serve-image-retry", "the same VM, images only, default settings; a step failing on refusals alone is run again "
                           "and judged with its repeat (the bench since 7b08ca7)"),
     ("serve-image-retry-2", "the same again, after the headline sweep"),
+    ("serve-image-switch1ms", "the same with a 1 ms GIL switch interval in the server (tried, reverted: 503s at 2x "
+                              "not faster)"),
 )
 
 

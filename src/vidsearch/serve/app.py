@@ -20,7 +20,6 @@ import http
 import logging
 import math
 import re
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -76,8 +75,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-GIL_SWITCH_INTERVAL_S = 0.001
-"""The server process's ``sys.setswitchinterval`` (see the app's lifespan)."""
 
 ERROR_STATUS: dict[type[VidsearchError], int] = {
     QueryError: 400,  # a malformed query, ref or parameter
@@ -279,10 +276,6 @@ def create_app(collection: str | Path, settings: ServeSettings | None = None, ro
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The event loop answers refusals (503) and stored ranges while the decode pool and the encoder threads run
-        # Python between their native calls; a thread waiting for the GIL gets it after the switch interval, so the
-        # loop's tail waits are multiples of it: 1 ms instead of CPython's 5 (GIL_SWITCH_INTERVAL_S).
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         server = await run_in_threadpool(Server, collection, settings, metrics, role.writer)
         try:
             await run_in_threadpool(server.start)
