@@ -215,13 +215,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     comparator on VSC-style data sets, written as ONNX."""
     from vidsearch.train.loop import require_torch
 
+    from vidsearch.errors import ConfigError
+
     require_torch()
+    # each kind of model takes its own options; one given to the other kind is refused, never ignored
+    temporal_only = {"--loss": args.loss, "--pretrain-epochs": args.pretrain_epochs, "--max-clips": args.max_clips}
+    comparator_only = {"--vsc-size": args.vsc_size, "--vsc-seeds": args.vsc_seeds, "--vsc-sources": args.vsc_sources,
+                       "--background-rank": args.background_rank}
+    stray = [k for k, v in (temporal_only if args.model == "comparator" else comparator_only).items() if v is not None]
+    if stray:
+        raise ConfigError(f"{', '.join(stray)} do not apply to --model {args.model}; drop them (see vidsearch train --help)")
     if args.model == "comparator":
         return _train_comparator(args)
-    from vidsearch.errors import ConfigError
     from vidsearch.train.datasets import collection_clips
     from vidsearch.train.loop import TrainConfig, export_onnx, train_temporal
 
+    args.loss = args.loss or "infonce"
+    args.max_clips = args.max_clips or 20_000
     if args.collection is None or args.out is None:
         raise ConfigError(f"--model {args.model} trains on a collection's stored frame vectors and writes a model file: "
                           "give --collection DIR and --out MODEL.onnx")
@@ -269,6 +279,9 @@ def _train_comparator(args: argparse.Namespace) -> int:
     from vidsearch.search.comparator import default_path
     from vidsearch.train.comparator import ComparatorConfig
 
+    args.vsc_size, args.vsc_sources = args.vsc_size or "small", args.vsc_sources or "all"
+    args.background_rank = args.background_rank or 10
+    args.vsc_seeds = args.vsc_seeds or "1,2,3"
     try:
         seeds = [int(s) for s in args.vsc_seeds.split(",") if s.strip()]
     except ValueError:
@@ -871,16 +884,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "seq2seq: the encoder of an LSTM autoencoder; dual: appearance and motion (frame-vector "
                         "differences) streams, fused; comparator: the learned comparator of --rerank learned, trained "
                         "on VSC-style data sets (--vsc-*; no collection)")
-    p.add_argument("--vsc-size", choices=["tiny", "small", "full"], default="small",
+    p.add_argument("--vsc-size", choices=["tiny", "small", "full"],
                    help="comparator: the VSC-style data sets' size (default small)")
-    p.add_argument("--vsc-seeds", default="1,2,3",
+    p.add_argument("--vsc-seeds",
                    help="comparator: the data sets' seeds, comma-separated, never 0 (the evaluated one; default 1,2,3)")
-    p.add_argument("--vsc-sources", choices=["all", "train"], default="all",
-                   help="comparator: train keeps the imagery of --sources test data sets out (needs make vsc-data)")
-    p.add_argument("--background-rank", type=_count(1), default=10,
+    p.add_argument("--vsc-sources", choices=["all", "train"],
+                   help="comparator: train keeps the imagery of --sources test data sets out (needs make vsc-data; "
+                        "default all)")
+    p.add_argument("--background-rank", type=_count(1),
                    help="comparator: rank of the background cosine among its features (default 10, chosen on held-out "
                         "training queries: docs/RESULTS.md section 12)")
-    p.add_argument("--loss", choices=["infonce", "reconstruct", "triplet", "ce"], default="infonce",
+    p.add_argument("--loss", choices=["infonce", "reconstruct", "triplet", "ce"],
                    help="infonce (default; self-supervised: augmented views, reversed and other-time look-alikes); "
                         "reconstruct (self-supervised seq2seq autoencoding); triplet and ce need labelled clips "
                         "(a collection's windows have none)")
@@ -890,7 +904,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default is where --rerank learned looks)")
     p.add_argument("--epochs", type=_count(1), default=30, help="passes over the windows (default 30)")
     p.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and augmentations (default 0)")
-    p.add_argument("--max-clips", type=_count(2), default=20_000,
+    p.add_argument("--max-clips", type=_count(2),
                    help="train on at most this many windows, drawn at random (default 20000)")
     p.set_defaults(func=cmd_train)
 

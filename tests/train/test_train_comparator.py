@@ -310,7 +310,10 @@ def test_the_cli_checks_what_each_model_trains_on(tmp_path, capsys):
              (["--model", "lstm", "--collection", str(tmp_path)], "give --collection DIR and --out"),
              (["--model", "comparator", "--vsc-seeds", "0,1"], "must not hold 0"),
              (["--model", "comparator", "--vsc-seeds", "one"], "comma-separated integers"),
-             (["--model", "comparator", "--collection", str(tmp_path)], "drop --collection")]
+             (["--model", "comparator", "--collection", str(tmp_path)], "drop --collection"),
+             (["--model", "comparator", "--loss", "triplet"], "--loss do not apply to --model comparator"),
+             (["--model", "lstm", "--vsc-seeds", "1", "--background-rank", "5", "--collection", str(tmp_path),
+               "--out", str(tmp_path / "m.onnx")], "--vsc-seeds, --background-rank do not apply to --model lstm")]
     for args, message in cases:
         assert main(["train", *args, "--json"]) == 2, args
         assert message in json.loads(capsys.readouterr().out)["message"], args
