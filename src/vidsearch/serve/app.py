@@ -283,9 +283,6 @@ def create_app(collection: str | Path, settings: ServeSettings | None = None, ro
             await run_in_threadpool(server.close)
             raise
         app.state.server = server
-        from vidsearch.serve.query import lower_other_threads
-
-        lower_other_threads()  # the workers started by now yield the cores to this event loop (query.WORKER_NICE)
         refresher = asyncio.create_task(_refresh_loop(server))
         try:
             yield

@@ -65,38 +65,6 @@ def shared_cores_delay(own_s: float, busy_s: float) -> float:
     return min(max(0.0, own_s), max(0.0, busy_s) / 2)
 
 
-WORKER_NICE = 5
-"""Nice value of the server's worker threads (decode pool, batch workers, ONNX Runtime's threads): the event loop
-(nice 0) then gets a core first when a request arrives, so a refusal or a stored range does not wait behind
-decoding and encoding on saturated cores."""
-
-
-def lower_thread_priority() -> None:
-    """Give the calling thread :data:`WORKER_NICE` (Linux: nice is per thread); elsewhere, or when refused, nothing."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
-    except (AttributeError, OSError):  # not Linux, or not allowed: the threads keep the process's priority
-        pass
-
-
-def lower_other_threads() -> int:
-    """Give every thread of this process but the caller (the event loop's) :data:`WORKER_NICE`: the threads ONNX
-    Runtime, the schedulers and the thread pools started before; returns how many were changed."""
-    me, changed = threading.get_native_id(), 0
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return 0
-    for task in tasks:
-        if task.isdigit() and int(task) != me:
-            try:
-                os.setpriority(os.PRIO_PROCESS, int(task), WORKER_NICE)
-                changed += 1
-            except OSError:  # gone, or not allowed
-                pass
-    return changed
-
-
 @dataclass
 class EncodeItem:
     """One query's frames for the encode scheduler: (F, H, W, 3) uint8 at the encoder's input size."""
@@ -216,8 +184,7 @@ class QueryService:
             BatchPolicy(settings.search_target_ms, settings.memory_budget_mb, settings.max_batch, shapes,
                         unit_bytes=SEARCH_UNIT_BYTES),
             on_batch=self._batch_metrics("search"), on_wait=self._wait_metrics("search"))
-        self.pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="vidsearch-decode",
-                                       initializer=lower_thread_priority)
+        self.pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="vidsearch-decode")
         metrics.watch_schedulers(lambda: [self.encoder.stats(), self.searcher.stats()])
         self._pending = 0
         self._pending_lock = threading.Lock()
