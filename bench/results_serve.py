@@ -164,6 +164,8 @@ IMAGE_RUNS = (
     ("serve-image-retry-2", "the same again, after the headline sweep"),
     ("serve-image-switch1ms", "the same with a 1 ms GIL switch interval in the server (tried, reverted: 503s at 2x "
                               "not faster)"),
+    ("serve-image-nice", "the same with the server's worker threads at nice 5 (tried, reverted: see the text)"),
+    ("serve-image-nice-2", "the same again"),
 )
 
 
