@@ -93,20 +93,16 @@ def _config_from_args(args: argparse.Namespace) -> CollectionConfig | None:
     if temporal is not None:  # the model's path and the hash of its weights go into the manifest
         from vidsearch.encode.temporal import read_model_info
 
-        from vidsearch.encode.streams import describe, frame_dim
+        from vidsearch.encode.streams import check_streams, fields, frame_dim
         from vidsearch.errors import ConfigError
 
         info = read_model_info(Path(temporal).resolve())
         model, weights = str(info.path), info.weights_hash
-        parts = set(info.streams.split("+")) - {""}
-        asked = describe(EncodeConfig(motion=motion or "", depth=depth or ""))
-        if (motion is not None or depth is not None) and asked != info.streams:
-            raise ConfigError(f"{temporal}: the temporal model was trained on frame vectors fused with "
-                              f"{info.streams or 'no'} stream(s), not {asked}; drop --motion/--depth (the model "
-                              "sets them) or train a model on a collection made with them")
-        motion, depth = ("flow" if "flow" in parts else None), ("early" if "depth" in parts else None)
+        if motion is not None or depth is not None:  # given with the model: they must be the model's
+            check_streams(EncodeConfig(motion=motion or "", depth=depth or ""), info.streams, f"{temporal}: the model")
+        motion, depth = fields(info.streams)["motion"], fields(info.streams)["depth"]
         encoder = args.encoder or base.encode.encoder
-        width = frame_dim(EncodeConfig(encoder=encoder, motion=motion or "", depth=depth or ""))
+        width = frame_dim(EncodeConfig(encoder=encoder, motion=motion, depth=depth))
         if info.dim != width:
             raise ConfigError(f"{temporal}: the temporal model takes {info.dim}-d frame vectors, the {encoder} encoder "
                               f"{'with ' + info.streams + ' ' if info.streams else ''}gives {width}-d; pass the "

@@ -501,8 +501,8 @@ def _decode_sampled(
                     # a group is left out only before an IDR: after a key frame that is not one (open groups of
                     # pictures), the decoder's output of the frames that follow went wrong when the group before it
                     # was not fed (frames missing, others late; an open-GOP x264 MP4 at 0.7 fps, tests/decode)
-                    idr = _is_idr(group[0], codec.name, length_size)
-                    if previous_taken is not None and not previous_taken and not leading and idr and plan.ok:
+                    if (previous_taken is not None and not previous_taken and not leading and plan.ok
+                            and _is_idr(group[0], codec.name, length_size)):  # parsed only when it decides
                         stats.packets_not_decoded += len(previous)  # nothing sampled in it, nothing after refers to it
                     else:
                         yield from decode_group(previous, previous_taken)

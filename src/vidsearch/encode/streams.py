@@ -41,9 +41,15 @@ def describe(encode: EncodeConfig) -> str:
     return "+".join(name for name, on in (("flow", encode.motion == "flow"), ("depth", encode.depth == "early")) if on)
 
 
-def check_streams(encode: EncodeConfig, model_streams: str | None = None) -> None:
-    """Fail early, before any file is decoded: the flow needs OpenCV; a temporal model must have been trained on
-    the streams ``encode`` computes (``model_streams``: what its file records).
+def fields(streams: str) -> dict[str, str]:
+    """The ``EncodeConfig`` fields (``motion``, ``depth``) that compute ``streams`` (:func:`describe`'s inverse)."""
+    parts = set(streams.split("+"))
+    return {"motion": "flow" if "flow" in parts else "", "depth": "early" if "depth" in parts else ""}
+
+
+def check_streams(encode: EncodeConfig, model_streams: str | None = None, model: str = "the temporal model") -> None:
+    """Fail early, before any file is decoded: the flow needs OpenCV; a temporal model (``model`` names it in the
+    message) must have been trained on the streams ``encode`` computes (``model_streams``: what its file records).
 
     Raises:
         ConfigError: OpenCV missing for ``motion="flow"``, or the model's streams differ.
@@ -55,9 +61,9 @@ def check_streams(encode: EncodeConfig, model_streams: str | None = None) -> Non
             raise ConfigError("motion 'flow' needs OpenCV (the pixel-motion stream): pip install 'vidsearch[eval]'") \
                 from exc
     if model_streams is not None and model_streams != describe(encode):
-        raise ConfigError(f"the temporal model was trained on frame vectors fused with {model_streams or 'no'} "
-                          f"stream(s), the configuration computes {describe(encode) or 'none'}; index with the "
-                          "model's streams (vidsearch index --temporal sets them) or train a model on such a collection")
+        raise ConfigError(f"{model} was trained on frame vectors fused with {model_streams or 'no'} stream(s), not "
+                          f"{describe(encode) or 'none'}; index with the model's streams (vidsearch index --temporal "
+                          "sets them: drop --motion/--depth) or train a model on a collection made with them")
 
 
 def fuse_streams(vectors: NDArray[np.float32], streams: NDArray[np.float32] | None) -> NDArray[np.float32]:
