@@ -654,12 +654,19 @@ def _add_routes(app: FastAPI) -> None:
                 k = check_k(_whole_number(form, "k", 10))
                 params = _params(form)
                 queries = server.queries
-                queries.precheck()  # a 503 now when even one frame cannot make it, before storing the upload
-                path, frames = await run_in_threadpool(_spool_and_probe, queries, file.file, file.filename,
-                                                       server.settings.max_upload_bytes)
+                # a 503 now when an image with these settings could not make it, before storing the upload
+                stored = time.perf_counter()
+                hold = queries.hold(params, stored - started)  # a 503 now, before the upload is stored
+                try:
+                    path, frames = await run_in_threadpool(_spool_and_probe, queries, file.file, file.filename,
+                                                           server.settings.max_upload_bytes)
+                except BaseException:
+                    hold.release()
+                    raise
+                queries.learn_store(time.perf_counter() - stored)
                 try:
                     answer = await queries.search_file(path, file.filename or path.name, k, params, started,
-                                                       frames)
+                                                       frames, hold)
                 finally:
                     await run_in_threadpool(remove_quietly, path)
         finally:

@@ -122,6 +122,23 @@ class TailEstimate:
             self.value = ranked[min(len(ranked) - 1, int(self.quantile * len(ranked)))]
 
 
+class Hold:
+    """Encode units reserved for an upload by :meth:`QueryService.hold` before it is stored; :meth:`take` hands
+    them to the admission of its decoded frames, :meth:`release` gives back what was not taken (safe twice)."""
+
+    def __init__(self, service: QueryService, units: int) -> None:
+        self._service, self.units = service, units
+
+    def take(self) -> int:
+        units, self.units = self.units, 0
+        return units
+
+    def release(self) -> None:
+        units = self.take()
+        if units:
+            self._service.encoder.release(units)
+
+
 def dump_json(content: Any) -> bytes:
     """JSON bytes as Starlette's ``JSONResponse`` renders them (compact, UTF-8), by orjson when installed (the
     [serve] extra: 6 us against 79 for a 10-video answer); the bytes are the same, but for a float that is not
@@ -202,6 +219,7 @@ class QueryService:
         # and its crops encoded).
         self._whole_image_s = 0.12
         self._whole_frame_s = 0.12
+        self._store = TailEstimate(0.9)  # seconds to store and probe an upload (learn_store)
         self._hand_back = TailEstimate()  # seconds from a search's end in the worker to its await resuming
         # The light encoder (settings.light_encoder): checked against the collection and loaded now (a
         # ConfigError at start-up, not a 4xx per query); its measured cost (EWMA) per image and per frame
@@ -405,16 +423,59 @@ class QueryService:
         return frames + (int(round(frames * self._insets_per_frame)) if insets else 0)
 
     def precheck(self) -> None:
-        """Refuse (503) at once, before an upload is even stored, when not one frame could be decoded,
-        encoded and searched within the target now (by the collection's encoder, or by the light one)."""
+        """Refuse (503) at once, from a request's headers (its form not read yet), when not even the cheapest
+        file query, a one-frame image without insets, could be decoded, encoded and searched within the target
+        now (by the collection's encoder, or by the light one). :meth:`hold` decides once the form is read."""
+        units, decode_s, after_s = self._batched_prediction(1, True, False, 0.0)
         try:
-            self.encoder.check(1, arrive_after=self.predicted_decode(1, True, insets=False),
-                               extra_s=self.searcher.controller.predict(1))
+            self.encoder.check(units, arrive_after=decode_s, extra_s=after_s)
         except OverloadedError:
             if self.light is not None and self._whole_fits(self._light_image_s):
                 return
             self.metrics.overloaded.labels("encode").inc()
             raise
+
+    def hold(self, params: SearchParams, spent_s: float) -> Hold:
+        """Admission of an upload once its form is read, before it is stored: for the encode scheduler's
+        batches (:meth:`batched`), a one-frame image's encode units with ``params.insets`` are reserved as
+        :meth:`_admit` would after storing and probing it (the 90th percentile of that time, learnt by
+        :meth:`learn_store`, counted before its decode); pass the hold to :meth:`search_file`, which keeps it
+        for an image and trades it for the real reservation for a video. Otherwise (crops, another encoder) the
+        headers' check again; that path admits after probing.
+
+        Why here: at twice the sustainable image load on two saturated cores, refusals by ``_admit`` came 9-18 ms
+        after the request's first byte (storing and probing the upload in a thread came first), against <= 1.5 ms
+        for those of :meth:`precheck`, and made the 503s' p99 22-31 ms (bench/serve.py, target 20). A check
+        without a reservation here did not do: the requests admitted while the upload was stored took the room.
+
+        Raises:
+            OverloadedError: the image would not be answered within the target (and no light encoder can).
+        """
+        if not self.batched(params):
+            self.precheck()
+            return Hold(self, 0)
+        units, decode_s, after_s = self._batched_prediction(1, True, params.insets, spent_s)
+        try:
+            self.encoder.reserve(units, arrive_after=self._store.value + decode_s, extra_s=after_s)
+        except OverloadedError:
+            if self.light is not None and self._whole_fits(self._light_image_s, spent_s + self._store.value):
+                return Hold(self, 0)
+            self.metrics.overloaded.labels("encode").inc()
+            raise
+        return Hold(self, units)
+
+    def learn_store(self, seconds: float) -> None:
+        """Seconds the server took to store an upload and probe it (:meth:`hold` predicts with them)."""
+        self._store.add(seconds)
+
+    def _batched_prediction(self, frames: int, is_image: bool, insets: bool,
+                            spent_s: float) -> tuple[int, float, float]:
+        """(encode units, seconds until decoded, seconds after its batch) of a file query on the batched path:
+        what :meth:`_admit` reserves, and :meth:`hold` and :meth:`precheck` predict."""
+        decode_s = self.predicted_decode(frames, is_image, insets)
+        # after its batch: the search, then the hand-back to the event loop (measured p99, as for stored ranges)
+        after_s = self.searcher.controller.predict(1) + self._hand_back.value + max(0.0, spent_s)
+        return self.predicted_units(frames, insets), decode_s, after_s
 
     def _admit(self, frames: int, is_image: bool, spent_s: float = 0.0, insets: bool = False) -> int:
         """Admission of a file query of ``frames`` frames before decoding (finding its insets too when
@@ -427,10 +488,7 @@ class QueryService:
         Raises:
             OverloadedError: predicted past the latency target (counted in ``vidsearch_overloaded``).
         """
-        decode_s = self.predicted_decode(frames, is_image, insets)
-        # after its batch: the search, then the hand-back to the event loop (measured p99, as for stored ranges)
-        after_s = self.searcher.controller.predict(1) + self._hand_back.value + max(0.0, spent_s)
-        units = self.predicted_units(frames, insets)
+        units, decode_s, after_s = self._batched_prediction(frames, is_image, insets, spent_s)
         try:
             self.encoder.reserve(units, arrive_after=decode_s, extra_s=after_s)
         except OverloadedError:
@@ -498,31 +556,36 @@ class QueryService:
 
     # ------------------------------------------------------------------ queries
     async def search_file(self, path: Path, name: str, k: int, params: SearchParams,
-                          started: float | None = None, frames: tuple[int, bool] | None = None) -> SearchAnswer:
+                          started: float | None = None, frames: tuple[int, bool] | None = None,
+                          hold: Hold | None = None) -> SearchAnswer:
         """Search with an uploaded video or image (already on disk, its ending chosen from its content).
 
         Args:
             frames: ``frames_of(path)`` when the caller probed it already.
+            hold: the upload's :meth:`hold` (taken for an image, released otherwise).
 
         Raises:
             DecodeError: not a readable video or image.
             QueryError: longer than ``max_query_seconds``; bad ``k``.
             OverloadedError: it cannot be served within the latency target now.
         """
-        check_k(k)
         started = time.perf_counter() if started is None else started
         try:
+            check_k(k)
             if frames is None:
                 frames = await asyncio.get_running_loop().run_in_executor(None, self.frames_of, path)
-            media = await self._encode_file(path, params, *frames, started=started)
+            media = await self._encode_file(path, params, *frames, started=started, hold=hold)
         except (DecodeError, QueryError) as exc:  # name the client's file, not the server's temporary copy
             raise type(exc)(str(exc).replace(str(path), name)) from None
+        finally:
+            if hold is not None:
+                hold.release()  # not taken: a video, or the query failed before its admission
         return await self._search(SearchItem(name, k, params, started, media=media))
 
     async def _encode_file(self, path: Path, params: SearchParams, frames: int, is_image: bool,
-                           started: float | None = None) -> EncodedMedia:
+                           started: float | None = None, hold: Hold | None = None) -> EncodedMedia:
         try:
-            return await self._encode_file_as_asked(path, params, frames, is_image, started)
+            return await self._encode_file_as_asked(path, params, frames, is_image, started, hold)
         except OverloadedError:
             if self.light is None or params.query_encoder is not None:
                 raise
@@ -533,10 +596,15 @@ class QueryService:
         self.metrics.light_queries.inc()
         return await self._whole_in_pool(path, params, own_s, is_image, self.light)
 
+    def batched(self, params: SearchParams) -> bool:
+        """Whether a file query with ``params`` is encoded by the encode scheduler's batches (no crops, the
+        collection's encoder); else it is decoded and encoded whole in the decode pool."""
+        return not params.crops and params.query_encoder in (None, self.engine.config.encode.encoder)
+
     async def _encode_file_as_asked(self, path: Path, params: SearchParams, frames: int, is_image: bool,
-                                    started: float | None = None) -> EncodedMedia:
+                                    started: float | None = None, hold: Hold | None = None) -> EncodedMedia:
         other = params.query_encoder not in (None, self.engine.config.encode.encoder)
-        if params.crops or other:  # six crops per frame, or another encoder: decoded and encoded whole in the
+        if not self.batched(params):  # six crops per frame, or another encoder: decoded and encoded whole in the
             # pool, as the CLI does (the batched path has no crops, and batches the collection's encoder only)
             light = other and params.query_encoder == self.light
             if is_image:
@@ -546,7 +614,13 @@ class QueryService:
             self._admit_whole(own_s, 0.0 if started is None else time.perf_counter() - started)
             return await self._whole_in_pool(path, params, own_s, is_image, params.query_encoder if other else None)
         insets = params.insets
-        units = self._admit(frames, is_image, 0.0 if started is None else time.perf_counter() - started, insets)
+        held = hold.take() if hold is not None else 0
+        if held and is_image:
+            units = held  # admitted before its upload was stored (hold); the real count replaces it once decoded
+        else:
+            if held:
+                self.encoder.release(held)
+            units = self._admit(frames, is_image, 0.0 if started is None else time.perf_counter() - started, insets)
         own_s = self.own_decode(frames, is_image, insets)
         self._decoding_s += own_s
         try:
