@@ -219,7 +219,8 @@ class QueryService:
         # and its crops encoded).
         self._whole_image_s = 0.12
         self._whole_frame_s = 0.12
-        self._store = TailEstimate(0.9)  # seconds to store and probe an upload (learn_store)
+        # seconds to store and probe an upload (learn_store): the median, as the decode cost is a mean
+        self._store = TailEstimate(0.5)
         self._hand_back = TailEstimate()  # seconds from a search's end in the worker to its await resuming
         # The light encoder (settings.light_encoder): checked against the collection and loaded now (a
         # ConfigError at start-up, not a 4xx per query); its measured cost (EWMA) per image and per frame
@@ -438,7 +439,7 @@ class QueryService:
     def hold(self, params: SearchParams, spent_s: float) -> Hold:
         """Admission of an upload once its form is read, before it is stored: for the encode scheduler's
         batches (:meth:`batched`), a one-frame image's encode units with ``params.insets`` are reserved as
-        :meth:`_admit` would after storing and probing it (the 90th percentile of that time, learnt by
+        :meth:`_admit` would after storing and probing it (the median of that time, learnt by
         :meth:`learn_store`, counted before its decode); pass the hold to :meth:`search_file`, which keeps it
         for an image and trades it for the real reservation for a video. Otherwise (crops, another encoder) the
         headers' check again; that path admits after probing.
