@@ -654,9 +654,9 @@ def _add_routes(app: FastAPI) -> None:
                 k = check_k(_whole_number(form, "k", 10))
                 params = _params(form)
                 queries = server.queries
-                # a 503 now when an image with these settings could not make it, before storing the upload
                 stored = time.perf_counter()
-                hold = queries.hold(params, stored - started)  # a 503 now, before the upload is stored
+                # a 503 now when an image with these settings could not make it, before the upload is stored
+                hold = queries.hold(params, stored - started)
                 try:
                     path, frames = await run_in_threadpool(_spool_and_probe, queries, file.file, file.filename,
                                                            server.settings.max_upload_bytes)
