@@ -11,6 +11,7 @@ import io
 import re
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -555,16 +556,10 @@ def test_an_overloaded_upload_is_refused_before_it_is_decoded(built_collection, 
     from vidsearch.errors import OverloadedError
     from vidsearch.search.engine import Engine
     from vidsearch.search.results import SearchParams
-    from vidsearch.serve.metrics import ServeMetrics
-    from vidsearch.serve.query import QueryService
-    from vidsearch.serve.settings import ServeSettings
 
     with Engine.open(built_collection) as engine:
-        svc = QueryService(engine, ServeSettings(max_batch=4, warm_up=False, latency_target_ms=200,
-                                                 admission_headroom=0.0), ServeMetrics())
+        svc = _service_at_20ms_a_frame(engine)
         try:
-            for shape in svc.encoder.shapes:
-                svc.encoder.controller.set_service(shape, 0.020 * shape)
             svc.encoder.reserve(8)  # other queries' 8 frames being decoded: 160 ms of encoding ahead
             frames = svc.frames_of(query_clip)
             assert frames[0] >= 4 and frames[1] is False
@@ -578,6 +573,19 @@ def test_an_overloaded_upload_is_refused_before_it_is_decoded(built_collection, 
             svc.precheck()  # one frame would still fit
         finally:
             svc.close()
+
+
+def _service_at_20ms_a_frame(engine: Any) -> Any:
+    """A QueryService (no warm-up, 200 ms target, no headroom, batches of 4) whose encoder takes 20 ms a frame."""
+    from vidsearch.serve.metrics import ServeMetrics
+    from vidsearch.serve.query import QueryService
+    from vidsearch.serve.settings import ServeSettings
+
+    svc = QueryService(engine, ServeSettings(max_batch=4, warm_up=False, latency_target_ms=200,
+                                             admission_headroom=0.0), ServeMetrics())
+    for shape in svc.encoder.shapes:
+        svc.encoder.controller.set_service(shape, 0.020 * shape)
+    return svc
 
 
 def test_an_upload_is_admitted_once_its_form_is_read_and_its_reservation_kept(built_collection, query_clip,
@@ -595,16 +603,10 @@ def test_an_upload_is_admitted_once_its_form_is_read_and_its_reservation_kept(bu
     from vidsearch.errors import DecodeError, OverloadedError
     from vidsearch.search.engine import Engine
     from vidsearch.search.results import SearchParams
-    from vidsearch.serve.metrics import ServeMetrics
-    from vidsearch.serve.query import QueryService
-    from vidsearch.serve.settings import ServeSettings
 
     with Engine.open(built_collection) as engine:
-        svc = QueryService(engine, ServeSettings(max_batch=4, warm_up=False, latency_target_ms=200,
-                                                 admission_headroom=0.0), ServeMetrics())
+        svc = _service_at_20ms_a_frame(engine)
         try:
-            for shape in svc.encoder.shapes:
-                svc.encoder.controller.set_service(shape, 0.020 * shape)
             svc._insets_per_frame = 1.0  # an image with insets: 2 encode units, its insets found in decoding
             svc._decode_cost[(True, True)] = 0.040
             ctl = svc.encoder.controller
