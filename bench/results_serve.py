@@ -181,6 +181,8 @@ IMAGE_RUNS = (
     ("serve-hold-image", "the same, images only"),
     ("serve-control-66b5ae9", "control: the code before the hold (66b5ae9, from a worktree), images only, straight "
                               "after"),
+    ("serve-hold-image-2", "images only after the headline sweep (2695554: its code, a comment and a test changed), "
+                           "three runs at 2x"),
 )
 
 
