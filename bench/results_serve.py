@@ -18,14 +18,14 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 # The headline run: the latest full sweep on the current code and bench (`python bench/serve.py --wait-quiet 120
-# --name serve-vm5-retry --json`); session 13's, serve.json, is a row of the image runs now.
+# --name serve-hold-3 --json`); the earlier headlines (serve.json, serve-vm5-retry.json) are rows of the image runs.
 RESULT = BENCH / "results" / "serve-hold-3.json"
 DOC = BENCH.parent / "docs" / "RESULTS.md"
 BEGIN, END = "<!-- serve-table:begin (bench/results_serve.py) -->", "<!-- serve-table:end -->"
-SECTION = """
+SECTION = f"""
 ## 10. Serving: `vidsearch serve` under load (issue #14)
-`python bench/serve.py --wait-quiet 600 --json` (`bench/results/serve.json`, plot `bench/results/serve.png`; the
-tables below are rendered from the JSON by `python bench/results_serve.py`, and `tests/bench/test_serve_bench.py`
+`python bench/serve.py --wait-quiet 120 --name {RESULT.stem} --json` (`bench/results/{RESULT.stem}.json`, plot
+`bench/results/{RESULT.stem}.png`; the tables below are rendered from the JSON by `python bench/results_serve.py`, and `tests/bench/test_serve_bench.py`
 fails when they disagree). Two servers over the same collection of the real sample footage, in the same run: the
 batch scheduler (default settings) and `--max-batch 1`; open-loop Poisson arrivals on loopback, stepped up past
 saturation; latency from each request's scheduled arrival to its last byte.

@@ -28,7 +28,8 @@ What it does:
    then ``--refine`` bisections between the last passing and the first failing rate (geometric mid-points), then
    ``--confirm`` repeats of the highest passing rate (a rate counts when each run's p99 is within the limit and
    fewer than 1 % of all its runs' requests got no 200; else one bisection step below it and the highest passing
-   rate is confirmed, three rounds at most), then one step at twice the confirmed rate (the overload step). The limit is the latency target T, and 50 ms
+   rate is confirmed, three rounds at most), then ``--overload-repeats`` steps (3) at twice the confirmed rate (the
+   overload steps; the 2x figures are the worst run's). The limit is the latency target T, and 50 ms
    (``--ref-p99-ms``) for stored-range queries (the issue's target for them).
 4. An RSS-growth run on the scheduler's server: ``--rss-warmup`` then ``--rss-requests`` (5,000) requests, image
    and stored-range queries alternating, closed loop at ``--rss-concurrency``; VmRSS before and after.

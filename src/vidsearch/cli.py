@@ -100,7 +100,8 @@ def _config_from_args(args: argparse.Namespace) -> CollectionConfig | None:
         model, weights = str(info.path), info.weights_hash
         if motion is not None or depth is not None:  # given with the model: they must be the model's
             check_streams(EncodeConfig(motion=motion or "", depth=depth or ""), info.streams, f"{temporal}: the model")
-        motion, depth = fields(info.streams)["motion"], fields(info.streams)["depth"]
+        streams = fields(info.streams)
+        motion, depth = streams["motion"], streams["depth"]
         encoder = args.encoder or base.encode.encoder
         width = frame_dim(EncodeConfig(encoder=encoder, motion=motion, depth=depth))
         if info.dim != width:
