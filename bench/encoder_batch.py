@@ -76,29 +76,25 @@ def sample_frames(size: tuple[int, int], count: int) -> tuple[np.ndarray, list[s
     return np.stack(frames[:count]), used
 
 
-def main() -> None:
-    args = parse_args()
-    from vidsearch.encode.frame import default_threads, load_encoder
+def measure(encoder: Any, sizes: list[int], repeats: int, seed: int = 0) -> dict[str, Any]:
+    """The curve: ``encoder``'s images/s at each of ``sizes`` (ascending) over ``repeats`` shuffled rounds, on
+    real frames; ``best_ratio`` is the largest images/s over that of ``sizes[0]``. ``bench/serve.py`` runs
+    this too, at the start of every sweep, so the image target is set on the machine and in the run it judges."""
+    from vidsearch.encode.frame import default_threads
 
-    name = "encoder-batch" if args.encoder == EncodeConfig().encoder else f"encoder-batch-{args.encoder}"
-    payload = C.header(name, {k: v for k, v in vars(args).items() if k not in ("json", "wait_quiet")})
-    payload["quiet_wait"] = C.wait_for_quiet(args.wait_quiet)
-    payload["cpu_probe_start"] = C.cpu_probe()
-
-    encoder = load_encoder(args.encoder)
-    frames, used = sample_frames(encoder.input_size, max(args.sizes))
-    payload["config"].update(input_size=list(encoder.input_size), dim=encoder.dim,
-                             intra_op_threads=default_threads(), frames_from=used)
-    C.log(f"[encoder-batch] {args.encoder} {encoder.input_size}, sizes {args.sizes}, {args.repeats} rounds, "
+    frames, used = sample_frames(encoder.input_size, max(sizes))
+    config = {"encoder": encoder.name, "input_size": list(encoder.input_size), "dim": encoder.dim,
+              "intra_op_threads": default_threads(), "frames_from": used, "sizes": list(sizes), "repeats": repeats,
+              "seed": seed}
+    C.log(f"[encoder-batch] {encoder.name} {encoder.input_size}, sizes {sizes}, {repeats} rounds, "
           f"load {os.getloadavg()[0]:.2f}")
-
-    for size in args.sizes:  # first call at each shape: untimed
+    for size in sizes:  # first call at each shape: untimed
         encoder.encode(frames[:size])
-    times: dict[int, list[float]] = {s: [] for s in args.sizes}
-    order_rng = random.Random(args.seed)
+    times: dict[int, list[float]] = {s: [] for s in sizes}
+    order_rng = random.Random(seed)
     loads: list[float] = []
-    for rnd in range(args.repeats):
-        order = list(args.sizes)
+    for rnd in range(repeats):
+        order = list(sizes)
         order_rng.shuffle(order)
         for size in order:
             batch = frames[:size]
@@ -106,27 +102,45 @@ def main() -> None:
             encoder.encode(batch)
             times[size].append(time.perf_counter() - t0)
         loads.append(os.getloadavg()[0])
-        C.log(f"[encoder-batch] round {rnd + 1}/{args.repeats}, load {loads[-1]:.2f}")
+        C.log(f"[encoder-batch] round {rnd + 1}/{repeats}, load {loads[-1]:.2f}")
 
-    base = statistics.median(times[args.sizes[0]]) / args.sizes[0]  # seconds per image at the smallest size
+    base = statistics.median(times[sizes[0]]) / sizes[0]  # seconds per image at the smallest size
     rows: dict[str, Any] = {}
-    for size in args.sizes:
+    for size in sizes:
         med = statistics.median(times[size])
         rows[str(size)] = {
             "median_ms": med * 1000, "best_ms": min(times[size]) * 1000, "max_ms": max(times[size]) * 1000,
             "ms_per_image": med * 1000 / size, "images_per_s": size / med, "speedup": base * size / med,
             "samples_ms": [t * 1000 for t in times[size]],
         }
-    best = max(args.sizes, key=lambda s: rows[str(s)]["speedup"])
-    payload["results"] = rows
-    payload["best_size"] = best
-    payload["best_ratio"] = rows[str(best)]["speedup"]
-    payload["loadavg_1min_per_round"] = loads
+    best = max(sizes, key=lambda s: rows[str(s)]["speedup"])
+    return {"config": config, "results": rows, "best_size": best, "best_ratio": rows[str(best)]["speedup"],
+            "loadavg_1min_per_round": loads}
+
+
+def main() -> None:
+    args = parse_args()
+    from vidsearch.encode.frame import load_encoder
+
+    name = "encoder-batch" if args.encoder == EncodeConfig().encoder else f"encoder-batch-{args.encoder}"
+    payload = C.header(name, {k: v for k, v in vars(args).items() if k not in ("json", "wait_quiet")})
+    payload["quiet_wait"] = C.wait_for_quiet(args.wait_quiet)
+    payload["cpu_probe_start"] = C.cpu_probe()
+
+    encoder = load_encoder(args.encoder)
+    curve = measure(encoder, args.sizes, args.repeats, args.seed)
+    payload["config"].update(curve["config"])
+    payload["results"] = curve["results"]
+    payload["best_size"] = curve["best_size"]
+    payload["best_ratio"] = curve["best_ratio"]
+    payload["loadavg_1min_per_round"] = curve["loadavg_1min_per_round"]
     payload["cpu_probe_end"] = C.cpu_probe()
+    rows = curve["results"]
     C.log(C.table(["batch", "median ms", "ms/image", "images/s", "x batch 1"],
                   [[s, rows[str(s)]["median_ms"], rows[str(s)]["ms_per_image"], rows[str(s)]["images_per_s"],
                     rows[str(s)]["speedup"]] for s in args.sizes]))
-    C.log(f"[encoder-batch] best: batch {best}, {payload['best_ratio']:.2f}x the images/s of batch {args.sizes[0]}")
+    C.log(f"[encoder-batch] best: batch {curve['best_size']}, {curve['best_ratio']:.2f}x the images/s of batch "
+          f"{args.sizes[0]}")
     C.emit(name, payload, args.json)
 
 

@@ -88,7 +88,10 @@ def render(result: Path = RESULT) -> str:
             f"{_f(over.get('offered_rps'))}, {_f(over.get('admitted_p99_ms'))}, {share}, {_f(over.get('p99_503_ms'))} |")
     t = s.get("targets") or {}
     curve = s.get("encoder_curve_best_ratio")
-    why = "1.5x" if curve is None or curve >= 1.5 else f"0.9 x the encoder curve's best {curve:.2f}x"
+    where = {"in this run": f" at batch {s.get('encoder_curve_best_size')}, measured in this run before the servers "
+                            f"started"}.get(s.get("encoder_curve_measured") or "",
+                                            ", read from bench/results/encoder-batch.json as it was then")
+    why = "1.5x" if curve is None or curve >= 1.5 else f"0.9 x the encoder curve's best {curve:.2f}x{where}"
     ratio_text = "-" if s.get("ratio") is None else f"{s['ratio']:.2f}x"
     growth_text = "-" if s.get("rss_growth_pct") is None else f"{s['rss_growth_pct']:+.1f} %"
     lines += ["",

@@ -180,6 +180,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default=None, metavar="NAME",
                    help="write bench/results/NAME.json and NAME.png (default serve, serve-quick with --quick), "
                         "so a trial run leaves the recorded result alone")
+    p.add_argument("--curve-repeats", type=int, default=5,
+                   help="rounds of the encoder's images/s against batch size measured before the servers start, "
+                        "in this run (bench/encoder_batch.py's curve; its best ratio sets the image target); "
+                        "0: read bench/results/encoder-batch.json instead (default 5)")
     p.add_argument("--json", action="store_true", help="print the result object to stdout")
     args = p.parse_args(argv)
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,80}", args.name):
@@ -190,7 +194,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "max_steps": 2, "refine": 0, "rss_requests": 150, "rss_warmup": 20, "wait_quiet": 0.0,
                  "request_timeout": 10.0, "start_load": 1.0, "calibrate": 2, "calibrate_warm": 1,
                  "image_min_requests": 6, "image_step_max_seconds": 3.0, "confirm": 0,
-                 "overload_repeats": 1}
+                 "overload_repeats": 1, "curve_repeats": 1}
         for key, value in quick.items():
             if f"--{key.replace('_', '-')}" not in given:
                 setattr(args, key, value)
@@ -208,8 +212,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "image_min_requests", "overload_repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.confirm < 0:
-        p.error(f"--confirm must be >= 0, got {args.confirm}")
+    for name in ("confirm", "curve_repeats"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.min_requests > args.max_requests:
         p.error("--min-requests must not exceed --max-requests")
     return args
@@ -1208,14 +1213,37 @@ def overload_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
                   "p99_503_ms": r["p99_503_ms"]} for r in runs]}
 
 
-def encoder_curve() -> dict[str, Any] | None:
-    """best_ratio of bench/results/encoder-batch.json (the encoder's images/s at its best batch size over batch 1)."""
+def encoder_curve(payload: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The encoder's images/s at its best batch size over batch 1: this run's (``payload["encoder_curve"]``,
+    measured before the servers started), else bench/results/encoder-batch.json's (a run with
+    ``--curve-repeats 0``, and the runs before the curve was measured in the sweep)."""
+    own = (payload or {}).get("encoder_curve")
+    if own:
+        return {"file": None, "measured": "in this run", "best_ratio": own["best_ratio"], "best_size": own["best_size"]}
     path = C.BENCH_DIR / "results" / "encoder-batch.json"
     if not path.is_file():
         return None
     d = json.loads(path.read_text())
-    return {"file": "bench/results/encoder-batch.json", "best_ratio": d.get("best_ratio"), "best_size": d.get("best_size"),
+    return {"file": "bench/results/encoder-batch.json", "measured": "read from the file",
+            "best_ratio": d.get("best_ratio"), "best_size": d.get("best_size"),
             "commit": (d.get("git") or {}).get("commit"), "timestamp_utc": d.get("timestamp_utc")}
+
+
+def measure_encoder_curve(collection: Path, repeats: int) -> dict[str, Any]:
+    """bench/encoder_batch.py's curve for the collection's encoder, in this process before the servers start:
+    the image target (the curve's best ratio within 10 %) then comes from the machine and the run it judges
+    (the curve file was once measured on another VM than the sweeps it set the target for)."""
+    import encoder_batch
+
+    from vidsearch.encode.frame import load_encoder
+    from vidsearch.store.manifest import read_manifest
+
+    name = read_manifest(collection)["config"]["encode"]["encoder"]
+    encoder = load_encoder(name)
+    curve = encoder_batch.measure(encoder, [1, 2, 4, 8, 16, 32], repeats)
+    del encoder  # the servers load their own; this one's arena is not kept
+    C.log(f"[serve] encoder curve ({name}): best batch {curve['best_size']}, {curve['best_ratio']:.2f}x batch 1")
+    return curve
 
 
 def summarize(payload: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -1234,7 +1262,7 @@ def summarize(payload: dict[str, Any], args: argparse.Namespace) -> dict[str, An
 
     sched_img, mb1_img = get("scheduler", "image", "qps_at_limit"), get("max_batch_1", "image", "qps_at_limit")
     ratio = sched_img / mb1_img if sched_img and mb1_img else None
-    curve = encoder_curve()
+    curve = encoder_curve(payload)
     best_ratio = curve.get("best_ratio") if curve else None
     ratio_target = 1.5 if best_ratio is None or best_ratio >= 1.5 else 0.9 * best_ratio
     over = get("scheduler", "image", "overload") or {}
@@ -1251,6 +1279,8 @@ def summarize(payload: dict[str, Any], args: argparse.Namespace) -> dict[str, An
         "ratio": ratio,
         "ratio_target": ratio_target,
         "encoder_curve_best_ratio": best_ratio,
+        "encoder_curve_best_size": curve.get("best_size") if curve else None,
+        "encoder_curve_measured": curve.get("measured") if curve else None,
         "clip_qps_at_target_scheduler": get("scheduler", "clip", "qps_at_limit"),
         "clip_qps_at_target_max_batch_1": get("max_batch_1", "clip", "qps_at_limit"),
         "ref_qps_at_50ms_p99": ref_qps,
@@ -1441,6 +1471,8 @@ def main(argv: list[str] | None = None) -> None:
         queries["clip"] = make_clips(files, args.quick, material / "clips", fields=file_fields(args))
     payload["quiet_wait"] = C.wait_for_quiet(args.wait_quiet)
     payload["cpu_probe_start"] = C.cpu_probe()
+    if args.curve_repeats and "image" in args.kinds:
+        payload["encoder_curve"] = measure_encoder_curve(coll, args.curve_repeats)
     servers: dict[str, ServerProcess] = {}
     payload.update(steps=[], calibration={}, sweep_state={}, metrics={}, metrics_total={}, servers={})
     try:

@@ -348,6 +348,11 @@ def test_quick_run_summary(quick_run: tuple[dict[str, Any], dict[str, Any], Path
     assert s["rss_growth_pct"] == pytest.approx((rss["rss_after_mb"] - rss["rss_before_mb"]) / rss["rss_before_mb"] * 100)
     assert s["ref_qps_at_50ms_p99"] is None or s["ref_qps_at_50ms_p99"] > 10
     assert 0 < s["generator_cpu_share"] < 1
+    # the image target comes from the encoder curve measured in this run, on this machine
+    curve = d["encoder_curve"]
+    assert set(curve["results"]) == {"1", "2", "4", "8", "16", "32"} and curve["config"]["encoder"] == "sscd"
+    assert s["encoder_curve_measured"] == "in this run" and s["encoder_curve_best_ratio"] == curve["best_ratio"]
+    assert s["ratio_target"] == pytest.approx(1.5 if curve["best_ratio"] >= 1.5 else 0.9 * curve["best_ratio"])
     png = out / "results" / "serve-quick.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
@@ -367,7 +372,8 @@ def _fake_result() -> dict[str, Any]:
            "max_batch_1": {"image": {"limit_ms": 200.0, "qps_at_limit": 15.0, "p99_ms_at_limit": 120.0, "overload": None},
                            "ref": {"limit_ms": 50.0, "qps_at_limit": 1000.0, "p99_ms_at_limit": 40.0, "overload": None}}}
     summary = {"latency_target_ms": 200.0, "image_qps_at_target_scheduler": 19.5, "image_qps_at_target_max_batch_1": 15.0,
-               "ratio": 1.3, "ratio_target": 0.927, "encoder_curve_best_ratio": 1.03, "ref_qps_at_50ms_p99": 1200.0,
+               "ratio": 1.3, "ratio_target": 0.927, "encoder_curve_best_ratio": 1.03, "encoder_curve_best_size": 4,
+               "encoder_curve_measured": "in this run", "ref_qps_at_50ms_p99": 1200.0,
                "ref_p99_limit_ms": 50.0, "overload_offered_rps": 40.0, "overload_503_p99_ms": 4.5, "overload_503_count": 150,
                "admitted_p99_at_2x_ms": 180.0, "five_xx_total": 0, "rss_growth_pct": 2.25, "rss_before_mb": 600.0,
                "rss_after_mb": 613.5, "generator_cpu_share": 0.08,
@@ -380,6 +386,16 @@ def _fake_result() -> dict[str, Any]:
                            "load_start": {"loadavg_1_5_15": [0.2, 0.3, 0.4], "cpu_pressure_some": {"avg10": 1.5}}}}
 
 
+def test_the_image_target_comes_from_this_runs_curve_not_the_file(bench: ModuleType):
+    own = {"best_ratio": 1.32, "best_size": 8}
+    assert bench.encoder_curve({"encoder_curve": own}) == {"file": None, "measured": "in this run", "best_ratio": 1.32,
+                                                          "best_size": 8}
+    committed = json.loads((bench.C.BENCH_DIR / "results" / "encoder-batch.json").read_text())
+    assert bench.encoder_curve({}) == {"file": "bench/results/encoder-batch.json", "measured": "read from the file",
+                                       "best_ratio": committed["best_ratio"], "best_size": committed["best_size"],
+                                       "commit": committed["git"]["commit"], "timestamp_utc": committed["timestamp_utc"]}
+
+
 def test_the_renderer_reads_the_figures_it_shows(renderer: ModuleType, tmp_path: Path):
     path = tmp_path / "serve.json"
     path.write_text(json.dumps(_fake_result()))
@@ -387,7 +403,8 @@ def test_the_renderer_reads_the_figures_it_shows(renderer: ModuleType, tmp_path:
     assert "| image (JPEG/PNG frame) | 200 | 19.5 (150.0) | 15.0 (120.0) | 1.30x | 3.5 (p99 <= 8) | 40.0, 180.0, 150/240, 4.5 |" in lines
     assert "| stored range (`ref`) | 50 | 1,200.0 (31.0) | 1,000.0 (40.0) | 1.20x | - | -, -, -, - |" in lines
     assert ("| image queries: scheduler / `--max-batch 1` throughput at p99 <= 200 ms, >= 0.93x (0.9 x the encoder "
-            "curve's best 1.03x) | 1.30x (19.5 / 15.0 req/s) | met |") in lines
+            "curve's best 1.03x at batch 4, measured in this run before the servers started) | 1.30x (19.5 / 15.0 "
+            "req/s) | met |") in lines
     assert "| server RSS grows < 10 % over 5,000 requests after warm-up | +2.2 % (600 -> 614 MiB) | met |" in lines
     assert lines[2].startswith("Run of 2026-12-01T10:00:00+00:00: commit abcdef12 (src dirty: False), load at start 0.2")
 
