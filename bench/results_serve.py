@@ -111,7 +111,18 @@ def render(result: Path = RESULT) -> str:
               f"| server RSS grows < 10 % over {cfg.get('rss_requests', '-'):,} requests after warm-up | "
               f"{growth_text} ({_f(s.get('rss_before_mb'), 0)} -> "
               f"{_f(s.get('rss_after_mb'), 0)} MiB) | {_met(t.get('rss_growth_below_10pct'))} |",
-              "", END]
+              ""]
+    ceiling = d.get("ceiling") or {}
+    if ceiling.get("modes"):
+        a, b = (ceiling["modes"].get(m) or {} for m in ("scheduler", "max_batch_1"))
+        lines += [f"Ceiling (after the sweep, each server alone with a {ceiling['latency_target_ms'] / 1000:g} s latency "
+                  f"target so that nothing is refused, {ceiling['requests']} image queries closed loop at concurrency "
+                  f"{ceiling['concurrency']}): scheduler {_f(a.get('answered_rps'))} req/s (p99 {_f(a.get('p99_ms'))} ms, "
+                  f"encode batches of {_f(a.get('encode_batch_mean'))} frames, {_f(a.get('server_cpu_ms_per_request'))} "
+                  f"ms of CPU a request), `--max-batch 1` {_f(b.get('answered_rps'))} req/s (p99 {_f(b.get('p99_ms'))} "
+                  f"ms, {_f(b.get('server_cpu_ms_per_request'))} ms of CPU a request): "
+                  f"{'-' if ceiling.get('ratio') is None else format(ceiling['ratio'], '.2f') + 'x'} at any latency.", ""]
+    lines.append(END)
     return "\n".join(lines)
 
 

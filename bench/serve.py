@@ -34,6 +34,12 @@ What it does:
 4. An RSS-growth run on the scheduler's server: ``--rss-warmup`` then ``--rss-requests`` (5,000) requests, image
    and stored-range queries alternating, closed loop at ``--rss-concurrency``; VmRSS before and after.
 5. After each kind the servers' ``/metrics`` (batch sizes per scheduler, refusals, requests by status).
+6. With image queries, two more measurements for the image target: before the servers start, the encoder's
+   images/s against batch size (``bench/encoder_batch.py``'s curve, ``--curve-repeats`` rounds: its best ratio
+   within 10 % is the target when it is under 1.5x); after the sweep, the ceiling run (``--ceiling-requests``):
+   each mode's server alone again, with a latency target so long that nothing is refused, closed loop at
+   ``--ceiling-concurrency``: the most each serves a second at any latency, so the ratio the scheduler could
+   reach at all on this machine (``ceiling`` in the JSON).
 
 Every step has a fixed request count (rate x ``--step-seconds``, within ``--min-requests`` ..
 ``--max-requests`` and ``--step-max-seconds``) and a time limit (requests not sent by then are counted
@@ -180,6 +186,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default=None, metavar="NAME",
                    help="write bench/results/NAME.json and NAME.png (default serve, serve-quick with --quick), "
                         "so a trial run leaves the recorded result alone")
+    p.add_argument("--ceiling-requests", type=int, default=480,
+                   help="image requests per server in the ceiling run (after the sweep: each server alone again, "
+                        "started with a latency target of --ceiling-target-ms so that nothing is refused, closed loop "
+                        "at --ceiling-concurrency): the most each serves a second at any latency; 0: no ceiling run")
+    p.add_argument("--ceiling-concurrency", type=int, default=16)
+    p.add_argument("--ceiling-target-ms", type=float, default=60000.0)
     p.add_argument("--curve-repeats", type=int, default=5,
                    help="rounds of the encoder's images/s against batch size measured before the servers start, "
                         "in this run (bench/encoder_batch.py's curve; its best ratio sets the image target); "
@@ -194,7 +206,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "max_steps": 2, "refine": 0, "rss_requests": 150, "rss_warmup": 20, "wait_quiet": 0.0,
                  "request_timeout": 10.0, "start_load": 1.0, "calibrate": 2, "calibrate_warm": 1,
                  "image_min_requests": 6, "image_step_max_seconds": 3.0, "confirm": 0,
-                 "overload_repeats": 1, "curve_repeats": 1}
+                 "overload_repeats": 1, "curve_repeats": 1, "ceiling_requests": 32, "ceiling_concurrency": 4}
         for key, value in quick.items():
             if f"--{key.replace('_', '-')}" not in given:
                 setattr(args, key, value)
@@ -202,17 +214,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not kinds or any(k not in KINDS for k in kinds):
         p.error(f"--kinds: expected some of {','.join(KINDS)}, got {args.kinds!r}")
     args.kinds = kinds
-    for name in ("latency_target_ms", "ref_p99_ms", "start_load", "max_rate", "step_seconds", "step_max_seconds",
+    for name in ("latency_target_ms", "ceiling_target_ms", "ref_p99_ms", "start_load", "max_rate", "step_seconds", "step_max_seconds",
                  "request_timeout", "image_step_max_seconds"):
         if not getattr(args, name) > 0:
             p.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     if args.factor <= 1:
         p.error(f"--factor must be > 1, got {args.factor}")
     for name in ("min_requests", "max_requests", "max_steps", "max_connections", "rss_concurrency", "calibrate",
-                 "image_min_requests", "overload_repeats"):
+                 "image_min_requests", "overload_repeats", "ceiling_concurrency"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("confirm", "curve_repeats"):
+    for name in ("confirm", "curve_repeats", "ceiling_requests"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.min_requests > args.max_requests:
@@ -898,7 +910,10 @@ async def closed_loop(server: ServerProcess, requests: list[bytes], n: int, conc
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     pool.close()
     server.alive()
-    return {"planned": n, "sent": next_i, "elapsed_s": round(time.perf_counter() - t0, 2), **counts(out, next_i, n)}
+    s = np.asarray(out.status, dtype=np.int64)
+    ok = np.asarray(out.latency_s)[(s >= 200) & (s < 300)].tolist()
+    return {"planned": n, "sent": next_i, "elapsed_s": round(time.perf_counter() - t0, 2), **counts(out, next_i, n),
+            "p50_ms": _ms(ok, 50), "p99_ms": _ms(ok, 99)}
 
 
 def _ms(values: list[float], q: float) -> float | None:
@@ -1295,6 +1310,9 @@ def summarize(payload: dict[str, Any], args: argparse.Namespace) -> dict[str, An
         "rss_before_mb": rss.get("rss_before_mb"),
         "rss_after_mb": rss.get("rss_after_mb"),
         "generator_cpu_share": client_cpu / busy if busy else None,
+        "image_ceiling_ratio": (payload.get("ceiling") or {}).get("ratio"),
+        "image_ceiling_rps": {mode: m.get("answered_rps") for mode, m in ((payload.get("ceiling") or {}).get("modes")
+                                                                           or {}).items()} or None,
     }
     summary["targets"] = {
         "image_ratio": None if ratio is None else ratio >= ratio_target,
@@ -1339,6 +1357,46 @@ async def rss_run(server: ServerProcess, image: list[bytes], ref: list[bytes], a
             **{k: v for k, v in main.items()}, "rss_before_mb": before, "rss_after_mb": after,
             "vmhwm_before_mb": hwm_before, "vmhwm_after_mb": server.hwm_mb(), "growth_pct": growth,
             "rss_samples": samples}
+
+
+# ---------------------------------------------------------------------------------------------- ceiling
+
+
+def ceiling_run(args: argparse.Namespace, coll: Path, modes: dict[str, list[str]], requests: list[Query],
+                data_dir: Path) -> dict[str, Any]:
+    """Image queries, closed loop at ``--ceiling-concurrency``, against each server started alone (one after
+    the other) with a latency target so long that nothing is refused: the most each mode serves a second at
+    any latency, and the ratio of the two. The sweep's ratio is taken at p99 <= the target, below this ceiling;
+    the ceiling says what batching can give on this machine at all (the encoder's curve counts the encoder
+    alone, while a request also spends CPU decoding, on HTTP and in the search, none of it batched)."""
+    out: dict[str, Any] = {"concurrency": args.ceiling_concurrency, "requests": args.ceiling_requests,
+                           "latency_target_ms": args.ceiling_target_ms, "modes": {}}
+    for mode in MODES:
+        extra = list(modes[mode])
+        extra[extra.index("--latency-target-ms") + 1] = str(args.ceiling_target_ms)
+        server = ServerProcess(mode, coll, extra, data_dir / "logs" / f"serve-ceiling-{mode}.log")
+        try:
+            server.wait_ready(args.server_start_timeout)
+            body = [request_bytes(server, q) for q in requests]
+            run_client(closed_loop(server, body, 2 * len(body), 2, 300.0, args.request_timeout))  # warm-up
+            before, cpu0 = metrics_summary(get_json(server, "/metrics")), server.cpu_s()
+            res = run_client(closed_loop(server, body, args.ceiling_requests, args.ceiling_concurrency,
+                                         max(60.0, args.ceiling_requests * 0.5), args.request_timeout))
+            cpu1 = server.cpu_s()
+            diff = metrics_diff(metrics_summary(get_json(server, "/metrics")), before)
+        finally:
+            server.stop()
+        res.pop("examples", None)
+        rps = res["n_2xx"] / res["elapsed_s"] if res["elapsed_s"] else None
+        enc = diff["batch_size"].get("encode") or {}
+        out["modes"][mode] = {**res, "answered_rps": rps, "encode_batch_mean": enc.get("mean"),
+                              "server_cpu_ms_per_request": (cpu1 - cpu0) / res["sent"] * 1000
+                              if cpu0 is not None and cpu1 is not None and res["sent"] else None}
+        C.log(f"[serve] ceiling {mode}: {_fmt(rps).strip()} images/s at concurrency {args.ceiling_concurrency} "
+              f"(p99 {_fmt(res['p99_ms']).strip()} ms, encode batches {_fmt(enc.get('mean')).strip()} frames)")
+    a, b = (out["modes"][m].get("answered_rps") for m in MODES)
+    out["ratio"] = a / b if a and b else None
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- plot
@@ -1445,6 +1503,17 @@ async def run(args: argparse.Namespace, payload: dict[str, Any], servers: dict[s
         payload["metrics_total"][mode] = metrics_diff(metrics_summary(get_json(server, "/metrics")), None)
 
 
+def close_server(info: dict[str, Any], server: ServerProcess) -> None:
+    """Stop a sweep server, recording its final VmRSS, peak, CPU time, exit code and log tail (once)."""
+    if "exit_code" in info:
+        return
+    info.update(rss_end_mb=server.rss_mb(), vmhwm_mb=server.hwm_mb(), cpu_s=server.cpu_s())
+    info["exit_code"] = server.stop()
+    tail = server.log_tail(1500)
+    if tail.strip():
+        info["log_tail"] = tail
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     name = args.name or ("serve-quick" if args.quick else NAME)
@@ -1491,18 +1560,17 @@ def main(argv: list[str] | None = None) -> None:
         payload["client"] = {"loop": client_loop_name(), "http_parser": "httptools", "connections": "keep-alive, "
                              f"at most {args.max_connections} per server"}
         run_client(run(args, payload, servers, queries))
+        if "image" in queries and args.ceiling_requests > 0:
+            for mode, server in servers.items():  # the ceiling's servers run alone
+                close_server(payload["servers"].setdefault(mode, {}), server)
+            payload["ceiling"] = ceiling_run(args, coll, modes, queries["image"], data_dir)
     except ServerDied as exc:
         C.log(f"[serve] {exc}")
         payload["partial"] = True
         payload["missing"] = {"server": str(exc)}
     finally:
         for mode, server in servers.items():
-            info = payload["servers"].setdefault(mode, {})
-            info.update(rss_end_mb=server.rss_mb(), vmhwm_mb=server.hwm_mb(), cpu_s=server.cpu_s())
-            info["exit_code"] = server.stop()
-            tail = server.log_tail(1500)
-            if tail.strip():
-                info["log_tail"] = tail
+            close_server(payload["servers"].setdefault(mode, {}), server)
     payload["cpu_probe_end"] = C.cpu_probe()
     payload["summary"] = summarize(payload, args)
     png = C.RESULTS_DIR / f"{name}.png"

@@ -353,6 +353,15 @@ def test_quick_run_summary(quick_run: tuple[dict[str, Any], dict[str, Any], Path
     assert set(curve["results"]) == {"1", "2", "4", "8", "16", "32"} and curve["config"]["encoder"] == "sscd"
     assert s["encoder_curve_measured"] == "in this run" and s["encoder_curve_best_ratio"] == curve["best_ratio"]
     assert s["ratio_target"] == pytest.approx(1.5 if curve["best_ratio"] >= 1.5 else 0.9 * curve["best_ratio"])
+    # the ceiling: each server alone again, nothing refused at its long latency target
+    ceiling = d["ceiling"]
+    for mode in ("scheduler", "max_batch_1"):
+        m = ceiling["modes"][mode]
+        assert m["sent"] == m["n_2xx"] == 32 and m["n_503"] == 0 and m["answered_rps"] > 0
+        assert m["p50_ms"] <= m["p99_ms"] and m["server_cpu_ms_per_request"] > 0 and m["encode_batch_mean"] >= 1
+    assert s["image_ceiling_ratio"] == pytest.approx(ceiling["modes"]["scheduler"]["answered_rps"]
+                                                     / ceiling["modes"]["max_batch_1"]["answered_rps"])
+    assert all(info["exit_code"] is not None for info in d["servers"].values())
     png = out / "results" / "serve-quick.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
@@ -380,7 +389,13 @@ def _fake_result() -> dict[str, Any]:
                "targets": {"image_ratio": True, "ref_1000_rps_at_50ms": True, "admitted_p99_at_2x_within_target": True,
                            "overload_503_within_20ms": True, "zero_5xx": True, "rss_growth_below_10pct": True}}
     metrics = {"scheduler": {"image": {"batch_size": {"encode": {"count": 10, "mean": 3.5, "p99_le": "8.0"}}}}}
-    return {"summary": summary, "per_mode": per, "config": {"kinds": ["image", "ref"], "rss_requests": 5000},
+    ceiling = {"concurrency": 16, "requests": 480, "latency_target_ms": 60000.0, "ratio": 1.1428,
+               "modes": {"scheduler": {"answered_rps": 40.0, "p99_ms": 650.0, "encode_batch_mean": 7.0,
+                                       "server_cpu_ms_per_request": 47.0},
+                         "max_batch_1": {"answered_rps": 35.0, "p99_ms": 520.0, "encode_batch_mean": 1.08,
+                                         "server_cpu_ms_per_request": 52.5}}}
+    return {"summary": summary, "per_mode": per, "ceiling": ceiling,
+            "config": {"kinds": ["image", "ref"], "rss_requests": 5000},
             "metrics": metrics, "git": {"commit": "abcdef1234", "src_dirty": False}, "collection": {"indexed": 35, "segments": 900},
             "provenance": {"started_utc": "2026-12-01T10:00:00+00:00", "duration_s": 700.0,
                            "load_start": {"loadavg_1_5_15": [0.2, 0.3, 0.4], "cpu_pressure_some": {"avg10": 1.5}}}}
@@ -406,6 +421,10 @@ def test_the_renderer_reads_the_figures_it_shows(renderer: ModuleType, tmp_path:
             "curve's best 1.03x at batch 4, measured in this run before the servers started) | 1.30x (19.5 / 15.0 "
             "req/s) | met |") in lines
     assert "| server RSS grows < 10 % over 5,000 requests after warm-up | +2.2 % (600 -> 614 MiB) | met |" in lines
+    assert ("Ceiling (after the sweep, each server alone with a 60 s latency target so that nothing is refused, 480 "
+            "image queries closed loop at concurrency 16): scheduler 40.0 req/s (p99 650.0 ms, encode batches of 7.0 "
+            "frames, 47.0 ms of CPU a request), `--max-batch 1` 35.0 req/s (p99 520.0 ms, 52.5 ms of CPU a request): "
+            "1.14x at any latency.") in lines
     assert lines[2].startswith("Run of 2026-12-01T10:00:00+00:00: commit abcdef12 (src dirty: False), load at start 0.2")
 
 
